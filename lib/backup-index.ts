@@ -1,0 +1,114 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { z } from 'zod'
+import { writeFileAtomic } from './atomic-file.ts'
+import { OpsError } from './errors.ts'
+import { acquireLock, type Lock } from './lock.ts'
+
+// backup_index.json: the contract's fields, the data model's Backup Record, and what a restore
+// needs to prove it got every row (sha256, per-table row counts taken from the dump stream).
+// A safety backup (before a restore or a rollback) is `manual` with its `reason` recorded.
+export const BACKUP_TYPES = ['scheduled', 'pre_deployment', 'manual'] as const
+export const BACKUP_ID = /^[A-Za-z0-9_]{1,80}_\d{8}_\d{6}(?:_\d{1,3})?$/
+
+const timestamp = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/, 'an ISO-8601 UTC time')
+
+const drillSchema = z.object({
+  at: timestamp,
+  outcome: z.enum(['passed', 'failed']),
+  detail: z.string(),
+})
+
+export const backupRecordSchema = z.object({
+  backup_id: z.string().regex(BACKUP_ID),
+  created_at: timestamp,
+  backup_type: z.enum(BACKUP_TYPES),
+  file_path: z.string().min(1),
+  file_size_mb: z.number().int().nonnegative(),
+  file_size_bytes: z.number().int().nonnegative(),
+  database_name: z.string(),
+  pg_dump_version: z.string(),
+  compressed: z.boolean(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  row_counts: z.record(z.string(), z.number().int().nonnegative()),
+  verified: z.boolean(),
+  verified_at: timestamp.nullable(),
+  retention_until: timestamp,
+  artifact_id: z.string().nullable(),
+  reason: z.string().nullable().default(null),
+  last_drill: drillSchema.nullable().default(null),
+})
+
+export type BackupRecord = z.infer<typeof backupRecordSchema>
+export type BackupType = BackupRecord['backup_type']
+export type DrillOutcome = z.infer<typeof drillSchema>
+
+const indexSchema = z.object({ backups: z.array(backupRecordSchema) })
+export type BackupIndex = z.infer<typeof indexSchema>
+
+export function indexPath(backupDir: string): string {
+  return path.join(backupDir, 'backup_index.json')
+}
+
+/** A missing index is an empty one; an unreadable or invalid one stops everything, untouched. */
+export function readIndex(backupDir: string): BackupIndex {
+  const file = indexPath(backupDir)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { backups: [] }
+    throw new OpsError('corrupt_state', `Cannot read backup index ${file}: ${(error as Error).message}`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    throw new OpsError('corrupt_state', `Backup index ${file} is not valid JSON (${(error as Error).message}); fix or move it aside, it was left untouched`)
+  }
+  const parsed = indexSchema.safeParse(json)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new OpsError('corrupt_state', `Backup index ${file} is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}; fix or move it aside, it was left untouched`)
+  }
+  return parsed.data
+}
+
+export function writeIndex(backupDir: string, index: BackupIndex): void {
+  const sorted = [...index.backups].sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id))
+  writeFileAtomic(indexPath(backupDir), JSON.stringify({ backups: sorted }, null, 2) + '\n')
+}
+
+/** Read-modify-write under the index lock, so a timer backup and a deploy backup both land. */
+export async function updateIndex(backupDir: string, change: (index: BackupIndex) => void): Promise<BackupIndex> {
+  const lock = await acquireLock(path.join(backupDir, '.index.lock'), {
+    command: 'backup index update',
+    waitMs: 60_000,
+    staleAfterMs: 10 * 60_000,
+  })
+  try {
+    const index = readIndex(backupDir)
+    change(index)
+    writeIndex(backupDir, index)
+    return index
+  } finally {
+    lock.release()
+  }
+}
+
+/** Serializes whole backups (dump, verify, index, retention) between processes. */
+export function lockBackups(backupDir: string, command: string): Promise<Lock> {
+  return acquireLock(path.join(backupDir, '.backup.lock'), {
+    command,
+    waitMs: 15 * 60_000,
+    staleAfterMs: 60 * 60_000,
+  })
+}
+
+export function findBackup(index: BackupIndex, id: string): BackupRecord | undefined {
+  return index.backups.find((b) => b.backup_id === id)
+}
+
+export function newestVerified(index: BackupIndex): BackupRecord | undefined {
+  return [...index.backups].reverse().find((b) => b.verified)
+}

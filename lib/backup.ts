@@ -1,0 +1,258 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import dayjs from 'dayjs'
+import { fsyncDir, fsyncFile } from './atomic-file.ts'
+import {
+  BACKUP_ID,
+  findBackup,
+  lockBackups,
+  newestVerified,
+  readIndex,
+  updateIndex,
+  type BackupIndex,
+  type BackupRecord,
+  type BackupType,
+} from './backup-index.ts'
+import type { Config } from './config.ts'
+import { isDiskFull, requireFreeDisk } from './disk.ts'
+import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
+import { OpsError, messageOf } from './errors.ts'
+import { fileStamp, formatBytes, formatMb, isoSeconds } from './format.ts'
+import { compressor, decompressor } from './gzip.ts'
+import { log } from './log.ts'
+import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from './postgres.ts'
+import { capture, isDryRun, runStages } from './runner.ts'
+import { Sha256Stream, discard } from './streams.ts'
+
+// The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
+// pre-deployment backup): one implementation, so every backup is made and checked the same way.
+export interface BackupRequest {
+  type: BackupType
+  artifactId: string | null
+  reason: string | null
+}
+
+export async function createBackup(cfg: Config, db: Db, request: BackupRequest): Promise<BackupRecord> {
+  ensureBackupDir(cfg.BACKUP_DIR)
+  const available = requireFreeDisk(cfg.BACKUP_DIR, cfg.MIN_FREE_DISK_MB)
+  log.info(`Available disk space: ${formatMb(available)}`)
+  if (db.mode === 'url') await refuseOlderPgDump(db)
+  const lock = await lockBackups(cfg.BACKUP_DIR, `backup (${request.type})`)
+  try {
+    readIndex(cfg.BACKUP_DIR) // a corrupt index stops us before the dump, not after it
+    const { id, file } = claimName(cfg.BACKUP_DIR, db.database, new Date())
+    log.info(`Creating backup: ${path.basename(file)}`)
+    const partial = `${file}.partial`
+    const written = await dumpCompressed(db, partial)
+    if (isDryRun()) return plannedRecord(id, file, request, db)
+    log.info(`Backup created: ${formatBytes(written.bytes)}`)
+    log.info('Verifying backup integrity')
+    try {
+      await verifyBackupFile(partial, { sha256: written.sha256, rowCounts: written.facts.rowCounts })
+      publish(partial, file)
+    } finally {
+      fs.rmSync(partial, { force: true })
+    }
+    const now = new Date()
+    log.info('Verification successful')
+    const record: BackupRecord = {
+      backup_id: id,
+      created_at: isoSeconds(now),
+      backup_type: request.type,
+      file_path: file,
+      file_size_mb: Math.round(written.bytes / (1024 * 1024)),
+      file_size_bytes: written.bytes,
+      database_name: db.database,
+      pg_dump_version: written.facts.pgDumpVersion ?? 'unknown',
+      compressed: true,
+      sha256: written.sha256,
+      row_counts: written.facts.rowCounts,
+      verified: true,
+      verified_at: isoSeconds(now),
+      retention_until: isoSeconds(dayjs(now).add(cfg.BACKUP_RETENTION_DAYS, 'day').toDate()),
+      artifact_id: request.artifactId,
+      reason: request.reason,
+      last_drill: null,
+    }
+    await updateIndex(cfg.BACKUP_DIR, (index) => void index.backups.push(record))
+    return record
+  } finally {
+    lock.release()
+  }
+}
+
+function ensureBackupDir(dir: string): void {
+  if (isDryRun()) return
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+}
+
+/** `<db>_<YYYYMMDD_HHMMSS>`; a second backup within the same second gets `_1`, never overwrites. */
+function claimName(dir: string, database: string, now: Date): { id: string; file: string } {
+  for (let n = 0; n < 1000; n++) {
+    const id = `${database}_${fileStamp(now)}${n ? `_${n}` : ''}`
+    const file = path.join(dir, `${id}.sql.gz`)
+    if (!fs.existsSync(file) && !fs.existsSync(`${file}.partial`) && BACKUP_ID.test(id)) return { id, file }
+  }
+  throw new OpsError('dump_failed', `Cannot find a free backup file name in ${dir}`)
+}
+
+interface Written {
+  bytes: number
+  sha256: string
+  facts: DumpFacts
+}
+
+/** pg_dump | (count rows) | pigz | (sha256) > file.partial, streamed; removes the partial on failure. */
+async function dumpCompressed(db: Db, partial: string): Promise<Written> {
+  const inspector = new DumpInspector()
+  const hasher = new Sha256Stream()
+  try {
+    await runStages([pgDumpCommand(db), inspector, await compressor(), hasher, { writeTo: partial }], db.timeoutMs)
+  } catch (error) {
+    if (!isDryRun()) fs.rmSync(partial, { force: true })
+    if (isDiskFull(error)) throw new OpsError('disk_space', `Disk full while writing ${partial}; the partial file was removed`, { cause: error })
+    if (error instanceof OpsError && error.kind === 'timeout') throw error
+    throw new OpsError('dump_failed', `pg_dump failed: ${messageOf(error)}`, { cause: error })
+  }
+  if (isDryRun()) return { bytes: 0, sha256: '', facts: inspector.facts() }
+  const facts = inspector.facts()
+  if (!facts.complete) {
+    fs.rmSync(partial, { force: true })
+    throw new OpsError('verify_failed', 'The dump ended without its completion trailer: it is incomplete and was removed')
+  }
+  fsyncFile(partial)
+  return { bytes: fs.statSync(partial).size, sha256: hasher.digest(), facts }
+}
+
+/** link(2) fails when the target exists, so publishing can never replace an older backup. */
+function publish(partial: string, file: string): void {
+  fs.linkSync(partial, file)
+  fsyncDir(path.dirname(file))
+}
+
+export interface Expected {
+  sha256?: string
+  rowCounts?: Record<string, number>
+}
+
+/**
+ * Reads the whole file back: the gzip stream must be intact, the dump must carry its completion
+ * trailer (a truncated dump can still be valid gzip), and checksum and row counts must match what
+ * was recorded when it was made.
+ */
+export async function verifyBackupFile(file: string, expected: Expected = {}): Promise<DumpFacts & { sha256: string }> {
+  if (isDryRun()) return { rowCounts: {}, pgDumpVersion: null, complete: true, bytes: 0, sha256: '' }
+  if (!fs.existsSync(file)) throw new OpsError('not_found', `Backup file not found: ${file}`)
+  const hasher = new Sha256Stream()
+  const inspector = new DumpInspector()
+  try {
+    await runStages([{ readFrom: file }, hasher, await decompressor(), inspector, discard()], 30 * 60_000)
+  } catch (error) {
+    throw new OpsError('verify_failed', `Backup ${file} is corrupted: ${messageOf(error)}`, { cause: error })
+  }
+  const facts = inspector.facts()
+  const sha256 = hasher.digest()
+  if (!facts.complete) throw new OpsError('verify_failed', `Backup ${file} is incomplete: the dump has no completion trailer (truncated?)`)
+  if (expected.sha256 && expected.sha256 !== sha256) throw new OpsError('verify_failed', `Backup ${file} does not match its recorded checksum (sha256 ${sha256.slice(0, 12)}…, expected ${expected.sha256.slice(0, 12)}…)`)
+  if (expected.rowCounts) {
+    const diff = diffCounts(expected.rowCounts, facts.rowCounts)
+    if (diff) throw new OpsError('verify_failed', `Backup ${file} rows differ from the record: ${diff}`)
+  }
+  return { ...facts, sha256 }
+}
+
+export function diffCounts(expected: Record<string, number>, actual: Record<string, number>): string | null {
+  const tables = new Set([...Object.keys(expected), ...Object.keys(actual)])
+  const diffs = [...tables]
+    .filter((t) => expected[t] !== actual[t])
+    .map((t) => `${t} ${expected[t] ?? 'missing'} expected, ${actual[t] ?? 'missing'} found`)
+  return diffs.length ? diffs.slice(0, 5).join('; ') : null
+}
+
+async function refuseOlderPgDump(db: Db): Promise<void> {
+  const client = majorOf(await capture(pgDumpVersionCommand(db)))
+  let server: number
+  try {
+    server = Math.floor(Number(await capture(psqlQuery(db, db.database, 'SHOW server_version_num', { mutates: false, timeoutMs: 30_000 }))) / 10000)
+  } catch (error) {
+    throw new OpsError('dump_failed', `Cannot connect to database ${db.database}: ${messageOf(error)}`, { cause: error })
+  }
+  if (client !== null && client < server) {
+    throw new OpsError('dump_failed', `pg_dump on this host is version ${client} but the server is version ${server}: install postgresql-client-${server} (pg_dump cannot dump a newer server)`)
+  }
+}
+
+function majorOf(versionLine: string): number | null {
+  const match = /(\d+)(?:\.\d+)?/.exec(versionLine.replace(/^[^\d]*/, ''))
+  return match ? Number(match[1]) : null
+}
+
+function plannedRecord(id: string, file: string, request: BackupRequest, db: Db): BackupRecord {
+  const now = isoSeconds(new Date())
+  return {
+    backup_id: id, created_at: now, backup_type: request.type, file_path: file, file_size_mb: 0, file_size_bytes: 0,
+    database_name: db.database, pg_dump_version: 'unknown', compressed: true, sha256: '0'.repeat(64), row_counts: {},
+    verified: false, verified_at: null, retention_until: now, artifact_id: request.artifactId, reason: request.reason, last_drill: null,
+  }
+}
+
+// ---- retention ---------------------------------------------------------------------------------
+
+/**
+ * A backup expires when it is outside the newest `keepCount` AND past its retention_until: both
+ * limits must agree before anything is deleted, and the newest verified backup is always kept.
+ */
+export function chooseExpired(index: BackupIndex, now: Date, keepCount: number): BackupRecord[] {
+  const newestFirst = [...index.backups].sort((a, b) => b.created_at.localeCompare(a.created_at))
+  const keep = newestVerified(index)?.backup_id
+  return newestFirst
+    .slice(keepCount)
+    .filter((b) => b.backup_id !== keep && Date.parse(b.retention_until) < now.getTime())
+}
+
+export interface RetentionResult {
+  deleted: BackupRecord[]
+  missing: BackupRecord[]
+  partials: string[]
+}
+
+export async function applyRetention(cfg: Config, now = new Date()): Promise<RetentionResult> {
+  const result: RetentionResult = { deleted: [], missing: [], partials: [] }
+  const lock = await lockBackups(cfg.BACKUP_DIR, 'backup retention')
+  try {
+    for (const name of fs.readdirSync(cfg.BACKUP_DIR)) {
+      if (name.endsWith('.partial')) result.partials.push(path.join(cfg.BACKUP_DIR, name))
+    }
+    const index = readIndex(cfg.BACKUP_DIR)
+    result.missing = index.backups.filter((b) => !fs.existsSync(b.file_path))
+    const remaining = { backups: index.backups.filter((b) => !result.missing.includes(b)) }
+    result.deleted = chooseExpired(remaining, now, cfg.BACKUP_RETENTION_COUNT)
+    if (isDryRun()) return result
+    for (const partial of result.partials) {
+      log.warn(`Removing leftover partial file from an interrupted backup: ${partial}`)
+      fs.rmSync(partial, { force: true })
+    }
+    for (const gone of result.missing) log.warn(`Backup ${gone.backup_id} is in the index but its file ${gone.file_path} is missing; removing it from the index`)
+    const dropped = new Set([...result.missing, ...result.deleted].map((b) => b.backup_id))
+    if (dropped.size > 0) await updateIndex(cfg.BACKUP_DIR, (i) => void (i.backups = i.backups.filter((b) => !dropped.has(b.backup_id))))
+    // The index forgets first: a crash in between leaves an unlisted file, never a listed hole.
+    for (const expired of result.deleted) fs.rmSync(expired.file_path, { force: true })
+    return result
+  } finally {
+    lock.release()
+  }
+}
+
+export async function markVerified(cfg: Config, id: string, at: Date): Promise<void> {
+  await updateIndex(cfg.BACKUP_DIR, (index) => {
+    const record = findBackup(index, id)
+    if (record) Object.assign(record, { verified: true, verified_at: isoSeconds(at) })
+  })
+}
+
+export async function markFailed(cfg: Config, id: string): Promise<void> {
+  await updateIndex(cfg.BACKUP_DIR, (index) => {
+    const record = findBackup(index, id)
+    if (record) Object.assign(record, { verified: false })
+  })
+}

@@ -1,0 +1,88 @@
+import { parseArgs } from 'node:util'
+import { OpsError } from './errors.ts'
+
+// node:util parseArgs in strict mode: a mistyped flag is an error, never silently ignored
+// (zx's minimist argv would accept `--dryrun` and run for real).
+export interface OptionSpec {
+  type: 'boolean' | 'string'
+  short?: string
+  value?: string
+  description: string
+}
+
+export interface CliSpec {
+  name: string
+  summary: string
+  usage: string
+  positionals: { name: string; description: string }[]
+  maxPositionals: number
+  options: Record<string, OptionSpec>
+  exitCodes: [number, string][]
+  env?: [string, string][]
+  examples: string[]
+  notes?: string[]
+}
+
+export interface ParsedCli {
+  help: boolean
+  values: Record<string, string | boolean | undefined>
+  positionals: string[]
+}
+
+const COMMON: Record<string, OptionSpec> = {
+  help: { type: 'boolean', short: 'h', description: 'Show this help and exit' },
+  verbose: { type: 'boolean', short: 'v', description: 'Also print every command run (always in the log file)' },
+}
+
+export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
+  const options = { ...spec.options, ...COMMON }
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }])),
+    })
+  } catch (error) {
+    throw new OpsError('usage', (error as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, ''))
+  }
+  if (parsed.values.help) return { help: true, values: parsed.values, positionals: parsed.positionals }
+  if (parsed.positionals.length > spec.maxPositionals) {
+    throw new OpsError('usage', `Unexpected argument: ${parsed.positionals[spec.maxPositionals]}`)
+  }
+  return { help: false, values: parsed.values, positionals: parsed.positionals }
+}
+
+export function helpText(spec: CliSpec): string {
+  const options = { ...spec.options, ...COMMON }
+  const pad = (s: string, n: number) => s.padEnd(n)
+  const optionLines = Object.entries(options).map(([name, o]) => {
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`
+    return `  ${pad(flag, 30)} ${o.description}`
+  })
+  const sections = [
+    `${spec.name}: ${spec.summary}`,
+    `Usage: ${spec.usage}`,
+    spec.positionals.length ? ['Arguments:', ...spec.positionals.map((p) => `  ${pad(p.name, 30)} ${p.description}`)].join('\n') : '',
+    ['Options:', ...optionLines].join('\n'),
+    ['Exit codes:', ...spec.exitCodes.map(([code, meaning]) => `  ${code}  ${meaning}`)].join('\n'),
+    spec.env?.length ? ['Environment:', ...spec.env.map(([k, v]) => `  ${pad(k, 30)} ${v}`)].join('\n') : '',
+    spec.notes?.length ? spec.notes.join('\n') : '',
+    ['Examples:', ...spec.examples.map((e) => `  ${e}`)].join('\n'),
+  ]
+  return sections.filter(Boolean).join('\n\n') + '\n'
+}
+
+export function usageLine(spec: CliSpec): string {
+  return `Usage: ${spec.usage}\nRun with --help for options, exit codes and examples.`
+}
+
+export function stringOption(cli: ParsedCli, name: string): string | undefined {
+  const value = cli.values[name]
+  return typeof value === 'string' ? value : undefined
+}
+
+export function flag(cli: ParsedCli, name: string): boolean {
+  return cli.values[name] === true
+}

@@ -1,0 +1,55 @@
+import fs from 'node:fs'
+import type { Config } from './config.ts'
+import { tryRun, type Command } from './runner.ts'
+
+// Droplets have Compose v2 (`docker compose`); Debian 12's package is v1 (`docker-compose`). The
+// flavour is detected once, here; everything else builds on `composeBase`.
+export type ComposeFlavor = 'v2' | 'v1'
+
+export interface ComposeProject {
+  flavor: ComposeFlavor
+  file: string
+  project: string
+  envFile: string | null
+}
+
+let detected: ComposeFlavor | undefined
+
+export async function detectCompose(): Promise<ComposeFlavor> {
+  if (detected) return detected
+  const v2 = await tryRun({ argv: ['docker', 'compose', 'version'], mutates: false }).catch(() => null)
+  if (v2?.exitCode === 0) return (detected = 'v2')
+  const v1 = await tryRun({ argv: ['docker-compose', 'version'], mutates: false }).catch(() => null)
+  if (v1?.exitCode === 0) return (detected = 'v1')
+  // Neither answered: keep v2, whose error message ("docker: 'compose' is not a docker command")
+  // is the one an operator can search for.
+  return (detected = 'v2')
+}
+
+export async function composeProject(cfg: Config): Promise<ComposeProject> {
+  return {
+    flavor: await detectCompose(),
+    file: cfg.composeFile,
+    project: cfg.COMPOSE_PROJECT_NAME,
+    envFile: fs.existsSync(cfg.envFile) ? cfg.envFile : null,
+  }
+}
+
+export function composeBase(p: ComposeProject): string[] {
+  const head = p.flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']
+  return [...head, '--project-name', p.project, '--file', p.file, ...(p.envFile ? ['--env-file', p.envFile] : [])]
+}
+
+/** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */
+export function composeExec(p: ComposeProject, service: string, argv: string[], env: Record<string, string> = {}): Command {
+  const envFlags = Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`])
+  return { argv: [...composeBase(p), 'exec', '-T', ...envFlags, service, ...argv] }
+}
+
+export function composeStop(p: ComposeProject, services: string[]): Command {
+  return { argv: [...composeBase(p), 'stop', ...services] }
+}
+
+export function composeStart(p: ComposeProject, services: string[]): Command {
+  return { argv: [...composeBase(p), 'up', '-d', '--no-deps', ...services] }
+}

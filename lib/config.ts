@@ -1,0 +1,73 @@
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { z } from 'zod'
+import { readEnvFile } from './env-file.ts'
+import { OpsError } from './errors.ts'
+import { addSecretsFrom } from './redact.ts'
+
+export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain identifier (letters, digits, _)')
+const seconds = z.coerce.number().int().positive()
+const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')
+const list = z
+  .string()
+  .transform((s) => s.split(/[\s,]+/).filter(Boolean))
+
+// Every variable the contract and the issues name, with its default. Values also come from
+// .env.production (ENV_FILE) for the database settings compose itself reads from that file.
+const schema = z.object({
+  DEPLOY_DIR: absolutePath.default('/opt/toogoodtogo'),
+  BACKUP_DIR: absolutePath.default('/opt/backups/postgres'),
+  DOCKER_COMPOSE_FILE: z.string().min(1).default('docker-compose.prod.yml'),
+  COMPOSE_PROJECT_NAME: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _').default('toogoodtogo'),
+  ENV_FILE: z.string().optional(),
+  HEALTH_CHECK_TIMEOUT: seconds.default(120),
+  LOG_FILE: z.string().default('/var/log/toogoodtogo/deployment.log'),
+  MIN_FREE_DISK_MB: z.coerce.number().int().nonnegative().default(2048),
+  BACKUP_RETENTION_COUNT: z.coerce.number().int().min(1).default(7),
+  BACKUP_RETENTION_DAYS: z.coerce.number().int().min(1).default(7),
+  DB_OPERATION_TIMEOUT: seconds.default(600),
+  DB_MODE: z.enum(['compose', 'url']).default('compose'),
+  DATABASE_URL: z.string().optional(),
+  POSTGRES_DB: identifier.default('toogoodtogo'),
+  POSTGRES_USER: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, . - _').default('postgres'),
+  PG_MAINTENANCE_DB: identifier.default('postgres'),
+  KEY_TABLES: list.default([]),
+  APP_SERVICES: list.default(['bot']),
+})
+
+export type Config = z.infer<typeof schema> & { envFile: string; composeFile: string }
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const deployDir = env.DEPLOY_DIR || '/opt/toogoodtogo'
+  const envFile = env.ENV_FILE || path.join(deployDir, '.env.production')
+  const fileVars = readEnvFile(envFile) ?? {}
+  addSecretsFrom(fileVars)
+  addSecretsFrom(env)
+  // The process environment wins over the file: an operator can override one value for one run.
+  const merged: Record<string, string | undefined> = { ...pick(fileVars, FILE_KEYS), ...nonEmpty(env) }
+  if (env.APP_SERVICES !== undefined) merged.APP_SERVICES = env.APP_SERVICES
+  const parsed = schema.safeParse(merged)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const name = String(issue.path[0] ?? 'configuration')
+    throw new OpsError('config', `Invalid ${name}=${JSON.stringify(merged[name] ?? '')}: ${issue.message}`)
+  }
+  const cfg = parsed.data
+  if (cfg.DB_MODE === 'url' && !cfg.DATABASE_URL) throw new OpsError('config', 'DB_MODE=url needs DATABASE_URL')
+  const composeFile = path.isAbsolute(cfg.DOCKER_COMPOSE_FILE)
+    ? cfg.DOCKER_COMPOSE_FILE
+    : path.join(TOOLKIT_DIR, 'deployment', cfg.DOCKER_COMPOSE_FILE)
+  return { ...cfg, envFile, composeFile }
+}
+
+const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME']
+
+function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
+  return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))
+}
+
+function nonEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
+}

@@ -1,0 +1,38 @@
+// One error type whose `kind` says what went wrong; each script maps kinds to its own contract exit
+// codes (a full disk is exit 3 for backup.ts but exit 1 for restore.ts's safety backup).
+export type ErrorKind =
+  | 'usage'
+  | 'config'
+  | 'disk_space'
+  | 'dump_failed'
+  | 'verify_failed'
+  | 'not_found'
+  | 'connection'
+  | 'restore_failed'
+  | 'refused'
+  | 'locked'
+  | 'corrupt_state'
+  | 'command_failed'
+  | 'timeout'
+
+export class OpsError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+    this.name = 'OpsError'
+  }
+}
+
+export type ExitCodes = Partial<Record<ErrorKind, number>>
+
+export function exitCodeFor(error: unknown, codes: ExitCodes): number {
+  if (error instanceof OpsError) return codes[error.kind] ?? 1
+  return 1
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

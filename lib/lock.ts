@@ -1,0 +1,82 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { z } from 'zod'
+import { OpsError } from './errors.ts'
+import { log } from './log.ts'
+
+// A lock file created with O_EXCL holding who took it. A holder whose process is gone (same host),
+// or older than `staleAfterMs`, is taken over with a warning, so a kill -9 never wedges the host.
+const holderSchema = z.object({
+  pid: z.number().int(),
+  host: z.string(),
+  command: z.string(),
+  started_at: z.string(),
+})
+export type LockHolder = z.infer<typeof holderSchema>
+
+export interface LockOptions {
+  command: string
+  /** how long to wait for a live holder before giving up; 0 = fail at once */
+  waitMs: number
+  staleAfterMs: number
+}
+
+export interface Lock {
+  release(): void
+}
+
+export async function acquireLock(file: string, options: LockOptions): Promise<Lock> {
+  const deadline = Date.now() + options.waitMs
+  const me: LockHolder = { pid: process.pid, host: os.hostname(), command: options.command, started_at: new Date().toISOString() }
+  for (let announced = false; ; ) {
+    try {
+      fs.writeFileSync(file, JSON.stringify(me) + '\n', { flag: 'wx', mode: 0o600 })
+      return { release: () => releaseIfMine(file, me) }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+    const holder = readHolder(file)
+    const staleReason = holder ? whyStale(holder, options.staleAfterMs) : 'unreadable lock file'
+    if (staleReason) {
+      log.warn(`Taking over stale lock ${file} (${staleReason}${holder ? `: pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}` : ''})`)
+      fs.rmSync(file, { force: true })
+      continue
+    }
+    if (Date.now() >= deadline) {
+      throw new OpsError('locked', `Another operation holds ${file}: pid ${holder!.pid} on ${holder!.host}, "${holder!.command}" since ${holder!.started_at}`)
+    }
+    if (!announced) log.info(`Waiting for pid ${holder!.pid} ("${holder!.command}") to release ${file}`)
+    announced = true
+    await sleep(500)
+  }
+}
+
+function readHolder(file: string): LockHolder | null {
+  try {
+    return holderSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')))
+  } catch {
+    return null
+  }
+}
+
+function whyStale(holder: LockHolder, staleAfterMs: number): string | null {
+  if (holder.host === os.hostname() && !processAlive(holder.pid)) return 'its process is gone'
+  const age = Date.now() - Date.parse(holder.started_at)
+  if (age > staleAfterMs) return `older than ${Math.round(staleAfterMs / 60000)} minutes`
+  return null
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+function releaseIfMine(file: string, me: LockHolder): void {
+  const holder = readHolder(file)
+  if (holder && holder.pid === me.pid && holder.started_at === me.started_at) fs.rmSync(file, { force: true })
+}

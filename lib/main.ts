@@ -1,0 +1,74 @@
+import { helpText, parseCli, usageLine, type CliSpec, type ParsedCli } from './cli.ts'
+import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
+import { configureLog, log } from './log.ts'
+import { setDryRun } from './runner.ts'
+
+// The one place where a script's typed errors become the contract's exit codes and its closing
+// ERROR line. process.exitCode rather than process.exit(), so buffered output is never cut off.
+export interface MainOptions {
+  exitCodes: ExitCodes
+  /** the contract's last line on failure, e.g. "Backup failed" */
+  failureLine?: string | ((error: unknown) => string | null)
+  /** stdout carries JSON: log lines then go to stderr only */
+  jsonFlag?: string
+}
+
+type Cleanup = () => void | Promise<void>
+const cleanups: Cleanup[] = []
+
+/** Work to undo if the operator presses Ctrl-C or systemd sends SIGTERM mid-step. */
+export function onInterrupt(cleanup: Cleanup): () => void {
+  cleanups.push(cleanup)
+  return () => void cleanups.splice(cleanups.indexOf(cleanup), 1)
+}
+
+export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: ParsedCli) => Promise<void>): Promise<void> {
+  let cli: ParsedCli
+  try {
+    cli = parseCli(spec, process.argv.slice(2))
+  } catch (error) {
+    process.stderr.write(`${spec.name}: ${messageOf(error)}\n${usageLine(spec)}\n`)
+    process.exitCode = 1
+    return
+  }
+  if (cli.help) {
+    process.stdout.write(helpText(spec))
+    return
+  }
+  configureLog({
+    file: process.env.LOG_FILE || '/var/log/toogoodtogo/deployment.log',
+    stdoutIsData: options.jsonFlag ? cli.values[options.jsonFlag] === true : false,
+    verbose: cli.values.verbose === true,
+  })
+  setDryRun(cli.values['dry-run'] === true)
+  installSignalHandlers(options)
+  try {
+    await body(cli)
+  } catch (error) {
+    if (!(error instanceof OpsError)) log.debug((error as Error)?.stack ?? String(error))
+    log.error(messageOf(error))
+    const last = typeof options.failureLine === 'function' ? options.failureLine(error) : options.failureLine
+    if (last) log.error(last)
+    process.exitCode = exitCodeFor(error, options.exitCodes)
+  }
+}
+
+function installSignalHandlers(options: MainOptions): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log.error(`Interrupted by ${signal}; cleaning up`)
+      const last = typeof options.failureLine === 'function' ? null : options.failureLine
+      void runCleanups().finally(() => {
+        if (last) log.error(last)
+        process.exit(signal === 'SIGINT' ? 130 : 143)
+      })
+    })
+  }
+}
+
+async function runCleanups(): Promise<void> {
+  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref())
+  for (const cleanup of [...cleanups].reverse()) {
+    await Promise.race([Promise.resolve().then(cleanup).catch((e) => log.warn(`Cleanup failed: ${messageOf(e)}`)), timeout])
+  }
+}

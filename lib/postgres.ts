@@ -1,0 +1,106 @@
+import type { ComposeProject } from './compose.ts'
+import { composeExec } from './compose.ts'
+import type { Config } from './config.ts'
+import { OpsError } from './errors.ts'
+import type { Command } from './runner.ts'
+
+// Where pg_dump and psql run. compose: inside the postgres service, so their version matches the
+// server. url: on this host against DATABASE_URL (a managed database, or a host cluster). The
+// password travels in PGPASSWORD, never in argv.
+export type Db =
+  | { mode: 'compose'; compose: ComposeProject; user: string; database: string; maintenanceDb: string; timeoutMs: number }
+  | { mode: 'url'; host: string; port: string; user: string; password: string; database: string; maintenanceDb: string; params: Record<string, string>; timeoutMs: number }
+
+export function dbFromConfig(cfg: Config, compose: ComposeProject | null): Db {
+  const timeoutMs = cfg.DB_OPERATION_TIMEOUT * 1000
+  if (cfg.DB_MODE === 'compose') {
+    if (!compose) throw new OpsError('config', 'DB_MODE=compose needs the compose project')
+    return { mode: 'compose', compose, user: cfg.POSTGRES_USER, database: cfg.POSTGRES_DB, maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
+  }
+  return { ...parseDatabaseUrl(cfg.DATABASE_URL!), maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
+}
+
+const URL_PARAMS: Record<string, string> = {
+  sslmode: 'PGSSLMODE',
+  sslrootcert: 'PGSSLROOTCERT',
+  sslcert: 'PGSSLCERT',
+  sslkey: 'PGSSLKEY',
+  application_name: 'PGAPPNAME',
+}
+
+export function parseDatabaseUrl(text: string): Omit<Extract<Db, { mode: 'url' }>, 'maintenanceDb' | 'timeoutMs'> {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw new OpsError('config', 'DATABASE_URL is not a valid URL (expected postgresql://user:password@host:5432/dbname)')
+  }
+  if (!/^postgres(ql)?:$/.test(url.protocol)) throw new OpsError('config', `DATABASE_URL must start with postgresql://, not ${url.protocol}//`)
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(database)) throw new OpsError('config', `DATABASE_URL names database "${database}": a plain identifier is required`)
+  if (!url.hostname || !url.username) throw new OpsError('config', 'DATABASE_URL needs a host and a user')
+  const params: Record<string, string> = {}
+  for (const [key, value] of url.searchParams) {
+    const envName = URL_PARAMS[key]
+    if (!envName) throw new OpsError('config', `DATABASE_URL parameter "${key}" is not supported (supported: ${Object.keys(URL_PARAMS).join(', ')})`)
+    params[envName] = value
+  }
+  return {
+    mode: 'url',
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port || '5432',
+    user: decodeURIComponent(url.username),
+    password: decodeURIComponent(url.password),
+    database,
+    params,
+  }
+}
+
+function onDb(db: Db, tool: string, args: string[], env: Record<string, string> = {}): Command {
+  if (db.mode === 'compose') return { ...composeExec(db.compose, 'postgres', [tool, '-U', db.user, ...args], env), timeoutMs: db.timeoutMs }
+  return {
+    argv: [tool, '-h', db.host, '-p', db.port, '-U', db.user, ...args],
+    env: { ...db.params, ...(db.password ? { PGPASSWORD: db.password } : {}), PGCONNECT_TIMEOUT: '10', ...env },
+    timeoutMs: db.timeoutMs,
+  }
+}
+
+/** Plain SQL so `gunzip | psql` restores it anywhere; --no-owner so a role missing elsewhere does not stop it. */
+export function pgDumpCommand(db: Db): Command {
+  return { ...onDb(db, 'pg_dump', ['--format=plain', '--no-owner', '--dbname', db.database]), mutates: false }
+}
+
+export function pgDumpVersionCommand(db: Db): Command {
+  const cmd = db.mode === 'compose' ? composeExec(db.compose, 'postgres', ['pg_dump', '--version']) : { argv: ['pg_dump', '--version'] }
+  return { ...cmd, mutates: false, timeoutMs: 30_000 }
+}
+
+const PSQL_FLAGS = ['--no-psqlrc', '--set', 'ON_ERROR_STOP=1']
+
+/** One SQL statement, results unaligned and tuples-only, for a script to read. */
+export function psqlQuery(db: Db, database: string, sql: string, opts: { mutates?: boolean; timeoutMs?: number } = {}): Command {
+  return {
+    ...onDb(db, 'psql', [...PSQL_FLAGS, '--no-align', '--tuples-only', '--quiet', '--dbname', database, '--command', sql]),
+    mutates: opts.mutates ?? true,
+    ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+  }
+}
+
+/**
+ * Reads a dump on stdin. Not --quiet: psql then prints each statement's tag, and the `COPY n` tags
+ * are the server's own count of the rows it stored. A bigger maintenance_work_mem speeds up the
+ * index builds that follow the data.
+ */
+export function psqlRestore(db: Db, database: string): Command {
+  return onDb(db, 'psql', [...PSQL_FLAGS, '--dbname', database], {
+    PGOPTIONS: '-c maintenance_work_mem=256MB -c synchronous_commit=off',
+  })
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+export function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`
+}

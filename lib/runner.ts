@@ -1,0 +1,174 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import { Duplex, type Readable, type Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { $ } from 'zx'
+import { OpsError } from './errors.ts'
+import { log } from './log.ts'
+import { redact } from './redact.ts'
+
+// Commands are data (see lib/postgres.ts, lib/compose.ts): pure builders return a Command and this
+// file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
+export interface Command {
+  argv: string[]
+  /** merged over the process environment; where passwords go so they never appear in argv */
+  env?: Record<string, string>
+  cwd?: string
+  input?: string
+  timeoutMs?: number
+  /** false for read-only probes, which still run under --dry-run so the plan is accurate */
+  mutates?: boolean
+}
+
+export interface RunResult {
+  exitCode: number
+  stdout: string
+  stderr: string
+}
+
+let dryRun = false
+
+export function setDryRun(enabled: boolean): void {
+  dryRun = enabled
+}
+
+export function isDryRun(): boolean {
+  return dryRun
+}
+
+export function describe(command: Command): string {
+  return redact(command.argv.map(shellQuote).join(' '))
+}
+
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`
+}
+
+function skipForDryRun(command: Command): boolean {
+  if (!dryRun || command.mutates === false) return false
+  process.stdout.write(`[dry-run] ${describe(command)}\n`)
+  return true
+}
+
+/** Runs a command whose output is small; never use it for a dump (zx keeps all output in memory). */
+export async function tryRun(command: Command): Promise<RunResult> {
+  if (skipForDryRun(command)) return { exitCode: 0, stdout: '', stderr: '' }
+  log.debug(`$ ${describe(command)}`)
+  const started = Date.now()
+  const output = await $({
+    cwd: command.cwd,
+    env: { ...process.env, ...command.env },
+    input: command.input,
+    timeout: command.timeoutMs,
+    nothrow: true,
+    quiet: true,
+    verbose: false,
+  })`${command.argv}`
+  if (command.timeoutMs && output.signal && Date.now() - started >= command.timeoutMs) {
+    throw new OpsError('timeout', `Timed out after ${Math.round(command.timeoutMs / 1000)}s: ${describe(command)}`)
+  }
+  return { exitCode: output.exitCode ?? 1, stdout: output.stdout, stderr: output.stderr }
+}
+
+export async function run(command: Command): Promise<RunResult> {
+  const result = await tryRun(command)
+  if (result.exitCode !== 0) throw commandFailed(command, result.exitCode, result.stderr || result.stdout)
+  return result
+}
+
+export async function capture(command: Command): Promise<string> {
+  return (await run(command)).stdout.trim()
+}
+
+function commandFailed(command: Command, exitCode: number | null, output: string): OpsError {
+  const detail = redact(lastLines(output, 5)) || `exit code ${exitCode}`
+  return new OpsError('command_failed', `${command.argv[0]} failed: ${detail}`)
+}
+
+function lastLines(text: string, count: number): string {
+  return text.trim().split('\n').slice(-count).join(' | ')
+}
+
+// ---- streaming ---------------------------------------------------------------------------------
+
+/** A stage of a streamed pipeline: an external command, an in-process transform, or a file. */
+export type Stage = Command | Writable | { readFrom: string } | { writeTo: string }
+
+function isCommand(stage: Stage): stage is Command {
+  return 'argv' in stage
+}
+
+export function describeStages(stages: Stage[]): string {
+  return stages
+    .map((stage) => {
+      if (isCommand(stage)) return describe(stage)
+      if ('readFrom' in stage) return `< ${stage.readFrom}`
+      if ('writeTo' in stage) return `> ${stage.writeTo}`
+      return `[${stage.constructor.name}]`
+    })
+    .join(' | ')
+    .replace(/^< (\S+) \| /, '< $1 ')
+    .replace(/ \| > /, ' > ')
+}
+
+/**
+ * Streams data through the stages with backpressure, so memory stays flat whatever the size of
+ * the database. Every child must exit 0; the first failing child's stderr becomes the error.
+ * A file sink is created exclusively: an existing file is never overwritten.
+ */
+export async function runStages(stages: Stage[], timeoutMs: number): Promise<void> {
+  if (dryRun) {
+    process.stdout.write(`[dry-run] ${describeStages(stages)}\n`)
+    return
+  }
+  log.debug(`$ ${describeStages(stages)}`)
+  const children: { command: Command; child: ChildProcess; stderr: string[] }[] = []
+  const streams: (Readable | Writable | Duplex)[] = stages.map((stage) => {
+    if ('readFrom' in stage) return fs.createReadStream(stage.readFrom, { highWaterMark: 1 << 20 })
+    if ('writeTo' in stage) return fs.createWriteStream(stage.writeTo, { flags: 'wx', mode: 0o600 })
+    if (!isCommand(stage)) return stage
+    const child = spawn(stage.argv[0]!, stage.argv.slice(1), {
+      cwd: stage.cwd,
+      env: { ...process.env, ...stage.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    const stderr: string[] = []
+    child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
+    children.push({ command: stage, child, stderr })
+    return Duplex.from({ writable: child.stdin!, readable: child.stdout! })
+  })
+  const exits = children.map(({ child }) => exitOf(child))
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+    for (const { child } of children) child.kill('SIGTERM')
+  }, timeoutMs)
+  try {
+    const flowing = pipeline(streams as [Readable, ...Writable[]])
+    // A child that dies early (psql on ON_ERROR_STOP) breaks the pipe; its stderr is the real story.
+    const streamError = await flowing.then(() => null, (error: unknown) => error as Error)
+    if (streamError) for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM')
+    const codes = await Promise.all(exits)
+    if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round(timeoutMs / 1000)}s: ${describeStages(stages)}`)
+    const failed = children.findIndex((_, i) => codes[i] !== 0)
+    if (failed >= 0) {
+      const { command, stderr } = children[failed]!
+      throw commandFailed(command, codes[failed]!, stderr.join(''))
+    }
+    if (streamError) throw streamError
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function exitOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.on('error', () => resolve(127))
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+  })
+}
+
+function keepTail(buffer: string[], text: string): void {
+  buffer.push(text)
+  while (buffer.join('').length > 8192 && buffer.length > 1) buffer.shift()
+}
