@@ -50,6 +50,7 @@ export function composeStop(p: ComposeProject, services: string[]): Command {
   return { argv: [...composeBase(p), 'stop', ...services] }
 }
 
+/** `start`, not `up`: the same containers come back with the image they ran, whatever APP_VERSION says. */
 export function composeStart(p: ComposeProject, services: string[]): Command {
-  return { argv: [...composeBase(p), 'up', '-d', '--no-deps', ...services] }
+  return { argv: [...composeBase(p), 'start', ...services] }
 }

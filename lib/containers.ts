@@ -6,7 +6,7 @@ import { capture, type Command } from './runner.ts'
 // (proj_bot_1 / proj-bot-1) and `ps --format json` exists only in v2.
 export function listContainersCommand(p: ComposeProject, service: string): Command {
   return {
-    argv: ['docker', 'ps', '--all', '--quiet', '--filter', `label=com.docker.compose.project=${p.project}`, '--filter', `label=com.docker.compose.service=${service}`],
+    argv: ['docker', 'ps', '--all', '--quiet', '--filter', `label=com.docker.compose.project=${p.project}`, '--filter', `label=com.docker.compose.service=${service}`, '--filter', 'label=com.docker.compose.oneoff=False'],
     mutates: false,
     timeoutMs: 30_000,
   }

@@ -26,7 +26,7 @@ export function configureLog(next: Partial<LogSettings>): void {
 export function formatLine(level: Level, message: string, now = new Date()): string {
   const stamp = now.toISOString().slice(0, 19).replace('T', ' ')
   // One event, one line: a multi-line message (an SQL statement, a stack) would break the format.
-  return `[${stamp}] ${level}: ${redact(message).replace(/\s*\n\s*/g, ' ')}`
+  return `[${stamp}] ${level}: ${redact(message).trim().replace(/\s*\n\s*/g, ' ')}`
 }
 
 function write(level: Level, message: string): void {
@@ -41,13 +41,21 @@ function write(level: Level, message: string): void {
 function appendToFile(line: string): void {
   if (!settings.file || fileFailed) return
   try {
-    fs.mkdirSync(path.dirname(settings.file), { recursive: true })
+    ensureDir(path.dirname(settings.file))
     fs.appendFileSync(settings.file, line + '\n', { mode: 0o640 })
   } catch (error) {
     // A read-only or full log disk must not stop a backup: say so once and carry on.
     fileFailed = true
     process.stderr.write(`warning: cannot write log file ${settings.file}: ${(error as Error).message}; logging to the terminal only\n`)
   }
+}
+
+// Not mkdirSync({ recursive: true }): on some paths (under /proc) Node's recursive mkdir spins
+// forever instead of failing.
+function ensureDir(dir: string): void {
+  if (fs.existsSync(dir)) return
+  ensureDir(path.dirname(dir))
+  fs.mkdirSync(dir)
 }
 
 export const log = {

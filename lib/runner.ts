@@ -150,6 +150,8 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     if (streamError) for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM')
     const codes = await Promise.all(exits)
     if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round(timeoutMs / 1000)}s: ${describeStages(stages)}`)
+    // A sink that cannot write (ENOSPC, EACCES) is the cause; the children only saw the pipe break.
+    if (streamError && isSystemError(streamError)) throw streamError
     const failed = children.findIndex((_, i) => codes[i] !== 0)
     if (failed >= 0) {
       const { command, stderr } = children[failed]!
@@ -159,6 +161,11 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   } finally {
     clearTimeout(timer)
   }
+}
+
+function isSystemError(error: Error): boolean {
+  const code = (error as NodeJS.ErrnoException).code
+  return typeof code === 'string' && code.startsWith('E') && code !== 'EPIPE' && !code.startsWith('ERR_')
 }
 
 function exitOf(child: ChildProcess): Promise<number> {

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared settings and helpers for provision.sh, smoke.sh and teardown.sh (sourced, not run).
 
 BED_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

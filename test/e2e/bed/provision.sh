@@ -12,7 +12,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE_PACKAGES=postgresql-15,redis-server,nginx-light,python3-alembic,python3-psycopg2,curl
-HOST_PACKAGES=(docker.io docker-compose docker-registry debootstrap git curl)
+HOST_PACKAGES=(docker.io docker-compose docker-registry debootstrap git curl jq openssl)
 COMPOSE_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
 
 debian_mirror() {
@@ -40,9 +40,10 @@ install_host_packages() {
   done
   if ((${#missing[@]} == 0)); then log "host packages present"; return; fi
   log "installing ${missing[*]}"
-  apt-get update -qq || die "apt-get update failed: the Debian mirror is unreachable"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+  apt-get update -qq >"$TTG_E2E_CACHE/apt.log" 2>&1 \
+    || { tail -n 20 "$TTG_E2E_CACHE/apt.log" >&2; die "apt-get update failed: the Debian mirror is unreachable"; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$TTG_E2E_CACHE/apt.log" 2>&1 \
+    || { tail -n 20 "$TTG_E2E_CACHE/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
 }
 
 start_dockerd() {
@@ -52,8 +53,7 @@ start_dockerd() {
   # setsid: dockerd must outlive this script and not receive the terminal's signals.
   setsid dockerd >>"$TTG_E2E_CACHE/dockerd.log" 2>&1 </dev/null &
   echo $! >"$DOCKERD_PIDFILE"
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
     pid_alive "$DOCKERD_PIDFILE" dockerd || break
     sleep 0.5
@@ -78,12 +78,14 @@ install_compose_v2() {
   apt-get "${apt_opts[@]}" update -qq || die "apt-get update for trixie failed ($mirror trixie): cannot get Compose v2"
   rm -f "$state/deb/"*.deb
   (cd "$state/deb" && apt-get "${apt_opts[@]}" download -qq docker-compose) || die "apt-get download docker-compose (trixie) failed"
-  deb="$(ls "$state/deb/"docker-compose_*.deb 2>/dev/null | head -n1)"
-  [[ -n "$deb" ]] || die "trixie docker-compose .deb not downloaded"
+  local debs=("$state/deb/"docker-compose_*.deb)
+  deb="${debs[0]}"
+  [[ -f "$deb" ]] || die "trixie docker-compose .deb not downloaded"
   rm -rf "$state/x" && dpkg-deb -x "$deb" "$state/x"
   [[ -x "$state/x/usr/libexec/docker/cli-plugins/docker-compose" ]] || die "$deb has no usr/libexec/docker/cli-plugins/docker-compose"
   install -D -m 0755 "$state/x/usr/libexec/docker/cli-plugins/docker-compose" "$COMPOSE_PLUGIN"
   docker compose version >/dev/null 2>&1 || die "docker compose (v2 plugin at $COMPOSE_PLUGIN) does not run"
+  rm -rf "$state"
   log "compose v2 installed: $(docker compose version --short)"
 }
 
@@ -125,6 +127,8 @@ start_registry() {
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: $TTG_E2E_CACHE/registry
@@ -136,8 +140,7 @@ EOF
   log "starting docker-registry on $REGISTRY (log: $TTG_E2E_CACHE/registry.log)"
   setsid docker-registry serve "$TTG_E2E_CACHE/registry.yml" >>"$TTG_E2E_CACHE/registry.log" 2>&1 </dev/null &
   echo $! >"$REGISTRY_PIDFILE"
-  local i
-  for i in $(seq 1 40); do
+  for _ in $(seq 1 40); do
     curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1 && return 0
     pid_alive "$REGISTRY_PIDFILE" docker-regist || break
     sleep 0.25
@@ -164,9 +167,11 @@ build_and_push() { # name tag context [build args...]
     log "$ref up to date"; return 1
   fi
   log "building $ref"
-  docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@" -t "$ref" "$context" >/dev/null \
-    || die "docker build of $ref from $context failed (rerun: docker build --build-arg BASE_IMAGE=$BASE_IMAGE $* $context)"
-  docker push -q "$ref" >/dev/null || die "docker push $ref failed"
+  # Output kept aside: the CLI's legacy-builder notice would otherwise bury the bed's own lines.
+  docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@" -t "$ref" "$context" >"$TTG_E2E_CACHE/build.log" 2>&1 \
+    || { tail -n 30 "$TTG_E2E_CACHE/build.log" >&2; die "docker build of $ref from $context failed"; }
+  docker push "$ref" >"$TTG_E2E_CACHE/build.log" 2>&1 \
+    || { tail -n 30 "$TTG_E2E_CACHE/build.log" >&2; die "docker push $ref failed"; }
   echo "$key" >"$stamp"
 }
 
@@ -224,7 +229,7 @@ build_app_repo() {
 write_bed_env() {
   local tmp="$BED_ENV_FILE.partial"
   cat >"$tmp" <<EOF
-# Written by test/e2e/bed/provision.sh; read by the e2e tests. Regenerated on every run.
+# Written by test/e2e/bed/provision.sh for the e2e tests (and sourced by smoke.sh), on every run.
 REGISTRY=$REGISTRY
 BOT_IMAGE=$REGISTRY/ttg-bot
 POSTGRES_IMAGE=$REGISTRY/ttg-postgres:15
@@ -232,8 +237,8 @@ REDIS_IMAGE=$REGISTRY/ttg-redis:7.0
 NGINX_IMAGE=$REGISTRY/ttg-nginx:1.22
 BASE_IMAGE=$BASE_IMAGE
 APP_REPO=$APP_REPO
-APP_TAGS=${APP_TAGS[*]}
-COMPOSE_V2=docker compose
+APP_TAGS="${APP_TAGS[*]}"
+COMPOSE_V2="docker compose"
 COMPOSE_V1=$(command -v docker-compose)
 TTG_E2E_CACHE=$TTG_E2E_CACHE
 EOF

@@ -1,0 +1,51 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { helpText, parseCli, type CliSpec } from '../../lib/cli.ts'
+import { OpsError } from '../../lib/errors.ts'
+import { acquireLock } from '../../lib/lock.ts'
+import { retry } from '../../lib/retry.ts'
+
+const spec: CliSpec = {
+  name: 'demo', summary: 'does a thing', usage: 'demo [type]', positionals: [{ name: 'type', description: 'which' }], maxPositionals: 1,
+  options: { yes: { type: 'boolean', short: 'y', description: 'assume yes' } }, exitCodes: [[0, 'ok'], [1, 'failed']], examples: ['demo x'],
+}
+
+describe('command line', () => {
+  it('rejects unknown flags and extra arguments as usage errors', () => {
+    expect(() => parseCli(spec, ['--yse'])).toThrow(/Unknown option '--yse'/)
+    expect(() => parseCli(spec, ['a', 'b'])).toThrow(/Unexpected argument: b/)
+    expect(parseCli(spec, ['-y', 'a'])).toMatchObject({ help: false, positionals: ['a'], values: { yes: true } })
+  })
+  it('help lists usage, options, exit codes and examples', () => {
+    expect(helpText(spec)).toMatch(/Usage: demo \[type\][\s\S]*-y, --yes[\s\S]*--help[\s\S]*Exit codes:\n {2}0 {2}ok[\s\S]*Examples:\n {2}demo x/)
+  })
+})
+
+describe('lock', () => {
+  it('a second holder fails naming the first; a dead holder is taken over', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-lock-')), 'deploy.lock')
+    const first = await acquireLock(file, { command: 'deploy v1.2.0', waitMs: 0, staleAfterMs: 60_000 })
+    await expect(acquireLock(file, { command: 'deploy v1.3.0', waitMs: 0, staleAfterMs: 60_000 })).rejects.toThrow(new RegExp(`pid ${process.pid} on .*"deploy v1.2.0"`))
+    first.release()
+    expect(fs.existsSync(file)).toBe(false)
+    fs.writeFileSync(file, JSON.stringify({ pid: 2 ** 22 + 12345, host: os.hostname(), command: 'deploy v0', started_at: new Date().toISOString() }))
+    const second = await acquireLock(file, { command: 'deploy v1.3.0', waitMs: 0, staleAfterMs: 60_000 })
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).command).toBe('deploy v1.3.0')
+    second.release()
+  })
+})
+
+describe('retry', () => {
+  it('tries a transient failure 3 times, a permanent one once', async () => {
+    let calls = 0
+    await expect(retry(async () => { calls++; throw new Error('connection reset') }, { isTransient: () => true, baseDelayMs: 1, what: 'pull' })).rejects.toThrow('connection reset')
+    expect(calls).toBe(3)
+    calls = 0
+    await expect(retry(async () => { calls++; throw new OpsError('usage', 'bad tag') }, { isTransient: () => false, baseDelayMs: 1, what: 'pull' })).rejects.toThrow('bad tag')
+    expect(calls).toBe(1)
+    calls = 0
+    expect(await retry(async () => (++calls < 2 ? Promise.reject(new Error('timeout')) : 'ok'), { isTransient: () => true, baseDelayMs: 1, what: 'pull' })).toBe('ok')
+  })
+})

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest'
+import { composeBase, composeExec, composeStart, composeStop, type ComposeProject } from '../../lib/compose.ts'
+import { compressCommand, decompressCommand } from '../../lib/gzip.ts'
+import { parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/postgres.ts'
+
+// Command plans are data: these are the exact argv arrays the runner executes.
+const v2: ComposeProject = { flavor: 'v2', file: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml', project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production' }
+const v1: ComposeProject = { ...v2, flavor: 'v1', envFile: null }
+const composeDb: Db = { mode: 'compose', compose: v2, user: 'ttg', database: 'toogoodtogo', maintenanceDb: 'postgres', timeoutMs: 600_000 }
+const urlDb: Db = { ...parseDatabaseUrl('postgresql://app:p%40ss@db.example.com:25060/toogoodtogo?sslmode=require'), maintenanceDb: 'defaultdb', timeoutMs: 600_000 }
+
+describe('compose commands', () => {
+  it('v2 and v1 differ only in the binary; the env file is passed when present', () => {
+    expect(composeBase(v2)).toEqual(['docker', 'compose', '--project-name', 'toogoodtogo', '--file', v2.file, '--env-file', '/opt/toogoodtogo/.env.production'])
+    expect(composeBase(v1)).toEqual(['docker-compose', '--project-name', 'toogoodtogo', '--file', v2.file])
+  })
+  it('exec always disables the TTY and passes environment with -e', () => {
+    expect(composeExec(v1, 'postgres', ['psql'], { PGOPTIONS: '-c a=b' }).argv).toEqual([...composeBase(v1), 'exec', '-T', '-e', 'PGOPTIONS=-c a=b', 'postgres', 'psql'])
+  })
+  it('stops and starts only the named services', () => {
+    expect(composeStop(v2, ['bot']).argv.slice(-2)).toEqual(['stop', 'bot'])
+    expect(composeStart(v2, ['bot']).argv.slice(-2)).toEqual(['start', 'bot'])
+  })
+})
+
+describe('postgres commands', () => {
+  it('compose mode runs pg_dump inside the postgres service', () => {
+    expect(pgDumpCommand(composeDb)).toEqual({
+      argv: [...composeBase(v2), 'exec', '-T', 'postgres', 'pg_dump', '-U', 'ttg', '--format=plain', '--no-owner', '--dbname', 'toogoodtogo'],
+      timeoutMs: 600_000,
+      mutates: false,
+    })
+  })
+  it('url mode runs the host pg_dump; the password goes in PGPASSWORD, never argv', () => {
+    const cmd = pgDumpCommand(urlDb)
+    expect(cmd.argv).toEqual(['pg_dump', '-h', 'db.example.com', '-p', '25060', '-U', 'app', '--format=plain', '--no-owner', '--dbname', 'toogoodtogo'])
+    expect(cmd.env).toEqual({ PGSSLMODE: 'require', PGPASSWORD: 'p@ss', PGCONNECT_TIMEOUT: '10' })
+    expect(cmd.argv.join(' ')).not.toContain('p@ss')
+  })
+  it('queries are unaligned, tuples-only and stop on the first error', () => {
+    expect(psqlQuery(urlDb, 'defaultdb', 'SELECT 1', { mutates: false }).argv).toEqual([
+      'psql', '-h', 'db.example.com', '-p', '25060', '-U', 'app', '--no-psqlrc', '--set', 'ON_ERROR_STOP=1', '--no-align', '--tuples-only', '--quiet', '--dbname', 'defaultdb', '--command', 'SELECT 1',
+    ])
+  })
+  it('a restore is not quiet (the COPY tags are read) and stops on the first error', () => {
+    const cmd = psqlRestore(composeDb, 'scratch')
+    expect(cmd.argv).toEqual([...composeBase(v2), 'exec', '-T', '-e', 'PGOPTIONS=-c maintenance_work_mem=256MB -c synchronous_commit=off', 'postgres', 'psql', '-U', 'ttg', '--no-psqlrc', '--set', 'ON_ERROR_STOP=1', '--dbname', 'scratch'])
+  })
+  it('rejects database URLs it cannot use safely', () => {
+    expect(() => parseDatabaseUrl('mysql://a:b@h/db')).toThrow(/must start with postgresql/)
+    expect(() => parseDatabaseUrl('postgresql://a:b@h/db;drop')).toThrow(/plain identifier/)
+    expect(() => parseDatabaseUrl('postgresql://a:b@h/db?options=-c%20x')).toThrow(/not supported/)
+    expect(() => parseDatabaseUrl('not a url')).toThrow(/not a valid URL/)
+  })
+})
+
+describe('compression', () => {
+  it('pigz on every core when present, else gzip, same level either way', () => {
+    expect(compressCommand(true).argv.slice(0, 3)).toEqual(['pigz', '-6', '--processes'])
+    expect(compressCommand(false).argv).toEqual(['gzip', '-6', '--stdout'])
+    expect(decompressCommand(false).argv).toEqual(['gzip', '--decompress', '--stdout'])
+  })
+})
