@@ -7,6 +7,8 @@ export interface OptionSpec {
   type: 'boolean' | 'string'
   short?: string
   value?: string
+  /** `--wait` alone or `--wait 30`: the value is taken only when the next word is a number */
+  optionalNumber?: boolean
   description: string
 }
 
@@ -39,7 +41,7 @@ export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
   let parsed
   try {
     parsed = parseArgs({
-      args: argv,
+      args: withOptionalNumbers(argv, spec),
       strict: true,
       allowPositionals: true,
       options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }])),
@@ -54,11 +56,19 @@ export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
   return { help: false, values: parsed.values, positionals: parsed.positionals }
 }
 
+function withOptionalNumbers(argv: string[], spec: CliSpec): string[] {
+  const optional = Object.entries(spec.options).filter(([, o]) => o.optionalNumber).map(([name]) => `--${name}`)
+  return argv.flatMap((arg, i) => {
+    if (!optional.includes(arg)) return [arg]
+    return /^\d+$/.test(argv[i + 1] ?? '') ? [arg] : [`${arg}=`]
+  })
+}
+
 export function helpText(spec: CliSpec): string {
   const options = { ...spec.options, ...COMMON }
   const pad = (s: string, n: number) => s.padEnd(n)
   const optionLines = Object.entries(options).map(([name, o]) => {
-    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? (o.optionalNumber ? ` [${o.value ?? 'N'}]` : ` ${o.value ?? 'VALUE'}`) : ''}`
     return `  ${pad(flag, 30)} ${o.description}`
   })
   const sections = [

@@ -15,7 +15,8 @@ export interface ComposeProject {
 
 let detected: ComposeFlavor | undefined
 
-export async function detectCompose(): Promise<ComposeFlavor> {
+export async function detectCompose(preference: 'auto' | ComposeFlavor = 'auto'): Promise<ComposeFlavor> {
+  if (preference !== 'auto') return preference
   if (detected) return detected
   const v2 = await tryRun({ argv: ['docker', 'compose', 'version'], mutates: false }).catch(() => null)
   if (v2?.exitCode === 0) return (detected = 'v2')
@@ -28,7 +29,7 @@ export async function detectCompose(): Promise<ComposeFlavor> {
 
 export async function composeProject(cfg: Config): Promise<ComposeProject> {
   return {
-    flavor: await detectCompose(),
+    flavor: await detectCompose(cfg.COMPOSE_CLI),
     file: cfg.composeFile,
     project: cfg.COMPOSE_PROJECT_NAME,
     envFile: fs.existsSync(cfg.envFile) ? cfg.envFile : null,

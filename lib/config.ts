@@ -22,6 +22,7 @@ const schema = z.object({
   DOCKER_COMPOSE_FILE: z.string().min(1).default('docker-compose.prod.yml'),
   COMPOSE_PROJECT_NAME: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _').default('toogoodtogo'),
   ENV_FILE: z.string().optional(),
+  COMPOSE_CLI: z.enum(['auto', 'v2', 'v1']).default('auto'),
   HEALTH_CHECK_TIMEOUT: seconds.default(120),
   LOG_FILE: z.string().default('/var/log/toogoodtogo/deployment.log'),
   MIN_FREE_DISK_MB: z.coerce.number().int().nonnegative().default(2048),

@@ -7,9 +7,9 @@ import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord } from
 import { flag, type CliSpec } from '../lib/cli.ts'
 import { composeStart, composeStop } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
-import { waitForServices } from '../lib/containers.ts'
 import { openContext, type Context } from '../lib/context.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
+import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { onInterrupt, runMain } from '../lib/main.ts'
@@ -168,8 +168,11 @@ async function restartServices(ctx: Context): Promise<void> {
   await run(composeStart(ctx.compose!, services))
   log.info('Services started')
   if (isDryRun()) return
-  const waiting = await waitForServices(ctx.compose!, services, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
-  if (waiting) throw new OpsError('restore_failed', `The database was restored, but services are not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${waiting}`)
+  const { report, waitedOut } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  if (waitedOut) {
+    const failing = Object.entries(report.services).filter(([, h]) => h!.status !== 'healthy' && h!.status !== 'not_deployed').map(([name, h]) => `${name}: ${h!.status} (${h!.detail})`)
+    throw new OpsError('restore_failed', `The database was restored, but services are not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${failing.join(', ')}`)
+  }
   log.info('Health checks passed')
 }
 

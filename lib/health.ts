@@ -1,0 +1,180 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { execInContainer, findContainer, type ContainerInfo } from './containers.ts'
+import type { Context } from './context.ts'
+import { OpsError, messageOf } from './errors.ts'
+import { psqlQuery } from './postgres.ts'
+import { tryRun, type Command, type RunResult } from './runner.ts'
+
+// The contract's health checks and the data model's Health Status derivation, shared by
+// health-check.ts, restore.ts (after the swap) and deploy.ts (its health gate).
+export const SERVICES = ['bot', 'postgres', 'redis', 'nginx'] as const
+export type Service = (typeof SERVICES)[number]
+export type Status = 'healthy' | 'degraded' | 'unhealthy' | 'not_deployed'
+
+export interface ServiceHealth {
+  status: Status
+  response_time_ms: number | null
+  /** the words in parentheses: "response: 45ms", "redis connection failed" */
+  detail: string
+  timed_out: boolean
+  [extra: string]: unknown
+}
+
+export interface HealthReport {
+  timestamp: string
+  overall_status: 'healthy' | 'degraded' | 'unhealthy'
+  services: Partial<Record<Service, ServiceHealth>>
+}
+
+const QUERY_TIMEOUT_MS = 10_000 // the contract's limit for one health query
+const HEARTBEAT_MAX_AGE_S = 60
+
+export async function checkHealth(ctx: Context, services: readonly Service[]): Promise<HealthReport> {
+  const results: Partial<Record<Service, ServiceHealth>> = {}
+  for (const service of services) results[service] = await checkService(ctx, service)
+  return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(results), services: results }
+}
+
+/** Polls until every service is healthy or the deadline passes; returns the last report. */
+export async function waitUntilHealthy(ctx: Context, services: readonly Service[], timeoutMs: number): Promise<{ report: HealthReport; waitedOut: boolean }> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const report = await checkHealth(ctx, services)
+    if (report.overall_status === 'healthy') return { report, waitedOut: false }
+    if (Date.now() + 3000 > deadline) return { report, waitedOut: true }
+    await sleep(3000)
+  }
+}
+
+export function overall(results: Partial<Record<Service, ServiceHealth>>): HealthReport['overall_status'] {
+  const statuses = Object.values(results).map((r) => r!.status)
+  if (statuses.includes('unhealthy')) return 'unhealthy'
+  if (statuses.includes('degraded')) return 'degraded'
+  return 'healthy'
+}
+
+async function checkService(ctx: Context, service: Service): Promise<ServiceHealth> {
+  if (service === 'postgres' && ctx.db.mode === 'url') return checkUrlPostgres(ctx)
+  if (!ctx.compose) return result('unhealthy', null, 'no compose project configured')
+  let container: ContainerInfo | null
+  try {
+    container = await findContainer(ctx.compose, service)
+  } catch (error) {
+    return result('unhealthy', null, `docker: ${messageOf(error)}`)
+  }
+  if (!container) return service === 'nginx' ? result('not_deployed', null, 'not deployed: webhook profile not running') : result('unhealthy', null, 'no container')
+  if (container.status !== 'running') return result('unhealthy', null, `connection refused: container ${container.status}`)
+  switch (service) {
+    case 'bot':
+      return checkBot(container)
+    case 'postgres':
+      return timed(execInContainer(container.id, ['psql', '-U', ctx.cfg.POSTGRES_USER, '-d', ctx.cfg.POSTGRES_DB, '-Atc', 'SELECT 1'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === '1')
+    case 'redis':
+      return timed(execInContainer(container.id, ['redis-cli', 'ping'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === 'PONG')
+    case 'nginx':
+      return container.health === 'unhealthy' ? result('unhealthy', null, 'docker healthcheck failing') : result('healthy', null, 'process running')
+  }
+}
+
+function result(status: Status, ms: number | null, detail: string, extra: Record<string, unknown> = {}): ServiceHealth {
+  return { status, response_time_ms: ms, detail, timed_out: false, ...extra }
+}
+
+/** Runs a probe under the contract's 10 s limit and reports its real response time. */
+async function timed(command: Command, ok: (r: RunResult) => boolean): Promise<ServiceHealth> {
+  const started = performance.now()
+  try {
+    const r = await tryRun(command)
+    const ms = Math.round(performance.now() - started)
+    if (r.exitCode === 0 && ok(r)) return result('healthy', ms, `response: ${ms}ms`)
+    return result('unhealthy', ms, lastLine(r.stderr || r.stdout) || `exit ${r.exitCode}`)
+  } catch (error) {
+    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout after ${QUERY_TIMEOUT_MS / 1000}s`), timed_out: true }
+    return result('unhealthy', null, messageOf(error))
+  }
+}
+
+async function checkUrlPostgres(ctx: Context): Promise<ServiceHealth> {
+  return timed({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT 1', { mutates: false }), timeoutMs: QUERY_TIMEOUT_MS }, (r) => r.stdout.trim() === '1')
+}
+
+// ---- the bot -----------------------------------------------------------------------------------
+
+// Runs inside the bot container (the bot is Python; its image need not have curl): reads the
+// internal /health and, because a polling bot may have no listener, the heartbeat file's age.
+const BOT_PROBE = `
+import json, os, time, urllib.request, urllib.error
+out = {}
+started = time.monotonic()
+try:
+    with urllib.request.urlopen(os.environ.get("HEALTH_URL", "http://127.0.0.1:8000/health"), timeout=9) as r:
+        out["body"] = json.loads(r.read())
+except urllib.error.HTTPError as e:
+    out["body"] = json.loads(e.read() or b"{}")
+except Exception as e:
+    reason = getattr(e, "reason", e)
+    out["error"] = str(reason)
+    out["timeout"] = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+out["ms"] = int((time.monotonic() - started) * 1000)
+try:
+    out["heartbeat_age_s"] = round(time.time() - os.stat(os.environ.get("HEARTBEAT_FILE", "/tmp/heartbeat")).st_mtime, 1)
+except OSError:
+    out["heartbeat_age_s"] = None
+print(json.dumps(out))
+`
+
+export function botProbeCommand(containerId: string): Command {
+  return execInContainer(containerId, ['python3', '-c', BOT_PROBE], QUERY_TIMEOUT_MS)
+}
+
+export interface BotProbe {
+  body?: Record<string, unknown>
+  error?: string
+  /** a listener that accepted but never answered: a hung bot, not a missing health server */
+  timeout?: boolean
+  ms: number
+  heartbeat_age_s: number | null
+}
+
+async function checkBot(container: ContainerInfo): Promise<ServiceHealth> {
+  let probe: BotProbe
+  try {
+    const r = await tryRun(botProbeCommand(container.id))
+    probe = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
+    if (r.exitCode !== 0 || typeof probe.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
+  } catch (error) {
+    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`), timed_out: true }
+    return result('unhealthy', null, messageOf(error))
+  }
+  return deriveBotHealth(probe)
+}
+
+/**
+ * The data model: healthy when both dependencies answer within 10 s; degraded when one fails but
+ * the bot responds; unhealthy when both fail, on a timeout, when the app says so, or when the
+ * polling loop's heartbeat is stale.
+ */
+export function deriveBotHealth(probe: BotProbe): ServiceHealth {
+  const heartbeat = { heartbeat_age_s: probe.heartbeat_age_s }
+  const stale = probe.heartbeat_age_s === null || probe.heartbeat_age_s > HEARTBEAT_MAX_AGE_S
+  const staleText = probe.heartbeat_age_s === null ? 'no heartbeat' : `heartbeat ${Math.round(probe.heartbeat_age_s)}s old`
+  const body = probe.body
+  if (probe.timeout) return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`, heartbeat), timed_out: true }
+  if (!body) {
+    // No listener: a polling bot without a health server is judged by its heartbeat alone.
+    if (stale) return result('unhealthy', null, `/health unreachable (${probe.error ?? 'no answer'}) and ${staleText}`, heartbeat)
+    return result('healthy', null, `heartbeat ${Math.round(probe.heartbeat_age_s!)}s ago; /health unreachable`, heartbeat)
+  }
+  const extra = { ...heartbeat, version: body.version ?? null, uptime_seconds: body.uptime_seconds ?? null, postgres_connected: body.postgres_connected ?? null, redis_connected: body.redis_connected ?? null, error_message: body.error_message ?? null }
+  const failed = [body.postgres_connected === false && 'postgres', body.redis_connected === false && 'redis'].filter(Boolean) as string[]
+  if (probe.ms >= QUERY_TIMEOUT_MS) return { ...result('unhealthy', probe.ms, `timeout: /health took ${probe.ms}ms`, extra), timed_out: true }
+  if (failed.length === 2) return result('unhealthy', probe.ms, 'postgres and redis connections failed', extra)
+  if (stale) return result('unhealthy', probe.ms, `polling stopped: ${staleText}`, extra)
+  if (failed.length === 1) return result('degraded', probe.ms, `${failed[0]} connection failed`, extra)
+  if (body.status === 'unhealthy' || body.status === 'degraded') return result(body.status, probe.ms, String(body.error_message ?? `reported ${body.status}`), extra)
+  return result('healthy', probe.ms, `response: ${probe.ms}ms`, extra)
+}
+
+function lastLine(text: string): string {
+  return text.trim().split('\n').pop()?.replace(/^(psql|Error|error): /, '') ?? ''
+}
