@@ -62,7 +62,7 @@ async function checkService(ctx: Context, service: Service): Promise<ServiceHeal
   } catch (error) {
     return result('unhealthy', null, `docker: ${messageOf(error)}`)
   }
-  if (!container) return service === 'nginx' ? result('not_deployed', null, 'not deployed: webhook profile not running') : result('unhealthy', null, 'no container')
+  if (!container) return service === 'nginx' ? result('not_deployed', null, 'webhook profile not running') : result('unhealthy', null, 'no container')
   if (container.status !== 'running') return result('unhealthy', null, `connection refused: container ${container.status}`)
   switch (service) {
     case 'bot':

@@ -30,10 +30,11 @@ export interface Stack {
   down(): Promise<void>
 }
 
-export function createStack(flavor: Flavor = 'v2'): Stack {
+export function createStack(flavor: Flavor = 'v2', named?: { project: string; dir: string }): Stack {
   const bed = bedEnv()
-  const project = `ttge2e${flavor}${Date.now().toString(36)}`
-  const dir = tempDir('ttg-e2e-')
+  const project = named?.project ?? `ttge2e${flavor}${Date.now().toString(36)}`
+  const dir = named?.dir ?? tempDir('ttg-e2e-')
+  fs.mkdirSync(dir, { recursive: true })
   const envFile = path.join(dir, '.env.production')
   fs.writeFileSync(envFile, [
     'ENVIRONMENT=production', 'LOG_LEVEL=INFO', `BOT_IMAGE=${bed.BOT_IMAGE}`, 'APP_VERSION=v1.0.0',
