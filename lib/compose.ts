@@ -41,17 +41,25 @@ export function composeBase(p: ComposeProject): string[] {
   return [...head, '--project-name', p.project, '--file', p.file, ...(p.envFile ? ['--env-file', p.envFile] : [])]
 }
 
+/**
+ * Any compose subcommand. ENV_FILE goes to compose itself too: the compose file reads the bot's
+ * env_file from it. `vars` are interpolation variables such as APP_VERSION (the tag to run).
+ */
+export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
+  return { argv: [...composeBase(p), ...args], env: { ...(p.envFile ? { ENV_FILE: p.envFile } : {}), ...vars } }
+}
+
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */
 export function composeExec(p: ComposeProject, service: string, argv: string[], env: Record<string, string> = {}): Command {
   const envFlags = Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`])
-  return { argv: [...composeBase(p), 'exec', '-T', ...envFlags, service, ...argv] }
+  return compose(p, ['exec', '-T', ...envFlags, service, ...argv])
 }
 
 export function composeStop(p: ComposeProject, services: string[]): Command {
-  return { argv: [...composeBase(p), 'stop', ...services] }
+  return compose(p, ['stop', ...services])
 }
 
 /** `start`, not `up`: the same containers come back with the image they ran, whatever APP_VERSION says. */
 export function composeStart(p: ComposeProject, services: string[]): Command {
-  return { argv: [...composeBase(p), 'start', ...services] }
+  return compose(p, ['start', ...services])
 }

@@ -36,9 +36,28 @@ const schema = z.object({
   PG_MAINTENANCE_DB: identifier.default('postgres'),
   KEY_TABLES: list.default([]),
   APP_SERVICES: list.default(['bot']),
+  // deploy and rollback
+  APP_DIR: absolutePath.optional(),
+  BOT_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:-]*$/, 'an image repository such as registry.example.com/toogoodtogo/bot').optional(),
+  ARTIFACTS_FILE: absolutePath.optional(),
+  AUDIT_LOG: absolutePath.optional(),
+  MIGRATE_COMMAND: z.string().min(1).default('alembic upgrade head'),
+  COMPOSE_PROFILES: z.string().optional(),
+  TRIGGERED_BY: z.enum(['manual', 'automated', 'github_action']).default('manual'),
+  NOTIFY_WEBHOOK_URL: z.url().optional(),
+  TELEGRAM_NOTIFY_CHAT_ID: z.string().regex(/^-?\d+$|^@\w+$/, 'a numeric chat id or @channel').optional(),
+  TELEGRAM_BOT_TOKEN: z.string().optional(),
+  TELEGRAM_API_BASE: z.url().default('https://api.telegram.org'),
 })
 
-export type Config = z.infer<typeof schema> & { envFile: string; composeFile: string }
+type Parsed = z.infer<typeof schema>
+export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & {
+  envFile: string
+  composeFile: string
+  APP_DIR: string
+  ARTIFACTS_FILE: string
+  AUDIT_LOG: string
+}
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const deployDir = env.DEPLOY_DIR || '/opt/toogoodtogo'
@@ -60,10 +79,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const composeFile = path.isAbsolute(cfg.DOCKER_COMPOSE_FILE)
     ? cfg.DOCKER_COMPOSE_FILE
     : path.join(TOOLKIT_DIR, 'deployment', cfg.DOCKER_COMPOSE_FILE)
-  return { ...cfg, envFile, composeFile }
+  return {
+    ...cfg,
+    envFile,
+    composeFile,
+    APP_DIR: cfg.APP_DIR ?? path.join(cfg.DEPLOY_DIR, 'app'),
+    // The data model's places: artifacts.json beside the toolkit, the audit log beside the log.
+    ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'deployment', 'artifacts.json'),
+    AUDIT_LOG: cfg.AUDIT_LOG ?? path.join(path.dirname(cfg.LOG_FILE), 'deployments.log'),
+  }
 }
 
-const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME']
+const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES']
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

@@ -14,16 +14,24 @@ export type ErrorKind =
   | 'corrupt_state'
   | 'command_failed'
   | 'timeout'
+  | 'backup_failed'
+  | 'migration_failed'
+  | 'health_failed'
+  | 'target_not_found'
 
 export class OpsError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; alreadyLogged?: boolean },
   ) {
     super(message, options)
     this.name = 'OpsError'
+    this.alreadyLogged = options?.alreadyLogged ?? false
   }
+
+  /** the script has already told the story line by line; the top level adds only its last line */
+  readonly alreadyLogged: boolean
 }
 
 export type ExitCodes = Partial<Record<ErrorKind, number>>

@@ -46,7 +46,7 @@ export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: P
     await body(cli)
   } catch (error) {
     if (!(error instanceof OpsError)) log.debug((error as Error)?.stack ?? String(error))
-    log.error(messageOf(error))
+    if (!(error instanceof OpsError && error.alreadyLogged)) log.error(messageOf(error))
     const last = typeof options.failureLine === 'function' ? options.failureLine(error) : options.failureLine
     if (last) log.error(last)
     process.exitCode = exitCodeFor(error, options.exitCodes)

@@ -1,10 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { diffCounts } from './backup.ts'
+import type { BackupRecord } from './backup-index.ts'
+import { composeStart, composeStop } from './compose.ts'
+import type { Context } from './context.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from './errors.ts'
 import { fileStamp, formatCount } from './format.ts'
 import { decompressor } from './gzip.ts'
 import { log } from './log.ts'
+import { onInterrupt } from './main.ts'
 import { psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from './postgres.ts'
 import { capture, isDryRun, run, runStages, tryRun } from './runner.ts'
 import { CopyTagCollector } from './streams.ts'
@@ -130,3 +134,51 @@ export async function swapIn(db: Db, scratch: string, live: string): Promise<str
     await sleep(1000)
   }
 }
+
+// ---- the steps restore.ts, deploy.ts and rollback.ts share ----------------------------------------
+
+export interface Source {
+  file: string
+  record: BackupRecord | null
+}
+
+export async function restoreScratchCopy(ctx: Context, source: Source): Promise<string> {
+  const scratch = scratchName(ctx.db.database)
+  log.info('Creating fresh database')
+  await createDatabase(ctx.db, scratch)
+  const forget = onInterrupt(() => dropDatabase(ctx.db, scratch))
+  try {
+    log.info('Restoring from backup')
+    const restored = await restoreInto(ctx.db, scratch, source.file)
+    log.info('Restoration complete')
+    log.info('Verifying restored data')
+    const summary = await verifyRestored(ctx.db, scratch, restored, source.record?.row_counts ?? null, ctx.cfg.KEY_TABLES)
+    log.info(`Verification successful: ${summary}`)
+    return scratch
+  } catch (error) {
+    log.error(`Restore into scratch database ${scratch} failed; dropping it. The live database was not touched`)
+    await dropDatabase(ctx.db, scratch).catch((e) => log.warn(`Could not drop ${scratch}: ${messageOf(e)}`))
+    throw error
+  } finally {
+    forget()
+  }
+}
+
+/** Stops `services`, swaps the verified copy in, drops the old database; on failure starts them again. */
+export async function swapScratchIn(ctx: Context, scratch: string, services: string[]): Promise<void> {
+  if (services.length) {
+    log.info('Stopping application services')
+    await run(composeStop(ctx.compose!, services))
+  }
+  log.info('Dropping existing database')
+  let aside: string | null
+  try {
+    aside = await swapIn(ctx.db, scratch, ctx.db.database)
+  } catch (error) {
+    await dropDatabase(ctx.db, scratch).catch(() => undefined)
+    if (services.length) await run(composeStart(ctx.compose!, services)).catch(() => undefined)
+    throw error
+  }
+  if (aside) await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+}
+

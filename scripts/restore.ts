@@ -3,27 +3,17 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { createBackup, verifyBackupFile } from '../lib/backup.ts'
-import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord } from '../lib/backup-index.ts'
+import { BACKUP_ID, findBackup, readIndex, updateIndex } from '../lib/backup-index.ts'
 import { flag, type CliSpec } from '../lib/cli.ts'
-import { composeStart, composeStop } from '../lib/compose.ts'
+import { composeStart } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, type Context } from '../lib/context.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
 import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
-import { onInterrupt, runMain } from '../lib/main.ts'
-import {
-  checkConnection,
-  checkRestorePrivileges,
-  createDatabase,
-  databaseExists,
-  dropDatabase,
-  restoreInto,
-  scratchName,
-  swapIn,
-  verifyRestored,
-} from '../lib/restore-db.ts'
+import { runMain } from '../lib/main.ts'
+import { checkConnection, checkRestorePrivileges, databaseExists, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
 import { isDryRun, run } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -56,11 +46,6 @@ const spec: CliSpec = {
   examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore --drill'],
 }
 
-interface Source {
-  file: string
-  record: BackupRecord | null
-}
-
 await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: failureLine() }, async (cli) => {
   const ctx = await openContext()
   if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0])
@@ -74,7 +59,7 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
   await takeSafetyBackup(ctx, source)
   const scratch = await restoreScratchCopy(ctx, source)
-  await swapScratchIn(ctx, scratch)
+  await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
   await restartServices(ctx)
   log.info('Restore successful')
 })
@@ -116,46 +101,6 @@ async function takeSafetyBackup(ctx: Context, source: Source): Promise<void> {
   log.info('Creating safety backup')
   const record = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: null, reason: `safety backup before restoring ${path.basename(source.file)}` })
   log.info(`Safety backup: ${record.backup_id}`)
-}
-
-async function restoreScratchCopy(ctx: Context, source: Source): Promise<string> {
-  const scratch = scratchName(ctx.db.database)
-  log.info('Creating fresh database')
-  await createDatabase(ctx.db, scratch)
-  const forget = onInterrupt(() => dropDatabase(ctx.db, scratch))
-  try {
-    log.info('Restoring from backup')
-    const restored = await restoreInto(ctx.db, scratch, source.file)
-    log.info('Restoration complete')
-    log.info('Verifying restored data')
-    const summary = await verifyRestored(ctx.db, scratch, restored, source.record?.row_counts ?? null, ctx.cfg.KEY_TABLES)
-    log.info(`Verification successful: ${summary}`)
-    return scratch
-  } catch (error) {
-    log.error(`Restore into scratch database ${scratch} failed; dropping it. The live database was not touched`)
-    await dropDatabase(ctx.db, scratch).catch((e) => log.warn(`Could not drop ${scratch}: ${messageOf(e)}`))
-    throw error
-  } finally {
-    forget()
-  }
-}
-
-async function swapScratchIn(ctx: Context, scratch: string): Promise<void> {
-  const services = ctx.cfg.APP_SERVICES
-  if (services.length) {
-    log.info('Stopping application services')
-    await run(composeStop(ctx.compose!, services))
-  }
-  log.info('Dropping existing database')
-  let aside: string | null
-  try {
-    aside = await swapIn(ctx.db, scratch, ctx.db.database)
-  } catch (error) {
-    await dropDatabase(ctx.db, scratch).catch(() => undefined)
-    if (services.length) await run(composeStart(ctx.compose!, services)).catch(() => undefined)
-    throw error
-  }
-  if (aside) await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
 }
 
 async function restartServices(ctx: Context): Promise<void> {

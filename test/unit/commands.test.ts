@@ -27,6 +27,7 @@ describe('postgres commands', () => {
   it('compose mode runs pg_dump inside the postgres service', () => {
     expect(pgDumpCommand(composeDb)).toEqual({
       argv: [...composeBase(v2), 'exec', '-T', 'postgres', 'pg_dump', '-U', 'ttg', '--format=plain', '--no-owner', '--dbname', 'toogoodtogo'],
+      env: { ENV_FILE: '/opt/toogoodtogo/.env.production' },
       timeoutMs: 600_000,
       mutates: false,
     })

@@ -1,0 +1,160 @@
+import { randomUUID } from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { z } from 'zod'
+import { writeFileAtomic } from './atomic-file.ts'
+import { OpsError } from './errors.ts'
+import { isoSeconds } from './format.ts'
+import { isDryRun } from './runner.ts'
+
+// artifacts.json holds the current and previous Deployment Artifact (data model); the audit log
+// holds every Deployment Event as JSON lines, appended: an event's state is its last line.
+export const TAG = /^(v\d+\.\d+\.\d+|[0-9a-f]{40})$/
+const time = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/)
+
+export const artifactSchema = z.object({
+  artifact_id: z.string().regex(TAG),
+  git_commit_sha: z.string().regex(/^[0-9a-f]{40}$/),
+  git_tag: z.string().regex(/^v\d+\.\d+\.\d+$/).nullable(),
+  docker_image_uri: z.string(),
+  docker_image_digest: z.string().regex(/^sha256:[0-9a-f]{64}$/).nullable(),
+  deployed: z.boolean(),
+  deployed_at: time.nullable(),
+  rollback_from: z.string().nullable(),
+  schema_revision: z.string().nullable(),
+})
+export type Artifact = z.infer<typeof artifactSchema>
+
+const stateSchema = z.object({ current: artifactSchema.nullable(), previous: artifactSchema.nullable() })
+export type DeployState = z.infer<typeof stateSchema>
+
+export const eventSchema = z.object({
+  event_id: z.string().uuid(),
+  event_type: z.enum(['deploy', 'rollback', 'restart', 'config_update']),
+  started_at: time,
+  completed_at: time.nullable(),
+  duration_seconds: z.number().int().nonnegative().nullable(),
+  triggered_by: z.enum(['github_action', 'manual', 'automated']),
+  operator: z.string(),
+  artifact_id: z.string(),
+  previous_artifact_id: z.string().nullable(),
+  status: z.enum(['in_progress', 'success', 'failed', 'rolled_back']),
+  error_message: z.string().nullable(),
+  health_check_passed: z.boolean(),
+  backup_created: z.boolean(),
+  migration_applied: z.boolean(),
+  backup_id: z.string().nullable(),
+  downtime_seconds: z.number().nonnegative().nullable(),
+  schema_revision_before: z.string().nullable(),
+  schema_revision_after: z.string().nullable(),
+  pid: z.number().int(),
+  host: z.string(),
+})
+export type DeployEvent = z.infer<typeof eventSchema>
+
+export function readState(file: string): DeployState {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { current: null, previous: null }
+    throw new OpsError('corrupt_state', `Cannot read ${file}: ${(error as Error).message}`)
+  }
+  const parsed = (() => {
+    try {
+      return stateSchema.safeParse(JSON.parse(text))
+    } catch (error) {
+      throw new OpsError('corrupt_state', `${file} is not valid JSON (${(error as Error).message}); it was left untouched`)
+    }
+  })()
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new OpsError('corrupt_state', `${file} is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}; it was left untouched`)
+  }
+  return parsed.data
+}
+
+export function writeState(file: string, state: DeployState): void {
+  if (isDryRun()) return
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  writeFileAtomic(file, JSON.stringify(state, null, 2) + '\n', 0o644)
+}
+
+/** Every event's latest line, in order of first appearance. A corrupt line stops everything. */
+export function readEvents(file: string): DeployEvent[] {
+  if (!fs.existsSync(file)) return []
+  const latest = new Map<string, DeployEvent>()
+  fs.readFileSync(file, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return
+      let parsed
+      try {
+        parsed = eventSchema.safeParse(JSON.parse(line))
+      } catch {
+        throw new OpsError('corrupt_state', `Audit log ${file} line ${i + 1} is not valid JSON; fix or move it aside`)
+      }
+      if (!parsed.success) throw new OpsError('corrupt_state', `Audit log ${file} line ${i + 1} is invalid at ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`)
+      latest.set(parsed.data.event_id, parsed.data)
+    })
+  return [...latest.values()]
+}
+
+/** One line per write, O_APPEND and fsync: concurrent writers cannot interleave within a line. */
+export function appendEvent(file: string, event: DeployEvent): void {
+  if (isDryRun()) return
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  const fd = fs.openSync(file, 'a', 0o640)
+  try {
+    fs.writeSync(fd, JSON.stringify(eventSchema.parse(event)) + '\n')
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+export function newEvent(type: DeployEvent['event_type'], artifactId: string, previous: string | null, triggeredBy: DeployEvent['triggered_by']): DeployEvent {
+  return {
+    event_id: randomUUID(),
+    event_type: type,
+    started_at: isoSeconds(new Date()),
+    completed_at: null,
+    duration_seconds: null,
+    triggered_by: triggeredBy,
+    operator: process.env.SUDO_USER || process.env.USER || os.userInfo().username,
+    artifact_id: artifactId,
+    previous_artifact_id: previous,
+    status: 'in_progress',
+    error_message: null,
+    health_check_passed: false,
+    backup_created: false,
+    migration_applied: false,
+    backup_id: null,
+    downtime_seconds: null,
+    schema_revision_before: null,
+    schema_revision_after: null,
+    pid: process.pid,
+    host: os.hostname(),
+  }
+}
+
+export function completeEvent(event: DeployEvent, status: DeployEvent['status'], error: string | null): DeployEvent {
+  const now = new Date()
+  return {
+    ...event,
+    status,
+    error_message: error,
+    completed_at: isoSeconds(now),
+    duration_seconds: Math.max(0, Math.round((now.getTime() - Date.parse(event.started_at)) / 1000)),
+  }
+}
+
+/** The last successful deploy or rollback of a version other than `current`: where a rollback goes. */
+export function lastGoodBefore(events: DeployEvent[], current: string | null): string | null {
+  return [...events].reverse().find((e) => e.status === 'success' && e.artifact_id !== current)?.artifact_id ?? null
+}
+
+export function deployedVersions(events: DeployEvent[]): string[] {
+  return [...new Set(events.filter((e) => e.status === 'success').map((e) => e.artifact_id))]
+}
