@@ -1,10 +1,11 @@
 import { createInterface } from 'node:readline/promises'
 import { OpsError } from './errors.ts'
+import { isDryRun } from './runner.ts'
 
 // With no terminal, a prompt would wait forever (zx's question() exits 13 silently): a destructive
 // step then needs --yes, and says so.
 export async function confirmDestructive(question: string, assumeYes: boolean): Promise<void> {
-  if (assumeYes) return
+  if (assumeYes || isDryRun()) return
   if (!process.stdin.isTTY) {
     throw new OpsError('refused', 'Refusing to continue without confirmation: there is no terminal to ask on. Re-run with --yes to confirm; nothing was changed')
   }

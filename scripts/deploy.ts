@@ -14,6 +14,7 @@ import { validateEnvFile } from '../lib/env-validate.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
 import os from 'node:os'
 import { formatMb, isoSeconds } from '../lib/format.ts'
+import { waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { notify } from '../lib/notify.ts'
@@ -76,6 +77,7 @@ await runMain(spec, {
     else await preflight(ctx, tag, flag(cli, 'build'))
     await confirmDestructive(`Deploy ${tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, flag(cli, 'yes'))
     let event = record(ctx, newEvent('deploy', tag, state.current?.artifact_id ?? null, ctx.cfg.TRIGGERED_BY))
+    await ensureDataServices(ctx, tag)
     const backup = await preDeploymentBackup(ctx, state)
     event = record(ctx, { ...event, backup_created: true, backup_id: backup?.backup_id ?? null })
     log.info(`Checking out tag ${tag}`)
@@ -154,6 +156,14 @@ function failure(result: { exitCode: number; stderr: string }, message?: string)
   return result.exitCode === 0 ? null : (message ?? (result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`))
 }
 
+/** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
+async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
+  await run({ ...compose(ctx.compose!, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })
+  if (isDryRun()) return
+  const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
+}
+
 async function preDeploymentBackup(ctx: Context, state: DeployState): Promise<BackupRecord | null> {
   log.info('Creating pre-deployment backup')
   try {
@@ -188,13 +198,19 @@ async function runMigrations(ctx: Context, tag: string, event: DeployEvent, stat
     log.info('Migrations applied successfully')
     return record(ctx, updated)
   }
-  const reason = (result.stderr || result.stdout).trim().split('\n').filter(Boolean).pop() ?? `exit ${result.exitCode}`
+  const reason = failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}`
   log.error(`Migration failed: ${reason}`)
   log.error('Deployment failed - initiating rollback')
   const rolledBack = await rollBackAfterFailure(ctx, state, backup, true, updated)
   record(ctx, completeEvent(updated, rolledBack ? 'rolled_back' : 'failed', `migration failed: ${reason}`))
   await notify(ctx.cfg, `Deployment of ${tag} failed: migration failed (${reason}). ${rolledBack ? `Database restored, ${state.current?.artifact_id ?? 'previous state'} running.` : 'ROLLBACK FAILED: see the log.'}`)
   throw new OpsError('migration_failed', `Migration failed: ${reason}`, { alreadyLogged: true })
+}
+
+/** The line of a migration tool's output that says what broke, not the trailing links and notes. */
+function failureReason(output: string): string | null {
+  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('(Background on this error'))
+  return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
 
 async function restartServices(ctx: Context, tag: string, event: DeployEvent): Promise<DeployEvent> {

@@ -1,0 +1,605 @@
+// `npm run bench`: how fast and how lean scripts/backup.ts and scripts/restore.ts are, next to the
+// shell pipelines they replace (`pg_dump | gzip -6 > file` and `gunzip -c file | psql`), measured in
+// one run on one database. It is not a test: it prints what it measured and whether the goals of the
+// issue are met, computed from the measurements.
+//
+// The database is built to be honest about gzip: random text, timestamps and jsonb that compress
+// about 2:1 like real data, not pgbench's filler that compresses 35:1 and makes compression free.
+// Everything runs on a throwaway cluster on 127.0.0.1 in a temporary directory, removed at the end.
+//
+//   BENCH_SIZE_MB     database size to build (default 1024)
+//   BENCH_KEY_TABLES  KEY_TABLES for the tool's restore (default empty: the two largest tables)
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import pg from 'pg'
+import { ADMIN_PASSWORD, startCluster, type Cluster } from '../test/support/pg-cluster.ts'
+import { ROOT, tempDir } from '../test/support/scripts.ts'
+import { killCurrent, measure, type Measurement, type TimedLine } from './process-meter.ts'
+
+// The goals from the issue. Compression level 6 on both sides, so the ratio compares like with like.
+const GOALS = { backupRatio: 0.6, restoreRatio: 1.0, peakRssMb: 150 }
+const GZIP_LEVEL = 6
+const DB = 'bench'
+const MB = 1024 * 1024
+
+interface Settings {
+  sizeMb: number
+  keyTables: string
+  cores: number
+}
+
+interface Bench {
+  settings: Settings
+  cluster: Cluster
+  work: string
+  postmasterPid: number
+  /** for the shell baselines: the password in the environment, as the tool does it */
+  pgEnv: NodeJS.ProcessEnv
+  /** the way test/integration runs the scripts: url mode, no application services */
+  toolEnv: NodeJS.ProcessEnv
+}
+
+interface TableInfo {
+  name: string
+  rows: number
+  bytes: number
+}
+
+interface DataSet {
+  seconds: number
+  sizeBytes: number
+  tables: TableInfo[]
+}
+
+interface Results {
+  data: DataSet
+  dumpBytes: number
+  baselineBackup: Measurement & { fileBytes: number }
+  toolBackup: Measurement & { fileBytes: number }
+  pigzBackup: Measurement & { fileBytes: number }
+  bareDump: Measurement
+  baselineRestore: Measurement
+  toolRestore: Measurement
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings()
+  const started = performance.now()
+  const work = tempDir('ttg-bench-')
+  let cluster: Cluster | null = null
+  // Cleanup runs on success, on an exception and on Ctrl-C: the cluster stopped, the files removed.
+  const cleanUp = () => {
+    killCurrent()
+    cluster?.stop()
+    cluster = null
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\nInterrupted by ${signal}; cleaning up\n`)
+      cleanUp()
+      process.exit(130)
+    })
+  }
+  try {
+    cluster = await startCluster()
+    const bench = prepare(settings, cluster, work)
+    printSetup(bench)
+
+    const data = await buildDatabase(bench)
+    printDatabase(data)
+
+    const baselineBackup = await measureBaselineBackup(bench)
+    const toolBackup = await measureToolBackup(bench)
+    const pigzBackup = await measurePigzReference(bench)
+    const bareDump = await measureBareDump(bench)
+    const dumpBytes = plainDumpBytes(bench, baselineBackup.file)
+
+    const baselineRestore = await measureBaselineRestore(bench, baselineBackup.file, data)
+    const toolRestore = await measureToolRestore(bench, toolBackup.backupId, data)
+
+    printReport({ data, dumpBytes, baselineBackup, toolBackup, pigzBackup, bareDump, baselineRestore, toolRestore })
+    step(`Whole benchmark took ${seconds((performance.now() - started) / 1000)} (building the database included)`)
+  } finally {
+    cleanUp()
+  }
+}
+
+function readSettings(): Settings {
+  const sizeMb = Number(process.env.BENCH_SIZE_MB ?? 1024)
+  if (!Number.isInteger(sizeMb) || sizeMb < 16) throw new Error(`BENCH_SIZE_MB must be a whole number of MB, at least 16 (got ${process.env.BENCH_SIZE_MB})`)
+  return { sizeMb, keyTables: process.env.BENCH_KEY_TABLES ?? '', cores: os.availableParallelism() }
+}
+
+function prepare(settings: Settings, cluster: Cluster, work: string): Bench {
+  const postmasterPid = Number(fs.readFileSync(path.join(cluster.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0])
+  const pgEnv = { ...process.env, PGPASSWORD: ADMIN_PASSWORD, PGCONNECT_TIMEOUT: '10' }
+  const toolEnv: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    NO_COLOR: '1',
+    DB_MODE: 'url',
+    DATABASE_URL: cluster.adminUrl(DB),
+    BACKUP_DIR: path.join(work, 'backups'),
+    LOG_FILE: path.join(work, 'deployment.log'),
+    DEPLOY_DIR: work,
+    APP_SERVICES: '',
+    MIN_FREE_DISK_MB: '1',
+    KEY_TABLES: settings.keyTables,
+    // The contract's 10 minutes is for production; a slow shared machine must not cut a run short.
+    DB_OPERATION_TIMEOUT: '86400',
+  }
+  return { settings, cluster, work, postmasterPid, pgEnv, toolEnv }
+}
+
+// ---- the database ------------------------------------------------------------------------------
+
+// Random text that reads like words and compresses about 2:1 with gzip: random bytes as hex, with
+// some digits turned into letters, letter pairs and spaces. Built per row from gen_random_bytes, so
+// no two rows share text (a scalar subquery or a repeated string would be evaluated once and make
+// the data compress far better than real data does). A pg_temp function: nothing of it is dumped.
+const RANDOM_TEXT_FUNCTION = `
+  CREATE FUNCTION pg_temp.rtext(n int) RETURNS text LANGUAGE sql VOLATILE AS $$
+    SELECT replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
+      encode(gen_random_bytes(greatest(1, least(1024, n / 2))), 'hex'),
+      '0', ' '), '1', 'e '), '2', 'th'), '3', 'o'), '4', 'n'), '5', 's'), '6', 'r'), '7', 'in'), '8', 'l'), '9', 'u')
+  $$`
+
+// Three tables of different widths, with the indexes and foreign keys a real schema has: a restore
+// rebuilds them, and that is part of what a restore costs.
+const SCHEMA = `
+  CREATE EXTENSION pgcrypto;
+  CREATE TABLE users (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name text NOT NULL, email text NOT NULL, bio text, locale text NOT NULL,
+    created_at timestamptz NOT NULL, last_seen_at timestamptz);
+  CREATE TABLE messages (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    user_id bigint NOT NULL, chat_id bigint NOT NULL, body text NOT NULL,
+    created_at timestamptz NOT NULL, edited_at timestamptz);
+  CREATE INDEX messages_chat_created ON messages (chat_id, created_at);
+  CREATE INDEX messages_user ON messages (user_id);
+  CREATE TABLE events (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    user_id bigint NOT NULL, kind text NOT NULL, payload jsonb NOT NULL, occurred_at timestamptz NOT NULL);
+  CREATE INDEX events_user_occurred ON events (user_id, occurred_at);`
+
+const FIRST_NAMES = `ARRAY['Anna','Ben','Chloé','Dmitri','Elif','Farid','Greta','Hiro','Ines','Jonas','Kasia','Liam','Mia','Noah','Olga','Pablo','Quinn','Rosa','Sven','Tara','Umar','Vera','Wen','Ximena','Yusuf','Zoe','Lars','Maja','Nils','Ivan']`
+const LAST_NAMES = `ARRAY['Smith','Müller','Rossi','García','Novak','Kowalski','Nguyen','Ivanova','Jensen','Dubois','Silva','Yilmaz','Tanaka','Kim','Larsen','Moreau','Costa','Weber','Horvat','Berg','Petrov','Santos','Fischer','Lopez','Meyer','Schulz','Bianchi','Koch','Svoboda','Ali']`
+
+const INSERT_USERS = `
+  INSERT INTO users (name, email, bio, locale, created_at, last_seen_at)
+  SELECT f || ' ' || l,
+         lower(f || '.' || l) || (random() * 9999)::int || '@' || (ARRAY['gmail.com','yahoo.com','proton.me','outlook.com','icloud.com','web.de'])[1 + floor(random() * 6)::int],
+         CASE WHEN random() < 0.1 THEN NULL ELSE pg_temp.rtext(40 + (random() * 400)::int) END,
+         (ARRAY['en','de','fr','ru','es','it','nl','pl'])[1 + floor(random() * 8)::int],
+         c, c + random() * interval '400 days'
+  FROM (SELECT (${FIRST_NAMES})[1 + floor(random() * 30)::int] AS f, (${LAST_NAMES})[1 + floor(random() * 30)::int] AS l,
+               now() - random() * interval '3 years' AS c
+        FROM generate_series(1, $1::int)) s`
+
+const INSERT_MESSAGES = `
+  INSERT INTO messages (user_id, chat_id, body, created_at, edited_at)
+  SELECT 1 + floor(random() * $2::int)::bigint, 1 + floor(random() * ($2::int / 5 + 1))::bigint,
+         pg_temp.rtext(20 + (random() * 900)::int), c,
+         CASE WHEN random() < 0.08 THEN c + random() * interval '2 hours' END
+  FROM (SELECT now() - random() * interval '3 years' AS c FROM generate_series(1, $1::int)) s`
+
+const INSERT_EVENTS = `
+  INSERT INTO events (user_id, kind, payload, occurred_at)
+  SELECT 1 + floor(random() * $2::int)::bigint,
+         (ARRAY['login','search','view_offer','reserve','pay','cancel','rate','logout'])[1 + floor(random() * 8)::int],
+         jsonb_build_object(
+           'session', md5(random()::text),
+           'ip', format('%s.%s.%s.%s', (random() * 255)::int, (random() * 255)::int, (random() * 255)::int, (random() * 255)::int),
+           'user_agent', (ARRAY['Mozilla/5.0 (X11; Linux x86_64)','Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X)','TelegramBot (like TwitterBot)','okhttp/4.12.0','python-requests/2.31'])[1 + floor(random() * 5)::int],
+           'path', '/api/v1/' || (ARRAY['offers','orders','stores','users','search'])[1 + floor(random() * 5)::int] || '/' || (random() * 100000)::int,
+           'amount', round((random() * 500)::numeric, 2),
+           'items', jsonb_build_array((random() * 1e6)::int, (random() * 1e6)::int, (random() * 1e6)::int),
+           'note', pg_temp.rtext(10 + (random() * 300)::int)),
+         now() - random() * interval '3 years'
+  FROM generate_series(1, $1::int)`
+
+// Rough bytes per row including indexes; only used to size the first round, later rounds use
+// the growth actually measured.
+const BYTES_PER_ROW = { users: 420, messages: 720, events: 560 }
+const ROUNDS = 8
+
+/**
+ * Users first (about a tenth of the size), then messages and events in rounds on two sessions in
+ * parallel, until pg_database_size reaches the target. Then the foreign keys, and VACUUM FREEZE so
+ * that no measured pg_dump pays for setting hint bits on first read.
+ */
+async function buildDatabase(bench: Bench): Promise<DataSet> {
+  step(`Building a ${bench.settings.sizeMb} MB database (random text, timestamps, jsonb)`)
+  const started = performance.now()
+  const target = bench.settings.sizeMb * MB
+  await bench.cluster.query(`CREATE DATABASE ${DB} TEMPLATE template0`)
+  const sessions = [new pg.Client(bench.cluster.adminUrl(DB)), new pg.Client(bench.cluster.adminUrl(DB))] as const
+  const rows = { users: 0, messages: 0, events: 0 }
+  try {
+    await Promise.all(sessions.map((s) => s.connect()))
+    const [a, b] = sessions
+    await a.query(SCHEMA)
+    await Promise.all(sessions.map((s) => s.query(RANDOM_TEXT_FUNCTION)))
+    const users = Math.max(1000, Math.round((target * 0.1) / BYTES_PER_ROW.users))
+    rows.users = (await a.query(INSERT_USERS, [users])).rowCount ?? 0
+
+    const roundBytes = (target * 0.9) / ROUNDS
+    const fullRound = { messages: Math.round((roundBytes * 2) / 3 / BYTES_PER_ROW.messages), events: Math.round(roundBytes / 3 / BYTES_PER_ROW.events) }
+    let size = await databaseSize(a)
+    let bytesPerFullRound = roundBytes
+    for (let round = 1; size < target * 0.995 && round <= 10 * ROUNDS; round++) {
+      const fraction = Math.max(0.02, Math.min(1, (target - size) / bytesPerFullRound))
+      const [m, e] = await Promise.all([
+        a.query(INSERT_MESSAGES, [Math.ceil(fullRound.messages * fraction), rows.users]),
+        b.query(INSERT_EVENTS, [Math.ceil(fullRound.events * fraction), rows.users]),
+      ])
+      rows.messages += m.rowCount ?? 0
+      rows.events += e.rowCount ?? 0
+      const grown = await databaseSize(a)
+      bytesPerFullRound = (grown - size) / fraction
+      size = grown
+      progress(`  round ${round}: ${mb(size)} of ${mb(target)}`)
+    }
+    progress('')
+    await a.query(`ALTER TABLE messages ADD CONSTRAINT messages_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
+                   ALTER TABLE events ADD CONSTRAINT events_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
+                   DROP FUNCTION pg_temp.rtext(int); DROP EXTENSION pgcrypto;`)
+  } finally {
+    await Promise.all(sessions.map((s) => s.end().catch(() => undefined)))
+  }
+  await bench.cluster.query('VACUUM (FREEZE, ANALYZE)', DB)
+  const [{ size } = { size: '0' }] = await bench.cluster.query<{ size: string }>(`SELECT pg_database_size('${DB}')::text AS size`)
+  const tables: TableInfo[] = []
+  for (const [name, n] of Object.entries(rows)) {
+    const [{ bytes } = { bytes: '0' }] = await bench.cluster.query<{ bytes: string }>(`SELECT pg_total_relation_size('${name}')::text AS bytes`, DB)
+    tables.push({ name, rows: n, bytes: Number(bytes) })
+  }
+  return { seconds: (performance.now() - started) / 1000, sizeBytes: Number(size), tables }
+}
+
+async function databaseSize(session: pg.Client): Promise<number> {
+  const result = await session.query<{ size: string }>(`SELECT pg_database_size(current_database())::text AS size`)
+  return Number(result.rows[0]?.size ?? 0)
+}
+
+/** Counts every table of `database` and fails the benchmark if a restore lost or gained rows. */
+async function checkRowCounts(bench: Bench, database: string, data: DataSet, what: string): Promise<void> {
+  for (const table of data.tables) {
+    const [{ n } = { n: '-1' }] = await bench.cluster.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table.name}`, database)
+    if (Number(n) !== table.rows) throw new Error(`${what}: ${table.name} has ${n} rows, expected ${table.rows}`)
+  }
+  console.log(`  ${what}: every table has the rows it had before (${data.tables.map((t) => `${count(t.rows)} ${t.name}`).join(', ')})`)
+}
+
+// ---- backups -----------------------------------------------------------------------------------
+
+function pgArgs(bench: Bench, database: string): string {
+  return `-h 127.0.0.1 -p ${bench.cluster.port} -U admin --dbname ${database}`
+}
+
+/** The same pg_dump invocation as lib/postgres.ts pgDumpCommand, as a shell word list. */
+function pgDump(bench: Bench): string {
+  return `pg_dump --format=plain --no-owner ${pgArgs(bench, DB)}`
+}
+
+async function shell(bench: Bench, label: string, script: string): Promise<Measurement> {
+  progress(`  running: ${label}`)
+  const result = await measure(label, ['bash', '-o', 'pipefail', '-c', script], { env: bench.pgEnv, postmasterPid: bench.postmasterPid })
+  progress('')
+  if (result.exitCode !== 0) throw new Error(`${label} failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-5).join(' | ')}`)
+  console.log(`  ${label}: ${seconds(result.seconds)}`)
+  return result
+}
+
+async function measureBaselineBackup(bench: Bench): Promise<Measurement & { file: string; fileBytes: number }> {
+  step(`Backup, baseline: pg_dump | gzip -${GZIP_LEVEL} > file`)
+  const file = path.join(bench.work, 'baseline.sql.gz')
+  const result = await shell(bench, `pg_dump | gzip -${GZIP_LEVEL}`, `${pgDump(bench)} | gzip -${GZIP_LEVEL} > ${file}`)
+  return { ...result, file, fileBytes: fs.statSync(file).size }
+}
+
+async function measureToolBackup(bench: Bench): Promise<Measurement & { backupId: string; fileBytes: number }> {
+  step('Backup, the tool: tsx scripts/backup.ts --json (dump, verification, index, retention)')
+  const result = await runTool('backup.ts', ['--json', '--verbose'], bench)
+  const record = JSON.parse(result.stdout) as { backup_id: string; file_size_bytes: number }
+  return { ...result, backupId: record.backup_id, fileBytes: record.file_size_bytes }
+}
+
+async function measurePigzReference(bench: Bench): Promise<Measurement & { fileBytes: number }> {
+  step(`Reference: pg_dump | pigz -${GZIP_LEVEL} -p ${bench.settings.cores} > file (the tool's pipeline without its checks)`)
+  const file = path.join(bench.work, 'pigz.sql.gz')
+  const result = await shell(bench, `pg_dump | pigz -${GZIP_LEVEL} -p ${bench.settings.cores}`, `${pgDump(bench)} | pigz -${GZIP_LEVEL} -p ${bench.settings.cores} > ${file}`)
+  const fileBytes = fs.statSync(file).size
+  fs.rmSync(file) // only its size is needed; keep the disk for the restores
+  return { ...result, fileBytes }
+}
+
+async function measureBareDump(bench: Bench): Promise<Measurement> {
+  step('Reference: pg_dump > /dev/null (no compression: the floor for any backup)')
+  return shell(bench, 'pg_dump > /dev/null', `${pgDump(bench)} > /dev/null`)
+}
+
+/** The size of the plain dump, to show how compressible the data is. Not timed. */
+function plainDumpBytes(bench: Bench, gzFile: string): number {
+  progress('  measuring the plain dump size (gzip -dc | wc -c, not timed)')
+  const out = execFileSync('bash', ['-o', 'pipefail', '-c', `gzip -dc ${gzFile} | wc -c`], { encoding: 'utf8', env: bench.pgEnv })
+  progress('')
+  return Number(out.trim())
+}
+
+// ---- restores ----------------------------------------------------------------------------------
+
+async function measureBaselineRestore(bench: Bench, file: string, data: DataSet): Promise<Measurement> {
+  step('Restore, baseline: gunzip -c file | psql -q -v ON_ERROR_STOP=1 (into an empty database, dropped after)')
+  const target = `${DB}_baseline_restore`
+  await bench.cluster.query(`CREATE DATABASE ${target} TEMPLATE template0`)
+  try {
+    const result = await shell(bench, 'gunzip | psql', `gunzip -c ${file} | psql -X -q -v ON_ERROR_STOP=1 ${pgArgs(bench, target)} > /dev/null`)
+    await checkRowCounts(bench, target, data, 'baseline restore')
+    return result
+  } finally {
+    await bench.cluster.query(`DROP DATABASE IF EXISTS ${target} WITH (FORCE)`)
+  }
+}
+
+async function measureToolRestore(bench: Bench, backupId: string, data: DataSet): Promise<Measurement> {
+  step(`Restore, the tool: tsx scripts/restore.ts ${backupId} --yes (live database: the ${mb(data.sizeBytes)} one)`)
+  const result = await runTool('restore.ts', [backupId, '--yes', '--verbose'], bench)
+  await checkRowCounts(bench, DB, data, 'tool restore')
+  return result
+}
+
+// A tool run that fails is retried (both scripts leave everything as it was when they fail) and
+// every failed attempt is reported: a benchmark that hides failures would flatter the tool.
+const TOOL_ATTEMPTS = 3
+const failedAttempts: { label: string; seconds: number; error: string }[] = []
+
+/** A contract script the way an operator runs it: tsx, real processes, no terminal. */
+async function runTool(script: string, args: string[], bench: Bench): Promise<Measurement> {
+  const label = `${script} ${args.filter((a) => a !== '--verbose').join(' ')}`.trim()
+  for (let attempt = 1; ; attempt++) {
+    progress(`  running: ${label}`)
+    const result = await measure(label, [path.join(ROOT, 'node_modules/.bin/tsx'), path.join(ROOT, 'scripts', script), ...args], {
+      env: bench.toolEnv,
+      cwd: ROOT,
+      postmasterPid: bench.postmasterPid,
+    })
+    progress('')
+    if (result.exitCode === 0) {
+      console.log(`  ${label}: ${seconds(result.seconds)}`)
+      return result
+    }
+    const error = result.lines.filter((l) => /^\[[^\]]+\] ERROR: /.test(l.text)).map((l) => logMessage(l)).join(' / ')
+    failedAttempts.push({ label, seconds: result.seconds, error: error || `exit code ${result.exitCode}` })
+    console.log(`  ${label}: attempt ${attempt} FAILED after ${seconds(result.seconds)} (exit ${result.exitCode}): ${error}`)
+    if (attempt >= TOOL_ATTEMPTS) {
+      process.stderr.write(result.stdout + result.stderr)
+      throw new Error(`${label} failed ${attempt} times`)
+    }
+  }
+}
+
+// ---- where the tool's time goes ----------------------------------------------------------------
+
+interface Phase {
+  name: string
+  /** the log line that starts it; null: the process start */
+  from: RegExp | null
+  /** the log line that ends it; null: the process exit */
+  to: RegExp | null
+  /** look for `from` only after this line (a message that appears twice) */
+  after?: RegExp
+}
+
+// Phases are read from the scripts' own log lines (INFO, and DEBUG `$ command` with --verbose),
+// timestamped here to the millisecond as they arrive. If the messages change, a phase shows n/a and
+// the full timeline below still tells the story.
+const BACKUP_PHASES: Phase[] = [
+  { name: 'startup: tsx, node, config', from: null, to: /^Starting database backup/ },
+  { name: 'checks: disk, pg_dump version, lock, index', from: /^Starting database backup/, to: /^Creating backup:/ },
+  { name: 'dump: pg_dump | rows | pigz | sha256 > file, fsync', from: /^Creating backup:/, to: /^Backup created:/ },
+  { name: 'verify: re-read file, sha256 | pigz -d | rows', from: /^Verifying backup integrity/, to: /^Verification successful/ },
+  { name: 'publish, index, retention', from: /^Verification successful/, to: /^Backup complete:/ },
+  { name: 'exit', from: /^Backup complete:/, to: null },
+]
+
+const SAFETY_BACKUP: Phase = { name: 'safety backup of the live database (total)', from: /^Creating safety backup/, to: /^Safety backup:/ }
+const RESTORE_PHASES: Phase[] = [
+  { name: 'startup: tsx, node, config', from: null, to: /^Starting database restore/ },
+  { name: 'verify source file: sha256 | pigz -d | rows; checks', from: /^Verifying backup integrity/, to: /^Creating safety backup/ },
+  SAFETY_BACKUP,
+  { name: '  of which dump | pigz > file', from: /^Creating backup:/, to: /^Backup created:/, after: /^Creating safety backup/ },
+  { name: '  of which verify re-read', from: /^Verifying backup integrity/, to: /^Verification successful$/, after: /^Creating safety backup/ },
+  { name: 'create scratch database', from: /^Creating fresh database/, to: /^Restoring from backup/ },
+  { name: 'restore: pigz -d | rows | psql (data, indexes, FKs)', from: /^Restoring from backup/, to: /^Restoration complete/ },
+  { name: 'verify restored: COPY tags, count(*) of key tables', from: /^Verifying restored data/, to: /^Verification successful:/ },
+  { name: 'swap by rename, drop the old database', from: /^Dropping existing database/, to: /^Restore successful/ },
+  { name: 'exit', from: /^Restore successful/, to: null },
+]
+
+/** The message of a contract log line, without `[timestamp] LEVEL: `; null for other output. */
+function logMessage(line: TimedLine): string | null {
+  const match = /^\[[^\]]+\] (?:DEBUG|INFO|WARN|ERROR): (.*)$/.exec(line.text)
+  return match ? match[1]! : null
+}
+
+function phaseSeconds(m: Measurement, phase: Phase): number | null {
+  const messages = m.lines.map((l) => ({ at: l.at, text: logMessage(l) })).filter((l): l is { at: number; text: string } => l.text !== null)
+  let from = 0
+  if (phase.after) {
+    from = messages.findIndex((l) => phase.after!.test(l.text))
+    if (from < 0) return null
+  }
+  const start = phase.from ? messages.findIndex((l, i) => i >= from && phase.from!.test(l.text)) : -1
+  if (phase.from && start < 0) return null
+  const startAt = start < 0 ? 0 : messages[start]!.at
+  if (!phase.to) return m.seconds - startAt
+  const end = messages.findIndex((l, i) => i > start && phase.to!.test(l.text))
+  return end < 0 ? null : messages[end]!.at - startAt
+}
+
+function printPhases(m: Measurement, phases: Phase[]): void {
+  table(
+    ['phase', 'seconds', 'share'],
+    phases.map((p) => {
+      const s = phaseSeconds(m, p)
+      return [p.name, s === null ? 'n/a' : s.toFixed(1), s === null ? '' : percent(s / m.seconds)]
+    }),
+  )
+}
+
+/** Every log line with when it arrived and how long until the next one: the raw story. */
+function printTimeline(m: Measurement): void {
+  const messages = m.lines.map((l) => ({ at: l.at, text: logMessage(l) })).filter((l): l is { at: number; text: string } => l.text !== null)
+  table(
+    ['at s', 'for s', 'log line (--verbose)'],
+    messages.map((l, i) => [l.at.toFixed(2), ((messages[i + 1]?.at ?? m.seconds) - l.at).toFixed(2), truncate(l.text, 110)]),
+  )
+}
+
+// ---- report ------------------------------------------------------------------------------------
+
+function printSetup(bench: Bench): void {
+  const version = (argv: string[]) => {
+    try {
+      return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0]
+    } catch {
+      return 'not found'
+    }
+  }
+  step('Setup')
+  console.log(`  ${bench.settings.cores} CPUs, ${mb(os.totalmem())} RAM, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} before starting`)
+  console.log(`  ${version(['pg_dump', '--version'])}; ${version(['pigz', '--version'])}; ${version(['gzip', '--version'])}; node ${process.version}`)
+  console.log(`  throwaway cluster on 127.0.0.1:${bench.cluster.port} (fsync=off, full_page_writes=off: restores here are faster than on a real disk)`)
+  console.log(`  tool env: DB_MODE=url APP_SERVICES='' KEY_TABLES='${bench.settings.keyTables}'${bench.settings.keyTables ? '' : ' (the two largest tables are counted)'}`)
+}
+
+function printDatabase(data: DataSet): void {
+  console.log(`  built in ${seconds(data.seconds)}; pg_database_size: ${mb(data.sizeBytes)}`)
+  table(
+    ['table', 'rows', 'size incl. indexes'],
+    data.tables.map((t) => [t.name, count(t.rows), mb(t.bytes)]),
+  )
+}
+
+function printReport(r: Results): void {
+  const backupRatio = r.toolBackup.seconds / r.baselineBackup.seconds
+  const restoreRatio = r.toolRestore.seconds / r.baselineRestore.seconds
+  const safety = phaseSeconds(r.toolRestore, SAFETY_BACKUP)
+  const restoreWithoutSafety = safety === null ? null : r.toolRestore.seconds - safety
+
+  step('Data')
+  console.log(`  database ${mb(r.data.sizeBytes)}; plain dump ${mb(r.dumpBytes)}; gzip -${GZIP_LEVEL} ${mb(r.baselineBackup.fileBytes)} (${(r.dumpBytes / r.baselineBackup.fileBytes).toFixed(2)}:1); ` +
+    `pigz -${GZIP_LEVEL} ${mb(r.pigzBackup.fileBytes)}; the tool's file ${mb(r.toolBackup.fileBytes)}`)
+
+  step('Measurements (wall time; memory of the whole process tree; CPU seconds per process)')
+  const row = (m: Measurement, baseline: number, note = ''): string[] => [
+    m.label + note,
+    m.seconds.toFixed(1),
+    `${(m.seconds / baseline).toFixed(2)}x`,
+    mb(m.peakRssBytes),
+    mb(m.peakPssBytes),
+    cpuSummary(m),
+    m.serverCpuSeconds.toFixed(1),
+    `${(m.otherCpuSeconds / m.seconds).toFixed(2)} cores`,
+  ]
+  const b = r.baselineBackup.seconds
+  const rs = r.baselineRestore.seconds
+  table(['measurement', 'wall s', 'vs baseline', 'peak RSS', 'peak PSS', 'CPU s of the tree', 'server CPU s', 'others meanwhile'], [
+    row(r.baselineBackup, b, ' (baseline)'),
+    row(r.toolBackup, b),
+    row(r.pigzBackup, b, ' (reference)'),
+    row(r.bareDump, b, ' (reference)'),
+    row(r.baselineRestore, rs, ' (baseline)'),
+    row(r.toolRestore, rs, ' (total)'),
+    ...(restoreWithoutSafety === null ? [] : [[`restore.ts without its safety backup`, restoreWithoutSafety.toFixed(1), `${(restoreWithoutSafety / rs).toFixed(2)}x`, '', '', '', '', '']]),
+  ])
+  console.log('  peak RSS: the sum over the command and all its descendants (node, pg_dump, pigz, psql), sampled every 100 ms')
+  console.log('  from /proc; the PostgreSQL server backends are not its children and are not counted (their CPU is the')
+  console.log('  "server CPU" column). PSS splits pages shared between processes (two node processes share their binary).')
+  console.log('  "others meanwhile": CPU used by the rest of the machine during the measurement, out of ' + `${os.availableParallelism()} cores (noise).`)
+
+  step('Memory at the peak')
+  for (const m of [r.toolBackup, r.toolRestore]) {
+    console.log(`  ${m.label}: ${m.rssAtPeak.map((p) => `${p.name} ${mb(p.bytes)}`).join(', ')}`)
+  }
+
+  step('Where backup.ts spends its time')
+  printPhases(r.toolBackup, BACKUP_PHASES)
+  step('Where restore.ts spends its time')
+  printPhases(r.toolRestore, RESTORE_PHASES)
+
+  step('Goals (from the issue)')
+  const goal = (name: string, measured: string, limit: string, met: boolean): string[] => [name, measured, limit, met ? 'met' : 'NOT MET']
+  table(['goal', 'measured', 'limit', 'status'], [
+    goal(`backup.ts vs pg_dump | gzip -${GZIP_LEVEL}`, `${backupRatio.toFixed(2)}x`, `<= ${GOALS.backupRatio.toFixed(2)}x`, backupRatio <= GOALS.backupRatio),
+    goal('restore.ts (total, incl. safety backup) vs gunzip | psql', `${restoreRatio.toFixed(2)}x`, `<= ${GOALS.restoreRatio.toFixed(2)}x`, restoreRatio <= GOALS.restoreRatio),
+    ...(restoreWithoutSafety === null
+      ? []
+      : [goal('  (for information) restore.ts without its safety backup', `${(restoreWithoutSafety / rs).toFixed(2)}x`, `<= ${GOALS.restoreRatio.toFixed(2)}x`, restoreWithoutSafety / rs <= GOALS.restoreRatio)]),
+    goal('peak RSS of backup.ts and its children', mb(r.toolBackup.peakRssBytes), `< ${GOALS.peakRssMb} MB`, r.toolBackup.peakRssBytes < GOALS.peakRssMb * MB),
+    goal('peak RSS of restore.ts and its children', mb(r.toolRestore.peakRssBytes), `< ${GOALS.peakRssMb} MB`, r.toolRestore.peakRssBytes < GOALS.peakRssMb * MB),
+  ])
+
+  step('Failed attempts of the tool (retried; not in the figures above)')
+  if (failedAttempts.length === 0) console.log('  none')
+  for (const f of failedAttempts) console.log(`  ${f.label}: failed after ${f.seconds.toFixed(1)} s: ${f.error}`)
+
+  step('Timeline of backup.ts')
+  printTimeline(r.toolBackup)
+  step('Timeline of restore.ts')
+  printTimeline(r.toolRestore)
+}
+
+function cpuSummary(m: Measurement): string {
+  const entries = Object.entries(m.treeCpu).filter(([, s]) => s >= 0.05).sort((a, b) => b[1] - a[1])
+  const total = Object.values(m.treeCpu).reduce((a, b) => a + b, 0)
+  return `${total.toFixed(1)}: ${entries.map(([name, s]) => `${name} ${s.toFixed(1)}`).join(', ')}`
+}
+
+// ---- formatting --------------------------------------------------------------------------------
+
+function step(text: string): void {
+  console.log(`\n== ${text}`)
+}
+
+/** A transient status line on a terminal; nothing when the output is a file. */
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`)
+}
+
+function table(headers: string[], rows: string[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]) => '  ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()
+  console.log(line(headers))
+  console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '))
+  for (const r of rows) console.log(line(r))
+}
+
+function mb(bytes: number): string {
+  return `${Math.round(bytes / MB).toLocaleString('en-US')} MB`
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+function seconds(s: number): string {
+  return s >= 120 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`
+}
+
+function percent(fraction: number): string {
+  return `${Math.round(fraction * 100)}%`
+}
+
+function truncate(text: string, length: number): string {
+  return text.length <= length ? text : `${text.slice(0, length - 1)}…`
+}
+
+// Last, so that every constant above is initialized before main() reads it.
+await main()

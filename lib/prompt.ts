@@ -1,0 +1,99 @@
+import { OpsError } from './errors.ts'
+import { addSecret } from './redact.ts'
+
+// Prompts read the terminal in raw mode, one key at a time, so a secret is never echoed (not even
+// by the terminal's own line discipline) and nothing is buffered where a log could pick it up.
+// Never zx's question(): with no terminal it waits forever and the process exits 13 silently.
+// Callers prompt only when canPrompt() says there is a terminal to ask on.
+export function canPrompt(): boolean {
+  return process.stdin.isTTY === true && process.stderr.isTTY === true
+}
+
+export interface AskOptions {
+  /** not echoed; registered for redaction as soon as it is read */
+  secret?: boolean
+  /** used when the answer is empty; shown in brackets unless secret */
+  fallback?: string
+  /** null when acceptable, else the reason, printed before asking again */
+  validate?: (value: string) => string | null
+}
+
+/** Asks until the answer passes `validate`. Ctrl-C interrupts as it would anywhere else. */
+export async function ask(question: string, options: AskOptions = {}): Promise<string> {
+  if (!canPrompt()) throw new OpsError('config', `Cannot ask "${question}": there is no terminal`)
+  const shown = options.fallback !== undefined && !options.secret && options.fallback !== '' ? ` [${options.fallback}]` : ''
+  for (;;) {
+    process.stderr.write(`${question}${shown}: `)
+    const typed = await readLine(!options.secret)
+    const answer = typed.trim() === '' && options.fallback !== undefined ? options.fallback : typed.trim()
+    if (options.secret) addSecret(answer)
+    const wrong = options.validate?.(answer) ?? null
+    if (!wrong) return answer
+    process.stderr.write(`  Invalid: ${wrong}. Try again.\n`)
+  }
+}
+
+// Keys typed ahead of the next prompt (a paste of several answers) wait here.
+let pending = ''
+
+function readLine(echo: boolean): Promise<string> {
+  const stdin = process.stdin
+  return new Promise((resolve, reject) => {
+    let line = ''
+    const finish = (error: Error | null) => {
+      stdin.off('data', onData)
+      stdin.setRawMode(false)
+      stdin.pause()
+      process.stderr.write('\n')
+      if (error) reject(error)
+      else resolve(line)
+    }
+    const feed = (text: string): boolean => {
+      for (let i = 0; i < text.length; i++) {
+        const ch = text[i]!
+        if (ch === '\r' || ch === '\n') {
+          // A CR LF pair is one Enter.
+          pending = text.slice(text[i + 1] === '\n' && ch === '\r' ? i + 2 : i + 1)
+          finish(null)
+          return true
+        }
+        if (ch === '\x03') {
+          pending = ''
+          finish(null)
+          // The same path as a Ctrl-C anywhere else: runMain's handler cleans up and exits 130.
+          process.kill(process.pid, 'SIGINT')
+          return true
+        }
+        if (ch === '\x04' && line === '') {
+          pending = ''
+          finish(new OpsError('refused', 'End of input at a prompt; nothing more was changed'))
+          return true
+        }
+        if (ch === '\x7f' || ch === '\b') {
+          if (line) {
+            line = line.slice(0, -1)
+            if (echo) process.stderr.write('\b \b')
+          }
+        } else if (ch === '\x15') {
+          if (echo) process.stderr.write('\b \b'.repeat(line.length))
+          line = ''
+        } else if (ch === '\x1b') {
+          // An escape sequence (arrow keys): skip it whole.
+          const seq = /^\x1b(\[[0-9;]*[A-Za-z~]|O[A-Za-z]|.)?/.exec(text.slice(i))
+          i += (seq?.[0].length ?? 1) - 1
+        } else if (ch >= ' ') {
+          line += ch
+          if (echo) process.stderr.write(ch)
+        }
+      }
+      return false
+    }
+    const onData = (chunk: Buffer) => void feed(chunk.toString('utf8'))
+    stdin.setRawMode(true)
+    const ahead = pending
+    pending = ''
+    if (feed(ahead)) return
+    stdin.on('data', onData)
+    stdin.resume()
+  })
+}

@@ -1,0 +1,71 @@
+import path from 'node:path'
+import { z } from 'zod'
+import { loadConfig, type Config } from './config.ts'
+import { readEnvFile } from './env-file.ts'
+import { OpsError } from './errors.ts'
+import { addSecretsFrom } from './redact.ts'
+
+// setup-droplet's own settings, beyond lib/config.ts's: who runs the stack, where the application
+// repository comes from, and which packages to install. Read from the environment, which wins
+// over the --env-file answers file (as the environment wins over .env.production in config.ts).
+const list = z.string().transform((s) => s.split(/[\s,]+/).filter(Boolean))
+const packageList = list.pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9+.:~-]*$/, 'Debian package names')))
+const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')
+
+const schema = z.object({
+  DEPLOY_USER: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a Linux user name').refine((u) => u !== 'root', 'must not be root').default('deploy'),
+  APP_DIR: absolutePath.optional(),
+  APP_REPO_URL: z.string().optional(),
+  SSH_PORT: z.coerce.number().int().min(1).max(65535).default(22),
+  CERTBOT_EMAIL: z.email().optional(),
+  /** what every host gets: the firewall, git for the clone, openssl for --self-signed, logrotate */
+  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'ca-certificates', 'openssl', 'logrotate']),
+  /** empty: docker.io and whichever Compose package apt offers (see lib/setup-steps.ts) */
+  SETUP_DOCKER_PACKAGES: packageList.default([]),
+  /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */
+  SETUP_WEBHOOK_PACKAGES: packageList.default(['certbot']),
+  SETUP_EXTRA_PACKAGES: packageList.default([]),
+})
+
+export type SetupEnv = z.infer<typeof schema>
+
+export interface SetupSettings extends SetupEnv {
+  cfg: Config
+  appDir: string
+  /** answers for .env.production: the environment over the --env-file file */
+  input: Record<string, string>
+  markerFile: string
+  logDir: string
+}
+
+export function loadSetupSettings(env: NodeJS.ProcessEnv, answersFile: string | undefined): SetupSettings {
+  const fileVars = answersFile ? readAnswers(answersFile) : {}
+  // Registered before anything is logged: the answers hold the bot token and the passwords.
+  addSecretsFrom(fileVars)
+  const input: Record<string, string> = { ...fileVars, ...nonEmpty(env) }
+  const cfg = loadConfig(input)
+  const parsed = schema.safeParse(input)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const name = String(issue.path[0] ?? 'configuration')
+    throw new OpsError('config', `Invalid ${name}=${JSON.stringify(input[name] ?? '')}: ${issue.message}`)
+  }
+  return {
+    ...parsed.data,
+    cfg,
+    appDir: parsed.data.APP_DIR ?? path.join(cfg.DEPLOY_DIR, 'app'),
+    input,
+    markerFile: path.join(cfg.DEPLOY_DIR, '.setup-complete'),
+    logDir: path.dirname(cfg.LOG_FILE),
+  }
+}
+
+function readAnswers(file: string): Record<string, string> {
+  const vars = readEnvFile(file)
+  if (!vars) throw new OpsError('config', `--env-file ${file}: no such file`)
+  return vars
+}
+
+function nonEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
+}

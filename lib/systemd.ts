@@ -1,0 +1,100 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { TOOLKIT_DIR } from './config.ts'
+import { OpsError } from './errors.ts'
+import type { Command } from './runner.ts'
+
+// deployment/systemd/ and deployment/logrotate/ hold templates with @PLACEHOLDERS@; setup-droplet
+// renders them with this host's real paths. Rendering is pure; installing is the caller's.
+export const STACK_UNIT = 'toogoodtogo.service'
+export const HEALTHCHECK_UNIT = 'toogoodtogo-healthcheck.service'
+export const BACKUP_TIMER = 'toogoodtogo-backup.timer'
+export const DRILL_TIMER = 'toogoodtogo-restore-drill.timer'
+
+export const UNIT_FILES = [
+  STACK_UNIT,
+  HEALTHCHECK_UNIT,
+  'toogoodtogo-backup.service',
+  BACKUP_TIMER,
+  'toogoodtogo-restore-drill.service',
+  DRILL_TIMER,
+] as const
+
+/** Enabled at setup: the stack and its post-boot check start at boot, the timers arm themselves. */
+export const ENABLED_UNITS = [STACK_UNIT, HEALTHCHECK_UNIT, BACKUP_TIMER, DRILL_TIMER] as const
+
+export const SYSTEMD_DIR = '/etc/systemd/system'
+export const LOGROTATE_FILE = '/etc/logrotate.d/toogoodtogo'
+
+export interface UnitValues {
+  TOOLKIT_DIR: string
+  DEPLOY_DIR: string
+  ENV_FILE: string
+  BACKUP_DIR: string
+  LOG_FILE: string
+  LOG_DIR: string
+  COMPOSE_PROJECT_NAME: string
+  COMPOSE_FILE: string
+  DEPLOY_USER: string
+  /** the toolkit's own tsx, by absolute path (DESIGN.md: `npx tsx` would try the network) */
+  TSX: string
+  /** PATH for the services: the directory of this node first, so tsx's `env node` finds it */
+  PATH: string
+  /** the compose command line up to the subcommand, absolute binary first */
+  COMPOSE: string
+}
+
+// systemd splits Environment= and Exec lines on spaces and expands % and $; a path holding one of
+// those would be silently cut. Such a path is refused rather than quoted.
+const UNIT_SAFE = /^[^\s"'\\%$;]+$/
+
+export function renderTemplate(template: string, values: Record<string, string>, name: string): string {
+  return template.replace(/@([A-Z_]+)@/g, (whole, key: string) => {
+    const value = values[key]
+    if (value === undefined) throw new OpsError('config', `${name}: no value for placeholder ${whole}`)
+    return value
+  })
+}
+
+export function unitValuesProblems(values: UnitValues): string[] {
+  return (Object.entries(values) as [string, string][])
+    .filter(([key, value]) => (key === 'COMPOSE' ? !value.split(' ').every((part) => UNIT_SAFE.test(part)) : !UNIT_SAFE.test(value)))
+    .map(([key, value]) => `${key}=${value} contains a space, quote, %, $ or ;, which systemd would split or expand`)
+}
+
+export interface RenderedFile {
+  /** where it is installed */
+  file: string
+  content: string
+}
+
+/** Every unit and the logrotate file, rendered; throws on a value systemd cannot take. */
+export function renderUnits(values: UnitValues, templateRoot = path.join(TOOLKIT_DIR, 'deployment')): RenderedFile[] {
+  const problems = unitValuesProblems(values)
+  if (problems.length) throw new OpsError('config', `Cannot write the systemd units: ${problems.join('; ')}`)
+  const vars = values as unknown as Record<string, string>
+  const units = UNIT_FILES.map((name) => ({
+    file: path.join(SYSTEMD_DIR, name),
+    content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'systemd', name), 'utf8'), vars, name),
+  }))
+  const logrotate = { file: LOGROTATE_FILE, content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'logrotate', 'toogoodtogo'), 'utf8'), vars, 'logrotate/toogoodtogo') }
+  return [...units, logrotate]
+}
+
+export function systemctl(...args: string[]): Command {
+  return { argv: ['systemctl', ...args], timeoutMs: 20 * 60_000 }
+}
+
+export function systemctlProbe(...args: string[]): Command {
+  return { argv: ['systemctl', ...args], timeoutMs: 30_000, mutates: false }
+}
+
+/** Checks the installed units the way systemd will load them; read-only. */
+export function verifyUnits(files: string[]): Command {
+  return { argv: ['systemd-analyze', 'verify', '--man=no', ...files], timeoutMs: 60_000, mutates: false }
+}
+
+/** Parses and dry-runs the logrotate file (`-d` changes nothing). */
+export function verifyLogrotate(file: string): Command {
+  return { argv: ['logrotate', '--debug', file], timeoutMs: 30_000, mutates: false }
+}

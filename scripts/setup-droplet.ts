@@ -1,0 +1,604 @@
+// setup-droplet: turns a fresh Debian or Ubuntu droplet into the running production host (contract:
+// setup-droplet.sh). Every step looks before it changes anything, so a run that failed halfway is
+// simply run again; the completion marker, written last, makes a finished host exit 2 untouched.
+import { randomInt } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { flag, stringOption, type CliSpec } from '../lib/cli.ts'
+import { composeBase, detectCompose, type ComposeFlavor, type ComposeProject } from '../lib/compose.ts'
+import { TOOLKIT_DIR } from '../lib/config.ts'
+import { confirmDestructive } from '../lib/confirm.ts'
+import { openContext } from '../lib/context.ts'
+import {
+  assertValid,
+  composeDatabaseUrl,
+  describeProblems,
+  optionalKeys,
+  renderEnvFile,
+  RULES,
+  templateKeys,
+  validateDeploymentConfig,
+  type Mode,
+} from '../lib/deployment-config.ts'
+import { parseEnvFile, readEnvFile } from '../lib/env-file.ts'
+import { OpsError } from '../lib/errors.ts'
+import { isoSeconds } from '../lib/format.ts'
+import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
+import { log } from '../lib/log.ts'
+import { runMain } from '../lib/main.ts'
+import { ask, canPrompt } from '../lib/prompt.ts'
+import { addSecret } from '../lib/redact.ts'
+import { looksTransient, retry } from '../lib/retry.ts'
+import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
+import { loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
+import {
+  addGitSafeDirectory,
+  addToGroup,
+  aptInstall,
+  aptPolicy,
+  aptUpdate,
+  aptUpgrade,
+  certbotCertonly,
+  certificatePaths,
+  chmod,
+  chown,
+  COMPOSE_PACKAGES,
+  createSystemGroup,
+  createUser,
+  dockerInfo,
+  dockerPackages,
+  findOnPath,
+  firewallCommands,
+  gitCheckout,
+  gitClone,
+  gitRemoteUrl,
+  gitSafeDirectories,
+  gitTags,
+  groupExists,
+  installDir,
+  move,
+  newestReleaseTag,
+  parseAptPolicy,
+  parseUfwAdded,
+  publishedPortProblems,
+  removeTree,
+  selfSignedCertificate,
+  shellLine,
+  ufwShowAdded,
+  userExists,
+  userGroups,
+} from '../lib/setup-steps.ts'
+import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT, systemctl, verifyLogrotate, verifyUnits } from '../lib/systemd.ts'
+import { writeFileAtomic } from '../lib/atomic-file.ts'
+
+const spec: CliSpec = {
+  name: 'setup-droplet',
+  summary: 'Configure a fresh droplet as the production host, once (run it again after a failure)',
+  usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--yes] [--dry-run]',
+  positionals: [],
+  maxPositionals: 0,
+  options: {
+    'env-file': { type: 'string', value: 'FILE', description: 'Answers for .env.production (KEY=VALUE, e.g. a filled-in copy of the template) instead of prompts' },
+    webhook: { type: 'boolean', description: 'Webhook mode: nginx, TLS and ports 80/443 (also implied by TELEGRAM_WEBHOOK_URL)' },
+    'self-signed': { type: 'boolean', description: 'Webhook mode on a host without a public name: a self-signed certificate instead of certbot' },
+    staging: { type: 'boolean', description: "Webhook mode: certbot against Let's Encrypt's staging server (untrusted test certificates)" },
+    yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
+    'dry-run': { type: 'boolean', short: 'n', description: 'Print every command and file write that would happen; change nothing' },
+  },
+  exitCodes: [
+    [0, 'Setup successful: the stack is running, healthy, and comes back at boot'],
+    [1, 'Setup failed (the log says at which step); fix the cause and run it again'],
+    [2, 'Already configured ($DEPLOY_DIR/.setup-complete exists); nothing was changed'],
+  ],
+  env: [
+    ['DEPLOY_DIR', 'holds .env.production, the app checkout and this toolkit (/opt/toogoodtogo)'],
+    ['APP_REPO_URL', 'the application repository to clone into APP_DIR ($DEPLOY_DIR/app)'],
+    ['APP_VERSION', 'release tag to start (default: the newest vX.Y.Z tag of the repository)'],
+    ['BOT_IMAGE', 'image repository of the bot, without tag (asked when missing)'],
+    ['DEPLOY_USER', 'non-root user that owns the files and runs the units (deploy)'],
+    ['BACKUP_DIR, LOG_FILE', 'as for the other scripts (/opt/backups/postgres, /var/log/toogoodtogo/deployment.log)'],
+    ['COMPOSE_PROJECT_NAME', 'the stack (toogoodtogo)'],
+    ['SSH_PORT', 'the port ufw keeps open for SSH (22)'],
+    ['CERTBOT_EMAIL', "Let's Encrypt account e-mail (optional)"],
+    ['SETUP_DOCKER_PACKAGES', 'packages for Docker (default: docker.io and the Compose package apt offers)'],
+    ['SETUP_WEBHOOK_PACKAGES', 'webhook mode packages (certbot; nginx runs as the compose service)'],
+    ['SETUP_EXTRA_PACKAGES', 'more packages to install with the base ones'],
+    ['TELEGRAM_BOT_TOKEN, ...', 'any key of deployment/.env.production.template: answers its prompt'],
+  ],
+  notes: [
+    'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, the deploy user and',
+    'directories, clone, .env.production, (webhook) TLS, systemd units, start, health check, marker.',
+    'On a terminal it asks for the bot token, the webhook URL and domain (webhook mode), the PostgreSQL',
+    'password (empty: generated) and the Stripe key; secrets are not echoed and never logged. Without a',
+    'terminal every answer must come from the environment or --env-file. An existing .env.production is',
+    'kept as it is: its password already initialised the database.',
+  ],
+  examples: [
+    'sudo ./setup-droplet.sh',
+    'sudo APP_REPO_URL=git@github.com:team/bot.git BOT_IMAGE=ghcr.io/team/bot ./setup-droplet.sh',
+    'sudo ./setup-droplet.sh --env-file /root/answers.env --yes',
+    'sudo ./setup-droplet.sh --webhook --staging',
+    'sudo ./setup-droplet.sh --dry-run',
+  ],
+}
+
+/** What the steps find out and pass on: the mode, the version, the final .env.production values. */
+interface Run {
+  s: SetupSettings
+  mode: Mode
+  selfSigned: boolean
+  staging: boolean
+  assumeYes: boolean
+  appVersion: string | null
+  env: Record<string, string>
+  compose: ComposeProject | null
+}
+
+// The contract's "Service startup wait: 5 minutes".
+const STARTUP_WAIT_MS = 5 * 60_000
+const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+let currentStep = 'Starting droplet setup'
+
+await runMain(spec, { exitCodes: {}, failureLine: () => `Setup failed at: ${currentStep}. Fix the cause and run setup-droplet again; finished steps are checked and skipped` }, async (cli) => {
+  step('Starting droplet setup')
+  const s = loadSetupSettings(process.env, stringOption(cli, 'env-file'))
+  if (alreadyConfigured(s)) return
+  const r = preflight(s, { webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), assumeYes: flag(cli, 'yes') })
+  await confirm(r)
+  await updateSystemPackages(r)
+  await installDocker(r)
+  await installNginxAndCertbot(r)
+  await configureFirewall(r)
+  await createApplicationDirectories(r)
+  await cloneRepository(r)
+  await configureEnvironment(r)
+  await configureSsl(r)
+  await createSystemdService(r)
+  await startServices(r)
+  await runHealthChecks(r)
+  writeCompletionMarker(r)
+  step('Setup complete - system ready for production')
+})
+
+function step(line: string): void {
+  currentStep = line
+  log.info(line)
+}
+
+// ---- 1. already configured? -------------------------------------------------------------------
+
+function alreadyConfigured(s: SetupSettings): boolean {
+  step('Checking existing configuration')
+  if (fs.existsSync(s.markerFile)) {
+    const at = markerTime(s.markerFile)
+    log.info(`Existing configuration found: ${s.markerFile}${at ? ` (setup completed ${at})` : ''}; nothing was changed`)
+    log.info(`To run setup again anyway, remove ${s.markerFile}`)
+    process.exitCode = 2
+    return true
+  }
+  if (fs.existsSync(s.cfg.envFile)) log.info(`No existing configuration found (an earlier run stopped before the end: ${s.cfg.envFile} exists and is kept)`)
+  else log.info('No existing configuration found')
+  return false
+}
+
+function markerTime(file: string): string | null {
+  try {
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { completed_at?: string }).completed_at ?? null
+  } catch {
+    return null
+  }
+}
+
+// ---- before changing anything ------------------------------------------------------------------
+
+/** Everything that can be known wrong before the first change: root, mode, missing or bad answers. */
+function preflight(s: SetupSettings, flags: { webhook: boolean; selfSigned: boolean; staging: boolean; assumeYes: boolean }): Run {
+  if (process.getuid?.() !== 0 && !isDryRun()) {
+    throw new OpsError('config', 'setup-droplet must run as root (sudo ./setup-droplet.sh): it installs packages, configures the firewall and writes systemd units')
+  }
+  const existing = readEnvFile(s.cfg.envFile)
+  const urlGiven = existing ? existing.TELEGRAM_WEBHOOK_URL : s.input.TELEGRAM_WEBHOOK_URL
+  if (existing && flags.webhook && !existing.TELEGRAM_WEBHOOK_URL) {
+    throw new OpsError('config', `--webhook, but ${s.cfg.envFile} (kept from an earlier run) has no TELEGRAM_WEBHOOK_URL: set it there, or run without --webhook`)
+  }
+  const mode: Mode = flags.webhook || urlGiven ? 'webhook' : 'polling'
+  if ((flags.selfSigned || flags.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
+  if (flags.selfSigned && flags.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
+  log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
+  const r: Run = { s, mode, ...flags, appVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null, env: existing ?? {}, compose: null }
+  if (!existing) checkAnswers(r)
+  if (!s.APP_REPO_URL && !isGitRepo(s.appDir) && !canPrompt()) {
+    throw new OpsError('config', `APP_REPO_URL is not set and ${s.appDir} is not a clone yet: set APP_REPO_URL (or run on a terminal to be asked)`)
+  }
+  return r
+}
+
+/** Given answers must be valid; missing ones must be askable. Nothing has been changed yet. */
+function checkAnswers(r: Run): void {
+  const given = answersForEnvFile(r)
+  const problems = validateDeploymentConfig(given, r.mode).filter((p) => p.message !== 'is missing' && given[p.key] !== undefined)
+  if (problems.length) throw new OpsError('config', describeProblems('the answers given', problems))
+  const missing = promptedKeys(r).filter((key) => !given[key])
+  if (missing.length && !canPrompt()) {
+    throw new OpsError('config', `Missing ${missing.join(', ')}: set ${missing.length > 1 ? 'them' : 'it'} in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed`)
+  }
+}
+
+/** The answers the operator must give (the contract's prompts, plus the image to run). */
+function promptedKeys(r: Run): string[] {
+  const webhook = r.mode === 'webhook'
+  return [
+    'TELEGRAM_BOT_TOKEN',
+    ...(webhook ? ['TELEGRAM_WEBHOOK_URL'] : []),
+    'STRIPE_API_KEY',
+    ...(webhook && !r.s.input.TELEGRAM_WEBHOOK_URL ? ['DOMAIN'] : []),
+    'BOT_IMAGE',
+  ]
+}
+
+/** The given values of keys the template names (or lists as optional overrides). */
+function answersForEnvFile(r: Run): Record<string, string> {
+  const template = fs.readFileSync(templateFile(), 'utf8')
+  const keys = new Set([...templateKeys(template), ...optionalKeys(template), 'COMPOSE_PROJECT_NAME'])
+  return Object.fromEntries(Object.entries(r.s.input).filter(([key]) => keys.has(key)))
+}
+
+async function confirm(r: Run): Promise<void> {
+  if (isDryRun()) return
+  const ports = r.mode === 'webhook' ? `${r.s.SSH_PORT}, 80 and 443` : `${r.s.SSH_PORT} (SSH) only`
+  await confirmDestructive(
+    `This configures this machine as the production host: it upgrades all packages, installs Docker, enables the firewall (incoming: port ${ports}), creates user ${r.s.DEPLOY_USER}, and writes ${r.s.cfg.DEPLOY_DIR}, ${r.s.cfg.BACKUP_DIR} and systemd units.`,
+    r.assumeYes,
+  )
+}
+
+// ---- 2. packages -------------------------------------------------------------------------------
+
+async function updateSystemPackages(r: Run): Promise<void> {
+  step('Updating system packages')
+  await retry(() => run(aptUpdate()), { isTransient: looksTransient, what: 'apt-get update' })
+  await run(aptUpgrade())
+  const packages = [...r.s.SETUP_BASE_PACKAGES, ...r.s.SETUP_EXTRA_PACKAGES]
+  log.info(`Installing ${packages.join(' ')}`)
+  await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
+}
+
+// ---- 3. Docker ---------------------------------------------------------------------------------
+
+async function installDocker(r: Run): Promise<void> {
+  step('Installing Docker')
+  const engine = await tryRun(dockerInfo()).catch(() => null)
+  const compose = await composeAvailable()
+  if (engine?.exitCode === 0 && compose) {
+    log.info(`Docker ${engine.stdout.trim()} with Compose ${compose} already works; not installing it`)
+  } else {
+    const packages = r.s.SETUP_DOCKER_PACKAGES.length ? r.s.SETUP_DOCKER_PACKAGES : dockerPackages(parseAptPolicy((await tryRun(aptPolicy([...COMPOSE_PACKAGES]))).stdout))
+    log.info(`Installing ${packages.join(' ')}`)
+    await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
+    await run(systemctl('enable', '--now', 'docker.service'))
+  }
+  // Packages create the group; an engine installed some other way may not have.
+  if ((await tryRun(groupExists('docker'))).exitCode !== 0) await run(createSystemGroup('docker'))
+}
+
+/** Probed directly rather than with lib/compose's detectCompose, which remembers its first answer. */
+async function composeAvailable(): Promise<ComposeFlavor | null> {
+  const v2 = await tryRun({ argv: ['docker', 'compose', 'version'], mutates: false, timeoutMs: 30_000 }).catch(() => null)
+  if (v2?.exitCode === 0) return 'v2'
+  const v1 = await tryRun({ argv: ['docker-compose', 'version'], mutates: false, timeoutMs: 30_000 }).catch(() => null)
+  return v1?.exitCode === 0 ? 'v1' : null
+}
+
+// ---- 4. nginx and certbot (webhook mode) -------------------------------------------------------
+
+async function installNginxAndCertbot(r: Run): Promise<void> {
+  if (r.mode === 'polling') {
+    step('Skipping nginx and certbot: polling mode has no public ingress')
+    return
+  }
+  step('Installing nginx and certbot')
+  // nginx is the stack's own `nginx` service (webhook profile), so the host needs no nginx
+  // package, which would only take ports 80 and 443 from it.
+  const packages = r.selfSigned ? [] : r.s.SETUP_WEBHOOK_PACKAGES
+  if (packages.length === 0) {
+    log.info('nginx runs as the compose service; with --self-signed no certbot is needed')
+    return
+  }
+  log.info(`nginx runs as the compose service; installing ${packages.join(' ')}`)
+  await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
+}
+
+// ---- 5. firewall -------------------------------------------------------------------------------
+
+async function configureFirewall(r: Run): Promise<void> {
+  step('Configuring firewall')
+  const problems = publishedPortProblems(fs.readFileSync(r.s.cfg.composeFile, 'utf8'))
+  if (problems.length) {
+    throw new OpsError('config', `${r.s.cfg.composeFile} publishes ports that ufw cannot filter (Docker opens them ahead of the firewall): ${problems.join('; ')}. Only nginx may publish, 80 and 443`)
+  }
+  const added = parseUfwAdded((await tryRun(ufwShowAdded()).catch(() => ({ stdout: '' }))).stdout)
+  for (const command of firewallCommands(added, { webhook: r.mode === 'webhook', sshPort: r.s.SSH_PORT })) await run(command)
+  log.info(`Firewall: incoming denied except ${r.s.SSH_PORT}/tcp (SSH)${r.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
+}
+
+// ---- 6. deploy user and directories ------------------------------------------------------------
+
+async function createApplicationDirectories(r: Run): Promise<void> {
+  step('Creating application directories')
+  const user = r.s.DEPLOY_USER
+  if ((await tryRun(userExists(user))).exitCode !== 0) {
+    log.info(`Creating user ${user}`)
+    await run(createUser(user))
+  }
+  const groups = (await tryRun(userGroups(user))).stdout.trim().split(/\s+/)
+  if (!groups.includes('docker')) await run(addToGroup(user, 'docker'))
+  // The deploy user runs the units and the scripts, so it owns what they write; nobody else reads
+  // backups (they hold every row) or the logs.
+  await run(installDir(r.s.cfg.DEPLOY_DIR, '0750', user))
+  await run(installDir(r.s.cfg.BACKUP_DIR, '0700', user))
+  await run(installDir(r.s.logDir, '0750', user))
+  // This run's own lines created the log file as root.
+  if (fs.existsSync(r.s.cfg.LOG_FILE)) {
+    await run(chown(user, [r.s.cfg.LOG_FILE]))
+    await run(chmod('0640', [r.s.cfg.LOG_FILE]))
+  }
+}
+
+// ---- 7. application repository ----------------------------------------------------------------
+
+async function cloneRepository(r: Run): Promise<void> {
+  step('Cloning repository')
+  const dir = r.s.appDir
+  if (isGitRepo(dir)) {
+    const origin = (await tryRun(gitRemoteUrl(dir))).stdout.trim()
+    if (r.s.APP_REPO_URL && origin !== r.s.APP_REPO_URL) log.warn(`${dir} is a clone of ${origin}, not of APP_REPO_URL ${r.s.APP_REPO_URL}; keeping it`)
+    else log.info(`Repository already cloned at ${dir}`)
+  } else {
+    if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new OpsError('config', `${dir} exists, is not empty and is not a git clone: move it away or set APP_DIR`)
+    const url = r.s.APP_REPO_URL ?? (await ask('Enter the application Git repository URL'))
+    log.info(`Cloning ${url} into ${dir}`)
+    // Cloned beside its place and moved in whole: an interrupted clone never looks like a clone.
+    const partial = `${dir}.partial`
+    if (fs.existsSync(partial)) await run(removeTree(partial))
+    await retry(() => run(gitClone(url, partial)), { isTransient: looksTransient, what: 'git clone' })
+    r.appVersion ??= await newestTag(partial, url)
+    log.info(`Checking out ${r.appVersion}`)
+    await run(gitCheckout(partial, r.appVersion))
+    await run(chown(r.s.DEPLOY_USER, [partial], true))
+    await run(move(partial, dir))
+  }
+  r.appVersion ??= await newestTag(dir, dir)
+  const safe = (await tryRun(gitSafeDirectories())).stdout.split('\n').map((l) => l.trim())
+  if (!safe.includes(dir)) await run(addGitSafeDirectory(dir))
+}
+
+function isGitRepo(dir: string): boolean {
+  return fs.existsSync(path.join(dir, '.git'))
+}
+
+async function newestTag(dir: string, what: string): Promise<string> {
+  if (isDryRun() && !fs.existsSync(dir)) return 'NEWEST_RELEASE_TAG'
+  const tag = newestReleaseTag(await capture(gitTags(dir)))
+  if (!tag) throw new OpsError('config', `${what} has no release tag (vX.Y.Z): set APP_VERSION to the tag or commit to run`)
+  return tag
+}
+
+// ---- 8. .env.production ------------------------------------------------------------------------
+
+async function configureEnvironment(r: Run): Promise<void> {
+  step('Configuring environment variables')
+  const file = r.s.cfg.envFile
+  const existing = readEnvFile(file)
+  if (existing) {
+    // Kept as it is, never regenerated: its POSTGRES_PASSWORD already initialised the database
+    // volume, and a new one would lock the bot out.
+    assertValid(file, existing, r.mode)
+    log.info(`Keeping ${file} from an earlier run`)
+    r.env = existing
+  } else {
+    const values = await collectValues(r)
+    const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets. Change a value, then \`systemctl reload toogoodtogo\`.`)
+    r.env = parseEnvFile(content)
+    assertValid('the new .env.production', r.env, r.mode)
+    log.info(`Writing ${file} (mode 600)`)
+    writeFile(file, content, 0o600)
+  }
+  await run(chown(r.s.DEPLOY_USER, [file]))
+  await run(chmod('0600', [file]))
+}
+
+/** The given answers, then prompts for the missing ones, then what can be generated. */
+async function collectValues(r: Run): Promise<Record<string, string>> {
+  const v = answersForEnvFile(r)
+  const webhook = r.mode === 'webhook'
+  v.TELEGRAM_BOT_TOKEN ??= await ask('Enter Telegram Bot Token', { secret: true, validate: RULES.TELEGRAM_BOT_TOKEN! })
+  if (webhook) v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL! })
+  if (!v.POSTGRES_PASSWORD && canPrompt()) {
+    v.POSTGRES_PASSWORD = await ask('Enter PostgreSQL Password (empty: generate one)', { secret: true, fallback: '', validate: (p) => (p === '' ? null : RULES.POSTGRES_PASSWORD!(p)) })
+  }
+  v.STRIPE_API_KEY ??= await ask('Enter Stripe API Key', { secret: true, validate: RULES.STRIPE_API_KEY! })
+  if (webhook) {
+    const host = new URL(v.TELEGRAM_WEBHOOK_URL!).hostname
+    v.DOMAIN ??= canPrompt() ? await ask('Enter domain name for SSL', { fallback: host, validate: RULES.DOMAIN! }) : host
+  }
+  v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE! })
+
+  if (!webhook) v.TELEGRAM_WEBHOOK_URL = ''
+  if (!v.POSTGRES_PASSWORD) v.POSTGRES_PASSWORD = randomString(32, ALNUM)
+  v.TELEGRAM_WEBHOOK_SECRET ??= randomString(48, ALNUM + '_-')
+  const defaults = parseEnvFile(fs.readFileSync(templateFile(), 'utf8'))
+  v.DATABASE_URL ??= composeDatabaseUrl(v.POSTGRES_USER ?? defaults.POSTGRES_USER!, v.POSTGRES_PASSWORD, v.POSTGRES_DB ?? defaults.POSTGRES_DB!)
+  v.APP_VERSION = r.appVersion!
+  for (const key of ['POSTGRES_PASSWORD', 'TELEGRAM_WEBHOOK_SECRET', 'DATABASE_URL']) addSecret(v[key])
+  return v
+}
+
+function randomString(length: number, alphabet: string): string {
+  return Array.from({ length }, () => alphabet[randomInt(alphabet.length)]).join('')
+}
+
+function templateFile(): string {
+  return path.join(TOOLKIT_DIR, 'deployment', '.env.production.template')
+}
+
+// ---- 9. TLS (webhook mode) ---------------------------------------------------------------------
+
+async function configureSsl(r: Run): Promise<void> {
+  if (r.mode === 'polling') {
+    step('Skipping SSL certificates: polling mode has no public ingress')
+    return
+  }
+  step('Configuring SSL certificates')
+  const domain = r.env.DOMAIN!
+  const letsencryptDir = r.env.LETSENCRYPT_DIR || '/etc/letsencrypt'
+  const cert = certificatePaths(letsencryptDir, domain)
+  // nginx mounts the webroot for renewals; created here so Docker does not make it a root-owned
+  // empty directory on its own.
+  await run(installDir(r.env.CERTBOT_WEBROOT || '/var/www/certbot', '0755', 'root'))
+  if (fs.existsSync(cert.fullchain) && fs.existsSync(cert.privkey)) {
+    log.info(`Certificate for ${domain} already present in ${cert.dir}`)
+    return
+  }
+  if (r.selfSigned) {
+    await run(installDir(cert.dir, '0700', 'root'))
+    await run(selfSignedCertificate(letsencryptDir, domain))
+    log.warn(`Self-signed certificate for ${domain} in ${cert.dir}: Telegram accepts it only when it is uploaded with setWebhook's certificate parameter`)
+    return
+  }
+  const nginx = [...composeBase(await composeFor(r)), 'nginx']
+  await retry(
+    () => run(certbotCertonly({
+      domain, email: r.s.CERTBOT_EMAIL ?? null, staging: r.staging, letsencryptDir,
+      preHook: shellLine(withSubcommand(nginx, 'stop')), postHook: shellLine(withSubcommand(nginx, 'start')),
+    })),
+    { isTransient: looksTransient, what: 'certbot' },
+  )
+  log.info(`Certificate for ${domain} issued${r.staging ? ' (staging: not trusted by Telegram)' : ''}`)
+}
+
+/** [...composeBase, 'nginx'] -> [...composeBase, sub, 'nginx'] */
+function withSubcommand(argvWithService: string[], sub: string): string[] {
+  return [...argvWithService.slice(0, -1), sub, argvWithService.at(-1)!]
+}
+
+// ---- 10. systemd units -------------------------------------------------------------------------
+
+async function createSystemdService(r: Run): Promise<void> {
+  step('Creating systemd service')
+  const compose = await composeFor(r)
+  const binary = compose.flavor === 'v2' ? 'docker' : 'docker-compose'
+  const files = renderUnits({
+    TOOLKIT_DIR,
+    DEPLOY_DIR: r.s.cfg.DEPLOY_DIR,
+    ENV_FILE: r.s.cfg.envFile,
+    BACKUP_DIR: r.s.cfg.BACKUP_DIR,
+    LOG_FILE: r.s.cfg.LOG_FILE,
+    LOG_DIR: r.s.logDir,
+    COMPOSE_PROJECT_NAME: r.s.cfg.COMPOSE_PROJECT_NAME,
+    COMPOSE_FILE: r.s.cfg.composeFile,
+    DEPLOY_USER: r.s.DEPLOY_USER,
+    TSX: path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx'),
+    PATH: servicePath(),
+    // systemd wants the binary by absolute path; a fresh host's is where the package puts it.
+    COMPOSE: [onPath(binary) ?? `/usr/bin/${binary}`, ...composeStackArgs(r, compose).slice(1)].join(' '),
+  })
+  for (const file of files) writeFileIfChanged(file.file, file.content, 0o644)
+  const units = files.filter((f) => f.file.startsWith('/etc/systemd/')).map((f) => f.file)
+  if (!isDryRun()) {
+    await run(verifyUnits(units))
+    await run(verifyLogrotate(files.find((f) => !units.includes(f.file))!.file))
+  }
+  await run(systemctl('daemon-reload'))
+}
+
+function servicePath(): string {
+  const dirs = [path.dirname(process.execPath), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+  return [...new Set(dirs)].join(':')
+}
+
+function onPath(name: string): string | null {
+  return findOnPath(name, process.env.PATH ?? '', (file) => {
+    try {
+      fs.accessSync(file, fs.constants.X_OK)
+      return fs.statSync(file).isFile()
+    } catch {
+      return false
+    }
+  })
+}
+
+// ---- 11. start ---------------------------------------------------------------------------------
+
+async function startServices(r: Run): Promise<void> {
+  step('Starting services')
+  const stack = composeStackArgs(r, await composeFor(r))
+  const env = { ENV_FILE: r.s.cfg.envFile }
+  await retry(() => run({ argv: [...stack, 'pull'], env, timeoutMs: 15 * 60_000 }), { isTransient: looksTransient, what: 'docker compose pull' })
+  // The database schema first, with only the services the migration needs; then the units take
+  // over the stack, as they will at every boot.
+  await run({ argv: [...stack, 'up', '--detach', 'postgres', 'redis'], env, timeoutMs: 5 * 60_000 })
+  log.info('Running database migrations')
+  await run({ argv: [...stack, 'run', '--rm', '-T', 'bot', 'alembic', 'upgrade', 'head'], env, timeoutMs: 10 * 60_000 })
+  log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack and the timers`)
+  await run(systemctl('enable', ...ENABLED_UNITS))
+  await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
+}
+
+async function composeFor(r: Run): Promise<ComposeProject> {
+  r.compose ??= { flavor: await detectCompose(r.s.cfg.COMPOSE_CLI), file: r.s.cfg.composeFile, project: r.s.cfg.COMPOSE_PROJECT_NAME, envFile: r.s.cfg.envFile }
+  return r.compose
+}
+
+/** The compose command line of the stack, with nginx's profile in webhook mode. */
+function composeStackArgs(r: Run, compose: ComposeProject): string[] {
+  return [...composeBase(compose), ...(r.mode === 'webhook' ? ['--profile', 'webhook'] : [])]
+}
+
+// ---- 12. health --------------------------------------------------------------------------------
+
+async function runHealthChecks(r: Run): Promise<void> {
+  step('Running health checks')
+  if (isDryRun()) {
+    log.info(`[dry-run] would wait up to ${STARTUP_WAIT_MS / 60_000} minutes for every service to be healthy`)
+    return
+  }
+  const ctx = await openContext(r.s.input)
+  const { report } = await waitUntilHealthy(ctx, SERVICES, STARTUP_WAIT_MS)
+  for (const [name, health] of Object.entries(report.services)) {
+    const line = `${name}: ${health!.status === 'not_deployed' ? 'not deployed' : health!.status} (${health!.detail})`
+    if (health!.status === 'healthy' || (health!.status === 'not_deployed' && r.mode === 'polling')) log.info(line)
+    else log.error(line)
+  }
+  const nginxMissing = r.mode === 'webhook' && report.services.nginx?.status !== 'healthy'
+  if (report.overall_status !== 'healthy' || nginxMissing) {
+    throw new OpsError('command_failed', `Services not healthy after ${STARTUP_WAIT_MS / 60_000} minutes: see the lines above, \`systemctl status ${STACK_UNIT}\` and \`docker compose logs\``)
+  }
+  step('All services healthy')
+}
+
+// ---- 13. marker --------------------------------------------------------------------------------
+
+function writeCompletionMarker(r: Run): void {
+  const marker = { completed_at: isoSeconds(new Date()), mode: r.mode, app_version: r.appVersion, compose_project: r.s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
+  writeFile(r.s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
+}
+
+// ---- files -------------------------------------------------------------------------------------
+
+/** Files are written whole (temp, fsync, rename); under --dry-run only announced, never their content. */
+function writeFile(file: string, content: string, mode: number): void {
+  if (isDryRun()) {
+    process.stdout.write(`[dry-run] write ${file} (mode ${mode.toString(8)})\n`)
+    return
+  }
+  writeFileAtomic(file, content, mode)
+  fs.chmodSync(file, mode)
+}
+
+function writeFileIfChanged(file: string, content: string, mode: number): void {
+  const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null
+  if (current === content) return
+  writeFile(file, content, mode)
+  if (!isDryRun()) log.info(`Wrote ${file}`)
+}
+

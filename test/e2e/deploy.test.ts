@@ -1,0 +1,219 @@
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import http from 'node:http'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readLog, ROOT } from '../support/scripts.ts'
+import { bedEnv, createStack, exec, stackChecksums, type Stack } from '../support/stack.ts'
+
+// deploy and rollback on the real stack, driving the fixture releases: v1.0.0 baseline, v1.1.0 a
+// new migration, v1.2.0 a migration that fails after changing data, v1.3.0 never healthy.
+let stack: Stack
+let env: Record<string, string>
+const received: { path: string; body: string }[] = []
+let server: http.Server
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => (body += d))
+    req.on('end', () => {
+      received.push({ path: req.url ?? '', body })
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  stack = createStack('v2')
+  const appDir = path.join(stack.dir, 'app')
+  const clone = await exec(['git', 'clone', '--quiet', bedEnv().APP_REPO!, appDir])
+  if (clone.code !== 0) throw new Error(clone.stderr)
+  env = {
+    APP_DIR: appDir,
+    HEALTH_CHECK_TIMEOUT: '45',
+    NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${port}/hook`,
+    TELEGRAM_NOTIFY_CHAT_ID: '4242',
+    TELEGRAM_API_BASE: `http://127.0.0.1:${port}/tg`,
+  }
+})
+afterAll(async () => {
+  await stack?.down()
+  server?.close()
+})
+
+const deploy = (args: string[], extra: Record<string, string> = {}) => stack.script('deploy', [...args, '--yes'], { ...env, ...extra })
+const rollback = (args: string[], extra: Record<string, string> = {}) => stack.script('rollback', [...args, '--yes'], { ...env, ...extra })
+
+function events(): Record<string, unknown>[] {
+  const file = path.join(stack.dir, 'deployments.log')
+  const latest = new Map<string, Record<string, unknown>>()
+  for (const line of fs.readFileSync(file, 'utf8').trim().split('\n')) {
+    const e = JSON.parse(line)
+    latest.set(e.event_id, e)
+  }
+  return [...latest.values()]
+}
+
+function state(): { current: Record<string, unknown> | null; previous: Record<string, unknown> | null } {
+  return JSON.parse(fs.readFileSync(path.join(stack.dir, 'deployment', 'artifacts.json'), 'utf8'))
+}
+
+async function runningVersion(): Promise<string> {
+  return JSON.parse((await stack.script('health-check', ['--json', 'bot'], env)).stdout).services.bot.version
+}
+
+describe('deploy', () => {
+  it('1. a fresh stack deploys v1.0.0 then v1.1.0: exit 0, contract lines, event with downtime, health 0', async () => {
+    const first = await deploy(['v1.0.0'])
+    expect(first.stderr).toBe('')
+    expect(first.code).toBe(0)
+    const second = await deploy(['v1.1.0'])
+    expect(second.code).toBe(0)
+    const lines = readLog(stack.env.LOG_FILE!).map((l) => l.replace(/^\[[^\]]+\] /, ''))
+    const contract = ['INFO: Starting deployment of v1.1.0', 'INFO: Creating pre-deployment backup', 'INFO: Checking out tag v1.1.0', 'INFO: Pulling Docker images', 'INFO: Running database migrations', 'INFO: Migrations applied successfully', 'INFO: Restarting services', 'INFO: Running health checks', 'INFO: All services healthy', 'INFO: Deployment successful: v1.1.0']
+    const from = lines.lastIndexOf('INFO: Starting deployment of v1.1.0')
+    const positions = contract.map((c) => lines.indexOf(c, from))
+    expect(positions.every((p) => p >= 0), JSON.stringify(lines.slice(from))).toBe(true)
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions)
+    expect(lines.slice(from).some((l) => /^INFO: Backup created: \/.*\.sql\.gz$/.test(l))).toBe(true)
+    expect(lines.slice(from).some((l) => /^INFO: Services started \(downtime \d+\.\ds\)$/.test(l))).toBe(true)
+    const last = events().at(-1)!
+    expect(last).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.1.0', previous_artifact_id: 'v1.0.0', status: 'success', health_check_passed: true, backup_created: true, migration_applied: true, schema_revision_before: '0001', schema_revision_after: '0002' })
+    expect(last.downtime_seconds).toEqual(expect.any(Number))
+    expect(state().current).toMatchObject({ artifact_id: 'v1.1.0', deployed: true, git_tag: 'v1.1.0' })
+    expect(String(state().current!.docker_image_digest)).toMatch(/^sha256:/)
+    expect(state().previous).toMatchObject({ artifact_id: 'v1.0.0', deployed: false })
+    expect((await stack.script('health-check', [], env)).code).toBe(0)
+    expect(await runningVersion()).toBe('v1.1.0')
+  })
+
+  it('2. v1.2.0 whose migration fails after changing data: exit 3, v1.1.0 healthy, every row as before', async () => {
+    const before = await stackChecksums(stack)
+    const result = await deploy(['v1.2.0'])
+    expect(result.code).toBe(3)
+    const err = result.stderr
+    expect(err).toMatch(/ERROR: Migration failed: .*currencies/)
+    expect(err).toMatch(/ERROR: Deployment failed - initiating rollback/)
+    expect(result.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
+    expect(err).toMatch(/ERROR: Deployment failed: v1.2.0\n$/)
+    expect(await stackChecksums(stack)).toEqual(before)
+    expect(await runningVersion()).toBe('v1.1.0')
+    expect((await stack.script('health-check', [], env)).code).toBe(0)
+    expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.2.0', status: 'rolled_back' })
+    expect(state().current).toMatchObject({ artifact_id: 'v1.1.0' })
+  })
+
+  it('3. v1.3.0 that never becomes healthy: rolled back automatically, exit 1, v1.1.0 healthy', async () => {
+    const result = await deploy(['v1.3.0'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(/ERROR: Deployment failed - initiating rollback/)
+    expect(result.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
+    expect(await runningVersion()).toBe('v1.1.0')
+    expect((await stack.script('health-check', [], env)).code).toBe(0)
+    expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+  })
+
+  it('4. deploying v1.1.0 again is a no-op: exit 0, no backup', async () => {
+    const backups = fs.readdirSync(stack.env.BACKUP_DIR!).length
+    const result = await deploy(['v1.1.0'])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('v1.1.0 is already deployed and healthy; nothing to do')
+    expect(fs.readdirSync(stack.env.BACKUP_DIR!).length).toBe(backups)
+  })
+
+  it('9. --dry-run prints the plan and changes nothing', async () => {
+    const before = [await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'deployment/artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    const result = await stack.script('deploy', ['v1.0.0', '--dry-run'], env)
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/\[dry-run\] pg_dump|\[dry-run\] docker compose .* exec -T postgres pg_dump/)
+    expect(result.stdout).toMatch(/\[dry-run\] git -C .* checkout --detach --force --quiet v1.0.0/)
+    expect(result.stdout).toMatch(/\[dry-run\] docker compose .* run --rm -T --no-deps bot alembic upgrade head/)
+    expect(result.stdout).toMatch(/\[dry-run\] docker compose .* up -d --remove-orphans/)
+    const after = [await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'deployment/artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    expect(after).toEqual(before)
+    expect(await runningVersion()).toBe('v1.1.0')
+  })
+
+  it('5. rollback with no target goes to the last good version; an unknown target exits 2 listing versions', async () => {
+    const unknown = await rollback(['v9.9.9'])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toMatch(/Versions that can be rolled back to: v1.0.0/)
+    const result = await rollback([])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    const lines = result.stdout
+    expect(lines).toMatch(/INFO: Starting rollback from v1.1.0 to v1.0.0[\s\S]*INFO: Creating safety backup[\s\S]*INFO: Stopping current services[\s\S]*INFO: Checking out v1.0.0[\s\S]*INFO: Restoring database backup[\s\S]*INFO: Starting services[\s\S]*INFO: Health checks passed[\s\S]*INFO: Rollback successful: v1.0.0/)
+    expect(await runningVersion()).toBe('v1.0.0')
+    expect(await stack.psql('SELECT version_num FROM alembic_version')).toBe('0001')
+    expect(state().current).toMatchObject({ artifact_id: 'v1.0.0', rollback_from: 'v1.1.0' })
+    // Back to v1.1.0 for the scenarios that follow.
+    expect((await deploy(['v1.1.0'])).code).toBe(0)
+  })
+
+  it('6. two deploys at once: the second exits 1 naming the first; a stale lock (dead pid) is taken over', async () => {
+    const lockFile = path.join(stack.dir, '.deploy.lock')
+    fs.writeFileSync(lockFile, JSON.stringify({ pid: process.pid, host: (await import('node:os')).hostname(), command: 'deploy v1.0.0', started_at: new Date().toISOString() }))
+    const blocked = await deploy(['v1.0.0'])
+    expect(blocked.code).toBe(1)
+    expect(blocked.stderr).toMatch(new RegExp(`pid ${process.pid} .*"deploy v1.0.0"`))
+    fs.writeFileSync(lockFile, JSON.stringify({ pid: 4_000_000, host: (await import('node:os')).hostname(), command: 'deploy v0', started_at: new Date().toISOString() }))
+    const taken = await deploy(['v1.1.0'])
+    expect(taken.code).toBe(0)
+    expect(taken.stderr).toMatch(/Taking over stale lock .*its process is gone/)
+    expect(fs.existsSync(lockFile)).toBe(false)
+  })
+
+  it('7. kill -9 during a deploy: the next deploy detects it, settles it and succeeds', async () => {
+    const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [path.join(ROOT, 'scripts/deploy.ts'), 'v1.0.0', '--yes', '--force'], { env: { ...process.env, ...stack.env, ...env, NO_COLOR: '1' }, stdio: 'ignore' })
+    await waitFor(() => fs.readFileSync(stack.env.LOG_FILE!, 'utf8').includes('Checking out tag v1.0.0'), 120_000)
+    // tsx runs the script in a child node process: kill the whole tree, as kill -9 of the deploy would leave nothing behind either.
+    spawn('pkill', ['-9', '-f', 'scripts/deploy.ts v1.0.0'])
+    child.kill('SIGKILL')
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.0.0', status: 'in_progress' })
+    const next = await deploy(['v1.1.0', '--force'])
+    expect(next.code).toBe(0)
+    expect(next.stderr).toMatch(/An earlier deploy of v1.0.0 .* was interrupted; marking it failed/)
+    expect(events().find((e) => e.artifact_id === 'v1.0.0' && String(e.error_message).includes('interrupted'))).toBeTruthy()
+    expect(await runningVersion()).toBe('v1.1.0')
+  })
+
+  it('8. registry stopped: deploy fails after retries and the running version still serves', async () => {
+    const registryPid = Number(fs.readFileSync('/var/cache/ttg-e2e/registry.pid', 'utf8'))
+    await exec(['docker', 'rmi', `${bedEnv().BOT_IMAGE}:v1.0.0`])
+    process.kill(registryPid, 'SIGSTOP')
+    try {
+      const result = await deploy(['v1.0.0', '--skip-checks'])
+      expect(result.code).toBe(1)
+      expect(result.stderr).toMatch(/Image pull failed \(attempt 1\/3\)[\s\S]*attempt 2\/3[\s\S]*Pull failed, the running version is untouched/)
+    } finally {
+      process.kill(registryPid, 'SIGCONT')
+    }
+    expect(await runningVersion()).toBe('v1.1.0')
+    expect((await stack.script('health-check', [], env)).code).toBe(0)
+  })
+
+  it('10. notifications reached the local server for success, failure and rollback; a dead URL does not fail a deploy', async () => {
+    const texts = received.map((r) => r.body).join('\n')
+    expect(texts).toMatch(/Deployed v1.1.0/)
+    expect(texts).toMatch(/Deployment of v1.2.0 failed: migration failed/)
+    expect(texts).toMatch(/Deployment of v1.3.0 failed its health checks. Rolled back to v1.1.0/)
+    expect(received.some((r) => r.path.startsWith('/tg/bot') && r.path.endsWith('/sendMessage') && r.body.includes('"chat_id":"4242"'))).toBe(true)
+    const dead = await deploy(['v1.1.0', '--force'], { NOTIFY_WEBHOOK_URL: 'http://127.0.0.1:1/hook', TELEGRAM_NOTIFY_CHAT_ID: '' })
+    expect(dead.code).toBe(0)
+    expect(dead.stderr).toMatch(/WARN: webhook notification failed/)
+  })
+})
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    try {
+      if (check()) return
+    } catch {
+      // the file may not exist yet
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error('timed out waiting')
+}
