@@ -58,11 +58,12 @@ interface Results {
   data: DataSet
   dumpBytes: number
   baselineBackup: Measurement & { fileBytes: number }
-  toolBackup: Measurement & { fileBytes: number }
+  /** null: every attempt failed (see failedAttempts) */
+  toolBackup: (Measurement & { fileBytes: number }) | null
   pigzBackup: Measurement & { fileBytes: number }
   bareDump: Measurement
   baselineRestore: Measurement
-  toolRestore: Measurement
+  toolRestore: Measurement | null
 }
 
 async function main(): Promise<void> {
@@ -99,7 +100,8 @@ async function main(): Promise<void> {
     const dumpBytes = plainDumpBytes(bench, baselineBackup.file)
 
     const baselineRestore = await measureBaselineRestore(bench, baselineBackup.file, data)
-    const toolRestore = await measureToolRestore(bench, toolBackup.backupId, data)
+    // Restore the tool's own backup; should it have failed, the baseline file (restore.ts takes a path).
+    const toolRestore = await measureToolRestore(bench, toolBackup?.backupId ?? baselineBackup.file, data)
 
     printReport({ data, dumpBytes, baselineBackup, toolBackup, pigzBackup, bareDump, baselineRestore, toolRestore })
     step(`Whole benchmark took ${seconds((performance.now() - started) / 1000)} (building the database included)`)
@@ -303,9 +305,10 @@ async function measureBaselineBackup(bench: Bench): Promise<Measurement & { file
   return { ...result, file, fileBytes: fs.statSync(file).size }
 }
 
-async function measureToolBackup(bench: Bench): Promise<Measurement & { backupId: string; fileBytes: number }> {
+async function measureToolBackup(bench: Bench): Promise<(Measurement & { backupId: string; fileBytes: number }) | null> {
   step('Backup, the tool: tsx scripts/backup.ts --json (dump, verification, index, retention)')
   const result = await runTool('backup.ts', ['--json', '--verbose'], bench)
+  if (!result) return null
   const record = JSON.parse(result.stdout) as { backup_id: string; file_size_bytes: number }
   return { ...result, backupId: record.backup_id, fileBytes: record.file_size_bytes }
 }
@@ -347,20 +350,20 @@ async function measureBaselineRestore(bench: Bench, file: string, data: DataSet)
   }
 }
 
-async function measureToolRestore(bench: Bench, backupId: string, data: DataSet): Promise<Measurement> {
-  step(`Restore, the tool: tsx scripts/restore.ts ${backupId} --yes (live database: the ${mb(data.sizeBytes)} one)`)
-  const result = await runTool('restore.ts', [backupId, '--yes', '--verbose'], bench)
-  await checkRowCounts(bench, DB, data, 'tool restore')
+async function measureToolRestore(bench: Bench, source: string, data: DataSet): Promise<Measurement | null> {
+  step(`Restore, the tool: tsx scripts/restore.ts ${path.basename(source)} --yes (live database: the ${mb(data.sizeBytes)} one)`)
+  const result = await runTool('restore.ts', [source, '--yes', '--verbose'], bench)
+  if (result) await checkRowCounts(bench, DB, data, 'tool restore')
   return result
 }
 
 // A tool run that fails is retried (both scripts leave everything as it was when they fail) and
 // every failed attempt is reported: a benchmark that hides failures would flatter the tool.
-const TOOL_ATTEMPTS = 3
+const TOOL_ATTEMPTS = Number(process.env.BENCH_TOOL_ATTEMPTS ?? 3)
 const failedAttempts: { label: string; seconds: number; error: string }[] = []
 
-/** A contract script the way an operator runs it: tsx, real processes, no terminal. */
-async function runTool(script: string, args: string[], bench: Bench): Promise<Measurement> {
+/** A contract script the way an operator runs it: tsx, real processes, no terminal. Null: it never succeeded. */
+async function runTool(script: string, args: string[], bench: Bench): Promise<Measurement | null> {
   const label = `${script} ${args.filter((a) => a !== '--verbose').join(' ')}`.trim()
   for (let attempt = 1; ; attempt++) {
     progress(`  running: ${label}`)
@@ -377,10 +380,7 @@ async function runTool(script: string, args: string[], bench: Bench): Promise<Me
     const error = result.lines.filter((l) => /^\[[^\]]+\] ERROR: /.test(l.text)).map((l) => logMessage(l)).join(' / ')
     failedAttempts.push({ label, seconds: result.seconds, error: error || `exit code ${result.exitCode}` })
     console.log(`  ${label}: attempt ${attempt} FAILED after ${seconds(result.seconds)} (exit ${result.exitCode}): ${error}`)
-    if (attempt >= TOOL_ATTEMPTS) {
-      process.stderr.write(result.stdout + result.stderr)
-      throw new Error(`${label} failed ${attempt} times`)
-    }
+    if (attempt >= TOOL_ATTEMPTS) return null
   }
 }
 
@@ -428,7 +428,8 @@ function logMessage(line: TimedLine): string | null {
   return match ? match[1]! : null
 }
 
-function phaseSeconds(m: Measurement, phase: Phase): number | null {
+/** When a phase started and ended, in seconds since the command started; null if its lines are missing. */
+function phaseWindow(m: Measurement, phase: Phase): { start: number; end: number } | null {
   const messages = m.lines.map((l) => ({ at: l.at, text: logMessage(l) })).filter((l): l is { at: number; text: string } => l.text !== null)
   let from = 0
   if (phase.after) {
@@ -438,18 +439,26 @@ function phaseSeconds(m: Measurement, phase: Phase): number | null {
   const start = phase.from ? messages.findIndex((l, i) => i >= from && phase.from!.test(l.text)) : -1
   if (phase.from && start < 0) return null
   const startAt = start < 0 ? 0 : messages[start]!.at
-  if (!phase.to) return m.seconds - startAt
+  if (!phase.to) return { start: startAt, end: m.seconds }
   const end = messages.findIndex((l, i) => i > start && phase.to!.test(l.text))
-  return end < 0 ? null : messages[end]!.at - startAt
+  return end < 0 ? null : { start: startAt, end: messages[end]!.at }
+}
+
+function phaseSeconds(m: Measurement, phase: Phase): number | null {
+  const window = phaseWindow(m, phase)
+  return window && window.end - window.start
 }
 
 function printPhases(m: Measurement, phases: Phase[]): void {
   table(
-    ['phase', 'seconds', 'share'],
+    ['phase', 'seconds', 'share', 'peak RSS'],
     phases.map((p) => {
-      const s = phaseSeconds(m, p)
-      return [p.name, s === null ? 'n/a' : s.toFixed(1), s === null ? '' : percent(s / m.seconds)]
+      const w = phaseWindow(m, p)
+      if (!w) return [p.name, 'n/a', '', '']
+      const peak = Math.max(0, ...m.rssSeries.filter((s) => s.at >= w.start && s.at <= w.end).map((s) => s.bytes))
+      return [p.name, (w.end - w.start).toFixed(1), percent((w.end - w.start) / m.seconds), peak ? mb(peak) : '']
     }),
+    'lrrr',
   )
 }
 
@@ -459,6 +468,7 @@ function printTimeline(m: Measurement): void {
   table(
     ['at s', 'for s', 'log line (--verbose)'],
     messages.map((l, i) => [l.at.toFixed(2), ((messages[i + 1]?.at ?? m.seconds) - l.at).toFixed(2), truncate(l.text, 110)]),
+    'rrl',
   )
 }
 
@@ -488,72 +498,75 @@ function printDatabase(data: DataSet): void {
 }
 
 function printReport(r: Results): void {
-  const backupRatio = r.toolBackup.seconds / r.baselineBackup.seconds
-  const restoreRatio = r.toolRestore.seconds / r.baselineRestore.seconds
-  const safety = phaseSeconds(r.toolRestore, SAFETY_BACKUP)
-  const restoreWithoutSafety = safety === null ? null : r.toolRestore.seconds - safety
+  const { toolBackup, toolRestore } = r
+  const b = r.baselineBackup.seconds
+  const rs = r.baselineRestore.seconds
+  const safety = toolRestore && phaseSeconds(toolRestore, SAFETY_BACKUP)
+  const restoreWithoutSafety = toolRestore && safety !== null ? toolRestore.seconds - safety : null
 
   step('Data')
   console.log(`  database ${mb(r.data.sizeBytes)}; plain dump ${mb(r.dumpBytes)}; gzip -${GZIP_LEVEL} ${mb(r.baselineBackup.fileBytes)} (${(r.dumpBytes / r.baselineBackup.fileBytes).toFixed(2)}:1); ` +
-    `pigz -${GZIP_LEVEL} ${mb(r.pigzBackup.fileBytes)}; the tool's file ${mb(r.toolBackup.fileBytes)}`)
+    `pigz -${GZIP_LEVEL} ${mb(r.pigzBackup.fileBytes)}; the tool's file ${toolBackup ? mb(toolBackup.fileBytes) : 'none (failed)'}`)
 
   step('Measurements (wall time; memory of the whole process tree; CPU seconds per process)')
-  const row = (m: Measurement, baseline: number, note = ''): string[] => [
-    m.label + note,
-    m.seconds.toFixed(1),
-    `${(m.seconds / baseline).toFixed(2)}x`,
-    mb(m.peakRssBytes),
-    mb(m.peakPssBytes),
-    cpuSummary(m),
-    m.serverCpuSeconds.toFixed(1),
-    `${(m.otherCpuSeconds / m.seconds).toFixed(2)} cores`,
-  ]
-  const b = r.baselineBackup.seconds
-  const rs = r.baselineRestore.seconds
-  table(['measurement', 'wall s', 'vs baseline', 'peak RSS', 'peak PSS', 'CPU s of the tree', 'server CPU s', 'others meanwhile'], [
-    row(r.baselineBackup, b, ' (baseline)'),
-    row(r.toolBackup, b),
-    row(r.pigzBackup, b, ' (reference)'),
-    row(r.bareDump, b, ' (reference)'),
-    row(r.baselineRestore, rs, ' (baseline)'),
-    row(r.toolRestore, rs, ' (total)'),
-    ...(restoreWithoutSafety === null ? [] : [[`restore.ts without its safety backup`, restoreWithoutSafety.toFixed(1), `${(restoreWithoutSafety / rs).toFixed(2)}x`, '', '', '', '', '']]),
-  ])
+  const row = (label: string, m: Measurement | null, baseline: number): string[] =>
+    m
+      ? [label, m.seconds.toFixed(1), `${(m.seconds / baseline).toFixed(2)}x`, mb(m.peakRssBytes), mb(m.peakPssBytes), m.serverCpuSeconds.toFixed(1), `${(m.otherCpuSeconds / m.seconds).toFixed(2)} cores`, cpuSummary(m)]
+      : [label, 'FAILED', '', '', '', '', '', `every attempt failed, see below`]
+  table(['measurement', 'wall s', 'vs baseline', 'peak RSS', 'peak PSS', 'server CPU s', 'others meanwhile', 'CPU s of the tree'], [
+    row(`pg_dump | gzip -${GZIP_LEVEL} (baseline)`, r.baselineBackup, b),
+    row('backup.ts --json', toolBackup, b),
+    row(`${r.pigzBackup.label} (reference)`, r.pigzBackup, b),
+    row(`${r.bareDump.label} (reference)`, r.bareDump, b),
+    row('gunzip | psql (baseline)', r.baselineRestore, rs),
+    row('restore.ts <id> --yes (total)', toolRestore, rs),
+    ...(restoreWithoutSafety === null ? [] : [['restore.ts without its safety backup', restoreWithoutSafety.toFixed(1), `${(restoreWithoutSafety / rs).toFixed(2)}x`, '', '', '', '', '']]),
+  ], 'lrrrrrrl')
   console.log('  peak RSS: the sum over the command and all its descendants (node, pg_dump, pigz, psql), sampled every 100 ms')
   console.log('  from /proc; the PostgreSQL server backends are not its children and are not counted (their CPU is the')
   console.log('  "server CPU" column). PSS splits pages shared between processes (two node processes share their binary).')
-  console.log('  "others meanwhile": CPU used by the rest of the machine during the measurement, out of ' + `${os.availableParallelism()} cores (noise).`)
+  console.log(`  "others meanwhile": CPU used by the rest of the machine during the measurement, out of ${os.availableParallelism()} cores (noise).`)
 
-  step('Memory at the peak')
-  for (const m of [r.toolBackup, r.toolRestore]) {
-    console.log(`  ${m.label}: ${m.rssAtPeak.map((p) => `${p.name} ${mb(p.bytes)}`).join(', ')}`)
+  if (toolBackup || toolRestore) step('Memory at the peak')
+  for (const m of [toolBackup, toolRestore]) {
+    if (m) console.log(`  ${m.label}: ${m.rssAtPeak.map((p) => `${p.name} ${mb(p.bytes)}`).join(', ')}`)
+  }
+  if (toolBackup) {
+    step('Where backup.ts spends its time')
+    printPhases(toolBackup, BACKUP_PHASES)
+  }
+  if (toolRestore) {
+    step('Where restore.ts spends its time')
+    printPhases(toolRestore, RESTORE_PHASES)
   }
 
-  step('Where backup.ts spends its time')
-  printPhases(r.toolBackup, BACKUP_PHASES)
-  step('Where restore.ts spends its time')
-  printPhases(r.toolRestore, RESTORE_PHASES)
-
   step('Goals (from the issue)')
-  const goal = (name: string, measured: string, limit: string, met: boolean): string[] => [name, measured, limit, met ? 'met' : 'NOT MET']
+  const ratioGoal = (name: string, m: { seconds: number } | null, baseline: number, limit: number): string[] => {
+    if (!m) return [name, 'failed', `<= ${limit.toFixed(2)}x`, 'NOT MET']
+    const ratio = m.seconds / baseline
+    return [name, `${ratio.toFixed(2)}x`, `<= ${limit.toFixed(2)}x`, ratio <= limit ? 'met' : 'NOT MET']
+  }
+  const rssGoal = (name: string, m: Measurement | null): string[] => {
+    if (!m) return [name, 'failed', `< ${GOALS.peakRssMb} MB`, 'NOT MET']
+    return [name, mb(m.peakRssBytes), `< ${GOALS.peakRssMb} MB`, m.peakRssBytes < GOALS.peakRssMb * MB ? 'met' : 'NOT MET']
+  }
   table(['goal', 'measured', 'limit', 'status'], [
-    goal(`backup.ts vs pg_dump | gzip -${GZIP_LEVEL}`, `${backupRatio.toFixed(2)}x`, `<= ${GOALS.backupRatio.toFixed(2)}x`, backupRatio <= GOALS.backupRatio),
-    goal('restore.ts (total, incl. safety backup) vs gunzip | psql', `${restoreRatio.toFixed(2)}x`, `<= ${GOALS.restoreRatio.toFixed(2)}x`, restoreRatio <= GOALS.restoreRatio),
-    ...(restoreWithoutSafety === null
-      ? []
-      : [goal('  (for information) restore.ts without its safety backup', `${(restoreWithoutSafety / rs).toFixed(2)}x`, `<= ${GOALS.restoreRatio.toFixed(2)}x`, restoreWithoutSafety / rs <= GOALS.restoreRatio)]),
-    goal('peak RSS of backup.ts and its children', mb(r.toolBackup.peakRssBytes), `< ${GOALS.peakRssMb} MB`, r.toolBackup.peakRssBytes < GOALS.peakRssMb * MB),
-    goal('peak RSS of restore.ts and its children', mb(r.toolRestore.peakRssBytes), `< ${GOALS.peakRssMb} MB`, r.toolRestore.peakRssBytes < GOALS.peakRssMb * MB),
-  ])
+    ratioGoal(`backup.ts vs pg_dump | gzip -${GZIP_LEVEL}`, toolBackup, b, GOALS.backupRatio),
+    ratioGoal('restore.ts (total, incl. safety backup) vs gunzip | psql', toolRestore, rs, GOALS.restoreRatio),
+    ...(restoreWithoutSafety === null ? [] : [ratioGoal('  (for information) restore.ts without its safety backup', { seconds: restoreWithoutSafety }, rs, GOALS.restoreRatio)]),
+    rssGoal('peak RSS of backup.ts and its children', toolBackup),
+    rssGoal('peak RSS of restore.ts and its children', toolRestore),
+  ], 'lrrl')
 
   step('Failed attempts of the tool (retried; not in the figures above)')
   if (failedAttempts.length === 0) console.log('  none')
   for (const f of failedAttempts) console.log(`  ${f.label}: failed after ${f.seconds.toFixed(1)} s: ${f.error}`)
 
-  step('Timeline of backup.ts')
-  printTimeline(r.toolBackup)
-  step('Timeline of restore.ts')
-  printTimeline(r.toolRestore)
+  for (const [name, m] of [['backup.ts', toolBackup], ['restore.ts', toolRestore]] as const) {
+    if (!m) continue
+    step(`Timeline of ${name}`)
+    printTimeline(m)
+  }
 }
 
 function cpuSummary(m: Measurement): string {
@@ -573,9 +586,11 @@ function progress(text: string): void {
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`)
 }
 
-function table(headers: string[], rows: string[][]): void {
+/** align: one letter per column, l or r; by default the first column left and the others right. */
+function table(headers: string[], rows: string[][], align = 'l'): void {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
-  const line = (cells: string[]) => '  ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()
+  const pad = (c: string, i: number) => ((align[i] ?? 'r') === 'l' ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))
+  const line = (cells: string[]) => '  ' + cells.map(pad).join('  ').trimEnd()
   console.log(line(headers))
   console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '))
   for (const r of rows) console.log(line(r))
@@ -590,7 +605,8 @@ function count(n: number): string {
 }
 
 function seconds(s: number): string {
-  return s >= 120 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`
+  const whole = Math.round(s)
+  return s >= 120 ? `${Math.floor(whole / 60)} min ${whole % 60} s` : `${s.toFixed(1)} s`
 }
 
 function percent(fraction: number): string {

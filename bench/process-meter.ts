@@ -25,6 +25,8 @@ export interface Measurement {
   peakRssBytes: number
   /** peak of the summed PSS (shared pages split between the processes sharing them) */
   peakPssBytes: number
+  /** the summed RSS of the tree at every sample, to find the peak of each phase */
+  rssSeries: { at: number; bytes: number }[]
   /** RSS per process at the sample where the RSS sum peaked */
   rssAtPeak: { name: string; bytes: number }[]
   /** CPU seconds per kind of process in the tree (utime + stime, last value seen for each pid) */
@@ -94,6 +96,7 @@ export async function measure(label: string, argv: string[], options: MeterOptio
   let peakRss = 0
   let peakPss = 0
   let rssAtPeak: { name: string; bytes: number }[] = []
+  const rssSeries: { at: number; bytes: number }[] = []
   const cpuByPid = new Map<number, { name: string; ticks: number }>()
   let serverLast = new Map<number, number>(serverBefore)
   const sample = () => {
@@ -106,6 +109,7 @@ export async function measure(label: string, argv: string[], options: MeterOptio
       pss += pssBytes(p.pid)
       cpuByPid.set(p.pid, { name: nameOf(p, rootPid), ticks: p.cpuTicks })
     }
+    rssSeries.push({ at: (performance.now() - started) / 1000, bytes: rss })
     if (rss > peakRss) {
       peakRss = rss
       rssAtPeak = tree.map((p) => ({ name: nameOf(p, rootPid), bytes: p.rssBytes }))
@@ -138,6 +142,7 @@ export async function measure(label: string, argv: string[], options: MeterOptio
     seconds,
     peakRssBytes: peakRss,
     peakPssBytes: peakPss,
+    rssSeries,
     rssAtPeak,
     treeCpu,
     serverCpuSeconds,

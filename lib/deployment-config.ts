@@ -71,7 +71,7 @@ export function validateDeploymentConfig(vars: Record<string, string | undefined
     if (wrong) problems.push({ key, message: wrong })
   }
   if (mode === 'polling' && vars.TELEGRAM_WEBHOOK_URL) problems.push({ key: 'TELEGRAM_WEBHOOK_URL', message: 'must be empty in polling mode' })
-  problems.push(...databaseUrlConsistency(vars))
+  if (!problems.some((p) => p.key === 'DATABASE_URL' || p.key === 'POSTGRES_PASSWORD')) problems.push(...databaseUrlConsistency(vars))
   return problems
 }
 

@@ -23,8 +23,7 @@ export async function ask(question: string, options: AskOptions = {}): Promise<s
   if (!canPrompt()) throw new OpsError('config', `Cannot ask "${question}": there is no terminal`)
   const shown = options.fallback !== undefined && !options.secret && options.fallback !== '' ? ` [${options.fallback}]` : ''
   for (;;) {
-    process.stderr.write(`${question}${shown}: `)
-    const typed = await readLine(!options.secret)
+    const typed = await readLine(`${question}${shown}: `, !options.secret)
     const answer = typed.trim() === '' && options.fallback !== undefined ? options.fallback : typed.trim()
     if (options.secret) addSecret(answer)
     const wrong = options.validate?.(answer) ?? null
@@ -36,7 +35,8 @@ export async function ask(question: string, options: AskOptions = {}): Promise<s
 // Keys typed ahead of the next prompt (a paste of several answers) wait here.
 let pending = ''
 
-function readLine(echo: boolean): Promise<string> {
+/** Raw mode comes on before the prompt is shown: a key typed at once is never echoed by the terminal. */
+function readLine(prompt: string, echo: boolean): Promise<string> {
   const stdin = process.stdin
   return new Promise((resolve, reject) => {
     let line = ''
@@ -90,6 +90,7 @@ function readLine(echo: boolean): Promise<string> {
     }
     const onData = (chunk: Buffer) => void feed(chunk.toString('utf8'))
     stdin.setRawMode(true)
+    process.stderr.write(prompt)
     const ahead = pending
     pending = ''
     if (feed(ahead)) return

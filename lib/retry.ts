@@ -26,7 +26,7 @@ export async function retry<T>(fn: () => Promise<T>, options: RetryOptions): Pro
   }
 }
 
-const TRANSIENT = /(timeout|timed out|temporar|connection (reset|refused)|network|EAI_AGAIN|ECONNRESET|ETIMEDOUT|TLS handshake|i\/o timeout|503|502|504|too many requests)/i
+const TRANSIENT = /(timeout|timed out|deadline exceeded|temporar|connection (reset|refused)|network|EAI_AGAIN|ECONNRESET|ETIMEDOUT|TLS handshake|i\/o timeout|503|502|504|too many requests)/i
 
 export function looksTransient(error: unknown): boolean {
   return TRANSIENT.test(messageOf(error))

@@ -233,6 +233,8 @@ export function selfSignedCertificate(letsencryptDir: string, domain: string): C
   }
 }
 
+export const DEFAULT_LETSENCRYPT_DIR = '/etc/letsencrypt'
+
 export interface CertbotOptions {
   domain: string
   email: string | null
@@ -254,7 +256,9 @@ export function certbotCertonly(o: CertbotOptions): Command {
       'certbot', 'certonly', '--standalone', '--non-interactive', '--agree-tos',
       ...(o.email ? ['--email', o.email] : ['--register-unsafely-without-email']),
       ...(o.staging ? ['--staging'] : []),
-      '--config-dir', o.letsencryptDir,
+      // Only when moved: the package's renewal timer runs a plain `certbot renew`, which reads
+      // /etc/letsencrypt and would never renew certificates kept elsewhere.
+      ...(o.letsencryptDir === DEFAULT_LETSENCRYPT_DIR ? [] : ['--config-dir', o.letsencryptDir]),
       '--domain', o.domain,
       '--pre-hook', o.preHook,
       '--post-hook', o.postHook,

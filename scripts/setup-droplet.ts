@@ -27,7 +27,7 @@ import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { ask, canPrompt } from '../lib/prompt.ts'
-import { addSecret } from '../lib/redact.ts'
+import { addSecretsFrom } from '../lib/redact.ts'
 import { looksTransient, retry } from '../lib/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
 import { loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
@@ -45,6 +45,7 @@ import {
   COMPOSE_PACKAGES,
   createSystemGroup,
   createUser,
+  DEFAULT_LETSENCRYPT_DIR,
   dockerInfo,
   dockerPackages,
   findOnPath,
@@ -68,7 +69,7 @@ import {
   userExists,
   userGroups,
 } from '../lib/setup-steps.ts'
-import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT, systemctl, verifyLogrotate, verifyUnits } from '../lib/systemd.ts'
+import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT, systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/systemd.ts'
 import { writeFileAtomic } from '../lib/atomic-file.ts'
 
 const spec: CliSpec = {
@@ -205,7 +206,10 @@ function preflight(s: SetupSettings, flags: { webhook: boolean; selfSigned: bool
   if ((flags.selfSigned || flags.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
   if (flags.selfSigned && flags.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
   log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
-  const r: Run = { s, mode, ...flags, appVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null, env: existing ?? {}, compose: null }
+  const r: Run = {
+    s, mode, selfSigned: flags.selfSigned, staging: flags.staging, assumeYes: flags.assumeYes,
+    appVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null, env: existing ?? {}, compose: null,
+  }
   if (!existing) checkAnswers(r)
   if (!s.APP_REPO_URL && !isGitRepo(s.appDir) && !canPrompt()) {
     throw new OpsError('config', `APP_REPO_URL is not set and ${s.appDir} is not a clone yet: set APP_REPO_URL (or run on a terminal to be asked)`)
@@ -397,7 +401,7 @@ async function configureEnvironment(r: Run): Promise<void> {
     r.env = existing
   } else {
     const values = await collectValues(r)
-    const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets. Change a value, then \`systemctl reload toogoodtogo\`.`)
+    const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets; the services read it when their containers are created (deploy).`)
     r.env = parseEnvFile(content)
     assertValid('the new .env.production', r.env, r.mode)
     log.info(`Writing ${file} (mode 600)`)
@@ -429,7 +433,8 @@ async function collectValues(r: Run): Promise<Record<string, string>> {
   const defaults = parseEnvFile(fs.readFileSync(templateFile(), 'utf8'))
   v.DATABASE_URL ??= composeDatabaseUrl(v.POSTGRES_USER ?? defaults.POSTGRES_USER!, v.POSTGRES_PASSWORD, v.POSTGRES_DB ?? defaults.POSTGRES_DB!)
   v.APP_VERSION = r.appVersion!
-  for (const key of ['POSTGRES_PASSWORD', 'TELEGRAM_WEBHOOK_SECRET', 'DATABASE_URL']) addSecret(v[key])
+  // The generated ones too, by the same names every script redacts.
+  addSecretsFrom(v)
   return v
 }
 
@@ -450,7 +455,7 @@ async function configureSsl(r: Run): Promise<void> {
   }
   step('Configuring SSL certificates')
   const domain = r.env.DOMAIN!
-  const letsencryptDir = r.env.LETSENCRYPT_DIR || '/etc/letsencrypt'
+  const letsencryptDir = r.env.LETSENCRYPT_DIR || DEFAULT_LETSENCRYPT_DIR
   const cert = certificatePaths(letsencryptDir, domain)
   // nginx mounts the webroot for renewals; created here so Docker does not make it a root-owned
   // empty directory on its own.
@@ -465,7 +470,7 @@ async function configureSsl(r: Run): Promise<void> {
     log.warn(`Self-signed certificate for ${domain} in ${cert.dir}: Telegram accepts it only when it is uploaded with setWebhook's certificate parameter`)
     return
   }
-  const nginx = [...composeBase(await composeFor(r)), 'nginx']
+  const nginx = [...composeStackArgs(r, await composeFor(r)), 'nginx']
   await retry(
     () => run(certbotCertonly({
       domain, email: r.s.CERTBOT_EMAIL ?? null, staging: r.staging, letsencryptDir,
@@ -474,6 +479,7 @@ async function configureSsl(r: Run): Promise<void> {
     { isTransient: looksTransient, what: 'certbot' },
   )
   log.info(`Certificate for ${domain} issued${r.staging ? ' (staging: not trusted by Telegram)' : ''}`)
+  if (letsencryptDir !== DEFAULT_LETSENCRYPT_DIR) log.warn(`Certificates live in ${letsencryptDir}: renew them with \`certbot renew --config-dir ${letsencryptDir}\` (the certbot timer only renews ${DEFAULT_LETSENCRYPT_DIR})`)
 }
 
 /** [...composeBase, 'nginx'] -> [...composeBase, sub, 'nginx'] */
@@ -505,7 +511,9 @@ async function createSystemdService(r: Run): Promise<void> {
   for (const file of files) writeFileIfChanged(file.file, file.content, 0o644)
   const units = files.filter((f) => f.file.startsWith('/etc/systemd/')).map((f) => f.file)
   if (!isDryRun()) {
-    await run(verifyUnits(units))
+    const verified = await run(verifyUnits(units))
+    const warnings = unitWarnings(verified.stdout + verified.stderr, units)
+    if (warnings.length) throw new OpsError('config', `systemd-analyze verify: ${warnings.join(' | ')}`)
     await run(verifyLogrotate(files.find((f) => !units.includes(f.file))!.file))
   }
   await run(systemctl('daemon-reload'))

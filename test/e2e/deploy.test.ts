@@ -164,8 +164,9 @@ describe('deploy', () => {
   })
 
   it('7. kill -9 during a deploy: the next deploy detects it, settles it and succeeds', async () => {
+    const logBefore = fs.readFileSync(stack.env.LOG_FILE!, 'utf8').length
     const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [path.join(ROOT, 'scripts/deploy.ts'), 'v1.0.0', '--yes', '--force'], { env: { ...process.env, ...stack.env, ...env, NO_COLOR: '1' }, stdio: 'ignore' })
-    await waitFor(() => fs.readFileSync(stack.env.LOG_FILE!, 'utf8').includes('Checking out tag v1.0.0'), 120_000)
+    await waitFor(() => fs.readFileSync(stack.env.LOG_FILE!, 'utf8').slice(logBefore).includes('Checking out tag v1.0.0'), 180_000)
     // tsx runs the script in a child node process: kill the whole tree, as kill -9 of the deploy would leave nothing behind either.
     spawn('pkill', ['-9', '-f', 'scripts/deploy.ts v1.0.0'])
     child.kill('SIGKILL')

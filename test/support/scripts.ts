@@ -15,10 +15,15 @@ export interface ScriptResult {
 
 /** Runs a contract script the way an operator does (tsx, real processes), with no terminal. */
 export function runScript(name: string, args: string[], env: Record<string, string | undefined>): Promise<ScriptResult> {
+  return exec([TSX, path.join(ROOT, 'scripts', `${name}.ts`), ...args], { PATH: process.env.PATH, HOME: process.env.HOME, NO_COLOR: '1', ...env }, { inherit: false })
+}
+
+/** Runs a command to completion and keeps its output; with `inherit` the environment is merged over ours. */
+export function exec(argv: string[], env: Record<string, string | undefined> = {}, options: { inherit?: boolean } = {}): Promise<ScriptResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(TSX, [path.join(ROOT, 'scripts', `${name}.ts`), ...args], {
+    const child = spawn(argv[0]!, argv.slice(1), {
       cwd: ROOT,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, NO_COLOR: '1', ...env } as NodeJS.ProcessEnv,
+      env: (options.inherit === false ? env : { ...process.env, ...env }) as NodeJS.ProcessEnv,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''

@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseEnvFile } from '../../lib/env-file.ts'
-import { ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
+import { exec, ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
+
+export { exec }
 
 // A real compose project per test file, from deployment/docker-compose.prod.yml and the images
 // provision.sh pushed to the local registry. Project names start with "ttg" so teardown.sh
@@ -87,18 +88,6 @@ async function must(pending: Promise<ScriptResult>): Promise<ScriptResult> {
   const r = await pending
   if (r.code !== 0) throw new Error(`command failed (${r.code}):\n${r.stdout}\n${r.stderr}`)
   return r
-}
-
-export function exec(argv: string[], extra: Record<string, string> = {}): Promise<ScriptResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }))
-  })
 }
 
 /** One checksum per table of the stack's database, to compare before and after. */

@@ -49,3 +49,12 @@ describe('retry', () => {
     expect(await retry(async () => (++calls < 2 ? Promise.reject(new Error('timeout')) : 'ok'), { isTransient: () => true, baseDelayMs: 1, what: 'pull' })).toBe('ok')
   })
 })
+
+describe('what counts as transient', () => {
+  it('network trouble yes, a missing tag or a syntax error no', async () => {
+    const { looksTransient } = await import('../../lib/retry.ts')
+    expect(looksTransient(new Error('Get "http://127.0.0.1:5000/v2/": context deadline exceeded'))).toBe(true)
+    expect(looksTransient(new Error('dial tcp: connection refused'))).toBe(true)
+    expect(looksTransient(new Error('manifest for bot:v9 not found: manifest unknown'))).toBe(false)
+  })
+})

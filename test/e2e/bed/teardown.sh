@@ -31,6 +31,8 @@ stop_pid() { # pidfile program-name
 }
 
 if docker info >/dev/null 2>&1; then
+  # setup-droplet's e2e droplets: systemd containers named ${PREFIX}drop*, not compose projects.
+  docker ps -aq --filter "name=^${PREFIX}drop" | xargs -r docker rm -f >/dev/null
   mapfile -t projects < <(docker ps -a --format '{{.Label "com.docker.compose.project"}}' | grep "^$PREFIX" | sort -u || true)
   for p in "${projects[@]}"; do
     log "removing compose project $p"
@@ -57,6 +59,7 @@ fi
 
 stop_pid "$REGISTRY_PIDFILE" docker-regist
 stop_pid "$DOCKERD_PIDFILE" dockerd
+rm -rf /var/lib/ttg-e2e-droplets
 
 if $purge; then
   log "removing $TTG_E2E_CACHE and $BED_ENV_FILE"

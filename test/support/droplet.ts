@@ -1,0 +1,225 @@
+import { spawn, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { ROOT, type ScriptResult } from './scripts.ts'
+import { bedEnv, exec as run } from './stack.ts'
+
+// A "fresh droplet" for setup-droplet's e2e test: a systemd-booted Debian 12 container (image from
+// test/e2e/droplet/build-image.sh, run without --privileged as DESIGN.md describes) that talks to
+// the bed's Docker engine through the host's socket, with the host's docker CLI, compose plugin
+// and Node mounted read-only. With the host's socket, compose bind mounts resolve on the host, so
+// the deploy directory (holding a copy of this toolkit) is mounted at the same path on both sides.
+// Container and compose project share one name starting with "ttg", which teardown.sh cleans.
+export const DROPLETS_ROOT = '/var/lib/ttg-e2e-droplets'
+const SOCKET = '/var/run/docker.sock'
+const PLUGIN_DIRS = ['/usr/local/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', path.join(process.env.HOME ?? '/root', '.docker/cli-plugins')]
+
+export interface Droplet {
+  /** container name, and the compose project name of the stack setup starts */
+  name: string
+  /** host directory mounted at the same path inside */
+  root: string
+  deployDir: string
+  toolkitDir: string
+  /** the environment setup-droplet runs with */
+  env: Record<string, string>
+  exec(argv: string[], options?: { env?: Record<string, string>; user?: string }): Promise<ScriptResult>
+  sh(script: string): Promise<ScriptResult>
+  setup(args: string[], extraEnv?: Record<string, string>): Promise<ScriptResult>
+  /** the argv that runs setup-droplet.sh inside with a terminal (`docker exec -it`) */
+  setupArgvWithTty(args: string[], extraEnv?: Record<string, string>): string[]
+  readFile(file: string): Promise<string>
+  reboot(): Promise<void>
+  destroy(): Promise<void>
+}
+
+export function ensureDropletImage(): string {
+  const built = spawnSync('bash', [path.join(ROOT, 'test/e2e/droplet/build-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  if (built.status !== 0) throw new Error('test/e2e/droplet/build-image.sh failed (see its [bed] lines above)')
+  return built.stdout.trim().split('\n').pop()!
+}
+
+export async function createDroplet(image: string, label: string): Promise<Droplet> {
+  const bed = bedEnv()
+  const name = `ttgdrop${label}${Date.now().toString(36)}`
+  const root = path.join(DROPLETS_ROOT, name)
+  const deployDir = path.join(root, 'toogoodtogo')
+  const toolkitDir = path.join(deployDir, 'deployment')
+  fs.mkdirSync(toolkitDir, { recursive: true })
+  // The toolkit as an operator clones it, node_modules included (the droplet has no registry).
+  must(spawnSync('bash', ['-c', 'tar --exclude=./.git --exclude=./test/e2e/bed/.bed.env -C "$1" -cf - . | tar -C "$2" -xf -', 'copy', ROOT, toolkitDir]), 'copying the toolkit')
+
+  const dockerCli = must(spawnSync('sh', ['-c', 'command -v docker'], { encoding: 'utf8' }), 'finding the docker CLI').trim()
+  const pluginDir = PLUGIN_DIRS.find((d) => fs.existsSync(path.join(d, 'docker-compose')))
+  if (!pluginDir) throw new Error(`no Compose v2 plugin in ${PLUGIN_DIRS.join(', ')}: run test/e2e/bed/provision.sh`)
+  const mounts = [
+    `${SOCKET}:${SOCKET}`,
+    `${fs.realpathSync(dockerCli)}:/usr/local/bin/docker:ro`,
+    // System-wide inside, so the deploy user's docker finds it too.
+    `${pluginDir}:/usr/local/lib/docker/cli-plugins:ro`,
+    `${process.execPath}:/usr/bin/node:ro`,
+    `${bed.APP_REPO}:${bed.APP_REPO}:ro`,
+    `${root}:${root}`,
+  ]
+  must(spawnSync('docker', [
+    'run', '--detach', '--name', name, '--hostname', 'ttg-droplet',
+    // systemd's orderly shutdown; Docker's default SIGTERM would make it re-execute itself.
+    '--stop-signal', 'SIGRTMIN+3',
+    '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
+    '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
+    '-v', '/sys/fs/cgroup:/sys/fs/cgroup:ro', '--tmpfs', '/run', '--tmpfs', '/run/lock', '-e', 'container=docker',
+    ...mounts.flatMap((m) => ['-v', m]),
+    image, '/sbin/init',
+  ], { encoding: 'utf8' }), 'starting the droplet container')
+
+  const env: Record<string, string> = {
+    DEPLOY_DIR: deployDir,
+    COMPOSE_PROJECT_NAME: name,
+    APP_REPO_URL: `file://${bed.APP_REPO}`,
+    NO_COLOR: '1',
+  }
+  const exec = (argv: string[], options: { env?: Record<string, string>; user?: string } = {}) =>
+    run(['docker', 'exec', '-i', ...Object.entries(options.env ?? {}).flatMap(([k, v]) => ['-e', `${k}=${v}`]), name, ...(options.user ? ['runuser', '-u', options.user, '--'] : []), ...argv])
+  const setupScript = path.join(toolkitDir, 'scripts/setup-droplet.sh')
+  const droplet: Droplet = {
+    name, root, deployDir, toolkitDir, env,
+    exec,
+    sh: (script) => exec(['bash', '-c', script]),
+    setup: (args, extraEnv = {}) => exec([setupScript, ...args], { env: { ...env, ...extraEnv } }),
+    setupArgvWithTty: (args, extraEnv = {}) => ['docker', 'exec', '-it', ...Object.entries({ ...env, ...extraEnv }).flatMap(([k, v]) => ['-e', `${k}=${v}`]), name, setupScript, ...args],
+    async readFile(file) {
+      const r = await exec(['cat', file])
+      if (r.code !== 0) throw new Error(`cat ${file} in ${name}: ${r.stderr}`)
+      return r.stdout
+    },
+    async reboot() {
+      // Time for ExecStop (compose stop, each service's grace period) before Docker would kill it.
+      must(spawnSync('docker', ['restart', '--time', '150', name], { encoding: 'utf8' }), 'restarting the droplet')
+      await waitForBoot(droplet)
+    },
+    async destroy() {
+      spawnSync('docker', ['rm', '--force', '--volumes', name])
+      for (const kind of ['container', 'volume', 'network'] as const) {
+        const ids = spawnSync('docker', [kind, 'ls', kind === 'container' ? '-aq' : '-q', '--filter', `label=com.docker.compose.project=${name}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)
+        if (ids.length) spawnSync('docker', [kind, 'rm', ...(kind === 'container' ? ['--force', '--volumes'] : []), ...ids])
+      }
+      fs.rmSync(root, { recursive: true, force: true })
+    },
+  }
+  await waitForBoot(droplet)
+  const node = await exec(['node', '--version'])
+  if (node.code !== 0) throw new Error(`the host's node (${process.execPath}) does not run inside the droplet container: ${node.stderr}`)
+  return droplet
+}
+
+async function waitForBoot(d: Droplet): Promise<void> {
+  const deadline = Date.now() + 120_000
+  let last = ''
+  while (Date.now() < deadline) {
+    const r = await d.exec(['systemctl', 'is-system-running', '--wait'])
+    last = r.stdout.trim()
+    if (last === 'running') return
+    if (last === 'degraded') {
+      const failed = await d.exec(['systemctl', '--failed', '--no-legend', '--plain'])
+      throw new Error(`the droplet booted degraded: ${failed.stdout.trim()}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  throw new Error(`the droplet did not finish booting within 120s (systemctl is-system-running: ${last})`)
+}
+
+function must(result: ReturnType<typeof spawnSync>, what: string): string {
+  if (result.status !== 0) throw new Error(`${what} failed: ${String(result.stderr ?? '')}${String(result.error ?? '')}`)
+  return String(result.stdout ?? '')
+}
+
+/**
+ * Everything a run could change, as text to compare: content hashes, modes and owners of the
+ * deploy directory (the toolkit copy aside), the units, logrotate, firewall and account files;
+ * the units' states. The log file is left out: every run appends to it.
+ */
+export async function hostSnapshot(d: Droplet): Promise<string> {
+  const units = 'toogoodtogo.service toogoodtogo-healthcheck.service toogoodtogo-backup.timer toogoodtogo-restore-drill.timer'
+  const r = await d.sh([
+    'set -euo pipefail',
+    `cd /; find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /opt/backups /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -printf '%m %u:%g %p\\n' | sort`,
+    `find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -type f -print0 | sort -z | xargs -0 sha256sum`,
+    `systemctl show --property=Id,ActiveState,SubState,UnitFileState,ActiveEnterTimestamp ${units}`,
+    'ufw status verbose',
+  ].join('\n'))
+  if (r.code !== 0) throw new Error(`snapshot of ${d.name} failed: ${r.stderr}`)
+  return r.stdout
+}
+
+/** Id and start time of each container of the droplet's stack, from the host's engine. */
+export function stackContainers(d: Droplet): string {
+  const ids = spawnSync('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${d.name}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)
+  if (ids.length === 0) return ''
+  return spawnSync('docker', ['inspect', '--format', '{{.Name}} {{.Id}} {{.State.StartedAt}} {{.State.Status}}', ...ids], { encoding: 'utf8' }).stdout.split('\n').sort().join('\n')
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+// ---- a terminal ------------------------------------------------------------------------------
+
+export interface PtyStep {
+  /** waits until the terminal shows this (after what earlier steps matched) */
+  expect: RegExp
+  /** then types this; '\r' is Enter */
+  send: string
+}
+
+export interface PtyResult {
+  code: number
+  /** everything the terminal showed, prompts and echo included */
+  transcript: string
+}
+
+/**
+ * Runs argv on a pseudo-terminal (util-linux `script`), answering prompts as a person would: each
+ * answer is typed only once its prompt is on the screen.
+ */
+export function runOnPty(argv: string[], steps: PtyStep[], timeoutMs: number): Promise<PtyResult> {
+  const quoted = argv.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')
+  const child = spawn('script', ['--quiet', '--flush', '--return', '--command', quoted, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'xterm' } })
+  let transcript = ''
+  let from = 0
+  let next = 0
+  const answer = () => {
+    while (next < steps.length) {
+      const step = steps[next]!
+      const match = step.expect.exec(transcript.slice(from))
+      if (!match) return
+      from += match.index + match[0].length
+      next++
+      child.stdin.write(step.send)
+    }
+  }
+  child.stdout.on('data', (d: Buffer) => {
+    transcript += d.toString('utf8')
+    answer()
+  })
+  child.stderr.on('data', (d: Buffer) => (transcript += d.toString('utf8')))
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`no exit within ${timeoutMs / 1000}s; waiting for ${steps[next]?.expect ?? 'the end'}; screen so far:\n${transcript}`))
+    }, timeoutMs)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      if (next < steps.length) reject(new Error(`exited ${code} before showing ${steps[next]!.expect}; screen:\n${transcript}`))
+      else resolve({ code: code ?? 1, transcript })
+    })
+  })
+}

@@ -1,0 +1,161 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Command, RunResult } from '../../lib/runner.ts'
+
+// `setup-droplet --dry-run` on a fresh host, as data: the runner is replaced by a recorder that
+// answers the read-only probes the way a fresh Debian 12 droplet would (no Docker, no ufw, no
+// deploy user) and records every command that would change something. The script itself runs
+// unchanged, from its first step to its last.
+const recorded: Command[] = []
+let answer: (argv: string[]) => RunResult
+
+vi.mock('../../lib/runner.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../lib/runner.ts')>()
+  const tryRun = async (command: Command): Promise<RunResult> => {
+    if (command.mutates !== false) {
+      recorded.push(command)
+      return { exitCode: 0, stdout: '', stderr: '' }
+    }
+    return answer(command.argv)
+  }
+  const run = async (command: Command) => {
+    const result = await tryRun(command)
+    if (result.exitCode !== 0) throw new Error(`${command.argv.join(' ')} failed`)
+    return result
+  }
+  return { ...real, tryRun, run, capture: async (c: Command) => (await run(c)).stdout.trim(), isDryRun: () => true, setDryRun: () => {} }
+})
+
+const DEBIAN_12_COMPOSE_POLICY = 'docker-compose:\n  Installed: (none)\n  Candidate: 1.29.2-3\n  Version table:\n'
+
+function freshDebian12(argv: string[]): RunResult {
+  const line = argv.join(' ')
+  const no = { exitCode: 1, stdout: '', stderr: '' }
+  if (line.startsWith('apt-cache policy')) return { exitCode: 0, stdout: DEBIAN_12_COMPOSE_POLICY, stderr: '' }
+  if (line.startsWith('docker ') || line.startsWith('docker-compose ') || line.startsWith('ufw ')) return { exitCode: 127, stdout: '', stderr: 'command not found' }
+  if (line.startsWith('id ') || line.startsWith('getent ') || line.startsWith('git config')) return no
+  throw new Error(`unexpected probe on a fresh host: ${line}`)
+}
+
+let dir: string
+let stdout: string[]
+let stderr: string[]
+const savedEnv = { ...process.env }
+const savedArgv = process.argv
+
+beforeEach(() => {
+  recorded.length = 0
+  answer = freshDebian12
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-plan-'))
+  stdout = []
+  stderr = []
+  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true))
+  vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (stderr.push(String(chunk)), true))
+  vi.resetModules()
+})
+
+afterEach(() => {
+  vi.restoreAllMocks()
+  process.env = { ...savedEnv }
+  process.argv = savedArgv
+  process.exitCode = undefined
+})
+
+async function dryRun(args: string[], env: Record<string, string>): Promise<void> {
+  process.argv = ['node', 'setup-droplet.ts', '--dry-run', ...args]
+  process.env = { PATH: savedEnv.PATH, DEPLOY_DIR: path.join(dir, 'opt/toogoodtogo'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log'), ...env }
+  await import('../../scripts/setup-droplet.ts')
+}
+
+const ANSWERS = { TELEGRAM_BOT_TOKEN: '123456:plan_token', STRIPE_API_KEY: 'sk_test_plan', BOT_IMAGE: 'registry.example.com/team/bot', APP_VERSION: 'v1.2.0', APP_REPO_URL: 'https://git.example.com/team/bot.git' }
+
+describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
+  it('polling mode: the exact commands, in the contract\'s order, and the files it would write', async () => {
+    await dryRun([], ANSWERS)
+    expect(process.exitCode ?? 0).toBe(0)
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    const compose = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--env-file', `${deploy}/.env.production`]
+    const keep = ['-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold']
+    expect(recorded.map((c) => c.argv)).toEqual([
+      ['apt-get', 'update', '-q'],
+      ['apt-get', 'upgrade', '-y', '-q', ...keep],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'ca-certificates', 'openssl', 'logrotate'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'docker.io', 'docker-compose'],
+      ['systemctl', 'enable', '--now', 'docker.service'],
+      ['groupadd', '--system', 'docker'],
+      ['ufw', 'default', 'deny', 'incoming'],
+      ['ufw', 'default', 'allow', 'outgoing'],
+      ['ufw', 'allow', '22/tcp'],
+      ['ufw', '--force', 'enable'],
+      ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'deploy'],
+      ['usermod', '--append', '--groups', 'docker', 'deploy'],
+      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', deploy],
+      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'backups')],
+      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'log')],
+      ['chown', 'deploy:deploy', path.join(dir, 'log/deployment.log')],
+      ['chmod', '0640', path.join(dir, 'log/deployment.log')],
+      ['git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
+      ['git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'v1.2.0'],
+      ['chown', '-R', 'deploy:deploy', `${deploy}/app.partial`],
+      ['mv', '--no-target-directory', `${deploy}/app.partial`, `${deploy}/app`],
+      ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
+      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
+      ['chmod', '0600', `${deploy}/.env.production`],
+      ['systemctl', 'daemon-reload'],
+      [...compose, 'pull'],
+      [...compose, 'up', '--detach', 'postgres', 'redis'],
+      [...compose, 'run', '--rm', '-T', 'bot', 'alembic', 'upgrade', 'head'],
+      ['systemctl', 'enable', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
+      ['systemctl', 'start', 'toogoodtogo.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
+    ])
+    // apt never stops to ask.
+    for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
+    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([
+      `[dry-run] write ${deploy}/.env.production (mode 600)`,
+      '[dry-run] write /etc/systemd/system/toogoodtogo.service (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-healthcheck.service (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-backup.service (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-backup.timer (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.service (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.timer (mode 644)',
+      '[dry-run] write /etc/logrotate.d/toogoodtogo (mode 644)',
+      `[dry-run] write ${deploy}/.setup-complete (mode 644)`,
+    ])
+    // Nothing was written, and no secret reached the output.
+    expect(fs.existsSync(deploy)).toBe(false)
+    const all = stdout.join('') + fs.readFileSync(path.join(dir, 'log/deployment.log'), 'utf8')
+    for (const secret of [ANSWERS.TELEGRAM_BOT_TOKEN, ANSWERS.STRIPE_API_KEY]) expect(all).not.toContain(secret)
+    expect(all).toContain('INFO: Skipping nginx and certbot: polling mode has no public ingress')
+  })
+
+  it('webhook mode: certbot, ports 80 and 443, nginx\'s profile; --staging passes through', async () => {
+    await dryRun(['--staging'], { ...ANSWERS, TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', CERTBOT_EMAIL: 'ops@example.com' })
+    expect(process.exitCode ?? 0).toBe(0)
+    const lines = recorded.map((c) => c.argv.join(' '))
+    expect(lines).toContain('apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold certbot')
+    expect(lines.filter((l) => l.startsWith('ufw allow'))).toEqual(['ufw allow 22/tcp', 'ufw allow 80/tcp', 'ufw allow 443/tcp'])
+    const certbot = recorded.find((c) => c.argv[0] === 'certbot')!.argv
+    expect(certbot.slice(0, 10)).toEqual(['certbot', 'certonly', '--standalone', '--non-interactive', '--agree-tos', '--email', 'ops@example.com', '--staging', '--domain', 'bot.example.com'])
+    expect(certbot.slice(10, 12)).toEqual(['--pre-hook', expect.stringMatching(/^docker compose --project-name toogoodtogo .* --profile webhook stop nginx$/)])
+    expect(certbot.slice(12)).toEqual(['--post-hook', expect.stringMatching(/^docker compose --project-name toogoodtogo .* --profile webhook start nginx$/)])
+    expect(lines.find((l) => l.endsWith(' pull'))).toMatch(/--profile webhook pull$/)
+  })
+
+  it('without a terminal, missing answers stop it before any change, naming them', async () => {
+    await dryRun([], { APP_REPO_URL: 'https://git.example.com/team/bot.git', TELEGRAM_BOT_TOKEN: '123456:plan_token' })
+    expect(process.exitCode).toBe(1)
+    expect(stderr.join('')).toContain('ERROR: Missing STRIPE_API_KEY, BOT_IMAGE: set them in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed')
+    expect(recorded).toEqual([])
+  })
+
+  it('a finished host (marker present) exits 2 with nothing run', async () => {
+    fs.mkdirSync(path.join(dir, 'opt/toogoodtogo'), { recursive: true })
+    fs.writeFileSync(path.join(dir, 'opt/toogoodtogo/.setup-complete'), '{"completed_at":"2026-01-01T00:00:00Z"}\n')
+    await dryRun([], ANSWERS)
+    expect(process.exitCode).toBe(2)
+    expect(stdout.join('')).toContain('INFO: Existing configuration found')
+    expect(recorded).toEqual([])
+  })
+})
