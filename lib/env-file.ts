@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { writeFileAtomic } from './atomic-file.ts'
 
 // Reads the KEY=VALUE file docker compose also reads (`.env.production`): comments, blank lines,
 // optional `export `, single or double quotes. Nothing is evaluated.
@@ -27,4 +28,15 @@ export function readEnvFile(file: string): Record<string, string> | null {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw error
   }
+}
+
+/**
+ * Sets one KEY=value line, keeping every other line and the file's mode. Deploy records the
+ * running tag here, so a plain `docker compose up` or the boot unit starts the same version.
+ */
+export function setEnvValue(file: string, key: string, value: string): void {
+  const text = fs.readFileSync(file, 'utf8')
+  const line = new RegExp(`^(?:export\\s+)?${key}=.*$`, 'm')
+  const next = line.test(text) ? text.replace(line, `${key}=${value}`) : `${text.replace(/\n?$/, '\n')}${key}=${value}\n`
+  if (next !== text) writeFileAtomic(file, next, fs.statSync(file).mode & 0o777)
 }

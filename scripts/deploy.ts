@@ -1,5 +1,7 @@
 // deploy <git-tag>: pre-deployment backup, checkout, pull, migrations, switch, health gate, and an
 // automatic rollback (database included when a migration failed) (contract: deploy.sh).
+import fs from 'node:fs'
+import os from 'node:os'
 import { createBackup } from '../lib/backup.ts'
 import { findBackup, readIndex, type BackupRecord } from '../lib/backup-index.ts'
 import { flag, type CliSpec } from '../lib/cli.ts'
@@ -10,9 +12,9 @@ import { openContext, type Context } from '../lib/context.ts'
 import { takeDeployLock } from '../lib/deploy-lock.ts'
 import { completeEvent, newEvent, readEvents, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
 import { freeMb } from '../lib/disk.ts'
-import { validateEnvFile } from '../lib/env-validate.ts'
+import { assertValid } from '../lib/deployment-config.ts'
+import { readEnvFile, setEnvValue } from '../lib/env-file.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
-import os from 'node:os'
 import { formatMb, isoSeconds } from '../lib/format.ts'
 import { waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
@@ -110,9 +112,14 @@ function settleInterruptedRuns(ctx: Context): void {
   }
 }
 
+/** The data model's rules (shared with setup-droplet), and a file only root can read. */
 function validateEnvironment(ctx: Context): void {
-  const problems = validateEnvFile(ctx.cfg.envFile)
-  if (problems.length) throw new OpsError('config', `Invalid ${ctx.cfg.envFile}: ${problems.join('; ')}`)
+  const file = ctx.cfg.envFile
+  const vars = readEnvFile(file)
+  if (!vars) throw new OpsError('config', `${file} does not exist (setup-droplet creates it from deployment/.env.production.template)`)
+  const mode = fs.statSync(file).mode & 0o777
+  if (mode & 0o077) throw new OpsError('config', `${file} is mode ${mode.toString(8)}; it holds secrets and must be 600 (chmod 600 ${file})`)
+  assertValid(file, vars, vars.TELEGRAM_WEBHOOK_URL ? 'webhook' : 'polling')
   requireImage(ctx.cfg)
 }
 
@@ -285,6 +292,7 @@ async function recordSuccess(ctx: Context, state: DeployState, tag: string, sha:
     schema_revision: event.schema_revision_after,
   }
   writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
+  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', tag)
   record(ctx, completeEvent({ ...event, health_check_passed: true }, 'success', null))
   await notify(ctx.cfg, `Deployed ${tag} on ${os.hostname()}${event.downtime_seconds === null ? '' : ` (downtime ${event.downtime_seconds.toFixed(1)}s)`}.`)
 }

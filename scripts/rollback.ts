@@ -10,6 +10,7 @@ import { compose } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, type Context } from '../lib/context.ts'
 import { countRowsSince } from '../lib/data-export.ts'
+import { setEnvValue } from '../lib/env-file.ts'
 import { takeDeployLock } from '../lib/deploy-lock.ts'
 import { completeEvent, deployedVersions, lastGoodBefore, newEvent, readEvents, readState, writeState, type DeployState } from '../lib/deploy-state.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
@@ -174,6 +175,7 @@ async function recordRollback(ctx: Context, state: DeployState, target: string, 
     },
     previous: state.current ? { ...state.current, deployed: false } : null,
   })
+  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', target)
   record(ctx, completeEvent({ ...event, health_check_passed: true }, 'success', null))
   await notify(ctx.cfg, `Rolled back to ${target} on ${os.hostname()} (from ${state.current?.artifact_id ?? 'nothing'}).`)
 }

@@ -41,3 +41,15 @@ describe('env file parsing', () => {
     expect(parseEnvFile(`# comment\nexport A=1\nB="two words"\nC='$(rm -rf /)'\nD=plain # note\n\nbad line\n`)).toEqual({ A: '1', B: 'two words', C: '$(rm -rf /)', D: 'plain' })
   })
 })
+
+describe('setEnvValue', () => {
+  it('replaces or appends one line, keeps the rest and the mode', async () => {
+    const { setEnvValue } = await import('../../lib/env-file.ts')
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-env-')), '.env.production')
+    fs.writeFileSync(file, '# c\nAPP_VERSION=v1.0.0\nX=1', { mode: 0o600 })
+    setEnvValue(file, 'APP_VERSION', 'v1.1.0')
+    setEnvValue(file, 'NEW', 'yes')
+    expect(fs.readFileSync(file, 'utf8')).toBe('# c\nAPP_VERSION=v1.1.0\nX=1\nNEW=yes\n')
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600)
+  })
+})
