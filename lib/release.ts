@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { compose, type ComposeProject } from './compose.ts'
 import type { Config } from './config.ts'
 import { execInContainer, findContainer } from './containers.ts'
-import { OpsError, messageOf } from './errors.ts'
+import { OpsError } from './errors.ts'
 import { psqlQuery, type Db } from './postgres.ts'
 import { looksTransient, retry } from './retry.ts'
 import { capture, run, tryRun, type Command } from './runner.ts'
@@ -99,10 +99,6 @@ export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Pro
   if (lastBeat === null) return null
   const firstBeat = await firstHeartbeat(p, Date.now() + cfg.HEALTH_CHECK_TIMEOUT * 1000)
   return firstBeat === null ? null : Math.max(0, (firstBeat - lastBeat) / 1000)
-}
-
-export function describeFailure(error: unknown): string {
-  return messageOf(error).replace(/^.*?failed: /, '')
 }
 
 export function requireImage(cfg: Config): string {

@@ -46,7 +46,7 @@ const spec: CliSpec = {
   examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore --drill'],
 }
 
-await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: failureLine() }, async (cli) => {
+await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed' }, async (cli) => {
   const ctx = await openContext()
   if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0])
   if (!cli.positionals[0]) throw new OpsError('usage', 'Missing the backup file or backup id to restore')
@@ -63,10 +63,6 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   await restartServices(ctx)
   log.info('Restore successful')
 })
-
-function failureLine() {
-  return () => 'Restore failed'
-}
 
 /** A backup id is looked up in the index (a strict pattern: no path can sneak in); anything else is a path. */
 function resolveSource(ctx: Context, arg: string): Source {
