@@ -227,6 +227,15 @@ describe('the command line', () => {
     expect(badType.stderr).toContain('Unknown backup type "weekly"')
   })
 
+  it('the .sh wrappers work through a symlink placed elsewhere', async () => {
+    const { exec, ROOT } = await import('../support/scripts.ts')
+    const link = path.join(work, 'backup.sh')
+    fs.symlinkSync(path.join(ROOT, 'scripts/backup.sh'), link)
+    const result = await exec([link, '--help'], {}, { inherit: true })
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/^backup: /)
+  })
+
   it('a bad environment value stops with a message naming the variable', async () => {
     const result = await runScript('backup', [], { ...env, BACKUP_RETENTION_COUNT: 'seven' })
     expect(result.code).toBe(1)
