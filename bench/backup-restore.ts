@@ -7,8 +7,10 @@
 // about 2:1 like real data, not pgbench's filler that compresses 35:1 and makes compression free.
 // Everything runs on a throwaway cluster on 127.0.0.1 in a temporary directory, removed at the end.
 //
-//   BENCH_SIZE_MB     database size to build (default 1024)
-//   BENCH_KEY_TABLES  KEY_TABLES for the tool's restore (default empty: the two largest tables)
+//   BENCH_SIZE_MB        database size to build (default 1024)
+//   BENCH_KEY_TABLES     KEY_TABLES for the tool's restore (default empty: the two largest tables)
+//   BENCH_TOOL_ATTEMPTS  runs of a tool script before it counts as failed (default 3); failed
+//                        attempts are listed in the report, never folded into the figures
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -82,7 +84,7 @@ async function main(): Promise<void> {
     process.once(signal, () => {
       process.stderr.write(`\nInterrupted by ${signal}; cleaning up\n`)
       cleanUp()
-      process.exit(130)
+      process.exit(signal === 'SIGINT' ? 130 : 143)
     })
   }
   try {

@@ -123,18 +123,24 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   }
   log.debug(`$ ${describeStages(stages)}`)
   const children: { command: Command; child: ChildProcess; stderr: string[] }[] = []
-  const streams: (Readable | Writable | Duplex)[] = stages.map((stage) => {
+  const streams: (Readable | Writable | Duplex)[] = stages.map((stage, i) => {
     if ('readFrom' in stage) return fs.createReadStream(stage.readFrom, { highWaterMark: 1 << 20 })
     if ('writeTo' in stage) return fs.createWriteStream(stage.writeTo, { flags: 'wx', mode: 0o600 })
     if (!isCommand(stage)) return stage
+    // The first command reads nothing and the last writes nothing: an unused pipe end that is never
+    // closed makes a child that exits with output still buffered look like a premature close.
+    const first = i === 0
+    const last = i === stages.length - 1
     const child = spawn(stage.argv[0]!, stage.argv.slice(1), {
       cwd: stage.cwd,
       env: { ...process.env, ...stage.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: [first ? 'ignore' : 'pipe', last ? 'ignore' : 'pipe', 'pipe'],
     })
     const stderr: string[] = []
     child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
     children.push({ command: stage, child, stderr })
+    if (first) return child.stdout!
+    if (last) return child.stdin!
     return Duplex.from({ writable: child.stdin!, readable: child.stdout! })
   })
   const exits = children.map(({ child }) => exitOf(child))

@@ -4,11 +4,11 @@
 # anywhere, also through a symlink.
 set -euo pipefail
 root="$(dirname "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")")"
-tsx="$root/node_modules/.bin/tsx"
-if [[ ! -x "$tsx" ]]; then
-  echo "error: $tsx is missing; run 'npm ci' in $root first" >&2
+if [[ ! -d "$root/node_modules/tsx" ]]; then
+  echo "error: $root/node_modules/tsx is missing; run 'npm ci' in $root first" >&2
   exit 1
 fi
 script="$1"
 shift
-exec "$tsx" "$root/scripts/$script.ts" "$@"
+# node with tsx's loader, not the tsx launcher: one process less (about 40 MB) for every run.
+exec node --import "$root/node_modules/tsx/dist/loader.mjs" "$root/scripts/$script.ts" "$@"
