@@ -22,7 +22,7 @@ import { compressor, decompressor } from './gzip.ts'
 import { log } from './log.ts'
 import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from './postgres.ts'
 import { capture, isDryRun, runStages } from './runner.ts'
-import { Sha256Stream, discard } from './streams.ts'
+import { GunzipCheck, Sha256Stream, discard } from './streams.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.
@@ -48,7 +48,7 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
     log.info(`Backup created: ${formatBytes(written.bytes)}`)
     log.info('Verifying backup integrity')
     try {
-      await verifyBackupFile(partial, { sha256: written.sha256, rowCounts: written.facts.rowCounts })
+      checkWritten(written)
       publish(partial, file)
     } finally {
       fs.rmSync(partial, { force: true })
@@ -100,28 +100,37 @@ interface Written {
   bytes: number
   sha256: string
   facts: DumpFacts
+  /** what the file decompresses to, inflated while it was written: gunzip -t without the re-read */
+  inflatedBytes: number
 }
 
-/** pg_dump | (count rows) | pigz | (sha256) > file.partial, streamed; removes the partial on failure. */
+/**
+ * pg_dump | (count rows) | pigz | (sha256, inflate a copy) > file.partial, streamed; the partial is
+ * fsynced, or removed on failure.
+ */
 async function dumpCompressed(db: Db, partial: string): Promise<Written> {
   const inspector = new DumpInspector()
   const hasher = new Sha256Stream()
+  const gunzipCheck = new GunzipCheck()
   try {
-    await runStages([pgDumpCommand(db), inspector, await compressor(), hasher, { writeTo: partial }], db.timeoutMs)
+    await runStages([pgDumpCommand(db), inspector, await compressor(), hasher, gunzipCheck, { writeTo: partial }], db.timeoutMs)
   } catch (error) {
     if (!isDryRun()) fs.rmSync(partial, { force: true })
     if (isDiskFull(error)) throw new OpsError('disk_space', `Disk full while writing ${partial}; the partial file was removed`, { cause: error })
     if (error instanceof OpsError && error.kind === 'timeout') throw error
     throw new OpsError('dump_failed', `pg_dump failed: ${messageOf(error)}`, { cause: error })
   }
-  if (isDryRun()) return { bytes: 0, sha256: '', facts: inspector.facts() }
-  const facts = inspector.facts()
-  if (!facts.complete) {
-    fs.rmSync(partial, { force: true })
-    throw new OpsError('verify_failed', 'The dump ended without its completion trailer: it is incomplete and was removed')
-  }
+  if (isDryRun()) return { bytes: 0, sha256: '', facts: inspector.facts(), inflatedBytes: 0 }
   fsyncFile(partial)
-  return { bytes: fs.statSync(partial).size, sha256: hasher.digest(), facts }
+  return { bytes: fs.statSync(partial).size, sha256: hasher.digest(), facts: inspector.facts(), inflatedBytes: gunzipCheck.bytes }
+}
+
+/** The dump carries its completion trailer, and the gzip file holds exactly the dump, every byte. */
+function checkWritten(written: Written): void {
+  if (!written.facts.complete) throw new OpsError('verify_failed', 'The dump ended without its completion trailer: it is incomplete and was removed')
+  if (written.inflatedBytes !== written.facts.bytes) {
+    throw new OpsError('verify_failed', `The compressed file decompresses to ${written.inflatedBytes} bytes but pg_dump wrote ${written.facts.bytes}; it was removed`)
+  }
 }
 
 /** link(2) fails when the target exists, so publishing can never replace an older backup. */

@@ -70,9 +70,20 @@ function whyStale(holder: LockHolder, staleAfterMs: number): string | null {
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  return !isZombie(pid)
+}
+
+/** A killed process whose parent died too stays a zombie where nothing reaps it (a container's pid 1). */
+function isZombie(pid: number): boolean {
+  try {
+    // The state follows the command name, which is in parentheses and may itself hold spaces.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
+  } catch {
+    return false
   }
 }
 

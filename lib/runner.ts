@@ -80,9 +80,19 @@ export async function capture(command: Command): Promise<string> {
   return (await run(command)).stdout.trim()
 }
 
-function commandFailed(command: Command, exitCode: number | null, output: string): OpsError {
+/** A command that exited non-zero; `command` says which, for callers that tell the stages apart. */
+export class CommandFailed extends OpsError {
+  constructor(
+    readonly command: Command,
+    message: string,
+  ) {
+    super('command_failed', message)
+  }
+}
+
+function commandFailed(command: Command, exitCode: number | null, output: string): CommandFailed {
   const detail = redact(lastLines(output, 5)) || `exit code ${exitCode}`
-  return new OpsError('command_failed', `${command.argv[0]} failed: ${detail}`)
+  return new CommandFailed(command, `${command.argv[0]} failed: ${detail}`)
 }
 
 function lastLines(text: string, count: number): string {

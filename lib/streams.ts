@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
+import { createGunzip } from 'node:zlib'
 
 /** Passes bytes through unchanged and remembers their sha256. */
 export class Sha256Stream extends Transform {
@@ -35,5 +36,47 @@ export class CopyTagCollector extends Writable {
   private take(line: string): void {
     const match = /^COPY (\d+)$/.exec(line.trim())
     if (match) this.counts.push(Number(match[1]))
+  }
+}
+
+/**
+ * Passes gzip bytes through unchanged while inflating a copy of them: at the end, `bytes` is the
+ * size of what they decompress to. A corrupt stream, a bad CRC or a cut-off end is an error, so a
+ * file written through it was proven readable without reading it back.
+ */
+export class GunzipCheck extends Transform {
+  bytes = 0
+  private readonly inflater = createGunzip({ chunkSize: 1 << 20 })
+  private failure: Error | null = null
+  /** the callback of the chunk the inflater holds: an inflater that fails may never call back */
+  private waiting: (() => void) | null = null
+
+  constructor() {
+    super()
+    this.inflater.on('data', (chunk: Buffer) => void (this.bytes += chunk.length))
+    this.inflater.on('error', (error) => {
+      this.failure ??= error
+      this.release()
+    })
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, done: TransformCallback): void {
+    if (this.failure) return done(this.failure)
+    // Call back once the inflater has taken the chunk: its pace is the pace of the pipeline.
+    this.waiting = () => (this.failure ? done(this.failure) : done(null, chunk))
+    this.inflater.write(chunk, () => this.release())
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.failure) return done(this.failure)
+    this.waiting = () => done(this.failure)
+    this.inflater.once('end', () => this.release())
+    this.inflater.end()
+  }
+
+  private release(): void {
+    const waiting = this.waiting
+    this.waiting = null
+    waiting?.()
   }
 }

@@ -173,7 +173,7 @@ describe('deploy', () => {
     await new Promise((r) => setTimeout(r, 1000))
     expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.0.0', status: 'in_progress' })
     const next = await deploy(['v1.1.0', '--force'])
-    expect(next.code).toBe(0)
+    expect(next.code, next.stderr).toBe(0)
     expect(next.stderr).toMatch(/An earlier deploy of v1.0.0 .* was interrupted; marking it failed/)
     expect(events().find((e) => e.artifact_id === 'v1.0.0' && String(e.error_message).includes('interrupted'))).toBeTruthy()
     expect(await runningVersion()).toBe('v1.1.0')

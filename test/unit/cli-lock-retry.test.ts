@@ -1,10 +1,11 @@
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { helpText, parseCli, type CliSpec } from '../../lib/cli.ts'
 import { OpsError } from '../../lib/errors.ts'
-import { acquireLock } from '../../lib/lock.ts'
+import { acquireLock, processAlive } from '../../lib/lock.ts'
 import { retry } from '../../lib/retry.ts'
 
 const spec: CliSpec = {
@@ -34,6 +35,20 @@ describe('lock', () => {
     const second = await acquireLock(file, { command: 'deploy v1.3.0', waitMs: 0, staleAfterMs: 60_000 })
     expect(JSON.parse(fs.readFileSync(file, 'utf8')).command).toBe('deploy v1.3.0')
     second.release()
+  })
+
+  it('a holder that was killed but never reaped (a zombie) counts as gone', async () => {
+    // `sleep 0.1` exits while its parent, exec'd into `sleep 5`, never waits for it.
+    const parent = spawn('bash', ['-c', 'sleep 0.1 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    const zombie = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (d: Buffer) => resolve(d.toString()))))
+    try {
+      await new Promise((r) => setTimeout(r, 500))
+      expect(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/\) Z /)
+      expect(processAlive(zombie)).toBe(false)
+      expect(processAlive(parent.pid!)).toBe(true)
+    } finally {
+      parent.kill('SIGKILL')
+    }
   })
 })
 
