@@ -23,17 +23,29 @@ export class DumpInspector extends Transform {
   private pending: Buffer = Buffer.alloc(0)
   private tail = ''
   private bytes = 0
+  /** the whole stream went past, not only the part before a failure downstream */
+  ended = false
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length
-    this.scan(chunk)
-    this.tail = (this.tail + chunk.subarray(Math.max(0, chunk.length - 512)).toString('latin1')).slice(-512)
+    this.observe(chunk)
     done(null, chunk)
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.pending.length > 0) this.line(this.pending)
+    this.observeEnd()
     done()
+  }
+
+  /** For a caller that holds the plain dump without streaming it anywhere (see GunzipCheck). */
+  observe(chunk: Buffer): void {
+    this.bytes += chunk.length
+    this.scan(chunk)
+    this.tail = (this.tail + chunk.subarray(Math.max(0, chunk.length - 512)).toString('latin1')).slice(-512)
+  }
+
+  observeEnd(): void {
+    if (this.pending.length > 0) this.line(this.pending)
+    this.ended = true
   }
 
   facts(): DumpFacts {

@@ -11,21 +11,29 @@ async function hasPigz(): Promise<boolean> {
 }
 
 export const GZIP_LEVEL = 6
+/** for a copy that exists to undo one operation: four times faster than level 6, about 7% larger */
+export const FAST_GZIP_LEVEL = 1
 
-export function compressCommand(usePigz: boolean): Command {
+export function compressCommand(usePigz: boolean, level = GZIP_LEVEL): Command {
   return usePigz
-    ? { argv: ['pigz', `-${GZIP_LEVEL}`, '--processes', String(os.availableParallelism()), '--stdout'] }
-    : { argv: ['gzip', `-${GZIP_LEVEL}`, '--stdout'] }
+    ? { argv: ['pigz', `-${level}`, '--processes', String(os.availableParallelism()), '--stdout'] }
+    : { argv: ['gzip', `-${level}`, '--stdout'] }
 }
 
 export function decompressCommand(usePigz: boolean): Command {
   return { argv: [usePigz ? 'pigz' : 'gzip', '--decompress', '--stdout'] }
 }
 
-export async function compressor(): Promise<Command> {
-  return compressCommand(await hasPigz())
+export async function compressor(level = GZIP_LEVEL): Promise<Command> {
+  return compressCommand(await hasPigz(), level)
 }
 
 export async function decompressor(): Promise<Command> {
   return decompressCommand(await hasPigz())
+}
+
+/** Decompresses `file` itself: joined to the next command by a kernel pipe, no byte passes through node. */
+export async function fileDecompressor(file: string): Promise<Command> {
+  const command = decompressCommand(await hasPigz())
+  return { ...command, argv: [...command.argv, '--', file] }
 }

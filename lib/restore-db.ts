@@ -1,17 +1,17 @@
+import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { diffCounts } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from './compose.ts'
 import type { Context } from './context.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from './errors.ts'
 import { fileStamp, formatCount } from './format.ts'
-import { decompressor } from './gzip.ts'
+import { fileDecompressor } from './gzip.ts'
 import { log } from './log.ts'
 import { onInterrupt } from './main.ts'
 import { psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from './postgres.ts'
-import { capture, isDryRun, run, runStages, tryRun } from './runner.ts'
-import { CopyTagCollector } from './streams.ts'
+import { CommandFailed, capture, isDryRun, run, runStages, tryRun } from './runner.ts'
+import { CopyTagCollector, sha256OfFile } from './streams.ts'
 
 // Restoring never touches the live database until a full copy has been restored beside it and
 // checked; then the two are swapped by renaming, in one transaction.
@@ -56,48 +56,58 @@ export async function dropDatabase(db: Db, name: string): Promise<void> {
 export interface Restored {
   facts: DumpFacts
   copyTags: number[]
-}
-
-/** gunzip < file | (count rows) | psql -v ON_ERROR_STOP=1 scratch, streamed. */
-export async function restoreInto(db: Db, database: string, file: string): Promise<Restored> {
-  const inspector = new DumpInspector()
-  const tags = new CopyTagCollector()
-  try {
-    await runStages([{ readFrom: file }, await decompressor(), inspector, psqlRestore(db, database), tags], db.timeoutMs)
-  } catch (error) {
-    throw new OpsError('restore_failed', `Restoring ${file} failed: ${messageOf(error)}`, { cause: error })
-  }
-  return { facts: inspector.facts(), copyTags: tags.counts }
+  sha256: string
 }
 
 /**
- * Proves the copy holds every row: the dump is complete, the server's COPY tags equal the rows in
- * the stream, those equal the counts recorded at backup time, and the key tables exist with an
- * exact count. Returns the contract's summary, "15,432 users, 2,341 businesses".
+ * gunzip file | [count rows] | psql -v ON_ERROR_STOP=1 scratch | (COPY tags), streamed, the file
+ * verified on the way in. A file the index records is hashed alongside (a matching sha256 makes it
+ * the file whose rows and trailer were checked when it was made), so gunzip feeds psql through a
+ * kernel pipe; any other file has its rows counted and its trailer found in the stream. A file that
+ * does not decompress is `verify_failed`; its partial load stays in the scratch database, which the
+ * caller drops.
  */
-export async function verifyRestored(db: Db, database: string, restored: Restored, recorded: Record<string, number> | null, keyTables: string[]): Promise<string> {
-  if (isDryRun()) return '(dry run)'
-  const { facts, copyTags } = restored
-  if (!facts.complete) throw new OpsError('restore_failed', 'The dump ended without its completion trailer; the restored copy is incomplete')
-  const streamed = Object.values(facts.rowCounts)
-  if (copyTags.length !== streamed.length || copyTags.some((n, i) => n !== streamed[i])) {
-    throw new OpsError('restore_failed', `The server stored different row counts than the dump holds (COPY tags ${copyTags.join(',')} vs ${streamed.join(',')})`)
+export async function restoreInto(db: Db, database: string, source: Source): Promise<Restored> {
+  const inspector = source.record ? null : new DumpInspector()
+  const tags = new CopyTagCollector()
+  const gunzip = await fileDecompressor(source.file)
+  const hashing = source.record && !isDryRun() ? sha256OfFile(source.file) : Promise.resolve('')
+  try {
+    await runStages([gunzip, ...(inspector ? [inspector] : []), psqlRestore(db, database), tags], db.timeoutMs)
+  } catch (error) {
+    await hashing.catch(() => undefined)
+    if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
+    // psql also fails on a dump cut off mid-statement; that the whole file was read without its
+    // trailer is the real story.
+    if (inspector?.ended && !inspector.facts().complete) throw incomplete(source.file)
+    throw new OpsError('restore_failed', `Restoring ${source.file} failed: ${messageOf(error)}`, { cause: error })
   }
-  if (recorded) {
-    const diff = diffCounts(recorded, facts.rowCounts)
-    if (diff) throw new OpsError('restore_failed', `Restored rows differ from the backup record: ${diff}`)
-  }
-  const shown = tablesToShow(facts.rowCounts, keyTables)
-  const parts: string[] = []
-  for (const table of shown) {
-    const counted = Number(await capture(psqlQuery(db, database, `SELECT count(*)::bigint FROM ${table}`, { mutates: false })))
-    if (counted !== facts.rowCounts[table]) throw new OpsError('restore_failed', `Table ${table} has ${counted} rows after the restore, the dump held ${facts.rowCounts[table]}`)
-    parts.push(`${formatCount(counted)} ${table.replace(/^public\./, '')}`)
-  }
-  return parts.join(', ') || 'no tables with data'
+  const facts = inspector?.facts() ?? { rowCounts: source.record!.row_counts, pgDumpVersion: source.record!.pg_dump_version, complete: true, bytes: 0 }
+  return { facts, copyTags: tags.counts, sha256: await hashing }
 }
 
-/** KEY_TABLES (each must exist), or else the two largest tables. */
+/**
+ * Proves the copy holds every row: the file is the one recorded (sha256) or else the dump is
+ * complete, the server's COPY tags equal the rows recorded at backup time (or counted in the
+ * stream), and the tables shown exist in the copy. Returns the contract's summary, "15,432 users,
+ * 2,341 businesses", counted by the server as it stored them.
+ */
+export async function verifyRestored(db: Db, database: string, source: Source, restored: Restored, keyTables: string[]): Promise<string> {
+  if (isDryRun()) return '(dry run)'
+  const { facts, copyTags, sha256 } = restored
+  const recorded = source.record
+  if (recorded && recorded.sha256 !== sha256) throw new OpsError('verify_failed', `Backup ${source.file} does not match its recorded checksum (sha256 ${sha256.slice(0, 12)}…, expected ${recorded.sha256.slice(0, 12)}…)`)
+  if (!facts.complete) throw incomplete(source.file)
+  const streamed = Object.values(facts.rowCounts)
+  if (copyTags.length !== streamed.length || copyTags.some((n, i) => n !== streamed[i])) {
+    throw new OpsError('restore_failed', `The server stored different row counts than the backup holds (COPY tags ${copyTags.join(',')} vs ${streamed.join(',')})`)
+  }
+  const shown = tablesToShow(facts.rowCounts, keyTables)
+  await requireTables(db, database, shown)
+  return shown.map((table) => `${formatCount(facts.rowCounts[table]!)} ${table.replace(/^public\./, '')}`).join(', ') || 'no tables with data'
+}
+
+/** KEY_TABLES (each must be in the dump), or else the two largest tables. */
 function tablesToShow(counts: Record<string, number>, keyTables: string[]): string[] {
   if (keyTables.length === 0) {
     return Object.entries(counts)
@@ -111,6 +121,18 @@ function tablesToShow(counts: Record<string, number>, keyTables: string[]): stri
     if (!found) throw new OpsError('restore_failed', `Key table "${wanted}" is not in the backup`)
     return found
   })
+}
+
+function incomplete(file: string): OpsError {
+  return new OpsError('verify_failed', `Backup ${file} is incomplete: the dump has no completion trailer (truncated?)`)
+}
+
+async function requireTables(db: Db, database: string, tables: string[]): Promise<void> {
+  if (tables.length === 0) return
+  const probes = tables.map((t) => `to_regclass(${quoteLiteral(t)}) IS NOT NULL`).join(', ')
+  const found = (await capture(psqlQuery(db, database, `SELECT ${probes}`, { mutates: false }))).split('|')
+  const missing = tables.filter((_, i) => found[i] !== 't')
+  if (missing.length) throw new OpsError('restore_failed', `Tables missing from the restored copy: ${missing.join(', ')}`)
 }
 
 /**
@@ -142,6 +164,33 @@ export interface Source {
   record: BackupRecord | null
 }
 
+/**
+ * The checks that cost nothing, before anything is touched: the file is readable, starts like gzip
+ * and has the size recorded for it. The full proof (checksum, every byte decompresses, the dump's
+ * trailer) comes as it streams into the scratch database.
+ */
+export function checkSourceLooksIntact(source: Source): void {
+  if (isDryRun()) return
+  const { file, record } = source
+  const head = Buffer.alloc(2)
+  let size: number
+  try {
+    const fd = fs.openSync(file, 'r')
+    try {
+      size = fs.fstatSync(fd).size
+      fs.readSync(fd, head, 0, 2, 0)
+    } finally {
+      fs.closeSync(fd)
+    }
+  } catch (error) {
+    throw new OpsError('not_found', `Backup file not found or not readable: ${file} (${messageOf(error)})`)
+  }
+  if (head[0] !== 0x1f || head[1] !== 0x8b) throw new OpsError('verify_failed', `Backup ${file} is corrupted or not a backup: it is not gzip`)
+  if (record && record.file_size_bytes !== size) {
+    throw new OpsError('verify_failed', `Backup ${file} does not match its record: ${size} bytes on disk, ${record.file_size_bytes} when it was made`)
+  }
+}
+
 export async function restoreScratchCopy(ctx: Context, source: Source): Promise<string> {
   const scratch = scratchName(ctx.db.database)
   log.info('Creating fresh database')
@@ -149,10 +198,10 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
   const forget = onInterrupt(() => dropDatabase(ctx.db, scratch))
   try {
     log.info('Restoring from backup')
-    const restored = await restoreInto(ctx.db, scratch, source.file)
+    const restored = await restoreInto(ctx.db, scratch, source)
     log.info('Restoration complete')
     log.info('Verifying restored data')
-    const summary = await verifyRestored(ctx.db, scratch, restored, source.record?.row_counts ?? null, ctx.cfg.KEY_TABLES)
+    const summary = await verifyRestored(ctx.db, scratch, source, restored, ctx.cfg.KEY_TABLES)
     log.info(`Verification successful: ${summary}`)
     return scratch
   } catch (error) {
@@ -164,8 +213,12 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
   }
 }
 
-/** Stops `services`, swaps the verified copy in, drops the old database; on failure starts them again. */
-export async function swapScratchIn(ctx: Context, scratch: string, services: string[]): Promise<void> {
+/**
+ * Stops `services`, swaps the verified copy in; on failure starts them again. The previous database
+ * is dropped, or with `keepPrevious` left renamed aside and its name returned (null when there was
+ * none), for the caller to back up first.
+ */
+export async function swapScratchIn(ctx: Context, scratch: string, services: string[], opts: { keepPrevious?: boolean } = {}): Promise<string | null> {
   if (services.length) {
     log.info('Stopping application services')
     await run(composeStop(ctx.compose!, services))
@@ -179,6 +232,9 @@ export async function swapScratchIn(ctx: Context, scratch: string, services: str
     if (services.length) await run(composeStart(ctx.compose!, services)).catch(() => undefined)
     throw error
   }
-  if (aside) await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+  if (aside && !opts.keepPrevious) {
+    await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+    return null
+  }
+  return aside
 }
-

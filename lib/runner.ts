@@ -59,6 +59,9 @@ export async function tryRun(command: Command): Promise<RunResult> {
     cwd: command.cwd,
     env: { ...process.env, ...command.env },
     input: command.input,
+    // zx runs the command through bash; bash whose stdin is a socket (node's default pipe) and with
+    // no SHLVL, as under systemd, takes itself for an ssh session and reads ~/.bashrc every time.
+    stdio: [command.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     timeout: command.timeoutMs,
     nothrow: true,
     quiet: true,
@@ -133,26 +136,40 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   }
   log.debug(`$ ${describeStages(stages)}`)
   const children: { command: Command; child: ChildProcess; stderr: string[] }[] = []
-  const streams: (Readable | Writable | Duplex)[] = stages.map((stage, i) => {
-    if ('readFrom' in stage) return fs.createReadStream(stage.readFrom, { highWaterMark: 1 << 20 })
-    if ('writeTo' in stage) return fs.createWriteStream(stage.writeTo, { flags: 'wx', mode: 0o600 })
-    if (!isCommand(stage)) return stage
-    // The first command reads nothing and the last writes nothing: an unused pipe end that is never
-    // closed makes a child that exits with output still buffered look like a premature close.
-    const first = i === 0
-    const last = i === stages.length - 1
-    const child = spawn(stage.argv[0]!, stage.argv.slice(1), {
-      cwd: stage.cwd,
-      env: { ...process.env, ...stage.env },
-      stdio: [first ? 'ignore' : 'pipe', last ? 'ignore' : 'pipe', 'pipe'],
-    })
+  const spawnChild = (command: Command, stdin: 'ignore' | 'pipe' | Readable, stdout: 'ignore' | 'pipe'): ChildProcess => {
+    const child = spawn(command.argv[0]!, command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, stdio: [stdin, stdout, 'pipe'] })
     const stderr: string[] = []
     child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
-    children.push({ command: stage, child, stderr })
-    if (first) return child.stdout!
-    if (last) return child.stdin!
-    return Duplex.from({ writable: child.stdin!, readable: child.stdout! })
-  })
+    children.push({ command, child, stderr })
+    return child
+  }
+  const streams: (Readable | Writable | Duplex)[] = []
+  for (let i = 0; i < stages.length; i++) {
+    const stage = stages[i]!
+    if ('readFrom' in stage) streams.push(fs.createReadStream(stage.readFrom, { highWaterMark: 1 << 20 }))
+    else if ('writeTo' in stage) streams.push(fs.createWriteStream(stage.writeTo, { flags: 'wx', mode: 0o600 }))
+    else if (!isCommand(stage)) streams.push(stage)
+    else {
+      // Adjacent commands are joined by a kernel pipe, as a shell joins them: their bytes never pass
+      // through node. The first command reads nothing and the last writes nothing: an unused pipe
+      // end that is never closed makes a child that exits with output still buffered look like a
+      // premature close.
+      let end = i
+      while (end + 1 < stages.length && isCommand(stages[end + 1]!)) end++
+      const first = i === 0
+      const last = end === stages.length - 1
+      const head = spawnChild(stage, first ? 'ignore' : 'pipe', i === end && last ? 'ignore' : 'pipe')
+      let tail = head
+      for (let k = i + 1; k <= end; k++) {
+        const upstream = tail
+        tail = spawnChild(stages[k] as Command, upstream.stdout!, k === end && last ? 'ignore' : 'pipe')
+        // The parent's copy of the read end must go, or a writer never sees its reader die (EPIPE).
+        upstream.stdout!.destroy()
+      }
+      if (!first || !last) streams.push(first ? tail.stdout! : last ? head.stdin! : Duplex.from({ writable: head.stdin!, readable: tail.stdout! }))
+      i = end
+    }
+  }
   const exits = children.map(({ child }) => exitOf(child))
   let timedOut = false
   const timer = setTimeout(() => {
@@ -160,7 +177,7 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     for (const { child } of children) child.kill('SIGTERM')
   }, timeoutMs)
   try {
-    const flowing = pipeline(streams as [Readable, ...Writable[]])
+    const flowing = streams.length ? pipeline(streams as [Readable, ...Writable[]]) : Promise.resolve()
     // A child that dies early (psql on ON_ERROR_STOP) breaks the pipe; its stderr is the real story.
     const streamError = await flowing.then(() => null, (error: unknown) => error as Error)
     if (streamError) for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM')

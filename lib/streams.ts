@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto'
+import fs from 'node:fs'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
+import type { DumpInspector } from './dump-inspector.ts'
 
 /** Passes bytes through unchanged and remembers their sha256. */
 export class Sha256Stream extends Transform {
@@ -12,6 +15,13 @@ export class Sha256Stream extends Transform {
   digest(): string {
     return this.hash.digest('hex')
   }
+}
+
+/** The sha256 of a file, read on its own (in parallel with whatever else reads it). */
+export async function sha256OfFile(file: string): Promise<string> {
+  const hasher = new Sha256Stream()
+  await pipeline(fs.createReadStream(file), hasher, discard())
+  return hasher.digest()
 }
 
 /** The end of a pipeline whose output only matters for what was seen on the way. */
@@ -40,20 +50,20 @@ export class CopyTagCollector extends Writable {
 }
 
 /**
- * Passes gzip bytes through unchanged while inflating a copy of them: at the end, `bytes` is the
- * size of what they decompress to. A corrupt stream, a bad CRC or a cut-off end is an error, so a
- * file written through it was proven readable without reading it back.
+ * Passes gzip bytes through unchanged while inflating a copy of them into `inspector`: a file
+ * written through it was proven to decompress, and what it decompresses to was inspected (rows,
+ * trailer), without reading it back. A corrupt stream, a bad CRC or a cut-off end is an error.
  */
 export class GunzipCheck extends Transform {
-  bytes = 0
-  private readonly inflater = createGunzip({ chunkSize: 1 << 20 })
+  private readonly inflater = createGunzip({ chunkSize: 1 << 16 })
   private failure: Error | null = null
   /** the callback of the chunk the inflater holds: an inflater that fails may never call back */
   private waiting: (() => void) | null = null
 
-  constructor() {
+  constructor(readonly inspector: DumpInspector) {
     super()
-    this.inflater.on('data', (chunk: Buffer) => void (this.bytes += chunk.length))
+    this.inflater.on('data', (chunk: Buffer) => inspector.observe(chunk))
+    this.inflater.on('end', () => inspector.observeEnd())
     this.inflater.on('error', (error) => {
       this.failure ??= error
       this.release()

@@ -2,18 +2,21 @@
 // (contract: restore.sh). restore --drill [id]: the same proof on a scratch copy, live untouched.
 import fs from 'node:fs'
 import path from 'node:path'
-import { createBackup, verifyBackupFile } from '../lib/backup.ts'
+import { createBackup } from '../lib/backup.ts'
 import { BACKUP_ID, findBackup, readIndex, updateIndex } from '../lib/backup-index.ts'
 import { flag, type CliSpec } from '../lib/cli.ts'
 import { composeStart } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, type Context } from '../lib/context.ts'
+import { requireFreeDisk } from '../lib/disk.ts'
+import { FAST_GZIP_LEVEL } from '../lib/gzip.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
 import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
-import { checkConnection, checkRestorePrivileges, databaseExists, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
+import { onInterrupt, runMain } from '../lib/main.ts'
+import { quoteIdent } from '../lib/postgres.ts'
+import { checkConnection, checkRestorePrivileges, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
 import { isDryRun, run } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -39,9 +42,13 @@ const spec: CliSpec = {
     ['DB_MODE, DATABASE_URL', 'as for backup'],
   ],
   notes: [
-    'Order: verify the file, check the connection, confirm, take a safety backup, restore into a fresh',
-    'scratch database, prove every row arrived, stop APP_SERVICES, swap the scratch copy in by rename,',
-    'drop the old database, restart APP_SERVICES and wait for them to be healthy.',
+    'Order: check the file (readable, gzip, recorded size), check the connection, confirm, restore into',
+    'a fresh scratch database while verifying the file on the way in (sha256, gzip, completion trailer),',
+    'prove every row arrived, stop APP_SERVICES, swap the scratch copy in by rename, restart',
+    'APP_SERVICES and wait for them to be healthy. The previous database, renamed aside at the swap, is',
+    'then dumped as the safety backup (gzip level 1, recorded in the index with its reason) and dropped:',
+    'it holds every write up to the swap, and taking it does not keep the services down. Should it fail,',
+    'the previous database is kept under its aside name and the log says so.',
   ],
   examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore --drill'],
 }
@@ -53,14 +60,19 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   log.info('Starting database restore')
   const source = resolveSource(ctx, cli.positionals[0])
   log.info(`Backup file: ${source.file}`)
-  await verifyIntegrity(source)
+  verifyIntegrity(source)
   await checkConnection(ctx.db)
   await checkRestorePrivileges(ctx.db, ctx.db.database)
+  requireRoomForSafetyBackup(ctx)
   await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
-  await takeSafetyBackup(ctx, source)
   const scratch = await restoreScratchCopy(ctx, source)
-  await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
-  await restartServices(ctx)
+  const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES, { keepPrevious: true })
+  try {
+    await restartServices(ctx)
+  } finally {
+    // Also when the services fail: the previous data is backed up before its database is dropped.
+    await backUpPreviousDatabase(ctx, previous, source)
+  }
   log.info('Restore successful')
 })
 
@@ -83,20 +95,40 @@ function resolveSource(ctx: Context, arg: string): Source {
   return { file, record }
 }
 
-async function verifyIntegrity(source: Source): Promise<void> {
+function verifyIntegrity(source: Source): void {
   log.info('Verifying backup integrity')
-  const expected = source.record ? { sha256: source.record.sha256, rowCounts: source.record.row_counts } : {}
-  await verifyBackupFile(source.file, expected)
+  checkSourceLooksIntact(source)
 }
 
-async function takeSafetyBackup(ctx: Context, source: Source): Promise<void> {
-  if (!isDryRun() && !(await databaseExists(ctx.db, ctx.db.database))) {
-    log.warn(`Database ${ctx.db.database} does not exist yet; no safety backup needed`)
+/** The safety backup comes after the swap; a disk too full for it stops the restore before, not after. */
+function requireRoomForSafetyBackup(ctx: Context): void {
+  if (isDryRun() || !fs.existsSync(ctx.cfg.BACKUP_DIR)) return
+  requireFreeDisk(ctx.cfg.BACKUP_DIR, ctx.cfg.MIN_FREE_DISK_MB)
+}
+
+/**
+ * Dumps the database the restore replaced (renamed aside, so exactly as it was at the swap) into an
+ * indexed safety backup, then drops it. If the dump fails, the database stays, and the log says where.
+ */
+async function backUpPreviousDatabase(ctx: Context, aside: string | null, source: Source): Promise<void> {
+  if (!aside) {
+    log.info(`Database ${ctx.db.database} did not exist before; no safety backup needed`)
     return
   }
-  log.info('Creating safety backup')
-  const record = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: null, reason: `safety backup before restoring ${path.basename(source.file)}` })
-  log.info(`Safety backup: ${record.backup_id}`)
+  log.info(`Creating safety backup of the previous database (renamed ${aside})`)
+  const forget = onInterrupt(() => log.warn(`Interrupted: the previous database is kept as ${aside}`))
+  try {
+    const reason = `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}`
+    const record = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: null, reason, fromDatabase: aside, level: FAST_GZIP_LEVEL })
+    log.info(`Safety backup: ${record.backup_id}`)
+  } catch (error) {
+    log.warn(`The safety backup failed: ${messageOf(error)}`)
+    log.warn(`The previous database is kept as ${aside}; drop it once it is no longer needed: DROP DATABASE ${quoteIdent(aside)}`)
+    return
+  } finally {
+    forget()
+  }
+  await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
 }
 
 async function restartServices(ctx: Context): Promise<void> {
@@ -127,7 +159,7 @@ async function drill(ctx: Context, id: string | undefined): Promise<void> {
   let outcome: 'passed' | 'failed' = 'failed'
   let detail = ''
   try {
-    await verifyIntegrity({ file: record.file_path, record })
+    verifyIntegrity({ file: record.file_path, record })
     await checkConnection(ctx.db)
     const scratch = await restoreScratchCopy(ctx, { file: record.file_path, record })
     await dropDatabase(ctx.db, scratch)

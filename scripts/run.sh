@@ -11,4 +11,6 @@ fi
 script="$1"
 shift
 # node with tsx's loader, not the tsx launcher: one process less (about 40 MB) for every run.
-exec node --import "$root/node_modules/tsx/dist/loader.mjs" "$root/scripts/$script.ts" "$@"
+# A 1 MB young generation collects the pipe buffers of a streamed dump soon after they are used:
+# about 25 MB less at the peak of a backup, for no measurable CPU.
+exec node --max-semi-space-size=1 --import "$root/node_modules/tsx/dist/loader.mjs" "$root/scripts/$script.ts" "$@"

@@ -84,13 +84,21 @@ describe('backup then restore', () => {
     expect(all).not.toContain(ADMIN_PASSWORD)
   })
 
-  it('records the safety backup it takes before replacing the live database', async () => {
+  it('backs up the database it replaced, as it was at the swap, as an indexed safety backup', async () => {
     const first = JSON.parse((await runScript('backup', ['--json'], env)).stdout)
+    await cluster.query(`INSERT INTO users (name) VALUES ('written after the backup')`, 'shop')
+    const replaced = await tableChecksums(cluster, 'shop')
     const restore = await runScript('restore', [first.file_path, '--yes'], env)
-    expect(restore.code).toBe(0)
-    const safety = index().backups.find((b) => b.reason)
-    expect(safety).toMatchObject({ backup_type: 'manual', verified: true })
-    expect(String(safety!.reason)).toContain(path.basename(first.file_path))
+    expect(restore.code, restore.stderr).toBe(0)
+    const safety = index().backups.find((b) => b.reason)!
+    expect(safety).toMatchObject({ backup_type: 'manual', verified: true, database_name: 'shop' })
+    expect(String(safety.reason)).toContain(path.basename(first.file_path))
+    expect(path.basename(String(safety.file_path))).toMatch(/^shop_\d{8}_\d{6}/)
+    expect(await cluster.query(`SELECT datname FROM pg_database WHERE datname LIKE '%restore%'`)).toEqual([])
+    // Restoring the safety backup brings back the row written after the first backup.
+    const back = await runScript('restore', [String(safety.backup_id), '--yes'], env)
+    expect(back.code, back.stderr).toBe(0)
+    expect(await tableChecksums(cluster, 'shop')).toEqual(replaced)
   })
 
   it('serializes two concurrent backups and indexes both', async () => {

@@ -77,10 +77,20 @@ describe('restore refuses bad backups before changing anything', () => {
   })
 
   it('an indexed backup changed on disk fails its checksum: restore exits 2, --verify exits 2 and marks it', async () => {
+    const original = fs.readFileSync(goodBackup.file_path)
+    const before = await snapshot()
     fs.appendFileSync(goodBackup.file_path, zlib.gzipSync('SELECT 1;\n'))
+    const grown = await runScript('restore', [goodBackup.backup_id, '--yes'], env)
+    expect(grown.code).toBe(2)
+    expect(grown.stderr).toMatch(/does not match its record: \d+ bytes on disk/)
+    // Same size, still valid gzip (the header's timestamp changed): only the checksum can tell.
+    const retouched = Buffer.from(original)
+    retouched[4]! ^= 0xff
+    fs.writeFileSync(goodBackup.file_path, retouched)
     const result = await runScript('restore', [goodBackup.backup_id, '--yes'], env)
     expect(result.code).toBe(2)
     expect(result.stderr).toMatch(/checksum/)
+    expect(await snapshot()).toEqual(before)
     const verify = await runScript('backup', ['--verify', goodBackup.backup_id], env)
     expect(verify.code).toBe(2)
     const index = JSON.parse(fs.readFileSync(path.join(env.BACKUP_DIR!, 'backup_index.json'), 'utf8'))
@@ -212,6 +222,9 @@ describe('the command line', () => {
     const restore = await runScript('restore', [goodBackup.backup_id, '--dry-run', '--yes'], env)
     expect(restore.code).toBe(0)
     expect(restore.stdout).toMatch(/\[dry-run\] .*ALTER DATABASE/)
+    // The safety backup: the replaced database, renamed aside, dumped at gzip level 1.
+    expect(restore.stdout).toMatch(/\[dry-run\] pg_dump .*--dbname shop_pre_restore_\d{8}_\d{6} \| (pigz|gzip) -1/)
+    expect(restore.stderr).toBe('')
     expect(await snapshot()).toEqual(before)
   })
 

@@ -3,29 +3,40 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
+import { DumpInspector, type DumpFacts } from '../../lib/dump-inspector.ts'
 import { GunzipCheck } from '../../lib/streams.ts'
 
-// Random hex compresses about 2:1, like a real dump, and is large enough for several chunks.
-const PLAIN = Buffer.from(randomBytes(3 << 20).toString('hex'))
+// A dump of random hex rows: it compresses about 2:1, like a real one, and spans many chunks.
+const ROWS = 40_000
+const PLAIN = Buffer.from(
+  [
+    '-- Dumped by pg_dump version 15.20',
+    'COPY public.messages (id, body) FROM stdin;',
+    ...Array.from({ length: ROWS }, (_, i) => `${i}\t${randomBytes(40).toString('hex')}`),
+    '\\.',
+    '-- PostgreSQL database dump complete',
+    '',
+  ].join('\n'),
+)
 const GZIPPED = gzipSync(PLAIN)
 
-/** Streams `bytes` through a GunzipCheck in `size`-byte chunks; returns what came out and the count. */
-async function check(bytes: Buffer, size = 65536): Promise<{ out: Buffer; inflated: number }> {
+/** Streams `bytes` through a GunzipCheck in `size`-byte chunks; returns what came out and what was inspected. */
+async function check(bytes: Buffer, size = 65536): Promise<{ out: Buffer; facts: DumpFacts }> {
   const chunks: Buffer[] = []
   for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size))
-  const checker = new GunzipCheck()
+  const inspector = new DumpInspector()
   const out: Buffer[] = []
-  await pipeline(Readable.from(chunks), checker, async function* (source) {
+  await pipeline(Readable.from(chunks), new GunzipCheck(inspector), async function* (source) {
     for await (const chunk of source) out.push(chunk as Buffer)
   })
-  return { out: Buffer.concat(out), inflated: checker.bytes }
+  return { out: Buffer.concat(out), facts: inspector.facts() }
 }
 
 describe('GunzipCheck', () => {
-  it.each([997, 65536, 1 << 20])('passes gzip bytes through unchanged and counts what they inflate to (%i-byte chunks)', async (size) => {
-    const { out, inflated } = await check(GZIPPED, size)
+  it.each([997, 65536, 1 << 20])('passes gzip bytes through unchanged and inspects what they inflate to (%i-byte chunks)', async (size) => {
+    const { out, facts } = await check(GZIPPED, size)
     expect(out.equals(GZIPPED)).toBe(true)
-    expect(inflated).toBe(PLAIN.length)
+    expect(facts).toEqual({ rowCounts: { 'public.messages': ROWS }, pgDumpVersion: '15.20', complete: true, bytes: PLAIN.length })
   })
 
   it('fails on a stream cut short', async () => {
