@@ -135,14 +135,7 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     return
   }
   log.debug(`$ ${describeStages(stages)}`)
-  const children: { command: Command; child: ChildProcess; stderr: string[] }[] = []
-  const spawnChild = (command: Command, stdin: 'ignore' | 'pipe' | Readable, stdout: 'ignore' | 'pipe'): ChildProcess => {
-    const child = spawn(command.argv[0]!, command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, stdio: [stdin, stdout, 'pipe'] })
-    const stderr: string[] = []
-    child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
-    children.push({ command, child, stderr })
-    return child
-  }
+  const children: Child[] = []
   const streams: (Readable | Writable | Duplex)[] = []
   for (let i = 0; i < stages.length; i++) {
     const stage = stages[i]!
@@ -150,23 +143,10 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     else if ('writeTo' in stage) streams.push(fs.createWriteStream(stage.writeTo, { flags: 'wx', mode: 0o600 }))
     else if (!isCommand(stage)) streams.push(stage)
     else {
-      // Adjacent commands are joined by a kernel pipe, as a shell joins them: their bytes never pass
-      // through node. The first command reads nothing and the last writes nothing: an unused pipe
-      // end that is never closed makes a child that exits with output still buffered look like a
-      // premature close.
       let end = i
       while (end + 1 < stages.length && isCommand(stages[end + 1]!)) end++
-      const first = i === 0
-      const last = end === stages.length - 1
-      const head = spawnChild(stage, first ? 'ignore' : 'pipe', i === end && last ? 'ignore' : 'pipe')
-      let tail = head
-      for (let k = i + 1; k <= end; k++) {
-        const upstream = tail
-        tail = spawnChild(stages[k] as Command, upstream.stdout!, k === end && last ? 'ignore' : 'pipe')
-        // The parent's copy of the read end must go, or a writer never sees its reader die (EPIPE).
-        upstream.stdout!.destroy()
-      }
-      if (!first || !last) streams.push(first ? tail.stdout! : last ? head.stdin! : Duplex.from({ writable: head.stdin!, readable: tail.stdout! }))
+      const joined = spawnJoined(stages.slice(i, end + 1) as Command[], { input: i > 0, output: end < stages.length - 1 }, children)
+      if (joined) streams.push(joined)
       i = end
     }
   }
@@ -194,6 +174,38 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   } finally {
     clearTimeout(timer)
   }
+}
+
+interface Child {
+  command: Command
+  child: ChildProcess
+  stderr: string[]
+}
+
+/**
+ * Spawns adjacent commands joined by kernel pipes, as a shell joins them: their bytes never pass
+ * through node. Returns the stream node feeds or reads (null when neither). The first command reads
+ * nothing and the last writes nothing unless `input`/`output` say so: an unused pipe end that is
+ * never closed makes a child that exits with output still buffered look like a premature close.
+ */
+function spawnJoined(commands: Command[], io: { input: boolean; output: boolean }, children: Child[]): Readable | Writable | Duplex | null {
+  const spawned: ChildProcess[] = []
+  for (const [k, command] of commands.entries()) {
+    const upstream = spawned.at(-1)
+    const stdin = upstream ? upstream.stdout! : io.input ? 'pipe' : 'ignore'
+    const stdout = k < commands.length - 1 || io.output ? 'pipe' : 'ignore'
+    const child = spawn(command.argv[0]!, command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, stdio: [stdin, stdout, 'pipe'] })
+    // The parent's copy of the read end must go, or a writer never sees its reader die (EPIPE).
+    upstream?.stdout!.destroy()
+    const stderr: string[] = []
+    child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
+    children.push({ command, child, stderr })
+    spawned.push(child)
+  }
+  const head = spawned[0]!
+  const tail = spawned.at(-1)!
+  if (io.input && io.output) return Duplex.from({ writable: head.stdin!, readable: tail.stdout! })
+  return io.input ? head.stdin! : io.output ? tail.stdout! : null
 }
 
 function isSystemError(error: Error): boolean {
