@@ -60,7 +60,7 @@ export class GunzipCheck extends Transform {
   /** the callback of the chunk the inflater holds: an inflater that fails may never call back */
   private waiting: (() => void) | null = null
 
-  constructor(readonly inspector: DumpInspector) {
+  constructor(inspector: DumpInspector) {
     super()
     this.inflater.on('data', (chunk: Buffer) => inspector.observe(chunk))
     this.inflater.on('end', () => inspector.observeEnd())

@@ -1,6 +1,9 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { CommandFailed, runStages, type Command } from '../../lib/runner.ts'
+import { CommandFailed, run, runStages, type Command } from '../../lib/runner.ts'
 
 // Real processes: adjacent commands are joined by a kernel pipe, the way a shell joins them.
 class Collect extends Writable {
@@ -35,5 +38,20 @@ describe('runStages', () => {
     const error = await runStages([{ argv: ['yes'] }, reader, new Collect()], 20_000).catch((e: unknown) => e)
     // Not the timeout: `yes` got EPIPE because node kept no copy of the pipe's read end.
     expect(error).toBeInstanceOf(CommandFailed)
+  })
+})
+
+describe('run', () => {
+  // Under systemd SHLVL is unset; Debian's bash, started by zx with a socket as stdin, then takes
+  // itself for an ssh session and sources ~/.bashrc before every command (100 ms each, and side effects).
+  it('runs a command without sourcing ~/.bashrc, even with no SHLVL', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-home-'))
+    try {
+      fs.writeFileSync(path.join(home, '.bashrc'), 'touch "$HOME/bashrc-was-read"\n')
+      await run({ argv: ['true'], env: { HOME: home, SHLVL: '' } })
+      expect(fs.existsSync(path.join(home, 'bashrc-was-read'))).toBe(false)
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true })
+    }
   })
 })
