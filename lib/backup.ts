@@ -18,7 +18,7 @@ import { isDiskFull, requireFreeDisk } from './disk.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from './errors.ts'
 import { fileStamp, formatBytes, formatMb, isoSeconds } from './format.ts'
-import { compressor, decompressor } from './gzip.ts'
+import { compressor } from './gzip.ts'
 import { log } from './log.ts'
 import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from './postgres.ts'
 import { capture, isDryRun, runStages } from './runner.ts'
@@ -156,14 +156,14 @@ export async function verifyBackupFile(file: string, expected: Expected = {}): P
   const hasher = new Sha256Stream()
   const inspector = new DumpInspector()
   try {
-    await runStages([{ readFrom: file }, hasher, await decompressor(), inspector, discard()], 30 * 60_000)
+    await runStages([{ readFrom: file }, hasher, new GunzipCheck(inspector), discard()], 30 * 60_000)
   } catch (error) {
     throw new OpsError('verify_failed', `Backup ${file} is corrupted: ${messageOf(error)}`, { cause: error })
   }
   const facts = inspector.facts()
   const sha256 = hasher.digest()
-  if (!facts.complete) throw new OpsError('verify_failed', `Backup ${file} is incomplete: the dump has no completion trailer (truncated?)`)
-  if (expected.sha256 && expected.sha256 !== sha256) throw new OpsError('verify_failed', `Backup ${file} does not match its recorded checksum (sha256 ${sha256.slice(0, 12)}…, expected ${expected.sha256.slice(0, 12)}…)`)
+  if (!facts.complete) throw incompleteDump(file)
+  if (expected.sha256 && expected.sha256 !== sha256) throw checksumMismatch(file, sha256, expected.sha256)
   if (expected.rowCounts) {
     const diff = diffCounts(expected.rowCounts, facts.rowCounts)
     if (diff) throw new OpsError('verify_failed', `Backup ${file} rows differ from the record: ${diff}`)
@@ -171,7 +171,15 @@ export async function verifyBackupFile(file: string, expected: Expected = {}): P
   return { ...facts, sha256 }
 }
 
-export function diffCounts(expected: Record<string, number>, actual: Record<string, number>): string | null {
+export function incompleteDump(file: string): OpsError {
+  return new OpsError('verify_failed', `Backup ${file} is incomplete: the dump has no completion trailer (truncated?)`)
+}
+
+export function checksumMismatch(file: string, actual: string, expected: string): OpsError {
+  return new OpsError('verify_failed', `Backup ${file} does not match its recorded checksum (sha256 ${actual.slice(0, 12)}…, expected ${expected.slice(0, 12)}…)`)
+}
+
+function diffCounts(expected: Record<string, number>, actual: Record<string, number>): string | null {
   const tables = new Set([...Object.keys(expected), ...Object.keys(actual)])
   const diffs = [...tables]
     .filter((t) => expected[t] !== actual[t])

@@ -28,10 +28,6 @@ export async function compressor(level = GZIP_LEVEL): Promise<Command> {
   return compressCommand(await hasPigz(), level)
 }
 
-export async function decompressor(): Promise<Command> {
-  return decompressCommand(await hasPigz())
-}
-
 /** Decompresses `file` itself: joined to the next command by a kernel pipe, no byte passes through node. */
 export async function fileDecompressor(file: string): Promise<Command> {
   const command = decompressCommand(await hasPigz())

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { checksumMismatch, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from './compose.ts'
 import type { Context } from './context.ts'
@@ -79,7 +80,7 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
     if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
     // psql also fails on a dump cut off mid-statement; that the whole file was read without its
     // trailer is the real story.
-    if (inspector?.ended && !inspector.facts().complete) throw incomplete(source.file)
+    if (inspector?.ended && !inspector.facts().complete) throw incompleteDump(source.file)
     throw new OpsError('restore_failed', `Restoring ${source.file} failed: ${messageOf(error)}`, { cause: error })
   }
   const facts = inspector?.facts() ?? { rowCounts: source.record!.row_counts, pgDumpVersion: source.record!.pg_dump_version, complete: true, bytes: 0 }
@@ -96,8 +97,8 @@ export async function verifyRestored(db: Db, database: string, source: Source, r
   if (isDryRun()) return '(dry run)'
   const { facts, copyTags, sha256 } = restored
   const recorded = source.record
-  if (recorded && recorded.sha256 !== sha256) throw new OpsError('verify_failed', `Backup ${source.file} does not match its recorded checksum (sha256 ${sha256.slice(0, 12)}…, expected ${recorded.sha256.slice(0, 12)}…)`)
-  if (!facts.complete) throw incomplete(source.file)
+  if (recorded && recorded.sha256 !== sha256) throw checksumMismatch(source.file, sha256, recorded.sha256)
+  if (!facts.complete) throw incompleteDump(source.file)
   const streamed = Object.values(facts.rowCounts)
   if (copyTags.length !== streamed.length || copyTags.some((n, i) => n !== streamed[i])) {
     throw new OpsError('restore_failed', `The server stored different row counts than the backup holds (COPY tags ${copyTags.join(',')} vs ${streamed.join(',')})`)
@@ -121,10 +122,6 @@ function tablesToShow(counts: Record<string, number>, keyTables: string[]): stri
     if (!found) throw new OpsError('restore_failed', `Key table "${wanted}" is not in the backup`)
     return found
   })
-}
-
-function incomplete(file: string): OpsError {
-  return new OpsError('verify_failed', `Backup ${file} is incomplete: the dump has no completion trailer (truncated?)`)
 }
 
 async function requireTables(db: Db, database: string, tables: string[]): Promise<void> {
