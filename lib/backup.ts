@@ -44,8 +44,9 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
   const source = request.fromDatabase ? { ...db, database: request.fromDatabase } : db
   const lock = await lockBackups(cfg.BACKUP_DIR, `backup (${request.type})`)
   try {
-    readIndex(cfg.BACKUP_DIR) // a corrupt index stops us before the dump, not after it
-    const { id, file } = claimName(cfg.BACKUP_DIR, db.database, new Date())
+    // A corrupt index stops us before the dump, not after it.
+    const recorded = new Set(readIndex(cfg.BACKUP_DIR).backups.map((b) => b.backup_id))
+    const { id, file } = claimName(cfg.BACKUP_DIR, db.database, new Date(), recorded)
     log.info(`Creating backup: ${path.basename(file)}`)
     const partial = `${file}.partial`
     const written = await dumpCompressed(source, partial, request.level)
@@ -91,12 +92,15 @@ function ensureBackupDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
 }
 
-/** `<db>_<YYYYMMDD_HHMMSS>`; a second backup within the same second gets `_1`, never overwrites. */
-function claimName(dir: string, database: string, now: Date): { id: string; file: string } {
+/**
+ * `<db>_<YYYYMMDD_HHMMSS>`; a second backup within the same second gets `_1`, never overwrites. An
+ * id the index still holds is taken too, even when its file has gone: ids name one backup only.
+ */
+function claimName(dir: string, database: string, now: Date, recorded: Set<string>): { id: string; file: string } {
   for (let n = 0; n < 1000; n++) {
     const id = `${database}_${fileStamp(now)}${n ? `_${n}` : ''}`
     const file = path.join(dir, `${id}.sql.gz`)
-    if (!fs.existsSync(file) && !fs.existsSync(`${file}.partial`) && BACKUP_ID.test(id)) return { id, file }
+    if (!recorded.has(id) && !fs.existsSync(file) && !fs.existsSync(`${file}.partial`) && BACKUP_ID.test(id)) return { id, file }
   }
   throw new OpsError('dump_failed', `Cannot find a free backup file name in ${dir}`)
 }

@@ -101,6 +101,13 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`
 }
 
+/** An anonymous PL/pgSQL block, dollar-quoted with a tag its statements cannot contain. */
+export function doBlock(statements: string): string {
+  let tag = '$do$'
+  for (let n = 1; statements.includes(tag); n++) tag = `$do${n}$`
+  return `DO ${tag} BEGIN ${statements} END ${tag}`
+}
+
 export function quoteLiteral(value: string): string {
   return `'${value.replace(/'/g, "''")}'`
 }

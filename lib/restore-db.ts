@@ -10,7 +10,7 @@ import { fileStamp, formatCount } from './format.ts'
 import { fileDecompressor } from './gzip.ts'
 import { log } from './log.ts'
 import { onInterrupt } from './main.ts'
-import { psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from './postgres.ts'
+import { doBlock, psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from './postgres.ts'
 import { CommandFailed, capture, isDryRun, run, runStages, tryRun } from './runner.ts'
 import { CopyTagCollector, sha256OfFile } from './streams.ts'
 
@@ -24,26 +24,23 @@ function sql(db: Db, statement: string, opts: { mutates?: boolean } = {}) {
   return psqlQuery(db, db.maintenanceDb, statement, { mutates: opts.mutates ?? true, timeoutMs: 60_000 })
 }
 
-export async function checkConnection(db: Db): Promise<void> {
-  const result = await tryRun(sql(db, 'SELECT 1', { mutates: false })).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
+/**
+ * One round trip, before anything changes: the server answers (else `connection`, exit 3), and the
+ * role may create the scratch copy and, when it is to be swapped in, rename `live` (a managed
+ * database gives no superuser: say so now rather than halfway through).
+ */
+export async function checkRestoreAccess(db: Db, live: string | null): Promise<void> {
+  const result = await tryRun(
+    sql(db, `SELECT r.rolsuper OR r.rolcreatedb, COALESCE(r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), true)
+             FROM pg_roles r LEFT JOIN pg_database d ON d.datname = ${quoteLiteral(live ?? '')} WHERE r.rolname = current_user`, { mutates: false }),
+  ).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
   if (result.exitCode !== 0) {
     throw new OpsError('connection', `Database connection failed (${db.mode === 'url' ? `${db.host}:${db.port}` : 'compose service postgres'}): ${result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`}`)
   }
-}
-
-export async function databaseExists(db: Db, name: string): Promise<boolean> {
-  return (await capture(sql(db, `SELECT 1 FROM pg_database WHERE datname = ${quoteLiteral(name)}`, { mutates: false }))) === '1'
-}
-
-/** A managed database gives no superuser: say before anything changes that the role cannot do it. */
-export async function checkRestorePrivileges(db: Db, live: string): Promise<void> {
-  const row = await capture(
-    sql(db, `SELECT r.rolsuper OR r.rolcreatedb, COALESCE(r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), true)
-             FROM pg_roles r LEFT JOIN pg_database d ON d.datname = ${quoteLiteral(live)} WHERE r.rolname = current_user`, { mutates: false }),
-  )
-  const [canCreate, ownsLive] = row.split('|')
+  if (isDryRun()) return
+  const [canCreate, ownsLive] = result.stdout.trim().split('|')
   if (canCreate !== 't') throw new OpsError('restore_failed', `Role "${db.user}" cannot create databases (needs CREATEDB): a restore builds a fresh copy beside the live database first. Grant it with: ALTER ROLE ${quoteIdent(db.user)} CREATEDB`)
-  if (ownsLive !== 't') throw new OpsError('restore_failed', `Role "${db.user}" does not own database "${live}", so it cannot rename it during the swap`)
+  if (live && ownsLive !== 't') throw new OpsError('restore_failed', `Role "${db.user}" does not own database "${live}", so it cannot rename it during the swap`)
 }
 
 export async function createDatabase(db: Db, name: string): Promise<void> {
@@ -133,19 +130,19 @@ async function requireTables(db: Db, database: string, tables: string[]): Promis
 }
 
 /**
- * Renames live → aside and scratch → live in one transaction, after ending other sessions on
- * live. A session that reconnects in between makes the rename fail as a whole; try again.
+ * Renames live → aside (when there is a live database) and scratch → live in one statement, after
+ * ending other sessions on both. Returns the aside name, or null when there was no live database.
+ * A session that reconnects in between makes the rename fail as a whole; try again.
  */
 export async function swapIn(db: Db, scratch: string, live: string): Promise<string | null> {
-  const liveExists = isDryRun() ? true : await databaseExists(db, live)
   const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp(new Date())}`
-  const renames = liveExists
-    ? `ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
-    : `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
   const terminate = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN (${quoteLiteral(live)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid();`
+  const renames = `IF EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(live)}) THEN ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; END IF;
+    ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
+  const swap = `${terminate} ${doBlock(renames)}; SELECT EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(aside)});`
   for (let attempt = 1; ; attempt++) {
-    const result = await tryRun(sql(db, `${terminate} BEGIN; ${renames} COMMIT;`))
-    if (result.exitCode === 0) return liveExists ? aside : null
+    const result = await tryRun(sql(db, swap))
+    if (result.exitCode === 0) return isDryRun() || result.stdout.trim().endsWith('t') ? aside : null
     if (attempt >= 5 || !/being accessed by other users/.test(result.stderr)) {
       throw new OpsError('restore_failed', `Swapping the restored database in failed: ${result.stderr.trim().split('\n').pop()}`)
     }

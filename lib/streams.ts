@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
 import type { DumpInspector } from './dump-inspector.ts'
 
@@ -17,11 +16,21 @@ export class Sha256Stream extends Transform {
   }
 }
 
-/** The sha256 of a file, read on its own (in parallel with whatever else reads it). */
+/**
+ * The sha256 of a file, read on its own (in parallel with whatever else reads it) through one
+ * reused buffer: a stream would leave a dead buffer per chunk for the GC, hundreds of MB of them.
+ */
 export async function sha256OfFile(file: string): Promise<string> {
-  const hasher = new Sha256Stream()
-  await pipeline(fs.createReadStream(file), hasher, discard())
-  return hasher.digest()
+  const hash = createHash('sha256')
+  const buffer = Buffer.allocUnsafe(1 << 20)
+  const handle = await fs.promises.open(file, 'r')
+  try {
+    let read: number
+    while ((read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead) > 0) hash.update(buffer.subarray(0, read))
+  } finally {
+    await handle.close()
+  }
+  return hash.digest('hex')
 }
 
 /** The end of a pipeline whose output only matters for what was seen on the way. */

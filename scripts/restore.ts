@@ -16,7 +16,7 @@ import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { onInterrupt, runMain } from '../lib/main.ts'
 import { quoteIdent } from '../lib/postgres.ts'
-import { checkConnection, checkRestorePrivileges, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
+import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
 import { isDryRun, run } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -61,8 +61,7 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   const source = resolveSource(ctx, cli.positionals[0])
   log.info(`Backup file: ${source.file}`)
   verifyIntegrity(source)
-  await checkConnection(ctx.db)
-  await checkRestorePrivileges(ctx.db, ctx.db.database)
+  await checkRestoreAccess(ctx.db, ctx.db.database)
   requireRoomForSafetyBackup(ctx)
   await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
   const scratch = await restoreScratchCopy(ctx, source)
@@ -160,7 +159,7 @@ async function drill(ctx: Context, id: string | undefined): Promise<void> {
   let detail = ''
   try {
     verifyIntegrity({ file: record.file_path, record })
-    await checkConnection(ctx.db)
+    await checkRestoreAccess(ctx.db, null)
     const scratch = await restoreScratchCopy(ctx, { file: record.file_path, record })
     await dropDatabase(ctx.db, scratch)
     outcome = 'passed'

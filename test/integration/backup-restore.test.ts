@@ -101,6 +101,19 @@ describe('backup then restore', () => {
     expect(await tableChecksums(cluster, 'shop')).toEqual(replaced)
   })
 
+  it('restores onto a server where the database does not exist yet (a rebuilt host)', async () => {
+    const backup = JSON.parse((await runScript('backup', ['--json'], env)).stdout)
+    const before = await tableChecksums(cluster, 'shop')
+    const fresh = { ...env, DATABASE_URL: cluster.adminUrl('shop_rebuilt') }
+    const restore = await runScript('restore', [backup.file_path, '--yes'], fresh)
+    expect(restore.code, restore.stderr).toBe(0)
+    expect(restore.stdout).toContain('Database shop_rebuilt did not exist before; no safety backup needed')
+    expect(await tableChecksums(cluster, 'shop_rebuilt')).toEqual(before)
+    const databases = await cluster.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'shop%' ORDER BY 1`)
+    expect(databases.map((d) => d.datname)).toEqual(['shop', 'shop_rebuilt'])
+    await cluster.query('DROP DATABASE shop_rebuilt')
+  })
+
   it('serializes two concurrent backups and indexes both', async () => {
     const [a, b] = await Promise.all([runScript('backup', ['--json'], env), runScript('backup', ['scheduled', '--json'], env)])
     expect([a.code, b.code]).toEqual([0, 0])

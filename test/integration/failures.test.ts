@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import zlib from 'node:zlib'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { fileStamp } from '../../lib/format.ts'
 import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { seedSampleData, tableChecksums } from '../support/sample-data.ts'
 import { readLog, runScript, tempDir } from '../support/scripts.ts'
@@ -199,16 +200,23 @@ describe('backup fails safely', () => {
     // Age the two oldest; make the third's file vanish; leave a .partial behind.
     index.backups[0].created_at = index.backups[0].retention_until = '2020-01-01T00:00:00Z'
     index.backups[1].created_at = index.backups[1].retention_until = '2020-01-02T00:00:00Z'
-    fs.writeFileSync(indexFile, JSON.stringify(index))
     fs.rmSync(index.backups[2].file_path)
+    // Records whose files are gone, under the ids the next backup would take: it must not reuse one.
+    const phantoms = [0, 1, 2, 3, 4, 5].map((ahead) => {
+      const id = `shop_${fileStamp(new Date(Date.now() + ahead * 1000))}`
+      return { ...index.backups[2], backup_id: id, file_path: path.join(env.BACKUP_DIR!, `${id}.sql.gz`) }
+    })
+    index.backups.push(...phantoms)
+    fs.writeFileSync(indexFile, JSON.stringify(index))
     fs.writeFileSync(path.join(env.BACKUP_DIR!, 'shop_20200101_000000.sql.gz.partial'), 'x')
     const result = await runScript('backup', [], { ...env, BACKUP_RETENTION_COUNT: '1' })
     expect(result.code).toBe(0)
     expect(result.stdout).toContain('Deleted 2 expired backups')
-    expect(result.stderr).toMatch(/file .* is missing/)
+    expect(result.stderr.match(/file .* is missing/g)).toHaveLength(1 + phantoms.length)
     expect(result.stderr).toMatch(/leftover partial/)
     const after = JSON.parse(fs.readFileSync(indexFile, 'utf8'))
     expect(after.backups).toHaveLength(1)
+    expect(phantoms.map((p) => p.backup_id)).not.toContain(after.backups[0].backup_id)
     expect(fs.readdirSync(env.BACKUP_DIR!).filter((f) => f.endsWith('.gz') || f.endsWith('.partial'))).toEqual([path.basename(after.backups[0].file_path)])
   })
 })
