@@ -37,7 +37,6 @@ export async function checkRestoreAccess(db: Db, live: string | null): Promise<v
   if (result.exitCode !== 0) {
     throw new OpsError('connection', `Database connection failed (${db.mode === 'url' ? `${db.host}:${db.port}` : 'compose service postgres'}): ${result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`}`)
   }
-  if (isDryRun()) return
   const [canCreate, ownsLive] = result.stdout.trim().split('|')
   if (canCreate !== 't') throw new OpsError('restore_failed', `Role "${db.user}" cannot create databases (needs CREATEDB): a restore builds a fresh copy beside the live database first. Grant it with: ALTER ROLE ${quoteIdent(db.user)} CREATEDB`)
   if (live && ownsLive !== 't') throw new OpsError('restore_failed', `Role "${db.user}" does not own database "${live}", so it cannot rename it during the swap`)
