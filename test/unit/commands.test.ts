@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { composeBase, composeExec, composeStart, composeStop, type ComposeProject } from '../../lib/compose.ts'
 import { compressCommand, decompressCommand } from '../../lib/gzip.ts'
-import { parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/postgres.ts'
+import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/postgres.ts'
 
 // Command plans are data: these are the exact argv arrays the runner executes.
 const v2: ComposeProject = { flavor: 'v2', file: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml', project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production' }
@@ -60,5 +60,12 @@ describe('compression', () => {
     expect(compressCommand(true).argv.slice(0, 3)).toEqual(['pigz', '-6', '--processes'])
     expect(compressCommand(false).argv).toEqual(['gzip', '-6', '--stdout'])
     expect(decompressCommand(false).argv).toEqual(['gzip', '--decompress', '--stdout'])
+  })
+})
+
+describe('doBlock', () => {
+  it('dollar-quotes with a tag the statements do not contain', () => {
+    expect(doBlock('PERFORM 1;')).toBe('DO $do$ BEGIN PERFORM 1; END $do$')
+    expect(doBlock(`ALTER DATABASE "a$do$b" RENAME TO "c";`)).toBe('DO $do1$ BEGIN ALTER DATABASE "a$do$b" RENAME TO "c"; END $do1$')
   })
 })
