@@ -136,8 +136,8 @@ async function requireTables(db: Db, database: string, tables: string[]): Promis
 export async function swapIn(db: Db, scratch: string, live: string): Promise<string | null> {
   const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp(new Date())}`
   const terminate = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN (${quoteLiteral(live)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid();`
-  const renames = `IF EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(live)}) THEN ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; END IF;
-    ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
+  const moveLiveAside = `IF EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(live)}) THEN ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; END IF;`
+  const renames = `${moveLiveAside} ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
   const swap = `${terminate} ${doBlock(renames)}; SELECT EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(aside)});`
   for (let attempt = 1; ; attempt++) {
     const result = await tryRun(sql(db, swap))
