@@ -89,10 +89,12 @@ export function psqlQuery(db: Db, database: string, sql: string, opts: { mutates
 /**
  * Reads a dump on stdin. Not --quiet: psql then prints each statement's tag, and the `COPY n` tags
  * are the server's own count of the rows it stored. A bigger maintenance_work_mem speeds up the
- * index builds that follow the data.
+ * index builds that follow the data. In one transaction, the index builds and constraint checks
+ * read rows of their own transaction and leave the pages as COPY wrote them; across transactions
+ * they set hint bits on every page, and the whole table is written out a second time.
  */
-export function psqlRestore(db: Db, database: string): Command {
-  return onDb(db, 'psql', [...PSQL_FLAGS, '--dbname', database], {
+export function psqlRestore(db: Db, database: string, opts: { singleTransaction: boolean }): Command {
+  return onDb(db, 'psql', [...PSQL_FLAGS, ...(opts.singleTransaction ? ['--single-transaction'] : []), '--dbname', database], {
     PGOPTIONS: '-c maintenance_work_mem=256MB -c synchronous_commit=off',
   })
 }

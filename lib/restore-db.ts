@@ -69,8 +69,9 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
   const tags = new CopyTagCollector()
   const gunzip = await fileDecompressor(source.file)
   const hashing = source.record && !isDryRun() ? sha256OfFile(source.file) : Promise.resolve('')
+  const psql = psqlRestore(db, database, { singleTransaction: fitsInOneTransaction(source) })
   try {
-    await runStages([gunzip, ...(inspector ? [inspector] : []), psqlRestore(db, database), tags], db.timeoutMs)
+    await runStages([gunzip, ...(inspector ? [inspector] : []), psql, tags], db.timeoutMs)
   } catch (error) {
     await hashing.catch(() => undefined)
     if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
@@ -81,6 +82,20 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
   }
   const facts = inspector?.facts() ?? { rowCounts: source.record!.row_counts, pgDumpVersion: source.record!.pg_dump_version, complete: true, bytes: 0 }
   return { facts, copyTags: tags.counts, sha256: await hashing }
+}
+
+// One transaction holds a lock on every table, index and sequence it creates until it commits, and
+// the server's lock table has room for 64 per connection by default: a schema of a few hundred tables
+// fits with room to spare, a schema of thousands of partitions would not.
+const MAX_TABLES_IN_ONE_TRANSACTION = 300
+
+/**
+ * A dump this toolkit made (recorded in the index) holds only statements that may run in one
+ * transaction, and the record says how many tables it has. Any other file is restored statement
+ * by statement, as `gunzip | psql` would.
+ */
+function fitsInOneTransaction(source: Source): boolean {
+  return source.record !== null && Object.keys(source.record.row_counts).length <= MAX_TABLES_IN_ONE_TRANSACTION
 }
 
 /**

@@ -113,6 +113,26 @@ describe('restore refuses bad backups before changing anything', () => {
     expect(result.code).toBe(1)
     expect(result.stderr).toMatch(/no_such_table/)
     expect(result.stderr).toContain('The live database was not touched')
+    // A file the index does not know is restored statement by statement, as gunzip | psql would.
+    const restoreCommand = readLog(env.LOG_FILE!).find((line) => / DEBUG: .*\| psql .*--dbname shop_restore_/.test(line))
+    expect(restoreCommand).toBeDefined()
+    expect(restoreCommand).not.toContain('--single-transaction')
+    expect(await tableChecksums(cluster, 'shop')).toEqual(live)
+    expect(await cluster.query(`SELECT datname FROM pg_database WHERE datname LIKE '%restore%'`)).toEqual([])
+  })
+
+  it('the same failure in a recorded backup, restored in one transaction, leaves everything as it was', async () => {
+    const file = rewriteDump((sql) => sql.replace('-- PostgreSQL database dump complete', 'INSERT INTO no_such_table VALUES (1);\n-- PostgreSQL database dump complete'))
+    const indexFile = path.join(env.BACKUP_DIR!, 'backup_index.json')
+    const index = JSON.parse(fs.readFileSync(indexFile, 'utf8'))
+    const recorded = { ...index.backups[0], backup_id: 'shop_20200101_000000', file_path: file, file_size_bytes: fs.statSync(file).size }
+    fs.writeFileSync(indexFile, JSON.stringify({ ...index, backups: [...index.backups, recorded] }))
+    const live = await tableChecksums(cluster, 'shop')
+    const result = await runScript('restore', [recorded.backup_id, '--yes'], env)
+    expect(result.code).toBe(1)
+    expect(readLog(env.LOG_FILE!).find((line) => / DEBUG: .*\| psql .*--dbname shop_restore_/.test(line))).toContain('--single-transaction')
+    expect(result.stderr).toMatch(/no_such_table/)
+    expect(result.stderr).toContain('The live database was not touched')
     expect(await tableChecksums(cluster, 'shop')).toEqual(live)
     expect(await cluster.query(`SELECT datname FROM pg_database WHERE datname LIKE '%restore%'`)).toEqual([])
   })
