@@ -241,8 +241,13 @@ export async function swapScratchIn(ctx: Context, scratch: string, services: str
     throw error
   }
   if (aside && !opts.keepPrevious) {
-    await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+    await dropPreviousDatabase(ctx.db, aside)
     return null
   }
   return aside
+}
+
+/** Drops the database a swap renamed aside; one that cannot be dropped is kept, and the log says so. */
+export async function dropPreviousDatabase(db: Db, aside: string): Promise<void> {
+  await dropDatabase(db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
 }

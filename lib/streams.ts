@@ -64,8 +64,8 @@ export class CopyTagCollector extends Writable {
  * trailer), without reading it back. A corrupt stream, a bad CRC or a cut-off end is an error.
  */
 export class GunzipCheck extends Transform {
-  // 1 MB of output per callback: a dump inflates to about twice its size, and at 64 KB the
-  // callbacks alone cost a second of CPU per GB that pigz, compressing alongside, could use.
+  // 1 MB output buffers: a dump inflates to about twice its size, and with 64 KB buffers the
+  // allocations and collections cost about a second of CPU per GB that pigz, alongside, could use.
   private readonly inflater = createGunzip({ chunkSize: 1 << 20 })
   private failure: Error | null = null
   /** the callback of the chunk the inflater holds: an inflater that fails may never call back */

@@ -16,7 +16,7 @@ import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { onInterrupt, runMain } from '../lib/main.ts'
 import { quoteIdent } from '../lib/postgres.ts'
-import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
+import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, dropPreviousDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
 import { isDryRun, run } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -127,7 +127,7 @@ async function backUpPreviousDatabase(ctx: Context, aside: string | null, source
   } finally {
     forget()
   }
-  await dropDatabase(ctx.db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+  await dropPreviousDatabase(ctx.db, aside)
 }
 
 async function restartServices(ctx: Context): Promise<void> {
