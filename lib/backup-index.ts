@@ -37,11 +37,16 @@ export const backupRecordSchema = z.object({
   artifact_id: z.string().nullable(),
   reason: z.string().nullable().default(null),
   last_drill: drillSchema.nullable().default(null),
+  // What the dump's snapshot could see, as txid_current_snapshot() printed it just before pg_dump
+  // took its own (later, so it sees at least as much): a row whose transaction this snapshot does
+  // not see is not in the backup. Clocks can drift; transaction ids cannot.
+  snapshot: z.string().regex(/^\d+:\d+:[\d,]*$/).nullable().default(null),
+  /** the server's system identifier: transaction ids compare only within one cluster */
+  cluster_id: z.string().regex(/^\d+$/).nullable().default(null),
 })
 
 export type BackupRecord = z.infer<typeof backupRecordSchema>
 export type BackupType = BackupRecord['backup_type']
-export type DrillOutcome = z.infer<typeof drillSchema>
 
 const indexSchema = z.object({ backups: z.array(backupRecordSchema) })
 export type BackupIndex = z.infer<typeof indexSchema>

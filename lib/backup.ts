@@ -20,6 +20,7 @@ import { OpsError, messageOf } from './errors.ts'
 import { fileStamp, formatBytes, formatMb, isoSeconds } from './format.ts'
 import { compressor } from './gzip.ts'
 import { log } from './log.ts'
+import { ByteProgress } from './progress.ts'
 import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from './postgres.ts'
 import { capture, isDryRun, runStages } from './runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from './streams.ts'
@@ -34,6 +35,8 @@ export interface BackupRequest {
   fromDatabase?: string
   /** gzip level, GZIP_LEVEL unless the backup must above all be quick */
   level?: number
+  /** the contract's backup.sh says "Backup created: 245MB", its deploy.sh "Backup created: <file>" */
+  announce?: 'size' | 'path'
 }
 
 export async function createBackup(cfg: Config, db: Db, request: BackupRequest): Promise<BackupRecord> {
@@ -49,9 +52,10 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
     const { id, file } = claimName(cfg.BACKUP_DIR, db.database, new Date(), recorded)
     log.info(`Creating backup: ${path.basename(file)}`)
     const partial = `${file}.partial`
+    const snapshot = await snapshotBeforeDump(source)
     const written = await dumpCompressed(source, partial, request.level)
     if (isDryRun()) return plannedRecord(id, file, request, db)
-    log.info(`Backup created: ${formatBytes(written.bytes)}`)
+    log.info(`Backup created: ${request.announce === 'path' ? file : formatBytes(written.bytes)}`)
     log.info('Verifying backup integrity')
     try {
       checkWritten(written)
@@ -63,7 +67,9 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
     log.info('Verification successful')
     const record: BackupRecord = {
       backup_id: id,
-      created_at: isoSeconds(now),
+      // The moment the data is from, not when the file was finished: on a 1 GB database that is
+      // 40 s of writes the backup does not hold.
+      created_at: isoSeconds(snapshot.at),
       backup_type: request.type,
       file_path: file,
       file_size_mb: Math.round(written.bytes / (1024 * 1024)),
@@ -79,6 +85,8 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
       artifact_id: request.artifactId,
       reason: request.reason,
       last_drill: null,
+      snapshot: snapshot.xids,
+      cluster_id: snapshot.clusterId,
     }
     await updateIndex(cfg.BACKUP_DIR, (index) => void index.backups.push(record))
     return record
@@ -105,6 +113,28 @@ function claimName(dir: string, database: string, now: Date, recorded: Set<strin
   throw new OpsError('dump_failed', `Cannot find a free backup file name in ${dir}`)
 }
 
+interface Snapshot {
+  at: Date
+  xids: string | null
+  clusterId: string | null
+}
+
+/**
+ * What the dump will at least contain, noted just before pg_dump starts: pg_dump's own snapshot is
+ * taken later, so every transaction visible here is in the dump. A row committed in between is
+ * both in the dump and counted as newer (exported twice, never lost).
+ */
+async function snapshotBeforeDump(db: Db): Promise<Snapshot> {
+  const at = new Date()
+  if (isDryRun()) return { at, xids: null, clusterId: null }
+  const out = await capture(psqlQuery(db, db.database, SNAPSHOT_SQL, { mutates: false, timeoutMs: 30_000 }))
+  const [xids = '', clusterId = ''] = out.split('|')
+  return { at, xids: xids || null, clusterId: clusterId || null }
+}
+
+// pg_control_system() is for superusers unless granted: a managed database's role gets no cluster id.
+export const SNAPSHOT_SQL = `SELECT txid_current_snapshot()::text, CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') THEN (SELECT system_identifier::text FROM pg_control_system()) END`
+
 interface Written {
   bytes: number
   sha256: string
@@ -121,7 +151,7 @@ async function dumpCompressed(db: Db, partial: string, level?: number): Promise<
   const inspector = new DumpInspector()
   const hasher = new Sha256Stream()
   try {
-    await runStages([pgDumpCommand(db), await compressor(level), hasher, new GunzipCheck(inspector), { writeTo: partial }], db.timeoutMs)
+    await runStages([pgDumpCommand(db), await compressor(level), hasher, new ByteProgress('Dumping (compressed)'), new GunzipCheck(inspector), { writeTo: partial }], db.timeoutMs)
   } catch (error) {
     if (!isDryRun()) fs.rmSync(partial, { force: true })
     if (isDiskFull(error)) throw new OpsError('disk_space', `Disk full while writing ${partial}; the partial file was removed`, { cause: error })
@@ -215,6 +245,7 @@ function plannedRecord(id: string, file: string, request: BackupRequest, db: Db)
     backup_id: id, created_at: now, backup_type: request.type, file_path: file, file_size_mb: 0, file_size_bytes: 0,
     database_name: db.database, pg_dump_version: 'unknown', compressed: true, sha256: '0'.repeat(64), row_counts: {},
     verified: false, verified_at: null, retention_until: now, artifact_id: request.artifactId, reason: request.reason, last_drill: null,
+    snapshot: null, cluster_id: null,
   }
 }
 

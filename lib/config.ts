@@ -42,6 +42,8 @@ const schema = z.object({
   ARTIFACTS_FILE: absolutePath.optional(),
   AUDIT_LOG: absolutePath.optional(),
   MIGRATE_COMMAND: z.string().min(1).default('alembic upgrade head'),
+  /** seconds the bot gets to finish in-flight updates when it is stopped (compose's stop_grace_period) */
+  STOP_TIMEOUT: seconds.default(20),
   COMPOSE_PROFILES: z.string().optional(),
   TRIGGERED_BY: z.enum(['manual', 'automated', 'github_action']).default('manual'),
   NOTIFY_WEBHOOK_URL: z.url().optional(),
@@ -56,6 +58,8 @@ export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & 
   composeFile: string
   APP_DIR: string
   ARTIFACTS_FILE: string
+  /** where artifacts.json lived before it moved out of the (root-owned) toolkit checkout */
+  legacyArtifactsFile: string
   AUDIT_LOG: string
 }
 
@@ -84,13 +88,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     envFile,
     composeFile,
     APP_DIR: cfg.APP_DIR ?? path.join(cfg.DEPLOY_DIR, 'app'),
-    // The data model's places: artifacts.json beside the toolkit, the audit log beside the log.
-    ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'deployment', 'artifacts.json'),
+    // State lives where the deploy user owns it: DEPLOY_DIR, not the toolkit checkout root cloned.
+    ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'artifacts.json'),
+    legacyArtifactsFile: path.join(cfg.DEPLOY_DIR, 'deployment', 'artifacts.json'),
     AUDIT_LOG: cfg.AUDIT_LOG ?? path.join(path.dirname(cfg.LOG_FILE), 'deployments.log'),
   }
 }
 
-const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES']
+const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND']
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

@@ -14,7 +14,7 @@ export function listContainersCommand(p: ComposeProject, service: string): Comma
 
 export function inspectStateCommand(ids: string[]): Command {
   return {
-    argv: ['docker', 'inspect', '--format', '{{.Id}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', ...ids],
+    argv: ['docker', 'inspect', '--format', '{{.Id}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{.State.ExitCode}}', ...ids],
     mutates: false,
     timeoutMs: 30_000,
   }
@@ -24,6 +24,8 @@ export interface ContainerInfo {
   id: string
   status: string
   health: 'healthy' | 'unhealthy' | 'starting' | 'none'
+  restarts: number
+  exitCode: number
 }
 
 /** The service's container, the running one first; null when it has none (not deployed). */
@@ -34,8 +36,8 @@ export async function findContainer(p: ComposeProject, service: string): Promise
     .split('\n')
     .filter(Boolean)
     .map((line) => {
-      const [id, status, health] = line.trim().split(' ')
-      return { id: id!, status: status!, health: (health ?? 'none') as ContainerInfo['health'] }
+      const [id = '', status = '', health = 'none', restarts = '0', exitCode = '0'] = line.trim().split(' ')
+      return { id, status, health: health as ContainerInfo['health'], restarts: Number(restarts), exitCode: Number(exitCode) }
     })
   return all.find((c) => c.status === 'running') ?? all[0] ?? null
 }

@@ -53,12 +53,13 @@ export const eventSchema = z.object({
 })
 export type DeployEvent = z.infer<typeof eventSchema>
 
-export function readState(file: string): DeployState {
+/** artifacts.json; a host set up before it moved is read at its old place until the next write. */
+export function readState(file: string, legacyFile?: string): DeployState {
   let text: string
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { current: null, previous: null }
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return legacyFile && fs.existsSync(legacyFile) ? readState(legacyFile) : { current: null, previous: null }
     throw new OpsError('corrupt_state', `Cannot read ${file}: ${(error as Error).message}`)
   }
   const parsed = (() => {

@@ -31,5 +31,5 @@ export async function compressor(level = GZIP_LEVEL): Promise<Command> {
 /** Decompresses `file` itself: joined to the next command by a kernel pipe, no byte passes through node. */
 export async function fileDecompressor(file: string): Promise<Command> {
   const command = decompressCommand(await hasPigz())
-  return { ...command, argv: [...command.argv, '--', file] }
+  return { ...command, argv: [...command.argv, '--', file], reads: { file, label: 'Restoring' } }
 }

@@ -3,6 +3,7 @@ import { execInContainer, findContainer, type ContainerInfo } from './containers
 import type { Context } from './context.ts'
 import { OpsError, messageOf } from './errors.ts'
 import { psqlQuery } from './postgres.ts'
+import { progressReporter } from './progress.ts'
 import { tryRun, type Command, type RunResult } from './runner.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
@@ -35,15 +36,57 @@ export async function checkHealth(ctx: Context, services: readonly Service[]): P
   return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(results), services: results }
 }
 
-/** Polls until every service is healthy or the deadline passes; returns the last report. */
-export async function waitUntilHealthy(ctx: Context, services: readonly Service[], timeoutMs: number): Promise<{ report: HealthReport; waitedOut: boolean }> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const report = await checkHealth(ctx, services)
-    if (report.overall_status === 'healthy') return { report, waitedOut: false }
-    if (Date.now() + 3000 > deadline) return { report, waitedOut: true }
-    await sleep(3000)
+export interface WaitResult {
+  report: HealthReport
+  /** true when the deadline passed or the bot is dead: the services are not healthy */
+  waitedOut: boolean
+  /** why the bot can never become healthy (exited, restart loop, startup error); null otherwise */
+  dead: string | null
+}
+
+/**
+ * Polls until every service is healthy or the deadline passes; returns the last report. A bot that
+ * is certain to stay unhealthy ends the wait at once: waiting out the deadline only lengthens the
+ * outage before the rollback.
+ */
+export async function waitUntilHealthy(ctx: Context, services: readonly Service[], timeoutMs: number): Promise<WaitResult> {
+  const started = Date.now()
+  const deadline = started + timeoutMs
+  const progress = progressReporter(`Waiting for ${services.join(', ')} to be healthy`)
+  try {
+    for (;;) {
+      const report = await checkHealth(ctx, services)
+      if (report.overall_status === 'healthy') return { report, waitedOut: false, dead: null }
+      const dead = services.includes('bot') ? await botDeadReason(ctx, report.services.bot) : null
+      if (dead || Date.now() + 3000 > deadline) return { report, waitedOut: true, dead }
+      progress.update(`${Math.round((Date.now() - started) / 1000)}s of ${Math.round(timeoutMs / 1000)}s; ${notHealthy(report)}`)
+      await sleep(3000)
+    }
+  } finally {
+    progress.done()
   }
+}
+
+function notHealthy(report: HealthReport): string {
+  return Object.entries(report.services).flatMap(([name, h]) => (h && h.status !== 'healthy' && h.status !== 'not_deployed' ? [`${name} ${h.status} (${h.detail})`] : [])).join(', ')
+}
+
+/** More restarts than this and the container is in a loop, whatever its current state says. */
+const RESTART_LOOP = 2
+
+/**
+ * Certain death, not slowness: the container exited or keeps restarting, or the app's own
+ * /health reports that a startup check failed (it runs once; nothing will heal it).
+ */
+export async function botDeadReason(ctx: Context, bot: ServiceHealth | undefined): Promise<string | null> {
+  if (!ctx.compose) return null
+  const container = await findContainer(ctx.compose, 'bot').catch(() => null)
+  if (!container) return null
+  if (container.status === 'exited' || container.status === 'dead') return `the bot container ${container.status} (exit code ${container.exitCode})`
+  if (container.status === 'restarting' || container.restarts >= RESTART_LOOP) return `the bot container is restarting in a loop (${container.restarts} restarts)`
+  const reported = typeof bot?.error_message === 'string' ? bot.error_message : ''
+  if (/\bstartup\b/i.test(reported)) return `the bot reports a failed startup check: ${reported}`
+  return null
 }
 
 export function overall(results: Partial<Record<Service, ServiceHealth>>): HealthReport['overall_status'] {

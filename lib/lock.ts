@@ -30,31 +30,54 @@ export async function acquireLock(file: string, options: LockOptions): Promise<L
   const deadline = Date.now() + options.waitMs
   const me: LockHolder = { pid: process.pid, host: os.hostname(), command: options.command, started_at: new Date().toISOString() }
   for (let announced = false; ; ) {
-    try {
-      fs.writeFileSync(file, JSON.stringify(me) + '\n', { flag: 'wx', mode: 0o600 })
-      return { release: () => releaseIfMine(file, me) }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-    }
+    if (createComplete(file, me)) return { release: () => releaseIfMine(file, me) }
     const holder = readHolder(file)
-    const staleReason = holder ? whyStale(holder, options.staleAfterMs) : 'unreadable lock file'
+    if (!holder && !fs.existsSync(file)) continue // released between our link and our read
+    const staleReason = holder ? whyStale(holder, options.staleAfterMs) : unreadableAndOld(file, options.staleAfterMs)
     if (staleReason) {
       log.warn(`Taking over stale lock ${file} (${staleReason}${holder ? `: pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}` : ''})`)
       fs.rmSync(file, { force: true })
       continue
     }
-    if (Date.now() >= deadline) {
-      throw new OpsError('locked', `Another operation holds ${file}: pid ${holder!.pid} on ${holder!.host}, "${holder!.command}" since ${holder!.started_at}`)
-    }
-    if (!announced) log.info(`Waiting for pid ${holder!.pid} ("${holder!.command}") to release ${file}`)
+    const who = holder ? `pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}` : 'a holder whose lock file cannot be read yet'
+    if (Date.now() >= deadline) throw new OpsError('locked', `Another operation holds ${file}: ${who}`)
+    if (!announced) log.info(`Waiting for ${holder ? `pid ${holder.pid} ("${holder.command}")` : 'the holder'} to release ${file}`)
     announced = true
     await sleep(500)
+  }
+}
+
+/**
+ * Writes the holder to a private temp file, then link(2)s it into place: the lock appears whole
+ * or not at all, so nobody ever reads a lock being written and mistakes it for an abandoned one.
+ */
+function createComplete(file: string, me: LockHolder): boolean {
+  const temp = `${file}.${process.pid}.${Date.now()}.tmp`
+  fs.writeFileSync(temp, JSON.stringify(me) + '\n', { flag: 'wx', mode: 0o600 })
+  try {
+    fs.linkSync(temp, file)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    return false
+  } finally {
+    fs.rmSync(temp, { force: true })
   }
 }
 
 function readHolder(file: string): LockHolder | null {
   try {
     return holderSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')))
+  } catch {
+    return null
+  }
+}
+
+/** An unreadable lock (another version's format, a disk error) is held until it is old. */
+function unreadableAndOld(file: string, staleAfterMs: number): string | null {
+  try {
+    const age = Date.now() - fs.statSync(file).mtimeMs
+    return age > staleAfterMs ? `unreadable and older than ${Math.round(staleAfterMs / 60000)} minutes` : null
   } catch {
     return null
   }

@@ -1,5 +1,6 @@
 import { helpText, parseCli, usageLine, type CliSpec, type ParsedCli } from './cli.ts'
 import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
+import { deployUserFor, reexecAs } from './deploy-user.ts'
 import { configureLog, log } from './log.ts'
 import { setDryRun } from './runner.ts'
 
@@ -8,9 +9,11 @@ import { setDryRun } from './runner.ts'
 export interface MainOptions {
   exitCodes: ExitCodes
   /** the contract's last line on failure, e.g. "Backup failed" */
-  failureLine?: string | ((error: unknown) => string | null)
+  failureLine?: string | ((error: unknown, cli: ParsedCli) => string | null)
   /** stdout carries JSON: log lines then go to stderr only */
   jsonFlag?: string
+  /** started by root on a host whose DEPLOY_DIR belongs to the deploy user: run as that user */
+  asDeployUser?: boolean
 }
 
 type Cleanup = () => void | Promise<void>
@@ -35,19 +38,26 @@ export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: P
     process.stdout.write(helpText(spec))
     return
   }
+  const deployUser = options.asDeployUser ? deployUserFor(process.env.DEPLOY_DIR || '/opt/toogoodtogo') : null
+  if (deployUser) {
+    process.exitCode = await reexecAs(deployUser)
+    return
+  }
+  const dryRun = cli.values['dry-run'] === true
   configureLog({
-    file: process.env.LOG_FILE || '/var/log/toogoodtogo/deployment.log',
+    // The log file is the record an operator reads after an incident: a plan is not an event.
+    file: dryRun ? null : process.env.LOG_FILE || '/var/log/toogoodtogo/deployment.log',
     stdoutIsData: options.jsonFlag ? cli.values[options.jsonFlag] === true : false,
     verbose: cli.values.verbose === true,
   })
-  setDryRun(cli.values['dry-run'] === true)
+  setDryRun(dryRun)
   installSignalHandlers(options)
   try {
     await body(cli)
   } catch (error) {
     if (!(error instanceof OpsError)) log.debug((error as Error)?.stack ?? String(error))
     if (!(error instanceof OpsError && error.alreadyLogged)) log.error(messageOf(error))
-    const last = typeof options.failureLine === 'function' ? options.failureLine(error) : options.failureLine
+    const last = typeof options.failureLine === 'function' ? options.failureLine(error, cli) : options.failureLine
     if (last) log.error(last)
     process.exitCode = exitCodeFor(error, options.exitCodes)
   }

@@ -1,23 +1,29 @@
-import path from 'node:path'
-import type { BackupRecord } from './backup-index.ts'
-import type { Context } from './context.ts'
-import { exportRowsSince } from './data-export.ts'
-import { appendEvent, type DeployEvent } from './deploy-state.ts'
-import { checkHealth, SERVICES, waitUntilHealthy, type HealthReport } from './health.ts'
+import os from 'node:os'
+import { requireCompose, type Context } from './context.ts'
+import { appendEvent, completeEvent, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
+import { setEnvValue } from './env-file.ts'
+import { isoSeconds } from './format.ts'
+import { checkHealth, SERVICES, waitUntilHealthy } from './health.ts'
 import { log } from './log.ts'
-import { gitCheckout, switchTo } from './release.ts'
-import { restoreScratchCopy, swapScratchIn } from './restore-db.ts'
-import { isDryRun, run } from './runner.ts'
+import { notify } from './notify.ts'
+import { gitCheckout, gitResolve, imageDigest, requireImage, schemaRevision, switchTo } from './release.ts'
+import { isDryRun, run, tryRun } from './runner.ts'
 
 // Steps deploy.ts and rollback.ts both take, each logging the contract's lines.
+export interface GateResult {
+  passed: boolean
+  /** why it failed: the service lines, or what makes the bot certain to stay down */
+  reason: string
+}
 
-/** The health gate, through health-check's own code; logs each unhealthy service. */
-export async function healthGate(ctx: Context): Promise<HealthReport | null> {
-  if (isDryRun()) return null
-  const { report, waitedOut } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
-  if (!waitedOut) return null
-  for (const [name, h] of Object.entries(report.services)) if (h!.status === 'unhealthy' || h!.status === 'degraded') log.error(`${name}: ${h!.status} (${h!.detail})`)
-  return report
+/** The health gate, through health-check's own code; ends early when the bot cannot recover. */
+export async function healthGate(ctx: Context): Promise<GateResult> {
+  if (isDryRun()) return { passed: true, reason: '' }
+  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  if (!waitedOut) return { passed: true, reason: '' }
+  const failing = Object.entries(report.services).flatMap(([name, h]) => (h && (h.status === 'unhealthy' || h.status === 'degraded') ? [`${name}: ${h.status} (${h.detail})`] : []))
+  for (const line of failing) log.error(line)
+  return { passed: false, reason: dead ?? `not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${failing.join('; ')}` }
 }
 
 export async function isHealthyNow(ctx: Context): Promise<boolean> {
@@ -28,26 +34,48 @@ export async function checkout(ctx: Context, tag: string): Promise<void> {
   await run(gitCheckout(ctx.cfg.APP_DIR, tag))
 }
 
-/** Stops the bot, puts the database back to `backup` (proven complete first), leaves the bot stopped. */
-export async function restoreDatabaseFrom(ctx: Context, backup: BackupRecord): Promise<void> {
-  const scratch = await restoreScratchCopy(ctx, { file: backup.file_path, record: backup })
-  await swapScratchIn(ctx, scratch, ['bot'])
-}
-
-/** CSV of the rows written since `backup`, into BACKUP_DIR/exports/<event>: nothing lost silently. */
-export async function exportWrittenSince(ctx: Context, backup: BackupRecord, eventId: string): Promise<void> {
-  const dir = path.join(ctx.cfg.BACKUP_DIR, 'exports', eventId)
-  const counts = await exportRowsSince(ctx.db, backup.created_at, dir)
-  if (Object.keys(counts).length === 0) log.info(`No rows written since the backup ${backup.backup_id}`)
-}
-
-/** Runs `tag`; returns the measured downtime in seconds (null when not measurable). */
-export async function runVersion(ctx: Context, tag: string): Promise<number | null> {
-  const downtime = await switchTo(ctx.cfg, ctx.compose!, tag)
-  return isDryRun() ? null : downtime
+/** Runs `tag`; returns the measured downtime in seconds, to a tenth (null when not measurable). */
+export async function switchVersion(ctx: Context, tag: string): Promise<number | null> {
+  const downtime = await switchTo(ctx.cfg, requireCompose(ctx), tag)
+  return isDryRun() || downtime === null ? null : Math.round(downtime * 10) / 10
 }
 
 export function record(ctx: Context, event: DeployEvent): DeployEvent {
   appendEvent(ctx.cfg.AUDIT_LOG, event)
   return event
+}
+
+export interface Deployed {
+  state: DeployState
+  tag: string
+  event: DeployEvent
+  /** the version a rollback left (null for a deploy) */
+  rollbackFrom: string | null
+  /** the notification's text */
+  message: string
+}
+
+/**
+ * The one way a version becomes the recorded current one, for deploy and rollback alike: the
+ * artifact (SHA, image digest, schema), APP_VERSION in .env.production so a reboot starts it, the
+ * event closed as success, the notification.
+ */
+export async function recordDeployed(ctx: Context, d: Deployed): Promise<void> {
+  if (isDryRun()) return
+  const image = `${requireImage(ctx.cfg)}:${d.tag}`
+  const artifact: Artifact = {
+    artifact_id: d.tag,
+    git_commit_sha: (await tryRun(gitResolve(ctx.cfg.APP_DIR, d.tag))).stdout.trim(),
+    git_tag: /^v\d/.test(d.tag) ? d.tag : null,
+    docker_image_uri: image,
+    docker_image_digest: await imageDigest(image),
+    deployed: true,
+    deployed_at: isoSeconds(new Date()),
+    rollback_from: d.rollbackFrom,
+    schema_revision: d.event.schema_revision_after ?? (await schemaRevision(ctx.db)),
+  }
+  writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: d.state.current ? { ...d.state.current, deployed: false } : null })
+  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', d.tag)
+  record(ctx, completeEvent({ ...d.event, health_check_passed: true }, 'success', null))
+  await notify(ctx.cfg, `${d.message} on ${os.hostname()}.`)
 }

@@ -33,8 +33,9 @@ export function migrateCommand(p: ComposeProject, tag: string, migrate: string):
   return { ...compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...migrate.split(/\s+/)], { APP_VERSION: tag }), timeoutMs: 10 * 60_000 }
 }
 
-export function stopBotCommand(p: ComposeProject): Command {
-  return { ...compose(p, ['stop', 'bot']), timeoutMs: 120_000 }
+/** `--timeout`: the bot's own grace to finish in-flight updates; the runner's limit allows for it. */
+export function stopBotCommand(p: ComposeProject, graceSeconds: number): Command {
+  return { ...compose(p, ['stop', '--timeout', String(graceSeconds), 'bot']), timeoutMs: (graceSeconds + 60) * 1000 }
 }
 
 export function upCommand(p: ComposeProject, tag: string, profiles: string | undefined): Command {
@@ -92,7 +93,7 @@ export async function firstHeartbeat(p: ComposeProject, deadlineMs: number): Pro
  */
 export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Promise<number | null> {
   const old = await findContainer(p, 'bot')
-  await run(stopBotCommand(p))
+  await run(stopBotCommand(p, cfg.STOP_TIMEOUT))
   const stoppedAt = Date.now()
   const lastBeat = old ? ((await lastHeartbeat(old.id)) ?? stoppedAt) : null
   await run(upCommand(p, tag, cfg.COMPOSE_PROFILES))

@@ -1,13 +1,14 @@
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { checksumMismatch, incompleteDump } from './backup.ts'
+import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from './compose.ts'
-import type { Context } from './context.ts'
+import { requireCompose, type Context } from './context.ts'
+import { exportRowsNotIn } from './data-export.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from './errors.ts'
 import { fileStamp, formatCount } from './format.ts'
-import { fileDecompressor } from './gzip.ts'
+import { FAST_GZIP_LEVEL, fileDecompressor } from './gzip.ts'
 import { log } from './log.ts'
 import { onInterrupt } from './main.ts'
 import { doBlock, psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from './postgres.ts'
@@ -222,32 +223,68 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
 }
 
 /**
- * Stops `services`, swaps the verified copy in; on failure starts them again. The previous database
- * is dropped, or with `keepPrevious` left renamed aside and its name returned (null when there was
- * none), for the caller to back up first.
+ * Stops `services` and swaps the verified copy in; on failure starts them again. Returns the
+ * previous database, renamed aside (null when there was none), for settleReplacedDatabase.
  */
-export async function swapScratchIn(ctx: Context, scratch: string, services: string[], opts: { keepPrevious?: boolean } = {}): Promise<string | null> {
+export async function swapScratchIn(ctx: Context, scratch: string, services: string[]): Promise<string | null> {
   if (services.length) {
     log.info('Stopping application services')
-    await run(composeStop(ctx.compose!, services))
+    await run(composeStop(requireCompose(ctx), services))
   }
   log.info('Dropping existing database')
-  let aside: string | null
   try {
-    aside = await swapIn(ctx.db, scratch, ctx.db.database)
+    return await swapIn(ctx.db, scratch, ctx.db.database)
   } catch (error) {
     await dropDatabase(ctx.db, scratch).catch(() => undefined)
-    if (services.length) await run(composeStart(ctx.compose!, services)).catch(() => undefined)
+    if (services.length) await run(composeStart(requireCompose(ctx), services)).catch(() => undefined)
     throw error
   }
-  if (aside && !opts.keepPrevious) {
-    await dropPreviousDatabase(ctx.db, aside)
-    return null
-  }
-  return aside
 }
 
-/** Drops the database a swap renamed aside; one that cannot be dropped is kept, and the log says so. */
-export async function dropPreviousDatabase(db: Db, aside: string): Promise<void> {
-  await dropDatabase(db, aside).catch((e) => log.warn(`The previous database was kept as ${aside}: ${messageOf(e)}`))
+/**
+ * Puts `backup` in place of the live database: a verified copy is restored beside it while the
+ * services keep running, then they stop and the copy is swapped in. Returns the replaced database,
+ * renamed aside (null when there was none): from the swap on nothing writes to it, so it holds
+ * every row committed up to then, for settleReplacedDatabase.
+ */
+export async function replaceLiveWith(ctx: Context, backup: BackupRecord, services: string[]): Promise<string | null> {
+  const scratch = await restoreScratchCopy(ctx, { file: backup.file_path, record: backup })
+  return swapScratchIn(ctx, scratch, services)
+}
+
+export interface Replaced {
+  /** why the safety backup exists, recorded in the index */
+  reason: string
+  /** export what this backup does not hold from the replaced database, into `dir` */
+  exportSince?: { backup: BackupRecord; dir: string }
+}
+
+/**
+ * After the swap: the rows the restored backup lacks are exported as CSV from the replaced
+ * database, which is then dumped as a safety backup and dropped. Whatever fails keeps the
+ * replaced database, and the log says where it is: nothing committed is ever dropped unseen.
+ */
+export async function settleReplacedDatabase(ctx: Context, aside: string | null, replaced: Replaced): Promise<void> {
+  if (!aside) {
+    log.info(`Database ${ctx.db.database} did not exist before; no safety backup needed`)
+    return
+  }
+  const keep = () => log.warn(`The previous database is kept as ${aside}; drop it once it is no longer needed: DROP DATABASE ${quoteIdent(aside)}`)
+  const forget = onInterrupt(() => log.warn(`Interrupted: the previous database is kept as ${aside}`))
+  try {
+    if (replaced.exportSince) await exportRowsNotIn(ctx.db, aside, replaced.exportSince.backup, replaced.exportSince.dir)
+    log.info(`Creating safety backup of the previous database (renamed ${aside})`)
+    const record = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: null, reason: replaced.reason, fromDatabase: aside, level: FAST_GZIP_LEVEL })
+    log.info(`Safety backup: ${record.backup_id}`)
+  } catch (error) {
+    log.warn(`Keeping the previous database: ${messageOf(error)}`)
+    keep()
+    return
+  } finally {
+    forget()
+  }
+  await dropDatabase(ctx.db, aside).catch((e) => {
+    log.warn(`Could not drop it: ${messageOf(e)}`)
+    keep()
+  })
 }

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import { $ } from 'zx'
 import { OpsError } from './errors.ts'
 import { log } from './log.ts'
+import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
 
 // Commands are data (see lib/postgres.ts, lib/compose.ts): pure builders return a Command and this
@@ -18,6 +19,8 @@ export interface Command {
   timeoutMs?: number
   /** false for read-only probes, which still run under --dry-run so the plan is accurate */
   mutates?: boolean
+  /** a large file the command reads itself: its progress is shown as it goes */
+  reads?: { file: string; label: string }
 }
 
 export interface RunResult {
@@ -195,6 +198,7 @@ function spawnJoined(commands: Command[], io: { input: boolean; output: boolean 
     const stdin = upstream ? upstream.stdout! : io.input ? 'pipe' : 'ignore'
     const stdout = k < commands.length - 1 || io.output ? 'pipe' : 'ignore'
     const child = spawn(command.argv[0]!, command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, stdio: [stdin, stdout, 'pipe'] })
+    if (command.reads && child.pid) child.once('close', watchReadPosition(child.pid, command.reads.file, command.reads.label))
     // The parent's copy of the read end must go, or a writer never sees its reader die (EPIPE).
     upstream?.stdout!.destroy()
     const stderr: string[] = []

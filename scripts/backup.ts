@@ -43,7 +43,7 @@ const spec: CliSpec = {
   examples: ['backup', 'backup scheduled', 'backup --json', 'backup --verify all', 'DB_MODE=url DATABASE_URL=postgresql://app@db:5432/app backup --dry-run'],
 }
 
-await runMain(spec, { exitCodes: { disk_space: 3, verify_failed: 2 }, failureLine: 'Backup failed', jsonFlag: 'json' }, async (cli) => {
+await runMain(spec, { exitCodes: { disk_space: 3, verify_failed: 2 }, failureLine: 'Backup failed', jsonFlag: 'json', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()
   if (flag(cli, 'verify')) return reverify(ctx, cli.positionals[0] ?? 'all')
   const type = backupType(cli)

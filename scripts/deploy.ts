@@ -1,27 +1,28 @@
 // deploy <git-tag>: pre-deployment backup, checkout, pull, migrations, switch, health gate, and an
 // automatic rollback (database included when a migration failed) (contract: deploy.sh).
 import fs from 'node:fs'
-import os from 'node:os'
+import path from 'node:path'
 import { createBackup } from '../lib/backup.ts'
 import { findBackup, readIndex, type BackupRecord } from '../lib/backup-index.ts'
-import { flag, type CliSpec } from '../lib/cli.ts'
+import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
 import { compose } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { findContainer } from '../lib/containers.ts'
-import { openContext, type Context } from '../lib/context.ts'
+import { openContext, requireCompose, type Context } from '../lib/context.ts'
 import { takeDeployLock } from '../lib/deploy-lock.ts'
-import { completeEvent, newEvent, readEvents, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
+import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
 import { freeMb } from '../lib/disk.ts'
 import { assertValid } from '../lib/deployment-config.ts'
-import { readEnvFile, setEnvValue } from '../lib/env-file.ts'
-import { OpsError, messageOf } from '../lib/errors.ts'
-import { formatMb, isoSeconds } from '../lib/format.ts'
+import { readEnvFile } from '../lib/env-file.ts'
+import { OpsError, messageOf, type ErrorKind } from '../lib/errors.ts'
+import { formatMb } from '../lib/format.ts'
 import { waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { notify } from '../lib/notify.ts'
-import { gitFetch, gitResolve, imageDigest, migrateCommand, pullImage, requireImage, schemaRevision } from '../lib/release.ts'
-import { checkout, exportWrittenSince, healthGate, isHealthyNow, record, restoreDatabaseFrom, runVersion } from '../lib/release-steps.ts'
+import { gitFetch, gitResolve, migrateCommand, pullImage, requireImage, schemaRevision, stopBotCommand } from '../lib/release.ts'
+import { checkout, healthGate, isHealthyNow, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
+import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
 import { retry, looksTransient } from '../lib/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
 
@@ -58,48 +59,165 @@ const spec: CliSpec = {
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes'],
 }
 
-let deploying = ''
+interface DeployOptions {
+  tag: string
+  yes: boolean
+  force: boolean
+  skipChecks: boolean
+  build: boolean
+}
 
 await runMain(spec, {
   exitCodes: { backup_failed: 2, migration_failed: 3 },
-  failureLine: () => (deploying ? `Deployment failed: ${deploying}` : null),
+  failureLine: (error, cli) => (error instanceof OpsError && error.kind === 'usage' ? null : `Deployment failed: ${cli.positionals[0] ?? ''}`),
+  asDeployUser: true,
 }, async (cli) => {
-  const tag = requireTag(cli.positionals[0])
+  const opts = deployOptions(cli)
   const ctx = await openContext()
-  deploying = tag
-  log.info(`Starting deployment of ${tag}`)
-  const lock = await takeDeployLock(ctx.cfg, `deploy ${tag}`)
+  log.info(`Starting deployment of ${opts.tag}`)
+  const lock = await takeDeployLock(ctx.cfg, `deploy ${opts.tag}`)
   try {
-    settleInterruptedRuns(ctx)
-    validateEnvironment(ctx)
-    const sha = await resolveTag(ctx, tag)
-    const state = readState(ctx.cfg.ARTIFACTS_FILE)
-    if (!flag(cli, 'force') && (await alreadyRunning(ctx, state, tag))) return
-    if (flag(cli, 'skip-checks')) log.warn('Pre-flight checks skipped (--skip-checks)')
-    else await preflight(ctx, tag, flag(cli, 'build'))
-    await confirmDestructive(`Deploy ${tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, flag(cli, 'yes'))
-    let event = record(ctx, newEvent('deploy', tag, state.current?.artifact_id ?? null, ctx.cfg.TRIGGERED_BY))
-    await ensureDataServices(ctx, tag)
-    const backup = await preDeploymentBackup(ctx, state)
-    event = record(ctx, { ...event, backup_created: true, backup_id: backup?.backup_id ?? null })
-    log.info(`Checking out tag ${tag}`)
-    await checkout(ctx, tag)
-    await pullImages(ctx, tag, flag(cli, 'build'), event, state)
-    event = await runMigrations(ctx, tag, event, state, backup)
-    event = await restartServices(ctx, tag, event)
-    await runHealthChecks(ctx, tag, event, state, backup)
-    await recordSuccess(ctx, state, tag, sha, event)
-    log.info(`Deployment successful: ${tag}`)
+    await deploy(ctx, opts)
   } finally {
     lock.release()
   }
 })
 
-function requireTag(tag: string | undefined): string {
+/** The steps of a deploy, in order; every way one can end is in `abort`, below. */
+export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
+  settleInterruptedRuns(ctx)
+  validateEnvironment(ctx)
+  const sha = await resolveTag(ctx, opts.tag)
+  const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
+  if (!opts.force && (await alreadyRunning(ctx, state, opts.tag))) return
+  await preflight(ctx, opts)
+  await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
+  await ensureDataServices(ctx, opts.tag)
+  const attempt = begin(ctx, state, opts.tag)
+  await preDeploymentBackup(attempt)
+  await checkoutRelease(attempt)
+  await pullImages(attempt, opts.build)
+  await runMigrations(attempt)
+  await switchToRelease(attempt)
+  await runHealthChecks(attempt)
+  await recordSuccess(attempt)
+  log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
+}
+
+function deployOptions(cli: ParsedCli): DeployOptions {
+  const tag = cli.positionals[0]
   if (!tag) throw new OpsError('usage', 'Missing the git tag to deploy (e.g. v1.2.0)')
   if (!TAG.test(tag)) throw new OpsError('usage', `Invalid tag "${tag}": expected a release tag like v1.2.3 or a 40-hex commit SHA`)
-  return tag
+  return { tag, yes: flag(cli, 'yes'), force: flag(cli, 'force'), skipChecks: flag(cli, 'skip-checks'), build: flag(cli, 'build') }
 }
+
+/** What one deploy knows as it goes: the version it replaces, its backup, its audit event. */
+interface Attempt {
+  ctx: Context
+  tag: string
+  state: DeployState
+  previous: string | null
+  backup: BackupRecord | null
+  event: DeployEvent
+}
+
+function begin(ctx: Context, state: DeployState, tag: string): Attempt {
+  const previous = state.current?.artifact_id ?? null
+  return { ctx, tag, state, previous, backup: null, event: record(ctx, newEvent('deploy', tag, previous, ctx.cfg.TRIGGERED_BY)) }
+}
+
+function update(a: Attempt, changes: Partial<DeployEvent>): void {
+  a.event = record(a.ctx, { ...a.event, ...changes })
+}
+
+// ---- the one failure path ------------------------------------------------------------------------
+
+type Stage = 'checkout' | 'pull' | 'migration' | 'switch' | 'health'
+
+interface Failure {
+  stage: Stage
+  reason: string
+  /** put the database back to the pre-deployment backup (migrations changed it) */
+  restoreDb: boolean
+}
+
+/** The contract's error line for a stage, and the kind that picks the exit code. */
+function describeStage(stage: Stage): { headline: string; kind: ErrorKind } {
+  switch (stage) {
+    case 'checkout': return { headline: 'Checkout failed, the running version is untouched', kind: 'command_failed' }
+    case 'pull': return { headline: 'Pull failed, the running version is untouched', kind: 'command_failed' }
+    case 'migration': return { headline: 'Migration failed', kind: 'migration_failed' }
+    case 'switch': return { headline: 'Starting the new version failed', kind: 'command_failed' }
+    case 'health': return { headline: 'Health checks failed', kind: 'health_failed' }
+  }
+}
+
+/**
+ * Every failed deploy ends here. Before the migrations nothing the bot uses has changed: the
+ * checkout is put back. From the migrations on, the previous version is brought back, with the
+ * database restored when the migrations changed it. Then the event, the notification, the exit.
+ */
+async function abort(a: Attempt, f: Failure): Promise<never> {
+  const { headline, kind } = describeStage(f.stage)
+  log.error(`${headline}: ${f.reason}`)
+  let status: DeployEvent['status'] = 'failed'
+  let outcome = `${a.previous ?? 'Nothing'} is still running.`
+  if (f.stage === 'checkout' || f.stage === 'pull') {
+    if (a.previous) await checkout(a.ctx, a.previous).catch((e) => log.warn(`Could not check out ${a.previous} again: ${messageOf(e)}`))
+  } else {
+    log.error('Deployment failed - initiating rollback')
+    const rolledBack = await rollBack(a, f.restoreDb)
+    status = rolledBack ? 'rolled_back' : 'failed'
+    outcome = rolledBack ? `Rolled back to ${a.previous ?? 'nothing'}${f.restoreDb ? ', database restored' : ''}.` : 'ROLLBACK FAILED: see the log.'
+  }
+  a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}`))
+  await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
+  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true })
+}
+
+/**
+ * Back to the previous version. A database the migrations changed is replaced by the
+ * pre-deployment backup: restored beside the live one while the bot still runs, swapped in once
+ * it is stopped, and only then is every row the backup lacks exported from the replaced database
+ * (nothing can write to it any more) before it is dumped as a safety backup and dropped.
+ * Returns false, loudly, when the rollback itself fails.
+ */
+async function rollBack(a: Attempt, restoreDb: boolean): Promise<boolean> {
+  const { ctx, previous } = a
+  const backup = restoreDb && a.backup ? fresh(ctx, a.backup) : null
+  let aside: string | null = null
+  log.info(previous ? `Rolling back to ${previous}` : 'Rolling back (no previous version: the bot stays stopped)')
+  try {
+    if (backup) {
+      log.info('Restoring database backup')
+      aside = await replaceLiveWith(ctx, backup, ['bot'])
+    }
+    if (previous) {
+      await checkout(ctx, previous)
+      await switchVersion(ctx, previous)
+      const gate = await healthGate(ctx)
+      if (!gate.passed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either: ${gate.reason}`)
+    } else {
+      await run(stopBotCommand(requireCompose(ctx), ctx.cfg.STOP_TIMEOUT))
+    }
+    if (backup) await settleReplacedDatabase(ctx, aside, { reason: `safety backup: ${ctx.db.database} as the failed deploy of ${a.tag} left it`, exportSince: { backup, dir: exportDir(ctx, a.event) } })
+    log.info('Rollback complete')
+    return true
+  } catch (error) {
+    log.error(`Rollback failed: ${messageOf(error)}. Inspect with health-check; the pre-deployment backup is ${a.backup?.backup_id ?? 'missing'}${aside ? `; the database as the deploy left it is kept as ${aside}` : ''}`)
+    return false
+  }
+}
+
+function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
+  return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
+}
+
+function exportDir(ctx: Context, event: DeployEvent): string {
+  return path.join(ctx.cfg.BACKUP_DIR, 'exports', event.event_id)
+}
+
+// ---- the steps -----------------------------------------------------------------------------------
 
 /**
  * We hold the deploy lock, so an in_progress event is one nobody runs any more (kill -9, power
@@ -112,7 +230,7 @@ function settleInterruptedRuns(ctx: Context): void {
   }
 }
 
-/** The data model's rules (shared with setup-droplet), and a file only root can read. */
+/** The data model's rules (shared with setup-droplet), and a file only its owner can read. */
 function validateEnvironment(ctx: Context): void {
   const file = ctx.cfg.envFile
   const vars = readEnvFile(file)
@@ -133,7 +251,7 @@ async function resolveTag(ctx: Context, tag: string): Promise<string> {
 /** Deploying what already runs, healthy, is a no-op: no backup, no restart. */
 async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Promise<boolean> {
   if (state.current?.artifact_id !== tag) return false
-  const bot = await findContainer(ctx.compose!, 'bot')
+  const bot = await findContainer(requireCompose(ctx), 'bot')
   const image = bot ? await capture({ argv: ['docker', 'inspect', '--format', '{{.Config.Image}}', bot.id], mutates: false }) : ''
   if (image !== `${requireImage(ctx.cfg)}:${tag}` || !(await isHealthyNow(ctx))) return false
   log.info(`${tag} is already deployed and healthy; nothing to do (use --force to redeploy)`)
@@ -141,13 +259,18 @@ async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Pr
 }
 
 /** Go/no-go before anything changes: disk, Docker, compose file, image in the registry. */
-async function preflight(ctx: Context, tag: string, build: boolean): Promise<void> {
-  const image = `${requireImage(ctx.cfg)}:${tag}`
+async function preflight(ctx: Context, opts: DeployOptions): Promise<void> {
+  if (opts.skipChecks) {
+    log.warn('Pre-flight checks skipped (--skip-checks)')
+    return
+  }
+  const project = requireCompose(ctx)
+  const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
     ['docker', async () => failure(await tryRun({ argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], mutates: false, timeoutMs: 30_000 }))],
-    ['compose file', async () => failure(await tryRun({ ...compose(ctx.compose!, ['config', '--quiet'], { APP_VERSION: tag }), mutates: false, timeoutMs: 60_000 }))],
-    ['image', async () => (build ? null : failure(await tryRun({ argv: ['docker', 'manifest', 'inspect', '--insecure', image], mutates: false, timeoutMs: 60_000 }), `${image} is not in the registry`))],
+    ['compose file', async () => failure(await tryRun({ ...compose(project, ['config', '--quiet'], { APP_VERSION: opts.tag }), mutates: false, timeoutMs: 60_000 }))],
+    ['image', async () => (opts.build ? null : failure(await tryRun({ argv: ['docker', 'manifest', 'inspect', '--insecure', image], mutates: false, timeoutMs: 60_000 }), `${image} is not in the registry`))],
   ]
   const failed: string[] = []
   for (const [name, check] of checks) {
@@ -165,53 +288,44 @@ function failure(result: { exitCode: number; stderr: string }, message?: string)
 
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
 async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
-  await run({ ...compose(ctx.compose!, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })
+  await run({ ...compose(requireCompose(ctx), ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })
   if (isDryRun()) return
   const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
 }
 
-async function preDeploymentBackup(ctx: Context, state: DeployState): Promise<BackupRecord | null> {
+async function preDeploymentBackup(a: Attempt): Promise<void> {
   log.info('Creating pre-deployment backup')
   try {
-    const backup = await createBackup(ctx.cfg, ctx.db, { type: 'pre_deployment', artifactId: state.current?.artifact_id ?? null, reason: `before deploying ${deploying}` })
-    log.info(`Backup created: ${backup.file_path}`)
-    return isDryRun() ? null : backup
+    const backup = await createBackup(a.ctx.cfg, a.ctx.db, { type: 'pre_deployment', artifactId: a.previous, reason: `before deploying ${a.tag}`, announce: 'path' })
+    a.backup = isDryRun() ? null : backup
   } catch (error) {
+    a.event = record(a.ctx, completeEvent(a.event, 'failed', `backup failed: ${messageOf(error)}`))
     throw new OpsError('backup_failed', `Pre-deployment backup failed, nothing was changed: ${messageOf(error)}`, { cause: error })
   }
+  update(a, { backup_created: !isDryRun(), backup_id: a.backup?.backup_id ?? null })
+}
+
+async function checkoutRelease(a: Attempt): Promise<void> {
+  log.info(`Checking out tag ${a.tag}`)
+  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error), restoreDb: false }))
 }
 
 /** A registry that stays down after the retries: nothing has changed yet but the checkout. */
-async function pullImages(ctx: Context, tag: string, build: boolean, event: DeployEvent, state: DeployState): Promise<void> {
+async function pullImages(a: Attempt, build: boolean): Promise<void> {
   log.info(build ? 'Building Docker images' : 'Pulling Docker images')
-  try {
-    await pullImage(ctx.compose!, tag, build ? { appDir: ctx.cfg.APP_DIR } : null)
-  } catch (error) {
-    if (state.current) await checkout(ctx, state.current.artifact_id).catch(() => undefined)
-    record(ctx, completeEvent(event, 'failed', messageOf(error)))
-    await notify(ctx.cfg, `Deployment of ${tag} failed before the switch: ${messageOf(error)}. ${state.current?.artifact_id ?? 'Nothing'} is still running.`)
-    throw new OpsError('command_failed', `${build ? 'Build' : 'Pull'} failed, the running version is untouched: ${messageOf(error)}`, { cause: error })
-  }
+  await pullImage(requireCompose(a.ctx), a.tag, build ? { appDir: a.ctx.cfg.APP_DIR } : null).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error), restoreDb: false }))
 }
 
-async function runMigrations(ctx: Context, tag: string, event: DeployEvent, state: DeployState, backup: BackupRecord | null): Promise<DeployEvent> {
+/** Migrations run with the new image while the old version still serves. */
+async function runMigrations(a: Attempt): Promise<void> {
   log.info('Running database migrations')
-  const before = isDryRun() ? null : await schemaRevision(ctx.db)
-  const result = await tryRun(migrateCommand(ctx.compose!, tag, ctx.cfg.MIGRATE_COMMAND))
-  const after = isDryRun() ? null : await schemaRevision(ctx.db)
-  const updated = { ...event, schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after }
-  if (result.exitCode === 0) {
-    log.info('Migrations applied successfully')
-    return record(ctx, updated)
-  }
-  const reason = failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}`
-  log.error(`Migration failed: ${reason}`)
-  log.error('Deployment failed - initiating rollback')
-  const rolledBack = await rollBackAfterFailure(ctx, state, backup, true, updated)
-  record(ctx, completeEvent(updated, rolledBack ? 'rolled_back' : 'failed', `migration failed: ${reason}`))
-  await notify(ctx.cfg, `Deployment of ${tag} failed: migration failed (${reason}). ${rolledBack ? `Database restored, ${state.current?.artifact_id ?? 'previous state'} running.` : 'ROLLBACK FAILED: see the log.'}`)
-  throw new OpsError('migration_failed', `Migration failed: ${reason}`, { alreadyLogged: true })
+  const before = isDryRun() ? null : await schemaRevision(a.ctx.db)
+  const result = await tryRun(migrateCommand(requireCompose(a.ctx), a.tag, a.ctx.cfg.MIGRATE_COMMAND))
+  const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
+  update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
+  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}`, restoreDb: true })
+  if (!isDryRun()) log.info('Migrations applied successfully')
 }
 
 /** The line of a migration tool's output that says what broke, not the trailing links and notes. */
@@ -220,79 +334,34 @@ function failureReason(output: string): string | null {
   return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
 
-async function restartServices(ctx: Context, tag: string, event: DeployEvent): Promise<DeployEvent> {
+/** From here on the old version is stopped: any failure ends in the rollback. */
+async function switchToRelease(a: Attempt): Promise<void> {
   log.info('Restarting services')
-  const downtime = await runVersion(ctx, tag)
-  log.info(`Services started${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}`)
-  return { ...event, downtime_seconds: downtime }
+  try {
+    const downtime = await switchVersion(a.ctx, a.tag)
+    update(a, { downtime_seconds: downtime })
+    log.info(`Services started${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}`)
+  } catch (error) {
+    await abort(a, { stage: 'switch', reason: messageOf(error), restoreDb: a.event.migration_applied })
+  }
 }
 
-async function runHealthChecks(ctx: Context, tag: string, event: DeployEvent, state: DeployState, backup: BackupRecord | null): Promise<void> {
+async function runHealthChecks(a: Attempt): Promise<void> {
   log.info('Running health checks')
-  const failed = await healthGate(ctx)
-  if (!failed) {
-    log.info('All services healthy')
-    return
-  }
-  log.error(`Health checks failed after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`)
-  log.error('Deployment failed - initiating rollback')
-  const schemaChanged = event.migration_applied
-  const rolledBack = await rollBackAfterFailure(ctx, state, backup, schemaChanged, event)
-  record(ctx, completeEvent(event, rolledBack ? 'rolled_back' : 'failed', 'health checks failed'))
-  await notify(ctx.cfg, `Deployment of ${tag} failed its health checks. ${rolledBack ? `Rolled back to ${state.current?.artifact_id ?? 'nothing'}.` : 'ROLLBACK FAILED: see the log.'}`)
-  throw new OpsError('health_failed', `Health checks failed for ${tag}`, { alreadyLogged: true })
+  const gate = await healthGate(a.ctx)
+  if (!gate.passed) await abort(a, { stage: 'health', reason: gate.reason, restoreDb: a.event.migration_applied })
+  log.info('All services healthy')
 }
 
 /**
- * Back to the previous version: the database is restored from the pre-deployment backup only
- * when migrations changed it (after exporting the rows written since, so nothing is lost
- * silently). Returns false, loudly, when the rollback itself fails.
+ * The new version runs and is healthy. Should recording it fail (a full disk, a file someone made
+ * unwritable), say exactly that: it is not a failed deploy, and nothing is rolled back.
  */
-async function rollBackAfterFailure(ctx: Context, state: DeployState, backup: BackupRecord | null, restoreDb: boolean, event: DeployEvent): Promise<boolean> {
-  const previous = state.current?.artifact_id ?? null
-  log.info(previous ? `Rolling back to ${previous}` : 'Rolling back (no previous version: the bot stays stopped)')
+async function recordSuccess(a: Attempt): Promise<void> {
+  const downtime = a.event.downtime_seconds
   try {
-    if (restoreDb && backup) {
-      await exportWrittenSince(ctx, backup, event.event_id)
-      log.info('Restoring database backup')
-      await restoreDatabaseFrom(ctx, fresh(ctx, backup))
-    }
-    if (previous) {
-      await checkout(ctx, previous)
-      await runVersion(ctx, previous)
-      const failed = await healthGate(ctx)
-      if (failed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either`)
-    } else {
-      await run(compose(ctx.compose!, ['stop', 'bot']))
-    }
-    log.info('Rollback complete')
-    return true
+    await recordDeployed(a.ctx, { state: a.state, tag: a.tag, event: a.event, rollbackFrom: null, message: `Deployed ${a.tag}${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}` })
   } catch (error) {
-    log.error(`Rollback failed: ${messageOf(error)}. Inspect with health-check; the pre-deployment backup is ${backup?.backup_id ?? 'missing'}`)
-    return false
+    throw new OpsError('corrupt_state', `${a.tag} is running and healthy, but recording it failed: ${messageOf(error)}. ${a.ctx.cfg.ARTIFACTS_FILE} and APP_VERSION in ${a.ctx.cfg.envFile} may still name ${a.previous ?? 'nothing'}; fix the cause and run deploy ${a.tag} --force`, { cause: error })
   }
-}
-
-function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
-  return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
-}
-
-async function recordSuccess(ctx: Context, state: DeployState, tag: string, sha: string, event: DeployEvent): Promise<void> {
-  if (isDryRun()) return
-  const image = `${requireImage(ctx.cfg)}:${tag}`
-  const artifact: Artifact = {
-    artifact_id: tag,
-    git_commit_sha: sha,
-    git_tag: /^v\d/.test(tag) ? tag : null,
-    docker_image_uri: image,
-    docker_image_digest: await imageDigest(image),
-    deployed: true,
-    deployed_at: isoSeconds(new Date()),
-    rollback_from: null,
-    schema_revision: event.schema_revision_after,
-  }
-  writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
-  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', tag)
-  record(ctx, completeEvent({ ...event, health_check_passed: true }, 'success', null))
-  await notify(ctx.cfg, `Deployed ${tag} on ${os.hostname()}${event.downtime_seconds === null ? '' : ` (downtime ${event.downtime_seconds.toFixed(1)}s)`}.`)
 }

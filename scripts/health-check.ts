@@ -34,7 +34,7 @@ const spec: CliSpec = {
   examples: ['health-check', 'health-check redis', 'health-check --json', 'health-check --wait 300'],
 }
 
-await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json' }, async (cli) => {
+await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()
   const services = servicesToCheck(cli)
   log.info('Checking service health')

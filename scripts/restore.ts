@@ -2,21 +2,18 @@
 // (contract: restore.sh). restore --drill [id]: the same proof on a scratch copy, live untouched.
 import fs from 'node:fs'
 import path from 'node:path'
-import { createBackup } from '../lib/backup.ts'
 import { BACKUP_ID, findBackup, readIndex, updateIndex } from '../lib/backup-index.ts'
 import { flag, type CliSpec } from '../lib/cli.ts'
 import { composeStart } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
-import { openContext, type Context } from '../lib/context.ts'
+import { openContext, requireCompose, type Context } from '../lib/context.ts'
 import { requireFreeDisk } from '../lib/disk.ts'
-import { FAST_GZIP_LEVEL } from '../lib/gzip.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
 import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
-import { onInterrupt, runMain } from '../lib/main.ts'
-import { quoteIdent } from '../lib/postgres.ts'
-import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, dropPreviousDatabase, restoreScratchCopy, swapScratchIn, type Source } from '../lib/restore-db.ts'
+import { runMain } from '../lib/main.ts'
+import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/restore-db.ts'
 import { isDryRun, run } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -53,7 +50,7 @@ const spec: CliSpec = {
   examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore --drill'],
 }
 
-await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed' }, async (cli) => {
+await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()
   if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0])
   if (!cli.positionals[0]) throw new OpsError('usage', 'Missing the backup file or backup id to restore')
@@ -65,12 +62,12 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   requireRoomForSafetyBackup(ctx)
   await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
   const scratch = await restoreScratchCopy(ctx, source)
-  const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES, { keepPrevious: true })
+  const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
   try {
     await restartServices(ctx)
   } finally {
     // Also when the services fail: the previous data is backed up before its database is dropped.
-    await backUpPreviousDatabase(ctx, previous, source)
+    await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })
   }
   log.info('Restore successful')
 })
@@ -105,31 +102,6 @@ function requireRoomForSafetyBackup(ctx: Context): void {
   requireFreeDisk(ctx.cfg.BACKUP_DIR, ctx.cfg.MIN_FREE_DISK_MB)
 }
 
-/**
- * Dumps the database the restore replaced (renamed aside, so exactly as it was at the swap) into an
- * indexed safety backup, then drops it. If the dump fails, the database stays, and the log says where.
- */
-async function backUpPreviousDatabase(ctx: Context, aside: string | null, source: Source): Promise<void> {
-  if (!aside) {
-    log.info(`Database ${ctx.db.database} did not exist before; no safety backup needed`)
-    return
-  }
-  log.info(`Creating safety backup of the previous database (renamed ${aside})`)
-  const forget = onInterrupt(() => log.warn(`Interrupted: the previous database is kept as ${aside}`))
-  try {
-    const reason = `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}`
-    const record = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: null, reason, fromDatabase: aside, level: FAST_GZIP_LEVEL })
-    log.info(`Safety backup: ${record.backup_id}`)
-  } catch (error) {
-    log.warn(`The safety backup failed: ${messageOf(error)}`)
-    log.warn(`The previous database is kept as ${aside}; drop it once it is no longer needed: DROP DATABASE ${quoteIdent(aside)}`)
-    return
-  } finally {
-    forget()
-  }
-  await dropPreviousDatabase(ctx.db, aside)
-}
-
 async function restartServices(ctx: Context): Promise<void> {
   const services = ctx.cfg.APP_SERVICES
   if (!services.length) {
@@ -137,7 +109,7 @@ async function restartServices(ctx: Context): Promise<void> {
     return
   }
   log.info('Restarting services')
-  await run(composeStart(ctx.compose!, services))
+  await run(composeStart(requireCompose(ctx), services))
   log.info('Services started')
   if (isDryRun()) return
   const { report, waitedOut } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)

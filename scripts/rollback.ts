@@ -1,25 +1,24 @@
 // rollback [target-version]: back to an earlier release, the database kept when its schema fits
 // the target and restored from the target's pre-deployment backup when it is ahead
 // (contract: rollback.sh).
-import os from 'node:os'
+import path from 'node:path'
 import dayjs from 'dayjs'
 import { createBackup } from '../lib/backup.ts'
 import { readIndex, type BackupRecord } from '../lib/backup-index.ts'
-import { flag, type CliSpec } from '../lib/cli.ts'
+import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
 import { compose } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
-import { openContext, type Context } from '../lib/context.ts'
-import { countRowsSince } from '../lib/data-export.ts'
-import { setEnvValue } from '../lib/env-file.ts'
+import { openContext, requireCompose, type Context } from '../lib/context.ts'
+import { countRowsNotIn } from '../lib/data-export.ts'
 import { takeDeployLock } from '../lib/deploy-lock.ts'
-import { completeEvent, deployedVersions, lastGoodBefore, newEvent, readEvents, readState, writeState, type DeployState } from '../lib/deploy-state.ts'
+import { deployedVersions, lastGoodBefore, newEvent, readEvents, readState, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
-import { formatCount, isoSeconds } from '../lib/format.ts'
+import { formatCount } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
-import { notify } from '../lib/notify.ts'
-import { gitResolve, imageDigest, pullImage, requireImage, schemaRevision } from '../lib/release.ts'
-import { checkout, exportWrittenSince, healthGate, record, restoreDatabaseFrom, runVersion } from '../lib/release-steps.ts'
+import { pullImage, schemaRevision, stopBotCommand } from '../lib/release.ts'
+import { checkout, healthGate, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
+import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
 
 const spec: CliSpec = {
@@ -50,35 +49,60 @@ const spec: CliSpec = {
 
 type DbPlan = { action: 'keep' } | { action: 'restore'; backup: BackupRecord } | { action: 'downgrade'; to: string }
 
-await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 } }, async (cli) => {
-  if (flag(cli, 'restore-db') && flag(cli, 'keep-data')) throw new OpsError('usage', '--restore-db and --keep-data contradict each other')
+interface RollbackOptions {
+  target: string | undefined
+  yes: boolean
+  restoreDb: boolean
+  keepData: boolean
+}
+
+await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
+  const opts = rollbackOptions(cli)
   const ctx = await openContext()
-  const lock = await takeDeployLock(ctx.cfg, `rollback ${cli.positionals[0] ?? ''}`.trim())
+  const lock = await takeDeployLock(ctx.cfg, `rollback ${opts.target ?? ''}`.trim())
   try {
-    const state = readState(ctx.cfg.ARTIFACTS_FILE)
-    const current = state.current?.artifact_id ?? null
-    const target = determineTarget(ctx, cli.positionals[0], current)
-    log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
-    await pullImage(ctx.compose!, target, null)
-    const plan = await planDatabase(ctx, target, current, flag(cli, 'restore-db'), flag(cli, 'keep-data'))
-    await confirmRollback(ctx, target, plan, flag(cli, 'yes'))
-    let event = record(ctx, newEvent('rollback', target, current, ctx.cfg.TRIGGERED_BY))
-    const safety = await safetyBackup(ctx, current)
-    event = record(ctx, { ...event, backup_created: true, backup_id: safety?.backup_id ?? null })
-    log.info('Stopping current services')
-    await run(compose(ctx.compose!, ['stop', 'bot']))
-    log.info(`Checking out ${target}`)
-    await checkout(ctx, target)
-    await applyDatabasePlan(ctx, plan, current, safety, event.event_id)
-    log.info('Starting services')
-    const downtime = await runVersion(ctx, target)
-    await requireHealthy(ctx, target)
-    await recordRollback(ctx, state, target, { ...event, downtime_seconds: downtime, migration_applied: plan.action !== 'keep' })
-    log.info(`Rollback successful: ${target}`)
+    await rollback(ctx, opts)
   } finally {
     lock.release()
   }
 })
+
+/** The contract's steps in order; a failed database step puts the database back (exit 3). */
+export async function rollback(ctx: Context, opts: RollbackOptions): Promise<void> {
+  const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
+  const current = state.current?.artifact_id ?? null
+  const target = determineTarget(ctx, opts.target, current)
+  log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
+  await pullImage(requireCompose(ctx), target, null)
+  const revision = await schemaRevision(ctx.db)
+  const plan = await planDatabase(ctx, target, current, revision, opts)
+  await confirmRollback(ctx, target, plan, opts.yes)
+  let event = record(ctx, { ...newEvent('rollback', target, current, ctx.cfg.TRIGGERED_BY), schema_revision_before: revision })
+  const safety = await safetyBackup(ctx, current)
+  event = record(ctx, { ...event, backup_created: !isDryRun(), backup_id: safety?.backup_id ?? null })
+  log.info('Stopping current services')
+  await run(stopBotCommand(requireCompose(ctx), ctx.cfg.STOP_TIMEOUT))
+  log.info(`Checking out ${target}`)
+  await checkout(ctx, target)
+  const replaced = await applyDatabasePlan(ctx, plan, current, safety)
+  log.info('Starting services')
+  let downtime: number | null
+  try {
+    downtime = await switchVersion(ctx, target)
+    await requireHealthy(ctx, target)
+  } finally {
+    // Also when the target fails to start: the rows the backup lacks are exported all the same.
+    if (plan.action === 'restore') await settleReplacedDatabase(ctx, replaced, { reason: `safety backup: ${ctx.db.database} as it was before the rollback to ${target}`, exportSince: { backup: plan.backup, dir: path.join(ctx.cfg.BACKUP_DIR, 'exports', event.event_id) } })
+  }
+  const after = isDryRun() ? null : await schemaRevision(ctx.db)
+  await recordRollback(ctx, state, target, { ...event, downtime_seconds: downtime, migration_applied: plan.action !== 'keep', schema_revision_after: after })
+  log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Rollback successful: ${target}`)
+}
+
+function rollbackOptions(cli: ParsedCli): RollbackOptions {
+  if (flag(cli, 'restore-db') && flag(cli, 'keep-data')) throw new OpsError('usage', '--restore-db and --keep-data contradict each other')
+  return { target: cli.positionals[0], yes: flag(cli, 'yes'), restoreDb: flag(cli, 'restore-db'), keepData: flag(cli, 'keep-data') }
+}
 
 function determineTarget(ctx: Context, wanted: string | undefined, current: string | null): string {
   const events = readEvents(ctx.cfg.AUDIT_LOG)
@@ -91,13 +115,12 @@ function determineTarget(ctx: Context, wanted: string | undefined, current: stri
 }
 
 /** Compares the database's schema revision with the target's head, before anything changes. */
-async function planDatabase(ctx: Context, target: string, current: string | null, restoreDb: boolean, keepData: boolean): Promise<DbPlan> {
-  const revision = await schemaRevision(ctx.db)
+async function planDatabase(ctx: Context, target: string, current: string | null, revision: string | null, opts: RollbackOptions): Promise<DbPlan> {
   const head = await targetHead(ctx, target)
   const backup = preDeploymentBackupOf(ctx, target)
   log.info(`Database schema: ${revision ?? 'none'}; ${target} expects ${head ?? 'none'}`)
-  if (revision === head && !restoreDb) return { action: 'keep' }
-  if (revision !== head && keepData) {
+  if (revision === head && !opts.restoreDb) return { action: 'keep' }
+  if (revision !== head && opts.keepData) {
     if (!head || !current) throw new OpsError('restore_failed', `Cannot downgrade the schema to ${head ?? 'nothing'} with --keep-data (nothing changed)`)
     return { action: 'downgrade', to: head }
   }
@@ -106,7 +129,7 @@ async function planDatabase(ctx: Context, target: string, current: string | null
 }
 
 async function targetHead(ctx: Context, target: string): Promise<string | null> {
-  const out = await capture({ ...compose(ctx.compose!, ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'heads'], { APP_VERSION: target }), mutates: false, timeoutMs: 120_000 })
+  const out = await capture({ ...compose(requireCompose(ctx), ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'heads'], { APP_VERSION: target }), mutates: false, timeoutMs: 120_000 })
   return /^(\w+) \(head\)/m.exec(out)?.[1] ?? null
 }
 
@@ -118,9 +141,9 @@ function preDeploymentBackupOf(ctx: Context, target: string): BackupRecord | nul
 async function confirmRollback(ctx: Context, target: string, plan: DbPlan, yes: boolean): Promise<void> {
   let loss = 'The database is kept as it is: no data is lost.'
   if (plan.action === 'restore') {
-    const rows = await countRowsSince(ctx.db, plan.backup.created_at)
+    const rows = await countRowsNotIn(ctx.db, ctx.db.database, plan.backup)
     const written = Object.entries(rows).map(([t, n]) => `${formatCount(n)} in ${t.replace(/^public\./, '')}`).join(', ') || 'none found'
-    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${ageOf(plan.backup.created_at)} ago). Rows written since: ${written}; they are exported as CSV first.`
+    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${ageOf(plan.backup.created_at)} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
   }
   if (plan.action === 'downgrade') loss = `The schema is downgraded to ${plan.to} (--keep-data); columns and tables added since are dropped.`
   log.info(loss)
@@ -133,51 +156,43 @@ async function safetyBackup(ctx: Context, current: string | null): Promise<Backu
   return isDryRun() ? null : backup
 }
 
-/** A restore or downgrade that fails puts the safety backup back: exit 3. */
-async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | null, safety: BackupRecord | null, eventId: string): Promise<void> {
-  if (plan.action === 'keep') return
+/**
+ * The bot is stopped. A restore swaps the verified backup in and returns the replaced database
+ * (kept until its rows are exported); a downgrade runs the current version's alembic. A failure
+ * leaves or puts the database back as it was, restarts the current version: exit 3.
+ */
+async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | null, safety: BackupRecord | null): Promise<string | null> {
+  if (plan.action === 'keep') return null
   try {
     if (plan.action === 'restore') {
-      await exportWrittenSince(ctx, plan.backup, eventId)
       log.info('Restoring database backup')
-      await restoreDatabaseFrom(ctx, plan.backup)
-    } else {
-      log.info(`Downgrading database schema to ${plan.to}`)
-      const result = await tryRun({ ...compose(ctx.compose!, ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'downgrade', plan.to], { APP_VERSION: current! }), timeoutMs: 10 * 60_000 })
-      if (result.exitCode !== 0) throw new OpsError('restore_failed', `alembic downgrade failed: ${result.stderr.trim().split('\n').pop()}`)
+      return await replaceLiveWith(ctx, plan.backup, [])
     }
+    log.info(`Downgrading database schema to ${plan.to}`)
+    const result = await tryRun({ ...compose(requireCompose(ctx), ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'downgrade', plan.to], { APP_VERSION: current ?? '' }), timeoutMs: 10 * 60_000 })
+    if (result.exitCode !== 0) throw new OpsError('restore_failed', `alembic downgrade failed: ${result.stderr.trim().split('\n').pop()}`)
+    return null
   } catch (error) {
     log.error(`Database ${plan.action} failed: ${messageOf(error)}`)
-    if (safety) {
+    // A failed restore never reached the live database (it is swapped in whole or not at all);
+    // a failed downgrade may have changed it halfway.
+    if (plan.action === 'downgrade' && safety) {
       log.info(`Putting the safety backup ${safety.backup_id} back`)
-      await restoreDatabaseFrom(ctx, safety)
+      await settleReplacedDatabase(ctx, await replaceLiveWith(ctx, safety, []), { reason: `safety backup: ${ctx.db.database} after a failed downgrade to ${plan.to}` })
     }
-    if (current) await checkout(ctx, current).then(() => runVersion(ctx, current)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
-    throw new OpsError('restore_failed', `Backup restoration failed; the safety backup was put back and ${current ?? 'nothing'} restarted`, { cause: error })
+    if (current) await checkout(ctx, current).then(() => switchVersion(ctx, current)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
+    throw new OpsError('restore_failed', `Backup restoration failed; the database is as it was before the rollback and ${current ?? 'nothing'} restarted`, { cause: error })
   }
 }
 
 async function requireHealthy(ctx: Context, target: string): Promise<void> {
-  const failed = await healthGate(ctx)
-  if (failed) throw new OpsError('health_failed', `${target} is running but not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`)
+  const gate = await healthGate(ctx)
+  if (!gate.passed) throw new OpsError('health_failed', `${target} is running but not healthy: ${gate.reason}`)
   log.info('Health checks passed')
 }
 
-async function recordRollback(ctx: Context, state: DeployState, target: string, event: ReturnType<typeof newEvent>): Promise<void> {
-  if (isDryRun()) return
-  const image = `${requireImage(ctx.cfg)}:${target}`
-  const sha = (await tryRun(gitResolve(ctx.cfg.APP_DIR, target))).stdout.trim()
-  writeState(ctx.cfg.ARTIFACTS_FILE, {
-    current: {
-      artifact_id: target, git_commit_sha: sha, git_tag: /^v\d/.test(target) ? target : null, docker_image_uri: image,
-      docker_image_digest: await imageDigest(image), deployed: true, deployed_at: isoSeconds(new Date()),
-      rollback_from: state.current?.artifact_id ?? null, schema_revision: await schemaRevision(ctx.db),
-    },
-    previous: state.current ? { ...state.current, deployed: false } : null,
-  })
-  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', target)
-  record(ctx, completeEvent({ ...event, health_check_passed: true }, 'success', null))
-  await notify(ctx.cfg, `Rolled back to ${target} on ${os.hostname()} (from ${state.current?.artifact_id ?? 'nothing'}).`)
+async function recordRollback(ctx: Context, state: DeployState, target: string, event: DeployEvent): Promise<void> {
+  await recordDeployed(ctx, { state, tag: target, event, rollbackFrom: state.current?.artifact_id ?? null, message: `Rolled back to ${target} (from ${state.current?.artifact_id ?? 'nothing'})` })
 }
 
 function ageOf(time: string): string {

@@ -5,6 +5,8 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readLog, ROOT } from '../support/scripts.ts'
 import { bedEnv, createStack, exec, stackChecksums, type Stack } from '../support/stack.ts'
+import { freePort } from '../support/droplet.ts'
+import { exportDirsIn, unaccounted, Writer } from '../support/writer.ts'
 
 // deploy and rollback on the real stack, driving the fixture releases: v1.0.0 baseline, v1.1.0 a
 // new migration, v1.2.0 a migration that fails after changing data, v1.3.0 never healthy.
@@ -55,7 +57,7 @@ function events(): Record<string, unknown>[] {
 }
 
 function state(): { current: Record<string, unknown> | null; previous: Record<string, unknown> | null } {
-  return JSON.parse(fs.readFileSync(path.join(stack.dir, 'deployment', 'artifacts.json'), 'utf8'))
+  return JSON.parse(fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'))
 }
 
 async function runningVersion(): Promise<string> {
@@ -103,9 +105,10 @@ describe('deploy', () => {
     expect(state().current).toMatchObject({ artifact_id: 'v1.1.0' })
   })
 
-  it('3. v1.3.0 that never becomes healthy: rolled back automatically, exit 1, v1.1.0 healthy', async () => {
-    const result = await deploy(['v1.3.0'])
+  it('3. v1.3.0 that never becomes healthy: rolled back as soon as its startup error shows, exit 1, v1.1.0 healthy', async () => {
+    const result = await deploy(['v1.3.0'], { HEALTH_CHECK_TIMEOUT: '120' })
     expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(/ERROR: Health checks failed: the bot reports a failed startup check: .*PAYMENTS_WEBHOOK_SECRET/)
     expect(result.stderr).toMatch(/ERROR: Deployment failed - initiating rollback/)
     expect(result.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
     expect(await runningVersion()).toBe('v1.1.0')
@@ -122,14 +125,17 @@ describe('deploy', () => {
   })
 
   it('9. --dry-run prints the plan and changes nothing', async () => {
-    const before = [await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'deployment/artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    const before = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
     const result = await stack.script('deploy', ['v1.0.0', '--dry-run'], env)
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/\[dry-run\] pg_dump|\[dry-run\] docker compose .* exec -T postgres pg_dump/)
     expect(result.stdout).toMatch(/\[dry-run\] git -C .* checkout --detach --force --quiet v1.0.0/)
     expect(result.stdout).toMatch(/\[dry-run\] docker compose .* run --rm -T --no-deps bot alembic upgrade head/)
     expect(result.stdout).toMatch(/\[dry-run\] docker compose .* up -d --remove-orphans/)
-    const after = [await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'deployment/artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    expect(result.stdout).toMatch(/INFO: Dry run complete: nothing was changed\n$/)
+    expect(result.stdout).not.toMatch(/Backup created|Migrations applied|Deployment successful/)
+    // The log file is the record of what happened: a plan leaves nothing in it.
+    const after = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
     expect(after).toEqual(before)
     expect(await runningVersion()).toBe('v1.1.0')
   })
@@ -197,12 +203,84 @@ describe('deploy', () => {
   it('10. notifications reached the local server for success, failure and rollback; a dead URL does not fail a deploy', async () => {
     const texts = received.map((r) => r.body).join('\n')
     expect(texts).toMatch(/Deployed v1.1.0/)
-    expect(texts).toMatch(/Deployment of v1.2.0 failed: migration failed/)
-    expect(texts).toMatch(/Deployment of v1.3.0 failed its health checks. Rolled back to v1.1.0/)
+    expect(texts).toMatch(/Deployment of v1.2.0 failed at the migration step: .*currencies/)
+    expect(texts).toMatch(/Deployment of v1.3.0 failed at the health step: .*PAYMENTS_WEBHOOK_SECRET.* Rolled back to v1.1.0[.,]/)
     expect(received.some((r) => r.path.startsWith('/tg/bot') && r.path.endsWith('/sendMessage') && r.body.includes('"chat_id":"4242"'))).toBe(true)
     const dead = await deploy(['v1.1.0', '--force'], { NOTIFY_WEBHOOK_URL: 'http://127.0.0.1:1/hook', TELEGRAM_NOTIFY_CHAT_ID: '' })
     expect(dead.code).toBe(0)
     expect(dead.stderr).toMatch(/WARN: webhook notification failed/)
+  })
+})
+
+describe('webhook mode (nginx in front)', () => {
+  it('13. a release that never becomes healthy: rolled back, nginx never replaced and serving throughout', async () => {
+    const certs = path.join(stack.dir, 'letsencrypt')
+    fs.mkdirSync(path.join(certs, 'live', 'localhost'), { recursive: true })
+    const cert = await exec(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(certs, 'live/localhost/privkey.pem'), '-out', path.join(certs, 'live/localhost/fullchain.pem')])
+    expect(cert.code, cert.stderr).toBe(0)
+    const httpsPort = await freePort()
+    const webhook = { COMPOSE_PROFILES: 'webhook', LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
+    const post = async () => (await exec(['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', 'X-Telegram-Bot-Api-Secret-Token: e2e_webhook_secret', '-d', '{}', `https://127.0.0.1:${httpsPort}/webhook`])).stdout
+    try {
+      const up = await deploy(['v1.1.0', '--force'], webhook)
+      expect(up.code, up.stderr).toBe(0)
+      expect(await post()).toBe('200')
+      const nginx = await containerId('nginx')
+      const failed = await deploy(['v1.3.0'], { ...webhook, HEALTH_CHECK_TIMEOUT: '120' })
+      expect(failed.code).toBe(1)
+      expect(failed.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
+      expect(await runningVersion()).toBe('v1.1.0')
+      expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+      expect(await containerId('nginx')).toBe(nginx)
+      expect(await post()).toBe('200')
+    } finally {
+      await stack.compose(['--profile', 'webhook', 'rm', '--stop', '--force', 'nginx'], webhook)
+    }
+  })
+})
+
+async function containerId(service: string): Promise<string> {
+  return (await exec(['docker', 'ps', '-q', '--filter', `label=com.docker.compose.project=${stack.project}`, '--filter', `label=com.docker.compose.service=${service}`])).stdout.trim()
+}
+
+// A bot of another shape that keeps writing while it is deployed, and a dump long enough that rows
+// are committed while it runs: after each failure every committed row is in the database or in
+// the export the log names.
+describe('every committed row is accounted for while a bot writes', () => {
+  const fill = () => stack.psql(`CREATE TABLE IF NOT EXISTS e2e_filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS pad FROM generate_series(1, 600000) g`)
+  beforeAll(fill)
+
+  it('11. a migration that fails while the bot writes: rolled back, no committed row lost', async () => {
+    const writer = new Writer(stack)
+    writer.start()
+    const result = await deploy(['v1.2.0'])
+    const committed = await writer.stop()
+    expect(result.code, result.stderr).toBe(3)
+    const dirs = exportDirsIn(result.stdout)
+    expect(dirs).toHaveLength(1)
+    const { lost, onlyExported } = await unaccounted(stack, committed, dirs)
+    expect(lost).toEqual([])
+    // Rows the backup could not hold existed (written during the dump and after), and were exported.
+    expect(onlyExported).toBeGreaterThan(0)
+    expect(await runningVersion()).toBe('v1.1.0')
+  })
+
+  it('12. rollback.sh restoring a backup taken while the bot wrote: no committed row lost', async () => {
+    const writer = new Writer(stack)
+    writer.start()
+    const back = await rollback([])
+    // That backup predates the filler: put it back so the next pre-deployment dump takes a while.
+    await fill()
+    const runs = [back, await deploy(['v1.1.0']), await rollback([])]
+    const committed = await writer.stop()
+    for (const r of runs) expect(r.code, r.stderr).toBe(0)
+    const dirs = runs.flatMap((r) => exportDirsIn(r.stdout))
+    expect(dirs).toHaveLength(2)
+    const { lost, onlyExported } = await unaccounted(stack, committed, dirs)
+    expect(lost).toEqual([])
+    expect(onlyExported).toBeGreaterThan(0)
+    expect(await runningVersion()).toBe('v1.0.0')
+    expect(events().at(-1)).toMatchObject({ event_type: 'rollback', status: 'success', schema_revision_before: '0002', schema_revision_after: '0001' })
   })
 })
 

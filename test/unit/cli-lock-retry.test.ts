@@ -73,3 +73,27 @@ describe('what counts as transient', () => {
     expect(looksTransient(new Error('manifest for bot:v9 not found: manifest unknown'))).toBe(false)
   })
 })
+
+describe('lock file states', () => {
+  const fresh = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-lock-')), 'deploy.lock')
+
+  it('an empty (being written, or unreadable) lock is held until it is old, then taken over', async () => {
+    const file = fresh()
+    fs.writeFileSync(file, '')
+    await expect(acquireLock(file, { command: 'deploy', waitMs: 0, staleAfterMs: 60_000 })).rejects.toThrow(/cannot be read/)
+    const old = new Date(Date.now() - 120_000)
+    fs.utimesSync(file, old, old)
+    const taken = await acquireLock(file, { command: 'deploy', waitMs: 0, staleAfterMs: 60_000 })
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).command).toBe('deploy')
+    taken.release()
+  })
+
+  it('the lock appears complete: no temp file is left beside it', async () => {
+    const file = fresh()
+    const lock = await acquireLock(file, { command: 'deploy v1', waitMs: 0, staleAfterMs: 60_000 })
+    expect(fs.readdirSync(path.dirname(file))).toEqual(['deploy.lock'])
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toMatchObject({ pid: process.pid, command: 'deploy v1' })
+    lock.release()
+    expect(fs.readdirSync(path.dirname(file))).toEqual([])
+  })
+})
