@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import { Duplex, type Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { $ } from 'zx'
 import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
@@ -53,27 +52,44 @@ function skipForDryRun(command: Command): boolean {
   return true
 }
 
-/** Runs a command whose output is small; never use it for a dump (zx keeps all output in memory). */
+/**
+ * Runs a command whose output is small (it is kept in memory; a dump goes through runStages),
+ * spawned directly: no shell between us and the program, so no quoting, no ~/.bashrc, and the
+ * timeout is ours to keep. A program that is not installed is exit 127, as a shell would say.
+ */
 export async function tryRun(command: Command): Promise<RunResult> {
   if (skipForDryRun(command)) return { exitCode: 0, stdout: '', stderr: '' }
   log.debug(`$ ${describe(command)}`)
-  const started = Date.now()
-  const output = await $({
+  const [program = '', ...args] = command.argv
+  const child = spawn(program, args, {
     cwd: command.cwd,
     env: { ...process.env, ...command.env },
-    input: command.input,
-    // zx runs the command through bash; bash whose stdin is a socket (node's default pipe) and with
-    // no SHLVL, as under systemd, takes itself for an ssh session and reads ~/.bashrc every time.
     stdio: [command.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    timeout: command.timeoutMs,
-    nothrow: true,
-    quiet: true,
-    verbose: false,
-  })`${command.argv}`
-  if (command.timeoutMs && output.signal && Date.now() - started >= command.timeoutMs) {
-    throw new OpsError('timeout', `Timed out after ${Math.round(command.timeoutMs / 1000)}s: ${describe(command)}`)
-  }
-  return { exitCode: output.exitCode ?? 1, stdout: output.stdout, stderr: output.stderr }
+  })
+  const stdout: Buffer[] = []
+  const stderr: Buffer[] = []
+  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk))
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk))
+  child.stdin?.on('error', () => undefined) // a program that exits without reading its input
+  child.stdin?.end(command.input)
+  let timedOut = false
+  const timer = command.timeoutMs
+    ? setTimeout(() => {
+        timedOut = true
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
+      }, command.timeoutMs)
+    : null
+  const exitCode = await new Promise<number>((resolve) => {
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      stderr.push(Buffer.from(error.code === 'ENOENT' ? `${program}: command not found` : error.message))
+      resolve(127)
+    })
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+  })
+  if (timer) clearTimeout(timer)
+  if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round((command.timeoutMs ?? 0) / 1000)}s: ${describe(command)}`)
+  return { exitCode, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() }
 }
 
 export async function run(command: Command): Promise<RunResult> {
@@ -96,9 +112,10 @@ export class CommandFailed extends OpsError {
   }
 }
 
+/** Names the program first (what an operator searches for), then the whole command, redacted. */
 function commandFailed(command: Command, exitCode: number | null, output: string): CommandFailed {
   const detail = redact(lastLines(output, 5)) || `exit code ${exitCode}`
-  return new CommandFailed(command, `${command.argv[0]} failed: ${detail}`)
+  return new CommandFailed(command, `${command.argv[0]} failed: ${detail} (exit ${exitCode}: ${describe(command)})`)
 }
 
 function lastLines(text: string, count: number): string {

@@ -3,7 +3,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { CommandFailed, run, runStages, type Command } from '../../lib/runner.ts'
+import { OpsError } from '../../lib/errors.ts'
+import { addSecretsFrom } from '../../lib/redact.ts'
+import { CommandFailed, run, runStages, tryRun, type Command } from '../../lib/runner.ts'
 
 // Real processes: adjacent commands are joined by a kernel pipe, the way a shell joins them.
 class Collect extends Writable {
@@ -21,8 +23,9 @@ describe('runStages', () => {
     expect(out.text.trim()).toBe('2')
   })
 
-  it('runs a pipeline of commands only', async () => {
+  it('runs a pipeline of commands only, and a failing last one fails it', async () => {
     await expect(runStages([{ argv: ['printf', 'x'] }, { argv: ['cat'] }], 10_000)).resolves.toBeUndefined()
+    await expect(runStages([{ argv: ['printf', 'x'] }, { argv: ['sh', '-c', 'cat >/dev/null; exit 4'] }], 10_000)).rejects.toBeInstanceOf(CommandFailed)
   })
 
   it('names the command that failed, so a caller can tell the stages apart', async () => {
@@ -53,5 +56,37 @@ describe('run', () => {
     } finally {
       fs.rmSync(home, { recursive: true, force: true })
     }
+  })
+})
+
+describe('tryRun (no shell)', () => {
+  it('passes every argument as it is: nothing is split, globbed or expanded', async () => {
+    const r = await tryRun({ argv: ['printf', '%s|', 'a b', '$HOME', '*', "it's"] })
+    expect(r).toEqual({ exitCode: 0, stdout: "a b|$HOME|*|it's|", stderr: '' })
+  })
+
+  it('a program that is not installed is exit 127 with a clear line', async () => {
+    const r = await tryRun({ argv: ['ttg-no-such-program', '--version'] })
+    expect(r.exitCode).toBe(127)
+    expect(r.stderr).toBe('ttg-no-such-program: command not found')
+  })
+
+  it('its own timeout kills the program and says which command timed out', async () => {
+    const error = await tryRun({ argv: ['sleep', '30'], timeoutMs: 300 }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(OpsError)
+    expect((error as OpsError).kind).toBe('timeout')
+    expect((error as OpsError).message).toBe('Timed out after 0s: sleep 30')
+  })
+
+  it('input reaches stdin', async () => {
+    expect((await tryRun({ argv: ['cat'], input: 'hello' })).stdout).toBe('hello')
+  })
+
+  it('a failure names the whole command, with secrets redacted', async () => {
+    addSecretsFrom({ POSTGRES_PASSWORD: 'runner-secret-pw' })
+    const error = await run({ argv: ['sh', '-c', 'echo boom >&2; exit 3', 'runner-secret-pw'] }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CommandFailed)
+    expect((error as Error).message).toMatch(/^sh failed: boom \(exit 3: sh -c 'echo boom >&2; exit 3' \S+\)$/)
+    expect((error as Error).message).not.toContain('runner-secret-pw')
   })
 })
