@@ -41,7 +41,8 @@ export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
   let parsed
   try {
     parsed = parseArgs({
-      args: withOptionalNumbers(argv, spec),
+      // A leading `--` keeps node from taking the script's options (--env-file) as its own.
+      args: withOptionalNumbers(argv[0] === '--' ? argv.slice(1) : argv, spec),
       strict: true,
       allowPositionals: true,
       options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }])),

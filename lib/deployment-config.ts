@@ -11,6 +11,9 @@ export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR'] as const
 /** A value docker compose reads back exactly: no quotes, spaces, `$` (compose expands it), `#`. */
 const PLAIN_VALUE = /^[^\s'"`$#\\]*$/
 
+/** Command lines only the toolkit reads (never compose): spaces are their point. */
+const COMMAND_KEYS = new Set(['MIGRATE_COMMAND'])
+
 /** null when the value is acceptable, else what is wrong with it (never the value itself). */
 export type Rule = (value: string) => string | null
 
@@ -67,7 +70,7 @@ export function validateDeploymentConfig(vars: Record<string, string | undefined
   }
   for (const [key, value] of Object.entries(vars)) {
     if (value === undefined || value === '' || problems.some((p) => p.key === key)) continue
-    const wrong = !PLAIN_VALUE.test(value) ? 'must not contain spaces, quotes, $, # or backslashes' : RULES[key]?.(value)
+    const wrong = !PLAIN_VALUE.test(value) && !COMMAND_KEYS.has(key) ? 'must not contain spaces, quotes, $, # or backslashes' : RULES[key]?.(value)
     if (wrong) problems.push({ key, message: wrong })
   }
   if (mode === 'polling' && vars.TELEGRAM_WEBHOOK_URL) problems.push({ key: 'TELEGRAM_WEBHOOK_URL', message: 'must be empty in polling mode' })

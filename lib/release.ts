@@ -10,16 +10,20 @@ import { capture, run, tryRun, type Command } from './runner.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
 // and the switch from one bot container to the next. Builders return argv; callers run them.
+// No terminal prompt for credentials: a remote the deploy user cannot reach fails with git's
+// message instead of waiting for a password nobody will type.
+const GIT_ENV = { GIT_TERMINAL_PROMPT: '0' }
+
 export function gitFetch(appDir: string): Command {
-  return { argv: ['git', '-C', appDir, 'fetch', '--tags', '--force', '--prune', 'origin'], timeoutMs: 120_000, mutates: false }
+  return { argv: ['git', '-C', appDir, 'fetch', '--tags', '--force', '--prune', 'origin'], env: GIT_ENV, timeoutMs: 120_000, mutates: false }
 }
 
 export function gitResolve(appDir: string, ref: string): Command {
-  return { argv: ['git', '-C', appDir, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], mutates: false, timeoutMs: 30_000 }
+  return { argv: ['git', '-C', appDir, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], env: GIT_ENV, mutates: false, timeoutMs: 30_000 }
 }
 
 export function gitCheckout(appDir: string, ref: string): Command {
-  return { argv: ['git', '-C', appDir, 'checkout', '--detach', '--force', '--quiet', ref], timeoutMs: 60_000 }
+  return { argv: ['git', '-C', appDir, 'checkout', '--detach', '--force', '--quiet', ref], env: GIT_ENV, timeoutMs: 60_000 }
 }
 
 /** Pull (with the contract's retries) or, with --build, build from the checkout. */

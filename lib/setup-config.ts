@@ -16,10 +16,15 @@ const schema = z.object({
   DEPLOY_USER: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a Linux user name').refine((u) => u !== 'root', 'must not be root').default('deploy'),
   APP_DIR: absolutePath.optional(),
   APP_REPO_URL: z.string().optional(),
+  /** the operator's own private key for APP_REPO_URL (ssh), instead of one setup-droplet generates */
+  DEPLOY_KEY_FILE: absolutePath.optional(),
   SSH_PORT: z.coerce.number().int().min(1).max(65535).default(22),
   CERTBOT_EMAIL: z.email().optional(),
-  /** what every host gets: the firewall, git for the clone, openssl for --self-signed, logrotate */
-  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'ca-certificates', 'openssl', 'logrotate']),
+  /**
+   * what every host gets: the firewall, git and ssh for the clone (and ssh-keygen for the deploy
+   * key), openssl for --self-signed, logrotate
+   */
+  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate']),
   /** empty: docker.io and whichever Compose package apt offers (see lib/setup-steps.ts) */
   SETUP_DOCKER_PACKAGES: packageList.default([]),
   /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */
@@ -68,4 +73,14 @@ function readAnswers(file: string): Record<string, string> {
 
 function nonEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
+}
+
+/**
+ * The answers given this time whose value differs from the kept .env.production: names only,
+ * since the values are secrets. A missing key counts as empty, as compose reads it.
+ */
+export function changedAnswers(given: Record<string, string>, kept: Record<string, string>, ignore: readonly string[] = []): string[] {
+  return Object.keys(given)
+    .filter((key) => !ignore.includes(key) && (kept[key] ?? '') !== given[key])
+    .sort()
 }

@@ -168,36 +168,174 @@ export function chmod(mode: string, files: string[]): Command {
   return { argv: ['chmod', mode, ...files], timeoutMs: 30_000 }
 }
 
+// ---- running as the deploy user -----------------------------------------------------------------
+
+/** Who the application's files belong to: the deploy user, from `getent passwd`. */
+export interface Account {
+  user: string
+  /** numeric gid, or the user's own group name when the user does not exist yet (a dry run) */
+  group: string
+  home: string
+}
+
+export function passwdEntry(user: string): Command {
+  return { argv: ['getent', 'passwd', user], mutates: false, timeoutMs: 10_000 }
+}
+
+/** `deploy:x:1000:1000::/home/deploy:/bin/bash` -> the account; null for anything else. */
+export function parsePasswd(line: string): Account | null {
+  const [user, , uid, gid, , home] = line.trim().split(':')
+  if (!user || !uid || !gid || !home || !/^\d+$/.test(gid)) return null
+  return { user, group: gid, home }
+}
+
+/**
+ * The command as `account` would run it (the same switch lib/deploy-user.ts makes for the
+ * scripts): git then uses the deploy user's own key and known_hosts, and everything it writes
+ * belongs to that user. HOME is set too (setpriv keeps root's), and the working directory is the
+ * user's home, since root's may be unreadable to it.
+ */
+export function asUser(account: Account, command: Command): Command {
+  return {
+    ...command,
+    argv: ['setpriv', `--reuid=${account.user}`, `--regid=${account.group}`, '--init-groups', '--', ...command.argv],
+    env: { ...command.env, HOME: account.home, USER: account.user, LOGNAME: account.user },
+    cwd: command.cwd ?? account.home,
+  }
+}
+
 // ---- git ---------------------------------------------------------------------------------------
 
-// No terminal prompt for credentials: a private repository without a key fails with git's
-// message instead of hanging a non-interactive setup.
-const GIT_ENV = { GIT_TERMINAL_PROMPT: '0' }
+/**
+ * No terminal prompt for credentials: a private repository the deploy user cannot read fails with
+ * git's message instead of hanging a non-interactive setup. With an ssh remote, git uses the
+ * deploy key (sshCommand).
+ */
+export function gitEnv(sshCommand: string | null = null): Record<string, string> {
+  return { GIT_TERMINAL_PROMPT: '0', ...(sshCommand ? { GIT_SSH_COMMAND: sshCommand } : {}) }
+}
 
-export function gitClone(url: string, dest: string): Command {
-  return { argv: ['git', 'clone', '--quiet', '--no-checkout', url, dest], env: GIT_ENV, timeoutMs: 15 * 60_000 }
+/**
+ * ssh for the application repository: the deploy key only (not whatever else ~/.ssh holds), the
+ * host key accepted on first use and checked from then on (a changed one is still refused), and
+ * never a prompt (BatchMode: a missing key is an error, not a passphrase question).
+ */
+export function gitSshCommand(keyFile: string): string {
+  return `ssh -i ${keyFile} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes`
+}
+
+/** git's own rule: ssh:// (and git+ssh://), or scp-like `[user@]host:path` with no slash before the colon. */
+export function isSshUrl(url: string): boolean {
+  if (/^(ssh|git\+ssh|ssh\+git):\/\//i.test(url)) return true
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return false
+  const colon = url.indexOf(':')
+  return colon > 0 && !url.slice(0, colon).includes('/')
+}
+
+/** The host an ssh URL names (for messages): git@github.com:team/bot.git -> github.com. */
+export function sshHost(url: string): string | null {
+  if (!isSshUrl(url)) return null
+  const match = /^[a-z+]+:\/\/(?:[^@/]+@)?(\[[^\]]+\]|[^:/]+)/i.exec(url) ?? /^(?:[^@:]+@)?([^:]+):/.exec(url)
+  return match?.[1] ?? null
+}
+
+/**
+ * The clone keeps the ssh command in its own config (core.sshCommand), so deploy's later `git
+ * fetch` as the deploy user uses the same key with nothing in the environment.
+ */
+export function gitClone(url: string, dest: string, sshCommand: string | null = null): Command {
+  const config = sshCommand ? ['--config', `core.sshCommand=${sshCommand}`] : []
+  return { argv: ['git', 'clone', '--quiet', '--no-checkout', ...config, url, dest], env: gitEnv(sshCommand), timeoutMs: 15 * 60_000 }
+}
+
+/** Can this user read the repository? One round trip, nothing written (but known_hosts, on first use). */
+export function gitLsRemote(url: string, sshCommand: string | null): Command {
+  return { argv: ['git', 'ls-remote', '--quiet', url, 'HEAD'], env: gitEnv(sshCommand), mutates: false, timeoutMs: 60_000 }
+}
+
+export function gitFetchTags(dir: string, sshCommand: string | null): Command {
+  return { argv: ['git', '-C', dir, 'fetch', '--quiet', '--tags', 'origin'], env: gitEnv(sshCommand), timeoutMs: 5 * 60_000 }
 }
 
 export function gitRemoteUrl(dir: string): Command {
-  return { argv: ['git', '-C', dir, 'remote', 'get-url', 'origin'], mutates: false, timeoutMs: 30_000 }
+  return { argv: ['git', '-C', dir, 'remote', 'get-url', 'origin'], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
+}
+
+export function gitConfigGet(dir: string, key: string): Command {
+  return { argv: ['git', '-C', dir, 'config', '--local', '--get', key], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
+}
+
+export function gitConfigSet(dir: string, key: string, value: string): Command {
+  return { argv: ['git', '-C', dir, 'config', '--local', key, value], env: gitEnv(), timeoutMs: 30_000 }
 }
 
 /** Newest release first by version order (v1.10.0 after v1.9.0), not by name. */
 export function gitTags(dir: string): Command {
-  return { argv: ['git', '-C', dir, 'tag', '--list', '--sort=-v:refname'], mutates: false, timeoutMs: 30_000 }
+  return { argv: ['git', '-C', dir, 'tag', '--list', '--sort=-v:refname'], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
+}
+
+/** The commit `ref` names, or HEAD's: comparing them tells whether a checkout would change anything. */
+export function gitRevParse(dir: string, ref: string): Command {
+  return { argv: ['git', '-C', dir, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
 }
 
 export function gitCheckout(dir: string, ref: string): Command {
-  return { argv: ['git', '-C', dir, 'checkout', '--quiet', '--detach', ref], env: GIT_ENV, timeoutMs: 5 * 60_000 }
+  return { argv: ['git', '-C', dir, 'checkout', '--quiet', '--detach', ref], env: gitEnv(), timeoutMs: 5 * 60_000 }
 }
 
 export function gitSafeDirectories(): Command {
-  return { argv: ['git', 'config', '--system', '--get-all', 'safe.directory'], mutates: false, timeoutMs: 10_000 }
+  return { argv: ['git', 'config', '--system', '--get-all', 'safe.directory'], env: gitEnv(), mutates: false, timeoutMs: 10_000 }
 }
 
 /** root and the deploy user both run git in APP_DIR; git refuses a repository owned by another user otherwise. */
 export function addGitSafeDirectory(dir: string): Command {
-  return { argv: ['git', 'config', '--system', '--add', 'safe.directory', dir], timeoutMs: 10_000 }
+  return { argv: ['git', 'config', '--system', '--add', 'safe.directory', dir], env: gitEnv(), timeoutMs: 10_000 }
+}
+
+/**
+ * The lines of a failed git command's stderr that say why (`Permission denied (publickey)`,
+ * `Repository not found`), without the advice git prints after every remote failure.
+ */
+export function gitFailureReason(stderr: string): string {
+  const boilerplate = /^(Please make sure you have the correct access rights|and the repository exists\.?)$/
+  return stderr.split('\n').map((l) => l.trim()).filter((l) => l && !boilerplate.test(l)).slice(0, 3).join(' | ')
+}
+
+// ---- the deploy key ----------------------------------------------------------------------------
+
+/**
+ * Where the deploy user's key for the application repository lives: one setup-droplet generates
+ * is the user's default ed25519 key; an operator's own (DEPLOY_KEY_FILE) is copied beside it
+ * under its own name, so it never replaces a key the user already had.
+ */
+export function deployKeyPath(home: string, operatorKey: boolean): string {
+  return `${home.replace(/\/$/, '')}/.ssh/${operatorKey ? 'toogoodtogo_deploy_key' : 'id_ed25519'}`
+}
+
+/** No passphrase: the key is used unattended by deploys and timers; its file is the protection (600). */
+export function sshKeygen(keyFile: string, comment: string): Command {
+  return { argv: ['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', keyFile], timeoutMs: 30_000 }
+}
+
+/** The public half, derived from the private key (an operator's key may come without its .pub). */
+export function sshPublicKey(keyFile: string): Command {
+  // -P '': a key with a passphrase fails here instead of asking for it.
+  return { argv: ['ssh-keygen', '-y', '-P', '', '-f', keyFile], mutates: false, timeoutMs: 30_000 }
+}
+
+/** Copies a file into place with its owner and mode in one step (never readable by others in between). */
+export function installFile(from: string, to: string, mode: string, owner: string): Command {
+  return { argv: ['install', '-m', mode, '-o', owner, '-g', owner, from, to], timeoutMs: 30_000 }
+}
+
+// ---- the first migration -----------------------------------------------------------------------
+
+/**
+ * MIGRATE_COMMAND in the bot's image, as deploy runs it, but without --no-deps: on a fresh host
+ * `run` waits for the database's healthcheck (depends_on) while it initialises.
+ */
+export function firstMigration(stack: string[], migrate: string, env: Record<string, string>): Command {
+  return { argv: [...stack, 'run', '--rm', '-T', 'bot', ...migrate.trim().split(/\s+/)], env, timeoutMs: 10 * 60_000 }
 }
 
 export function move(from: string, to: string): Command {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # setup-droplet.sh: the one command for a fresh droplet. The other wrappers assume Node and the
 # toolkit's node_modules; this one runs first on a bare machine, so it makes sure of both, saying
-# what it does, then hands over to scripts/setup-droplet.ts with the toolkit's own tsx:
+# what it does, then hands over to scripts/setup-droplet.ts through scripts/run.sh (the toolkit's own
+# tsx; it also keeps node from taking --env-file for itself):
 #   1. Node.js >= 20 on PATH: used as it is. Otherwise, as root, Debian's own nodejs (+ npm) when
 #      apt offers version 20 or newer (Debian 13), else NodeSource's nodejs (Debian 12's is 18):
 #      their apt repository deb.nodesource.com/node_${SETUP_NODE_MAJOR:-22}.x, signed by their key.
@@ -122,7 +123,7 @@ main() {
   ensure_node
   ensure_node_modules "$root"
   [[ -x "$root/node_modules/.bin/tsx" || "$dry_run" == 0 ]] || { say "Dry run: the toolkit's packages are not installed, so the rest of the plan cannot be shown"; exit 0; }
-  exec "$root/node_modules/.bin/tsx" "$root/scripts/setup-droplet.ts" "$@"
+  exec "$root/scripts/run.sh" setup-droplet "$@"
 }
 
 # Sourced by the unit test for its functions; run, it does the work.

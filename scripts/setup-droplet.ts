@@ -3,12 +3,14 @@
 // simply run again; the completion marker, written last, makes a finished host exit 2 untouched.
 import { randomInt } from 'node:crypto'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { flag, stringOption, type CliSpec } from '../lib/cli.ts'
 import { composeBase, detectCompose, type ComposeFlavor, type ComposeProject } from '../lib/compose.ts'
 import { TOOLKIT_DIR } from '../lib/config.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
-import { openContext } from '../lib/context.ts'
+import { openContext, type Context } from '../lib/context.ts'
+import { appendEvent, completeEvent, newEvent, readState, TAG, writeState, type Artifact, type DeployEvent } from '../lib/deploy-state.ts'
 import {
   assertValid,
   composeDatabaseUrl,
@@ -20,20 +22,22 @@ import {
   validateDeploymentConfig,
   type Mode,
 } from '../lib/deployment-config.ts'
-import { parseEnvFile, readEnvFile } from '../lib/env-file.ts'
-import { OpsError } from '../lib/errors.ts'
+import { parseEnvFile, readEnvFile, setEnvValue } from '../lib/env-file.ts'
+import { messageOf, OpsError } from '../lib/errors.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { ask, canPrompt } from '../lib/prompt.ts'
 import { addSecretsFrom } from '../lib/redact.ts'
+import { gitResolve, imageDigest, schemaRevision } from '../lib/release.ts'
 import { looksTransient, retry } from '../lib/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
-import { loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
+import { changedAnswers, loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
 import {
   addGitSafeDirectory,
   addToGroup,
+  asUser,
   aptInstall,
   aptPolicy,
   aptUpdate,
@@ -46,28 +50,46 @@ import {
   createSystemGroup,
   createUser,
   DEFAULT_LETSENCRYPT_DIR,
+  deployKeyPath,
   dockerInfo,
   dockerPackages,
   findOnPath,
   firewallCommands,
+  firstMigration,
   gitCheckout,
   gitClone,
+  gitConfigGet,
+  gitConfigSet,
+  gitEnv,
+  gitFailureReason,
+  gitFetchTags,
+  gitLsRemote,
   gitRemoteUrl,
+  gitRevParse,
   gitSafeDirectories,
+  gitSshCommand,
   gitTags,
   groupExists,
   installDir,
+  installFile,
+  isSshUrl,
   move,
   newestReleaseTag,
   parseAptPolicy,
+  parsePasswd,
   parseUfwAdded,
+  passwdEntry,
   publishedPortProblems,
   removeTree,
   selfSignedCertificate,
   shellLine,
+  sshHost,
+  sshKeygen,
+  sshPublicKey,
   ufwShowAdded,
   userExists,
   userGroups,
+  type Account,
 } from '../lib/setup-steps.ts'
 import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT, systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/systemd.ts'
 import { writeFileAtomic } from '../lib/atomic-file.ts'
@@ -93,12 +115,14 @@ const spec: CliSpec = {
   ],
   env: [
     ['DEPLOY_DIR', 'holds .env.production, the app checkout and this toolkit (/opt/toogoodtogo)'],
-    ['APP_REPO_URL', 'the application repository to clone into APP_DIR ($DEPLOY_DIR/app)'],
+    ['APP_REPO_URL', 'the application repository to clone into APP_DIR ($DEPLOY_DIR/app), as the deploy user'],
+    ['DEPLOY_KEY_FILE', 'ssh APP_REPO_URL: the private key to read it with (default: a key generated for the deploy user)'],
     ['APP_VERSION', 'release tag to start (default: the newest vX.Y.Z tag of the repository)'],
     ['BOT_IMAGE', 'image repository of the bot, without tag (asked when missing)'],
     ['DEPLOY_USER', 'non-root user that owns the files and runs the units (deploy)'],
     ['BACKUP_DIR, LOG_FILE', 'as for the other scripts (/opt/backups/postgres, /var/log/toogoodtogo/deployment.log)'],
     ['COMPOSE_PROJECT_NAME', 'the stack (toogoodtogo)'],
+    ['MIGRATE_COMMAND', 'the first migration, run in the bot image (alembic upgrade head)'],
     ['SSH_PORT', 'the port ufw keeps open for SSH (22)'],
     ['CERTBOT_EMAIL', "Let's Encrypt account e-mail (optional)"],
     ['SETUP_DOCKER_PACKAGES', 'packages for Docker (default: docker.io and the Compose package apt offers)'],
@@ -112,7 +136,12 @@ const spec: CliSpec = {
     'On a terminal it asks for the bot token, the webhook URL and domain (webhook mode), the PostgreSQL',
     'password (empty: generated) and the Stripe key; secrets are not echoed and never logged. Without a',
     'terminal every answer must come from the environment or --env-file. An existing .env.production is',
-    'kept as it is: its password already initialised the database.',
+    'kept as it is (its password already initialised the database): answers that differ from it are',
+    'named, never applied; only APP_VERSION, the release to start, is updated in it, as deploy does.',
+    'The deploy user clones and fetches the application with its own access: for an ssh APP_REPO_URL a',
+    'deploy key (generated, or DEPLOY_KEY_FILE) whose public half must be added to the repository.',
+    'Run directly with tsx, put -- before the options: tsx scripts/setup-droplet.ts -- --env-file FILE',
+    '(node itself reads --env-file anywhere on its command line).',
   ],
   examples: [
     'sudo ./setup-droplet.sh',
@@ -133,10 +162,18 @@ interface Run {
   appVersion: string | null
   env: Record<string, string>
   compose: ComposeProject | null
+  /** the deploy user, once it exists (or, in a dry run, as it would be) */
+  account: Account | null
+  /** the ssh command git uses for APP_REPO_URL; null for other URLs */
+  sshCommand: string | null
+  /** the deployment setup makes, opened when the stack starts, recorded once it is healthy */
+  event: DeployEvent | null
 }
 
 // The contract's "Service startup wait: 5 minutes".
 const STARTUP_WAIT_MS = 5 * 60_000
+/** A dry run on a fresh host cannot know the newest tag before the clone it only describes. */
+const UNKNOWN_TAG = 'NEWEST_RELEASE_TAG'
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
 let currentStep = 'Starting droplet setup'
 
@@ -156,8 +193,9 @@ await runMain(spec, { exitCodes: {}, failureLine: () => `Setup failed at: ${curr
   await configureSsl(r)
   await createSystemdService(r)
   await startServices(r)
-  await runHealthChecks(r)
-  writeCompletionMarker(r)
+  const ctx = await runHealthChecks(r)
+  await recordDeployment(r, ctx)
+  await writeCompletionMarker(r)
   step('Setup complete - system ready for production')
 })
 
@@ -209,8 +247,10 @@ function preflight(s: SetupSettings, flags: { webhook: boolean; selfSigned: bool
   const r: Run = {
     s, mode, selfSigned: flags.selfSigned, staging: flags.staging, assumeYes: flags.assumeYes,
     appVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null, env: existing ?? {}, compose: null,
+    account: null, sshCommand: null, event: null,
   }
   if (!existing) checkAnswers(r)
+  if (s.DEPLOY_KEY_FILE && !isReadableFile(s.DEPLOY_KEY_FILE)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
   if (!s.APP_REPO_URL && !isGitRepo(s.appDir) && !canPrompt()) {
     throw new OpsError('config', `APP_REPO_URL is not set and ${s.appDir} is not a clone yet: set APP_REPO_URL (or run on a terminal to be asked)`)
   }
@@ -346,45 +386,159 @@ async function createApplicationDirectories(r: Run): Promise<void> {
     await run(chown(user, [r.s.cfg.LOG_FILE]))
     await run(chmod('0640', [r.s.cfg.LOG_FILE]))
   }
+  r.account = await deployAccount(r)
+}
+
+/** The deploy user's uid, group and home; in a dry run on a fresh host, what useradd would make. */
+async function deployAccount(r: Run): Promise<Account> {
+  const user = r.s.DEPLOY_USER
+  const entry = parsePasswd((await tryRun(passwdEntry(user)).catch(() => ({ stdout: '' }))).stdout)
+  if (entry) return entry
+  if (isDryRun()) return { user, group: user, home: `/home/${user}` }
+  throw new OpsError('config', `User ${user} has no passwd entry (getent passwd ${user})`)
+}
+
+function accountOf(r: Run): Account {
+  if (!r.account) throw new Error('the deploy user is looked up when the directories are created')
+  return r.account
 }
 
 // ---- 7. application repository ----------------------------------------------------------------
 
+// The deploy user clones and, later, deploy fetches as that user: the repository must be readable
+// with the deploy user's own access, never with root's credentials.
 async function cloneRepository(r: Run): Promise<void> {
   step('Cloning repository')
+  const account = accountOf(r)
   const dir = r.s.appDir
   if (isGitRepo(dir)) {
-    const origin = (await tryRun(gitRemoteUrl(dir))).stdout.trim()
+    const origin = (await tryRun(asUser(account, gitRemoteUrl(dir)))).stdout.trim()
     if (r.s.APP_REPO_URL && origin !== r.s.APP_REPO_URL) log.warn(`${dir} is a clone of ${origin}, not of APP_REPO_URL ${r.s.APP_REPO_URL}; keeping it`)
     else log.info(`Repository already cloned at ${dir}`)
+    r.sshCommand = await repositoryAccess(r, origin)
+    // A clone made before the deploy key (or with another one): deploy's fetch must use this key.
+    if (r.sshCommand && (await tryRun(asUser(account, gitConfigGet(dir, 'core.sshCommand')))).stdout.trim() !== r.sshCommand) {
+      await run(asUser(account, gitConfigSet(dir, 'core.sshCommand', r.sshCommand)))
+    }
   } else {
     if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new OpsError('config', `${dir} exists, is not empty and is not a git clone: move it away or set APP_DIR`)
     const url = r.s.APP_REPO_URL ?? (await ask('Enter the application Git repository URL'))
-    log.info(`Cloning ${url} into ${dir}`)
+    r.sshCommand = await repositoryAccess(r, url)
+    log.info(`Cloning ${url} into ${dir} as ${account.user}`)
     // Cloned beside its place and moved in whole: an interrupted clone never looks like a clone.
     const partial = `${dir}.partial`
     if (fs.existsSync(partial)) await run(removeTree(partial))
-    await retry(() => run(gitClone(url, partial)), { isTransient: looksTransient, what: 'git clone' })
-    r.appVersion ??= await newestTag(partial, url)
+    await retry(() => run(asUser(account, gitClone(url, partial, r.sshCommand))), { isTransient: looksTransient, what: 'git clone' })
+    r.appVersion ??= await newestTag(r, partial, url)
     log.info(`Checking out ${r.appVersion}`)
-    await run(gitCheckout(partial, r.appVersion))
-    await run(chown(r.s.DEPLOY_USER, [partial], true))
+    await run(asUser(account, gitCheckout(partial, r.appVersion)))
     await run(move(partial, dir))
   }
-  r.appVersion ??= await newestTag(dir, dir)
+  r.appVersion ??= await newestTag(r, dir, dir)
+  await checkoutVersion(r, dir, r.appVersion)
   const safe = (await tryRun(gitSafeDirectories())).stdout.split('\n').map((l) => l.trim())
   if (!safe.includes(dir)) await run(addGitSafeDirectory(dir))
+}
+
+/**
+ * An existing clone is moved to the release this run starts (APP_VERSION changed since the run
+ * that cloned it), fetching first when it does not know that tag yet; a clone already there is
+ * left untouched (a checkout would still rewrite its index).
+ */
+async function checkoutVersion(r: Run, dir: string, version: string): Promise<void> {
+  if (isDryRun() && !isGitRepo(dir)) return
+  const account = accountOf(r)
+  const commit = async (ref: string) => (await tryRun(asUser(account, gitRevParse(dir, ref)))).stdout.trim()
+  let wanted = await commit(version)
+  if (!wanted) {
+    await retry(() => run(asUser(account, gitFetchTags(dir, r.sshCommand))), { isTransient: looksTransient, what: 'git fetch' })
+    wanted = await commit(version)
+    if (!wanted && !isDryRun()) throw new OpsError('config', `${dir} has no tag or commit ${version} (after git fetch): set APP_VERSION to a release of the repository`)
+  }
+  if (wanted && wanted === (await commit('HEAD'))) return
+  log.info(`Checking out ${version} in ${dir}`)
+  await run(asUser(account, gitCheckout(dir, version)))
 }
 
 function isGitRepo(dir: string): boolean {
   return fs.existsSync(path.join(dir, '.git'))
 }
 
-async function newestTag(dir: string, what: string): Promise<string> {
-  if (isDryRun() && !fs.existsSync(dir)) return 'NEWEST_RELEASE_TAG'
-  const tag = newestReleaseTag(await capture(gitTags(dir)))
+async function newestTag(r: Run, dir: string, what: string): Promise<string> {
+  if (isDryRun() && !fs.existsSync(dir)) return UNKNOWN_TAG
+  const tag = newestReleaseTag(await capture(asUser(accountOf(r), gitTags(dir))))
   if (!tag) throw new OpsError('config', `${what} has no release tag (vX.Y.Z): set APP_VERSION to the tag or commit to run`)
   return tag
+}
+
+/**
+ * The deploy user's access to an ssh repository: its key (the operator's DEPLOY_KEY_FILE, copied
+ * for it, or one generated for it), proven with `git ls-remote` as that user before anything is
+ * cloned. The first connection records the host key (accept-new). Until the public key is added
+ * to the repository: on a terminal, wait for the operator and try again; without one, stop with
+ * exactly what to do (a re-run continues from here). Returns the ssh command git is to use; null
+ * for other URLs (https, file), which git reads with the deploy user's own access as they are.
+ */
+async function repositoryAccess(r: Run, url: string): Promise<string | null> {
+  if (!isSshUrl(url)) return null
+  const account = accountOf(r)
+  const key = deployKeyPath(account.home, Boolean(r.s.DEPLOY_KEY_FILE))
+  await run(installDir(path.dirname(key), '0700', account.user))
+  if (r.s.DEPLOY_KEY_FILE) {
+    if (!sameContent(r.s.DEPLOY_KEY_FILE, key)) {
+      log.info(`Installing the deploy key ${r.s.DEPLOY_KEY_FILE} for ${account.user} as ${key}`)
+      await run(installFile(r.s.DEPLOY_KEY_FILE, key, '0600', account.user))
+    }
+  } else if (!fs.existsSync(key)) {
+    log.info(`Creating an SSH deploy key for ${account.user}: ${key}`)
+    await run(asUser(account, sshKeygen(key, `${account.user}@${os.hostname()} toogoodtogo deploy key`)))
+  }
+  const ssh = gitSshCommand(key)
+  if (isDryRun()) {
+    log.info(`[dry-run] would check that ${account.user} can read ${url} with ${key}`)
+    return ssh
+  }
+  let shown = false
+  for (;;) {
+    const probe = await tryRun(asUser(account, gitLsRemote(url, ssh)))
+    if (probe.exitCode === 0) {
+      log.info(`${account.user} can read ${url} with its deploy key ${key}`)
+      return ssh
+    }
+    const why = gitFailureReason(probe.stderr) || `git ls-remote exit code ${probe.exitCode}`
+    log.warn(`${account.user} cannot read ${url} yet: ${why}`)
+    if (!shown) {
+      const publicKey = (await tryRun(asUser(account, sshPublicKey(key)))).stdout.trim()
+      log.info(`Add this public key to ${sshHost(url) ?? 'the repository'} as a read-only deploy key of the repository (GitHub: Settings > Deploy keys > Add deploy key, "Allow write access" unchecked; GitLab: Settings > Repository > Deploy keys):`)
+      log.info(`Deploy key: ${publicKey || `(cannot read it: ssh-keygen -y -f ${key})`}`)
+      shown = true
+    }
+    if (!canPrompt()) {
+      throw new OpsError('config', `The deploy user ${account.user} cannot read ${url}: add the public key above (${key}.pub on this host) to the repository as a read-only deploy key, then run setup-droplet again with the same settings (${rerunLine()}); it continues from here`)
+    }
+    await ask('Press Enter once the deploy key is added to the repository, to try again (Ctrl-C to stop)', { fallback: '' })
+  }
+}
+
+function sameContent(a: string, b: string): boolean {
+  try {
+    return fs.readFileSync(a).equals(fs.readFileSync(b))
+  } catch {
+    return false
+  }
+}
+
+function isReadableFile(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
+function rerunLine(): string {
+  return ['sudo', path.join(TOOLKIT_DIR, 'scripts', 'setup-droplet.sh'), ...process.argv.slice(2)].join(' ')
 }
 
 // ---- 8. .env.production ------------------------------------------------------------------------
@@ -395,15 +549,30 @@ async function configureEnvironment(r: Run): Promise<void> {
   const existing = readEnvFile(file)
   if (existing) {
     // Kept as it is, never regenerated: its POSTGRES_PASSWORD already initialised the database
-    // volume, and a new one would lock the bot out.
+    // volume, and a new one would lock the bot out. An operator who fixed an answer and ran again
+    // must hear that the fix went nowhere, and which one (names only: the values are secrets).
     assertValid(file, existing, r.mode)
-    log.info(`Keeping ${file} from an earlier run`)
+    log.info(`Keeping ${file} from an earlier run: it is not rewritten from this run's answers (its POSTGRES_PASSWORD already initialised the database)`)
+    const differing = changedAnswers(answersForEnvFile(r), existing, ['APP_VERSION'])
+    if (differing.length) {
+      log.warn(`Answers that differ from the kept ${file} and are NOT applied: ${differing.join(', ')}. To change them, edit ${file} (then run setup-droplet again)`)
+    }
+    // The release to start is the one key setup (like deploy) keeps current in the file: the stack
+    // unit starts what it names at every boot.
+    const version = r.appVersion ?? existing.APP_VERSION
+    if (version && existing.APP_VERSION !== version) {
+      log.info(`Setting APP_VERSION=${version} in ${file} (was ${existing.APP_VERSION ?? 'unset'}): the release this run starts`)
+      if (!isDryRun()) setEnvValue(file, 'APP_VERSION', version)
+      existing.APP_VERSION = version
+    }
     r.env = existing
   } else {
     const values = await collectValues(r)
     const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets; the services read it when their containers are created (deploy).`)
     r.env = parseEnvFile(content)
-    assertValid('the new .env.production', r.env, r.mode)
+    // A dry run on a fresh host names the newest tag only by a placeholder: not a value to judge.
+    const problems = validateDeploymentConfig(r.env, r.mode).filter((p) => !(p.key === 'APP_VERSION' && r.appVersion === UNKNOWN_TAG))
+    if (problems.length) throw new OpsError('config', describeProblems('the new .env.production', problems))
     log.info(`Writing ${file} (mode 600)`)
     writeFile(file, content, 0o600)
   }
@@ -539,17 +708,31 @@ function onPath(name: string): string | null {
 
 async function startServices(r: Run): Promise<void> {
   step('Starting services')
+  const version = requireVersion(r)
+  // Opened now, appended only once the stack is healthy: a setup that stops halfway leaves no
+  // in_progress event for deploy to settle, and the next run opens its own.
+  r.event = newEvent('deploy', version, null, 'manual')
   const stack = composeStackArgs(r, await composeFor(r))
-  const env = { ENV_FILE: r.s.cfg.envFile }
+  // The tag on the command line as deploy passes it; .env.production names the same one.
+  const env = { ENV_FILE: r.s.cfg.envFile, APP_VERSION: version }
   await retry(() => run({ argv: [...stack, 'pull'], env, timeoutMs: 15 * 60_000 }), { isTransient: looksTransient, what: 'docker compose pull' })
-  // The database schema first, with only the services the migration needs; then the units take
-  // over the stack, as they will at every boot.
+  // The database schema first, with only the services the migration needs.
   await run({ argv: [...stack, 'up', '--detach', 'postgres', 'redis'], env, timeoutMs: 5 * 60_000 })
-  log.info('Running database migrations')
-  await run({ argv: [...stack, 'run', '--rm', '-T', 'bot', 'alembic', 'upgrade', 'head'], env, timeoutMs: 10 * 60_000 })
-  log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack and the timers`)
+  log.info(`Running database migrations (${r.s.cfg.MIGRATE_COMMAND})`)
+  await run(firstMigration(stack, r.s.cfg.MIGRATE_COMMAND, env))
+  // Then the whole stack on this release, as deploy switches: the stack unit only ever starts
+  // what exists (--no-recreate), and on a re-run it is already active (its start is a no-op), so
+  // it would leave the bot of an earlier run's release in place. Containers that already run this
+  // release are left as they are.
+  await run({ argv: [...stack, 'up', '--detach', '--remove-orphans'], env, timeoutMs: 5 * 60_000 })
+  log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack unit (it brings the stack up at every boot) and the timers`)
   await run(systemctl('enable', ...ENABLED_UNITS))
   await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
+}
+
+function requireVersion(r: Run): string {
+  if (!r.appVersion) throw new Error('the version is known once the repository is cloned')
+  return r.appVersion
 }
 
 async function composeFor(r: Run): Promise<ComposeProject> {
@@ -564,31 +747,98 @@ function composeStackArgs(r: Run, compose: ComposeProject): string[] {
 
 // ---- 12. health --------------------------------------------------------------------------------
 
-async function runHealthChecks(r: Run): Promise<void> {
+/** Waits for every service, ending at once when the bot is certain never to become healthy. */
+async function runHealthChecks(r: Run): Promise<Context | null> {
   step('Running health checks')
   if (isDryRun()) {
     log.info(`[dry-run] would wait up to ${STARTUP_WAIT_MS / 60_000} minutes for every service to be healthy`)
-    return
+    return null
   }
   const ctx = await openContext(r.s.input)
-  const { report } = await waitUntilHealthy(ctx, SERVICES, STARTUP_WAIT_MS)
+  const started = Date.now()
+  const { report, dead } = await waitUntilHealthy(ctx, SERVICES, STARTUP_WAIT_MS)
   for (const [name, health] of Object.entries(report.services)) {
-    const line = `${name}: ${health!.status === 'not_deployed' ? 'not deployed' : health!.status} (${health!.detail})`
-    if (health!.status === 'healthy' || (health!.status === 'not_deployed' && r.mode === 'polling')) log.info(line)
+    if (!health) continue
+    const line = `${name}: ${health.status === 'not_deployed' ? 'not deployed' : health.status} (${health.detail})`
+    if (health.status === 'healthy' || (health.status === 'not_deployed' && r.mode === 'polling')) log.info(line)
     else log.error(line)
+  }
+  const waited = `${Math.round((Date.now() - started) / 1000)}s`
+  const where = `see the lines above, \`systemctl status ${STACK_UNIT}\` and \`docker compose -p ${r.s.cfg.COMPOSE_PROJECT_NAME} logs bot\``
+  if (dead) {
+    throw new OpsError('health_failed', `${r.appVersion ?? 'The bot'} will not become healthy: ${dead} (after ${waited}; waiting the full ${STARTUP_WAIT_MS / 60_000} minutes would not change it): ${where}. Fix the release or set APP_VERSION to another one, then run setup-droplet again`)
   }
   const nginxMissing = r.mode === 'webhook' && report.services.nginx?.status !== 'healthy'
   if (report.overall_status !== 'healthy' || nginxMissing) {
-    throw new OpsError('command_failed', `Services not healthy after ${STARTUP_WAIT_MS / 60_000} minutes: see the lines above, \`systemctl status ${STACK_UNIT}\` and \`docker compose logs\``)
+    throw new OpsError('health_failed', `Services not healthy after ${waited}: ${where}`)
   }
   step('All services healthy')
+  return ctx
 }
 
-// ---- 13. marker --------------------------------------------------------------------------------
+// ---- 13. the first deployment -------------------------------------------------------------------
 
-function writeCompletionMarker(r: Run): void {
+/**
+ * The release setup started is the first deployment, recorded as deploy records one: an audit
+ * event and artifacts.json's current artifact. Without them the first deploy has nothing to roll
+ * back to. Written as root, then handed to the deploy user, who appends and replaces them from
+ * then on. A run over a host where this release is already current records nothing.
+ */
+async function recordDeployment(r: Run, ctx: Context | null): Promise<void> {
+  step('Recording the deployment')
+  const cfg = r.s.cfg
+  const version = requireVersion(r)
+  if (!ctx || isDryRun()) {
+    log.info(`[dry-run] would record ${version} as deployed: an event in ${cfg.AUDIT_LOG}, the current artifact in ${cfg.ARTIFACTS_FILE}`)
+    return
+  }
+  const account = accountOf(r)
+  const state = readState(cfg.ARTIFACTS_FILE, cfg.legacyArtifactsFile)
+  const sha = await capture(asUser(account, { ...gitResolve(r.s.appDir, version), env: gitEnv() }))
+  // deploy and rollback take a vX.Y.Z tag or a full SHA; any other name is recorded by its commit.
+  const artifactId = TAG.test(version) ? version : sha
+  if (state.current?.artifact_id === artifactId) {
+    log.info(`${artifactId} is already the current deployment in ${cfg.ARTIFACTS_FILE}`)
+    return
+  }
+  const image = `${r.env.BOT_IMAGE ?? cfg.BOT_IMAGE}:${version}`
+  const revision = await schemaRevision(ctx.db).catch((error: unknown) => {
+    log.warn(`Cannot read the schema revision: ${messageOf(error)}`)
+    return null
+  })
+  const artifact: Artifact = {
+    artifact_id: artifactId,
+    git_commit_sha: sha,
+    git_tag: /^v\d+\.\d+\.\d+$/.test(version) ? version : null,
+    docker_image_uri: image,
+    docker_image_digest: await imageDigest(image),
+    deployed: true,
+    deployed_at: isoSeconds(new Date()),
+    rollback_from: null,
+    schema_revision: revision,
+  }
+  const opened = r.event ?? newEvent('deploy', artifactId, null, 'manual')
+  const event = completeEvent({
+    ...opened,
+    artifact_id: artifactId,
+    previous_artifact_id: state.current?.artifact_id ?? null,
+    health_check_passed: true,
+    migration_applied: true,
+    schema_revision_after: revision,
+  }, 'success', null)
+  appendEvent(cfg.AUDIT_LOG, event)
+  writeState(cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
+  await run(chown(account.user, [cfg.AUDIT_LOG, cfg.ARTIFACTS_FILE]))
+  log.info(`Recorded ${artifactId} (${sha.slice(0, 12)}) as the current deployment: the first deploy can roll back to it`)
+}
+
+// ---- 14. marker --------------------------------------------------------------------------------
+
+async function writeCompletionMarker(r: Run): Promise<void> {
   const marker = { completed_at: isoSeconds(new Date()), mode: r.mode, app_version: r.appVersion, compose_project: r.s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
   writeFile(r.s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
+  // Everything in DEPLOY_DIR but the toolkit checkout belongs to the deploy user.
+  await run(chown(accountOf(r).user, [r.s.markerFile]))
 }
 
 // ---- files -------------------------------------------------------------------------------------

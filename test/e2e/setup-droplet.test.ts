@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { parseEnvFile } from '../../lib/env-file.ts'
-import { createDroplet, ensureDropletImage, freePort, hostSnapshot, runOnPty, stackContainers, type Droplet } from '../support/droplet.ts'
+import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapshot, removeStack, runOnPty, stackContainers, type Droplet, type GitHost } from '../support/droplet.ts'
 import { LOG_LINE } from '../support/scripts.ts'
 import { bedEnv } from '../support/stack.ts'
 
@@ -11,6 +11,7 @@ const bed = bedEnv()
 const TOKEN = '123456:E2E-droplet_token'
 const STRIPE = 'sk_test_droplet_key'
 const LOG_FILE = '/var/log/toogoodtogo/deployment.log'
+const AUDIT_LOG = '/var/log/toogoodtogo/deployments.log'
 const BACKUP_DIR = '/opt/backups/postgres'
 const UNITS = ['toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer']
 const CONTRACT_LINES = [
@@ -26,6 +27,20 @@ let image: string
 beforeAll(() => {
   image = ensureDropletImage()
 })
+
+/**
+ * One droplet carries a describe block's whole flow: once a step fails, the later ones would only
+ * wait out their timeouts on a broken host.
+ */
+function stopAfterFirstFailure(): void {
+  let broken = false
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') broken = true
+  })
+  beforeEach((ctx) => {
+    if (broken) ctx.skip()
+  })
+}
 
 async function writeAnswers(d: Droplet, answers: Record<string, string>): Promise<string> {
   const file = `${d.root}/answers.env`
@@ -51,19 +66,45 @@ async function backupIndex(d: Droplet): Promise<{ backups: { backup_type: string
   return JSON.parse(await d.readFile(`${BACKUP_DIR}/backup_index.json`))
 }
 
-describe('a fresh droplet, non-interactive (polling mode)', () => {
+describe("a fresh droplet, non-interactive (polling mode): the droplet's real flow", () => {
   let d: Droplet
   let answers: string
+  let repo: GitHost
+  // As an operator runs them on the droplet: the default paths, the deploy directory named.
+  const scriptEnv = () => ({ DEPLOY_DIR: d.deployDir, NO_COLOR: '1' })
+  const script = (name: string) => `${d.toolkitDir}/scripts/${name}.sh`
   beforeAll(async () => {
     d = await createDroplet(image, 'a')
+    // The README's case: the application repository over SSH (git@host:...), readable only with a key.
+    repo = await gitHostOverSsh(d, bed.APP_REPO!)
+    d.env.APP_REPO_URL = repo.url
     answers = await writeAnswers(d, { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, ...IMAGES })
   })
   afterAll(async () => d?.destroy())
+  stopAfterFirstFailure()
 
-  it('1. setup-droplet.sh --env-file --yes: exit 0, marker, units enabled, timers listed, env file 600, ufw, healthy', async () => {
+  it('1. setup-droplet.sh --env-file --yes: a deploy key for the deploy user, refused until added (exit 1, what to do); the re-run completes: marker, units, env file 600, ufw, healthy', async () => {
+    const refused = await d.setup(['--yes', '--env-file', answers])
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1)
+    expect(refused.stdout).toContain('INFO: Creating an SSH deploy key for deploy: /home/deploy/.ssh/id_ed25519')
+    const publicKey = /INFO: Deploy key: (ssh-ed25519 \S+ .*)$/m.exec(refused.stdout)?.[1]
+    expect(publicKey, refused.stdout).toMatch(/^ssh-ed25519 \S+ deploy@ttg-droplet toogoodtogo deploy key$/)
+    expect(refused.stdout).toMatch(/INFO: Add this public key to localhost as a read-only deploy key of the repository/)
+    expect(refused.stderr).toMatch(/WARN: deploy cannot read git@localhost:\/srv\/git\/bot\.git yet: .*Permission denied \(publickey/)
+    expect(refused.stderr).toMatch(/ERROR: The deploy user deploy cannot read git@localhost:\/srv\/git\/bot\.git: add the public key above \(\/home\/deploy\/\.ssh\/id_ed25519\.pub on this host\) to the repository as a read-only deploy key, then run setup-droplet again with the same settings \(sudo \S+\/scripts\/setup-droplet\.sh --yes --env-file \S+\); it continues from here/)
+    expect(refused.stderr).toMatch(/ERROR: Setup failed at: Cloning repository/)
+    const key = await d.exec(['stat', '-c', '%a %U', '/home/deploy/.ssh', '/home/deploy/.ssh/id_ed25519'])
+    expect(key.stdout.trim().split('\n')).toEqual(['700 deploy', '600 deploy'])
+    // The host key was accepted on first use, for the deploy user (root's known_hosts is not involved).
+    expect((await d.exec(['ssh-keygen', '-F', 'localhost', '-f', '/home/deploy/.ssh/known_hosts'])).code).toBe(0)
+    expect((await d.exec(['test', '-e', `${d.deployDir}/app`])).code).not.toBe(0)
+
+    await repo.authorize(publicKey!)
     const r = await d.setup(['--yes', '--env-file', answers])
     expect(r.code, r.stdout + r.stderr).toBe(0)
     expectInOrder(r.stdout, CONTRACT_LINES)
+    expect(r.stdout).not.toContain('Creating an SSH deploy key')
+    expect(r.stdout).toContain('INFO: deploy can read git@localhost:/srv/git/bot.git with its deploy key /home/deploy/.ssh/id_ed25519')
     expect(r.stdout).toContain('Skipping nginx and certbot: polling mode has no public ingress')
     expect(r.stdout).toContain('Docker 20.10')
     expect(r.stdout).toMatch(/already works; not installing it/)
@@ -71,6 +112,11 @@ describe('a fresh droplet, non-interactive (polling mode)', () => {
 
     const marker = JSON.parse(await d.readFile(`${d.deployDir}/.setup-complete`))
     expect(marker).toMatchObject({ mode: 'polling', app_version: 'v1.0.0', compose_project: d.name })
+
+    // The clone is the deploy user's, and keeps the deploy key for deploy's own fetches.
+    const sshCommand = await d.exec(['git', '-C', `${d.deployDir}/app`, 'config', '--get', 'core.sshCommand'], { user: 'deploy' })
+    expect(sshCommand.stdout.trim()).toBe('ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes')
+    expect((await d.exec(['stat', '-c', '%U', `${d.deployDir}/app/.git/index`])).stdout.trim()).toBe('deploy')
 
     const enabled = await d.exec(['systemctl', 'is-enabled', ...UNITS])
     expect(enabled.stdout.trim().split('\n')).toEqual(['enabled', 'enabled', 'enabled', 'enabled'])
@@ -101,6 +147,17 @@ describe('a fresh droplet, non-interactive (polling mode)', () => {
     expect(env.POSTGRES_PASSWORD).toMatch(/^[A-Za-z0-9]{32}$/)
     expect(env.DATABASE_URL).toBe(`postgresql://toogoodtogo:${env.POSTGRES_PASSWORD}@postgres:5432/toogoodtogo`)
     expect(JSON.stringify(env)).not.toContain('CHANGE_ME')
+
+    // The release setup started is the first deployment (item 5): an event and the current artifact, the deploy user's.
+    expect(r.stdout).toMatch(/INFO: Recorded v1\.0\.0 \([0-9a-f]{12}\) as the current deployment: the first deploy can roll back to it/)
+    const state = await artifacts(d)
+    expect(state.previous).toBeNull()
+    expect(state.current).toMatchObject({ artifact_id: 'v1.0.0', git_tag: 'v1.0.0', git_commit_sha: expect.stringMatching(/^[0-9a-f]{40}$/), docker_image_uri: `${bed.BOT_IMAGE}:v1.0.0`, docker_image_digest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/), deployed: true, rollback_from: null, schema_revision: '0001' })
+    const events = await auditEvents(d)
+    expect(events).toHaveLength(1)
+    expect(events[0]).toMatchObject({ event_type: 'deploy', status: 'success', triggered_by: 'manual', artifact_id: 'v1.0.0', previous_artifact_id: null, health_check_passed: true, schema_revision_after: '0001', error_message: null })
+    const owners = await d.exec(['stat', '-c', '%U %a %n', `${d.deployDir}/artifacts.json`, AUDIT_LOG, `${d.deployDir}/.setup-complete`])
+    expect(owners.stdout.trim().split('\n')).toEqual([`deploy 644 ${d.deployDir}/artifacts.json`, `deploy 640 ${AUDIT_LOG}`, `deploy 644 ${d.deployDir}/.setup-complete`])
 
     const ufw = await d.exec(['ufw', 'status', 'verbose'])
     expect(ufw.stdout).toContain('Status: active')
@@ -137,9 +194,49 @@ describe('a fresh droplet, non-interactive (polling mode)', () => {
     expect(stackContainers(d)).toBe(containers)
   })
 
-  it('5. systemctl start of the backup service indexes a scheduled backup; the drill service records its outcome', async () => {
+  it('3. deploy.sh v1.1.0 as the deploy user, then rollback.sh as root back to the version setup started; every file stays the deploy user\'s', async () => {
+    // The deploy user fetches the new tag over SSH with its own key (the clone's core.sshCommand).
+    const deployed = await d.exec([script('deploy'), 'v1.1.0', '--yes'], { user: 'deploy', env: scriptEnv() })
+    expect(deployed.code, deployed.stdout + deployed.stderr).toBe(0)
+    expect(deployed.stdout).toMatch(/Deployment successful: v1\.1\.0/)
+    expect(await botVersion(d)).toBe('v1.1.0')
+    expect((await artifacts(d)).current?.artifact_id).toBe('v1.1.0')
+
+    // root, as `sudo ./rollback.sh` would: the script works on the deploy user's behalf. Its target
+    // is the version setup recorded: the first deploy can be rolled back.
+    const rolledBack = await d.exec([script('rollback'), '--yes'], { env: scriptEnv() })
+    expect(rolledBack.code, rolledBack.stdout + rolledBack.stderr).toBe(0)
+    expect(await botVersion(d)).toBe('v1.0.0')
+    const state = await artifacts(d)
+    expect(state.current).toMatchObject({ artifact_id: 'v1.0.0', rollback_from: 'v1.1.0' })
+    expect(parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`)).APP_VERSION).toBe('v1.0.0')
+    const events = await auditEvents(d)
+    expect(events.map((e) => `${e.event_type} ${e.artifact_id} ${e.status}`)).toEqual(['deploy v1.0.0 success', 'deploy v1.1.0 success', 'rollback v1.0.0 success'])
+
+    await expectAllTheDeployUsers(d)
+  })
+
+  it('4. logrotate rotates the log file and never the audit log (deployments.log)', async () => {
+    const audit = await d.exec(['stat', '-c', '%i %s %Y', AUDIT_LOG])
+    const auditHash = await d.exec(['sha256sum', AUDIT_LOG])
+    const debug = await d.sh('logrotate --debug /etc/logrotate.d/toogoodtogo 2>&1')
+    expect(debug.code, debug.stdout).toBe(0)
+    expect(debug.stdout).toContain(LOG_FILE)
+    expect(debug.stdout).not.toContain('deployments.log')
+    const forced = await d.sh('logrotate --force --state /tmp/ttg-logrotate.state /etc/logrotate.d/toogoodtogo 2>&1')
+    expect(forced.code, forced.stdout).toBe(0)
+    const files = await d.exec(['ls', '-1', '/var/log/toogoodtogo'])
+    expect(files.stdout.trim().split('\n').sort()).toEqual(['deployment.log', 'deployment.log.1', 'deployments.log'])
+    expect((await d.exec(['stat', '-c', '%a %U %s', LOG_FILE])).stdout.trim()).toBe('640 deploy 0')
+    // Not moved, not truncated, not rewritten: every rollback target is still there.
+    expect((await d.exec(['stat', '-c', '%i %s %Y', AUDIT_LOG])).stdout).toBe(audit.stdout)
+    expect((await d.exec(['sha256sum', AUDIT_LOG])).stdout).toBe(auditHash.stdout)
+    expect(await auditEvents(d)).toHaveLength(3)
+  })
+
+  it('5. systemctl start of the backup service (User=deploy) indexes a scheduled backup after root\'s rollback; the drill service records its outcome', async () => {
     const backup = await d.exec(['systemctl', 'start', 'toogoodtogo-backup.service'])
-    expect(backup.code, backup.stderr).toBe(0)
+    expect(backup.code, backup.stderr + (await d.exec(['journalctl', '--no-pager', '-u', 'toogoodtogo-backup.service'])).stdout).toBe(0)
     const index = await backupIndex(d)
     const scheduled = index.backups.filter((b) => b.backup_type === 'scheduled')
     expect(scheduled).toHaveLength(1)
@@ -152,17 +249,10 @@ describe('a fresh droplet, non-interactive (polling mode)', () => {
     expect(after.backups.find((b) => b.backup_id === scheduled[0]!.backup_id)?.last_drill?.outcome).toBe('passed')
     const journal = await d.exec(['journalctl', '--no-pager', '-u', 'toogoodtogo-restore-drill.service'])
     expect(journal.stdout).toContain(`Restore drill passed: ${scheduled[0]!.backup_id}`)
+    await expectAllTheDeployUsers(d)
   })
 
   it('6. after a reboot the stack is healthy again within 5 minutes, on the version deployed last, with no command typed', async () => {
-    // A deploy as deploy.ts does it: APP_VERSION on the command line, .env.production untouched.
-    const compose = ['docker', 'compose', '--project-name', d.name, '--file', `${d.toolkitDir}/deployment/docker-compose.prod.yml`, '--env-file', `${d.deployDir}/.env.production`]
-    const deployed = { APP_VERSION: 'v1.1.0', ENV_FILE: `${d.deployDir}/.env.production` }
-    expect((await d.exec([...compose, 'run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'upgrade', 'head'], { user: 'deploy', env: deployed })).code).toBe(0)
-    expect((await d.exec([...compose, 'up', '--detach', 'bot'], { user: 'deploy', env: deployed })).code).toBe(0)
-    expect(await botVersion(d)).toBe('v1.1.0')
-    expect(parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`)).APP_VERSION).toBe('v1.0.0')
-
     const before = stackContainers(d)
     const started = Date.now()
     await d.reboot()
@@ -170,16 +260,42 @@ describe('a fresh droplet, non-interactive (polling mode)', () => {
     expect(health.code, health.stdout + health.stderr).toBe(0)
     expect(health.stdout).toContain('All services healthy')
     expect(Date.now() - started).toBeLessThan(300_000)
-    // Really down and up again: the shutdown stopped the containers, the boot started them, and
-    // the bot came back with the image it ran, not the older tag .env.production still names.
+    // Really down and up again: the shutdown stopped the containers, the boot started them (the
+    // stack unit, as the deploy user, reading .env.production), on the release deployed last.
     expect(stackContainers(d)).not.toBe(before)
     expect(stackContainers(d)).toMatch(/running/)
-    expect(await botVersion(d)).toBe('v1.1.0')
+    expect(await botVersion(d)).toBe((await artifacts(d)).current?.artifact_id)
     expect((await d.exec(['systemctl', 'is-active', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service'])).stdout.trim().split('\n')).toEqual(['active', 'active'])
+    expect((await d.exec(['test', '-r', `${d.deployDir}/.env.production`], { user: 'deploy' })).code).toBe(0)
     const journal = await d.exec(['journalctl', '--no-pager', '-b', '-u', 'toogoodtogo-healthcheck.service'])
     expect(journal.stdout).toContain('All services healthy')
   })
 })
+
+/**
+ * Item 4's promise: whoever ran the scripts, everything under DEPLOY_DIR (but the toolkit checkout
+ * root cloned), BACKUP_DIR and the log directory belongs to the deploy user and is readable by it.
+ */
+async function expectAllTheDeployUsers(d: Droplet): Promise<void> {
+  const dirs = `"${d.deployDir}" "${BACKUP_DIR}" /var/log/toogoodtogo`
+  const prune = `\\( -path "${d.toolkitDir}" -prune \\)`
+  const notOwned = await d.sh(`find ${dirs} ${prune} -o ! -user deploy -printf '%u:%g %m %p\\n'`)
+  expect(notOwned.code, notOwned.stderr).toBe(0)
+  expect(notOwned.stdout).toBe('')
+  const unreadable = await d.exec(['bash', '-c', `find ${dirs} ${prune} -o ! -readable -print`], { user: 'deploy' })
+  expect(unreadable.code, unreadable.stderr).toBe(0)
+  expect(unreadable.stdout).toBe('')
+}
+
+async function artifacts(d: Droplet): Promise<{ current: { artifact_id: string } & Record<string, unknown> | null; previous: Record<string, unknown> | null }> {
+  return JSON.parse(await d.readFile(`${d.deployDir}/artifacts.json`))
+}
+
+async function auditEvents(d: Droplet): Promise<{ event_type: string; artifact_id: string; status: string; event_id: string }[]> {
+  const lines = (await d.readFile(AUDIT_LOG)).trim().split('\n').map((l) => JSON.parse(l) as { event_type: string; artifact_id: string; status: string; event_id: string })
+  // An event's state is its last line.
+  return [...new Map(lines.map((e) => [e.event_id, e])).values()]
+}
 
 async function botVersion(d: Droplet): Promise<string> {
   const waited = await healthCheck(d, ['--wait', '120'])
@@ -188,16 +304,19 @@ async function botVersion(d: Droplet): Promise<string> {
   return (JSON.parse(json.stdout) as { services: { bot: { version: string } } }).services.bot.version
 }
 
-describe('an interactive run on a terminal (webhook mode, self-signed certificate)', () => {
+describe('an interactive run on a terminal (webhook mode, self-signed certificate, an ssh repository)', () => {
   let d: Droplet
   let httpsPort: number
+  let repo: GitHost
   beforeAll(async () => {
     d = await createDroplet(image, 'b')
     httpsPort = await freePort()
+    repo = await gitHostOverSsh(d, bed.APP_REPO!)
+    d.env.APP_REPO_URL = repo.url
   })
   afterAll(async () => d?.destroy())
 
-  it('3. a bad bot token is asked again; no secret appears in the terminal or the log', async () => {
+  it('7. the deploy key is shown once and tried again after each Enter; a bad bot token is asked again; no secret appears in the terminal or the log', async () => {
     const password = 'InteractivePw0123456'
     const env = {
       ...IMAGES,
@@ -207,8 +326,16 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
       LETSENCRYPT_DIR: `${d.deployDir}/letsencrypt`,
       CERTBOT_WEBROOT: `${d.deployDir}/certbot-webroot`,
     }
+    const keyPrompt = /Press Enter once the deploy key is added to the repository, to try again \(Ctrl-C to stop\): /
     const r = await runOnPty(d.setupArgvWithTty(['--webhook', '--self-signed'], env), [
       { expect: /Type "yes" to continue: /, send: 'yes\r' },
+      // Enter before the key is in the repository: refused again, asked again.
+      { expect: keyPrompt, send: '\r' },
+      { expect: /cannot read git@localhost:\/srv\/git\/bot\.git yet[\s\S]*Press Enter once the deploy key is added/, send: async (screen) => {
+        await repo.authorize(/Deploy key: (ssh-ed25519 \S+ [^\r\n]*)/.exec(screen)?.[1] ?? 'no key on the screen')
+        return '\r'
+      } },
+      { expect: /deploy can read git@localhost:\/srv\/git\/bot\.git with its deploy key/, send: '' },
       { expect: /Enter Telegram Bot Token: /, send: 'not-a-token\r' },
       { expect: /Invalid: must look like 123456789:.*Try again\.\s+Enter Telegram Bot Token: /s, send: `${TOKEN}\r` },
       { expect: /Enter Telegram Webhook URL: /, send: 'http://bot.ttg-e2e.test/webhook\r' },
@@ -223,6 +350,8 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
     expect(r.transcript).toContain('https://bot.ttg-e2e.test/webhook')
     for (const secret of [TOKEN, password, STRIPE]) expect(r.transcript).not.toContain(secret)
     expect(r.transcript.match(/Enter Telegram Bot Token: /g)).toHaveLength(2)
+    expect(r.transcript.match(/Deploy key: ssh-ed25519 /g)).toHaveLength(1)
+    expect(r.transcript.match(/cannot read git@localhost:\/srv\/git\/bot\.git yet/g)).toHaveLength(2)
 
     const env2 = parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`))
     expect(env2).toMatchObject({ TELEGRAM_BOT_TOKEN: TOKEN, POSTGRES_PASSWORD: password, STRIPE_API_KEY: STRIPE, TELEGRAM_WEBHOOK_URL: 'https://bot.ttg-e2e.test/webhook', DOMAIN: 'bot.ttg-e2e.test' })
@@ -243,26 +372,65 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
   })
 })
 
-describe('a step that fails', () => {
+describe("a step that fails (the operator's own deploy key)", () => {
   let d: Droplet
   let answers: string
   beforeAll(async () => {
     d = await createDroplet(image, 'c')
-    answers = await writeAnswers(d, { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, ...IMAGES })
+    // The operator already has a key the repository accepts, root's and root's only: DEPLOY_KEY_FILE.
+    const repo = await gitHostOverSsh(d, bed.APP_REPO!)
+    d.env.APP_REPO_URL = repo.url
+    const key = await d.sh("ssh-keygen -q -t ed25519 -N '' -C 'operator key' -f /root/bot_deploy_key && cat /root/bot_deploy_key.pub")
+    expect(key.code, key.stderr).toBe(0)
+    await repo.authorize(key.stdout)
+    answers = await writeAnswers(d, { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, ...IMAGES, DEPLOY_KEY_FILE: '/root/bot_deploy_key' })
   })
   afterAll(async () => d?.destroy())
+  stopAfterFirstFailure()
 
-  it('4. a package that cannot be installed: exit 1 with a clear error; the next run completes', async () => {
+  it('8. a package that cannot be installed: exit 1 with a clear error before any change', async () => {
     const failed = await d.setup(['--yes', '--env-file', answers], { SETUP_EXTRA_PACKAGES: 'ttg-no-such-package' })
     expect(failed.code, failed.stdout + failed.stderr).toBe(1)
     expect(failed.stderr).toMatch(/ERROR: apt-get failed: .*Unable to locate package ttg-no-such-package/)
     expect(failed.stderr).toMatch(/ERROR: Setup failed at: Updating system packages\. Fix the cause and run setup-droplet again/)
     expect((await d.exec(['test', '-e', `${d.deployDir}/.setup-complete`])).code).not.toBe(0)
+  })
 
-    const again = await d.setup(['--yes', '--env-file', answers])
+  it('9. a release whose bot reports a failed startup check: exit 1 as soon as that is certain, saying why (not after 5 minutes); nothing recorded', async () => {
+    const r = await d.setup(['--yes', '--env-file', answers], { APP_VERSION: 'v1.3.0' })
+    expect(r.code, r.stdout + r.stderr).toBe(1)
+    expect(r.stderr).toMatch(/ERROR: v1\.3\.0 will not become healthy: the bot reports a failed startup check: .*PAYMENTS_WEBHOOK_SECRET is not set \(after (\d+)s; waiting the full 5 minutes would not change it\)/)
+    const waited = Number(/after (\d+)s; waiting the full/.exec(r.stderr)?.[1])
+    expect(waited).toBeLessThan(120)
+    expect(r.stderr).toMatch(/ERROR: Setup failed at: Running health checks/)
+    // The deploy user read the repository with a copy of the operator's key, none generated.
+    expect(r.stdout).toContain('INFO: Installing the deploy key /root/bot_deploy_key for deploy as /home/deploy/.ssh/toogoodtogo_deploy_key')
+    expect(r.stdout).not.toContain('Creating an SSH deploy key')
+    const keys = await d.exec(['stat', '-c', '%a %U %n', '/home/deploy/.ssh/toogoodtogo_deploy_key'])
+    expect(keys.stdout.trim()).toBe('600 deploy /home/deploy/.ssh/toogoodtogo_deploy_key')
+    expect((await d.exec(['test', '-e', '/home/deploy/.ssh/id_ed25519'])).code).not.toBe(0)
+    expect((await d.exec(['test', '-e', `${d.deployDir}/artifacts.json`])).code).not.toBe(0)
+    expect((await d.exec(['test', '-e', `${d.deployDir}/.setup-complete`])).code).not.toBe(0)
+  })
+
+  it('10. the re-run with a fixed answer: the kept .env.production is named with the answers it does not apply (names, no values); APP_VERSION is the release started; it completes', async () => {
+    // v1.3.0 migrated the database past what v1.0.0 knows: start over with an empty one, as an
+    // operator would (`docker compose down --volumes`); .env.production and its password stay.
+    expect((await d.exec(['systemctl', 'stop', 'toogoodtogo.service'])).code).toBe(0)
+    removeStack(d)
+    const fixed = 'sk_test_fixed_after_first_run'
+    const again = await d.setup(['--yes', '--env-file', answers], { STRIPE_API_KEY: fixed })
     expect(again.code, again.stdout + again.stderr).toBe(0)
+    expect(again.stdout).toContain(`INFO: Keeping ${d.deployDir}/.env.production from an earlier run: it is not rewritten from this run's answers`)
+    expect(again.stderr).toContain(`WARN: Answers that differ from the kept ${d.deployDir}/.env.production and are NOT applied: STRIPE_API_KEY. To change them, edit ${d.deployDir}/.env.production`)
+    expect(again.stdout).toContain(`INFO: Setting APP_VERSION=v1.0.0 in ${d.deployDir}/.env.production (was v1.3.0)`)
+    expect(again.stdout + again.stderr).not.toContain(fixed)
     expect(again.stdout).toContain('Setup complete - system ready for production')
+    const env = parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`))
+    expect(env).toMatchObject({ STRIPE_API_KEY: STRIPE, APP_VERSION: 'v1.0.0' })
+    expect((await d.exec(['stat', '-c', '%a %U', `${d.deployDir}/.env.production`])).stdout.trim()).toBe('600 deploy')
     expect((await healthCheck(d)).code).toBe(0)
+    expect(await botVersion(d)).toBe('v1.0.0')
   })
 
   it('every step is idempotent: over a finished host without its marker, a run changes nothing else', async () => {

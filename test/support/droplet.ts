@@ -82,6 +82,7 @@ export async function createDroplet(image: string, label: string): Promise<Dropl
   const exec = (argv: string[], options: { env?: Record<string, string>; user?: string } = {}) =>
     run(['docker', 'exec', '-i', ...Object.entries(options.env ?? {}).flatMap(([k, v]) => ['-e', `${k}=${v}`]), name, ...(options.user ? ['runuser', '-u', options.user, '--'] : []), ...argv])
   const setupScript = path.join(toolkitDir, 'scripts/setup-droplet.sh')
+  const registry = await registryBridge(name, bed.REGISTRY ?? '127.0.0.1:5000')
   const droplet: Droplet = {
     name, root, deployDir, toolkitDir, env,
     exec,
@@ -97,8 +98,10 @@ export async function createDroplet(image: string, label: string): Promise<Dropl
       // Time for ExecStop (compose stop, each service's grace period) before Docker would kill it.
       must(spawnSync('docker', ['restart', '--time', '150', name], { encoding: 'utf8' }), 'restarting the droplet')
       await waitForBoot(droplet)
+      await registry.start(droplet)
     },
     async destroy() {
+      registry.close()
       spawnSync('docker', ['rm', '--force', '--volumes', name])
       for (const kind of ['container', 'volume', 'network'] as const) {
         const ids = spawnSync('docker', [kind, 'ls', kind === 'container' ? '-aq' : '-q', '--filter', `label=com.docker.compose.project=${name}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)
@@ -107,10 +110,51 @@ export async function createDroplet(image: string, label: string): Promise<Dropl
       fs.rmSync(root, { recursive: true, force: true })
     },
   }
-  await waitForBoot(droplet)
-  const node = await exec(['node', '--version'])
-  if (node.code !== 0) throw new Error(`the host's node (${process.execPath}) does not run inside the droplet container: ${node.stderr}`)
+  try {
+    await waitForBoot(droplet)
+    const node = await exec(['node', '--version'])
+    if (node.code !== 0) throw new Error(`the host's node (${process.execPath}) does not run inside the droplet container: ${node.stderr}`)
+    await registry.start(droplet)
+  } catch (error) {
+    // The caller never gets the droplet to destroy: nothing of it may outlive this failure.
+    await droplet.destroy()
+    throw error
+  }
   return droplet
+}
+
+/**
+ * The bed's registry answers on the host's loopback (127.0.0.1:5000); the droplet has a loopback
+ * of its own. Pulls go through the host's engine and work anyway, but deploy's pre-flight asks the
+ * registry itself (`docker manifest inspect`, a client-side call), as it would ask ghcr.io from a
+ * droplet. So the registry is made to answer at the same address inside: this test process relays
+ * from the droplet's gateway address to the host's loopback, and a transient unit in the droplet
+ * (node, mounted from the host) relays from its loopback to there. Restarted after each reboot.
+ */
+async function registryBridge(name: string, registry: string): Promise<{ start(d: Droplet): Promise<void>; close(): void }> {
+  const [registryHost, registryPort] = [registry.slice(0, registry.lastIndexOf(':')), Number(registry.slice(registry.lastIndexOf(':') + 1))]
+  const gateway = must(spawnSync('docker', ['inspect', '--format', '{{.NetworkSettings.Gateway}}', name], { encoding: 'utf8' }), 'reading the droplet\'s gateway').trim()
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(registryPort, registryHost)
+    client.pipe(upstream).pipe(client)
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+  })
+  await new Promise<void>((resolve, reject) => {
+    relay.once('error', reject)
+    relay.listen(0, gateway, () => resolve())
+  })
+  const relayPort = (relay.address() as net.AddressInfo).port
+  const inside = `const net=require('net');net.createServer((c)=>{const u=net.connect(${relayPort},'${gateway}');c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${registryPort},'${registryHost}')`
+  return {
+    async start(d) {
+      const r = await d.exec(['systemd-run', '--quiet', '--unit=ttg-e2e-registry', '/usr/bin/node', '-e', inside])
+      if (r.code !== 0) throw new Error(`starting the registry relay in ${d.name} failed: ${r.stderr}`)
+      const check = await d.sh(`for i in $(seq 1 50); do (exec 3<>/dev/tcp/${registryHost}/${registryPort}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1`)
+      if (check.code !== 0) throw new Error(`the registry relay in ${d.name} does not answer on ${registry}`)
+    },
+    close: () => relay.close(),
+  }
 }
 
 async function waitForBoot(d: Droplet): Promise<void> {
@@ -175,8 +219,8 @@ export function freePort(): Promise<number> {
 export interface PtyStep {
   /** waits until the terminal shows this (after what earlier steps matched) */
   expect: RegExp
-  /** then types this; '\r' is Enter */
-  send: string
+  /** then types this; '\r' is Enter. A function first does what a person would (given the screen so far) */
+  send: string | ((screen: string) => Promise<string>)
 }
 
 export interface PtyResult {
@@ -195,19 +239,30 @@ export function runOnPty(argv: string[], steps: PtyStep[], timeoutMs: number): P
   let transcript = ''
   let from = 0
   let next = 0
-  const answer = () => {
-    while (next < steps.length) {
-      const step = steps[next]!
-      const match = step.expect.exec(transcript.slice(from))
-      if (!match) return
-      from += match.index + match[0].length
-      next++
-      child.stdin.write(step.send)
+  let busy = false
+  let failed: Error | null = null
+  const answer = async () => {
+    if (busy) return
+    busy = true
+    try {
+      while (next < steps.length) {
+        const step = steps[next]!
+        const match = step.expect.exec(transcript.slice(from))
+        if (!match) return
+        from += match.index + match[0].length
+        next++
+        child.stdin.write(typeof step.send === 'string' ? step.send : await step.send(transcript))
+      }
+    } catch (error) {
+      failed = error as Error
+      child.kill('SIGKILL')
+    } finally {
+      busy = false
     }
   }
   child.stdout.on('data', (d: Buffer) => {
     transcript += d.toString('utf8')
-    answer()
+    void answer()
   })
   child.stderr.on('data', (d: Buffer) => (transcript += d.toString('utf8')))
   return new Promise((resolve, reject) => {
@@ -218,8 +273,55 @@ export function runOnPty(argv: string[], steps: PtyStep[], timeoutMs: number): P
     child.on('error', reject)
     child.on('close', (code) => {
       clearTimeout(timer)
-      if (next < steps.length) reject(new Error(`exited ${code} before showing ${steps[next]!.expect}; screen:\n${transcript}`))
+      if (failed) reject(failed)
+      else if (next < steps.length) reject(new Error(`exited ${code} before showing ${steps[next]!.expect}; screen:\n${transcript}`))
       else resolve({ code: code ?? 1, transcript })
     })
   })
+}
+
+// ---- the application's git host ----------------------------------------------------------------
+
+export interface GitHost {
+  /** the ssh URL setup-droplet is given, as on a droplet: git@<host>:<path> */
+  url: string
+  /** what adding a deploy key in the repository's settings does: the key may now read it */
+  authorize(publicKey: string): Promise<void>
+}
+
+/**
+ * The bed's application repository served over SSH by the droplet's own sshd (a `git` user with
+ * git-shell and a bare clone), so setup-droplet's deploy key, host-key acceptance and the deploy
+ * user's fetches run as they would against GitHub. The key is refused until authorize() adds it.
+ */
+export async function gitHostOverSsh(d: Droplet, appRepo: string): Promise<GitHost> {
+  const r = await d.sh([
+    'set -euo pipefail',
+    'useradd --create-home --shell /usr/bin/git-shell git',
+    // No password, but not locked: sshd refuses a locked account even for a key.
+    "usermod -p '*' git",
+    `git clone --quiet --bare "${appRepo}" /srv/git/bot.git`,
+    'install -d -m 0700 -o git -g git /home/git/.ssh',
+    'install -m 0600 -o git -g git /dev/null /home/git/.ssh/authorized_keys',
+    'chown -R git:git /srv/git',
+    'systemctl is-active ssh.service',
+  ].join('\n'))
+  if (r.code !== 0) throw new Error(`setting up the git host in ${d.name} failed: ${r.stdout}${r.stderr}`)
+  return {
+    url: 'git@localhost:/srv/git/bot.git',
+    async authorize(publicKey) {
+      // Checked whole, so it can go into the shell line as it is.
+      if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( [\w@.-]+)*$/.test(publicKey.trim())) throw new Error(`not an ed25519 public key: ${publicKey}`)
+      const added = await d.sh(`printf '%s\\n' '${publicKey.trim()}' >> /home/git/.ssh/authorized_keys`)
+      if (added.code !== 0) throw new Error(`authorizing the key failed: ${added.stderr}`)
+    },
+  }
+}
+
+/** The stack's containers, networks and volumes gone, as `docker compose down --volumes` leaves them. */
+export function removeStack(d: Droplet): void {
+  for (const kind of ['container', 'volume', 'network'] as const) {
+    const ids = spawnSync('docker', [kind, 'ls', ...(kind === 'container' ? ['-aq'] : ['-q']), '--filter', `label=com.docker.compose.project=${d.name}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)
+    if (ids.length) must(spawnSync('docker', [kind, 'rm', ...(kind === 'container' ? ['--force', '--volumes'] : []), ...ids], { encoding: 'utf8' }), `removing the stack's ${kind}s`)
+  }
 }

@@ -5,17 +5,41 @@ import { describe, expect, it } from 'vitest'
 import { TOOLKIT_DIR } from '../../lib/config.ts'
 import { composeDatabaseUrl, optionalKeys, renderEnvFile, RULES, templateKeys, validateDeploymentConfig } from '../../lib/deployment-config.ts'
 import { parseEnvFile } from '../../lib/env-file.ts'
-import { loadSetupSettings } from '../../lib/setup-config.ts'
+import { parseCli, type CliSpec } from '../../lib/cli.ts'
+import { changedAnswers, loadSetupSettings } from '../../lib/setup-config.ts'
 import {
+  addGitSafeDirectory,
+  asUser,
   certbotCertonly,
+  deployKeyPath,
   dockerPackages,
   firewallCommands,
+  firstMigration,
+  gitCheckout,
+  gitClone,
+  gitConfigGet,
+  gitConfigSet,
+  gitEnv,
+  gitFailureReason,
+  gitFetchTags,
+  gitLsRemote,
+  gitRemoteUrl,
+  gitRevParse,
+  gitSafeDirectories,
+  gitSshCommand,
+  gitTags,
+  installFile,
+  isSshUrl,
   newestReleaseTag,
   parseAptPolicy,
+  parsePasswd,
   parseUfwAdded,
   publishedPortProblems,
   selfSignedCertificate,
   shellLine,
+  sshHost,
+  sshKeygen,
+  sshPublicKey,
 } from '../../lib/setup-steps.ts'
 import { renderTemplate, renderUnits, unitValuesProblems, unitWarnings, type UnitValues } from '../../lib/systemd.ts'
 
@@ -90,11 +114,41 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'DEPLOY_USER=ops\nSTRIPE_API_KEY=sk_test_file\nSETUP_EXTRA_PACKAGES=htop jq\n')
     const s = loadSetupSettings({ DEPLOY_DIR: '/srv/ttg', STRIPE_API_KEY: 'sk_test_env' }, answers)
     expect(s).toMatchObject({ DEPLOY_USER: 'ops', appDir: '/srv/ttg/app', SSH_PORT: 22, SETUP_EXTRA_PACKAGES: ['htop', 'jq'], markerFile: '/srv/ttg/.setup-complete', logDir: '/var/log/toogoodtogo' })
-    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'ca-certificates', 'openssl', 'logrotate'])
+    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate'])
     expect(s.input.STRIPE_API_KEY).toBe('sk_test_env')
     expect(() => loadSetupSettings({ DEPLOY_USER: 'root' }, undefined)).toThrow(/Invalid DEPLOY_USER="root": must not be root/)
     expect(() => loadSetupSettings({ SETUP_EXTRA_PACKAGES: 'ok; rm -rf /' }, undefined)).toThrow(/Invalid SETUP_EXTRA_PACKAGES/)
     expect(() => loadSetupSettings({}, path.join(dir, 'missing.env'))).toThrow(/--env-file .*missing\.env: no such file/)
+    expect(loadSetupSettings({ DEPLOY_KEY_FILE: '/root/bot_deploy_key' }, undefined).DEPLOY_KEY_FILE).toBe('/root/bot_deploy_key')
+    expect(() => loadSetupSettings({ DEPLOY_KEY_FILE: 'bot_deploy_key' }, undefined)).toThrow(/Invalid DEPLOY_KEY_FILE="bot_deploy_key": must be an absolute path/)
+  })
+  it('MIGRATE_COMMAND comes from the answers, else the default', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-setup-'))
+    const answers = path.join(dir, 'answers.env')
+    fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate\n')
+    expect(loadSetupSettings({}, answers).cfg.MIGRATE_COMMAND).toBe('python3 -m app.migrate')
+    expect(loadSetupSettings({}, undefined).cfg.MIGRATE_COMMAND).toBe('alembic upgrade head')
+    expect(firstMigration(['docker', 'compose'], ' python3 -m  app.migrate ', { APP_VERSION: 'v1.0.0' })).toMatchObject({
+      argv: ['docker', 'compose', 'run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate'], env: { APP_VERSION: 'v1.0.0' },
+    })
+  })
+})
+
+describe('the arguments the script reads', () => {
+  const spec: CliSpec = { name: 't', summary: '', usage: '', positionals: [], maxPositionals: 0, options: { 'env-file': { type: 'string', description: '' }, yes: { type: 'boolean', description: '' } }, exitCodes: [], examples: [] }
+  it("a leading '--' (scripts/run.sh's, which stops node reading --env-file) is taken off; nothing else", () => {
+    expect(parseCli(spec, ['--', '--env-file', 'a.env', '--yes']).values).toMatchObject({ 'env-file': 'a.env', yes: true })
+    expect(parseCli(spec, ['--env-file', 'a.env']).values).toMatchObject({ 'env-file': 'a.env' })
+    expect(() => parseCli(spec, ['--yes', '--', 'extra'])).toThrow(/Unexpected argument: extra/)
+  })
+})
+
+describe('a re-run over a kept .env.production', () => {
+  it('names the answers whose value differs from the kept file, sorted; missing counts as empty; ignored keys skipped', () => {
+    const kept = { TELEGRAM_BOT_TOKEN: '1:old', STRIPE_API_KEY: 'sk_test_same', TELEGRAM_WEBHOOK_URL: '', APP_VERSION: 'v1.0.0' }
+    expect(changedAnswers({ TELEGRAM_BOT_TOKEN: '1:new', STRIPE_API_KEY: 'sk_test_same', TELEGRAM_WEBHOOK_URL: '', BOT_IMAGE: 'r/bot', APP_VERSION: 'v1.1.0' }, kept, ['APP_VERSION'])).toEqual(['BOT_IMAGE', 'TELEGRAM_BOT_TOKEN'])
+    expect(changedAnswers({ DOMAIN: '' }, {})).toEqual([])
+    expect(changedAnswers(kept, kept)).toEqual([])
   })
 })
 
@@ -200,10 +254,17 @@ describe('systemd units', () => {
     expect(byName['toogoodtogo-restore-drill.service']).toContain('ExecStart=/opt/toogoodtogo/deployment/node_modules/.bin/tsx /opt/toogoodtogo/deployment/scripts/restore.ts --drill')
     expect(byName['toogoodtogo-healthcheck.service']).toContain('scripts/health-check.ts --wait 300')
   })
-  it('logrotate rotates the log directory as the deploy user', () => {
-    expect(byName['toogoodtogo']).toMatch(/^\/var\/log\/toogoodtogo\/\*\.log \{$/m)
+  it('logrotate rotates LOG_FILE as the deploy user, never the audit log beside it', () => {
+    const patterns = logrotatePatterns(byName['toogoodtogo']!)
+    const rotated = (file: string) => patterns.some((p) => globToRegExp(p).test(file))
+    expect(rotated('/var/log/toogoodtogo/deployment.log')).toBe(true)
+    expect(rotated('/var/log/toogoodtogo/deployments.log')).toBe(false)
+    expect(rotated('/var/log/toogoodtogo/anything.log')).toBe(false)
     expect(byName['toogoodtogo']).toMatch(/^\s+su deploy deploy$/m)
     expect(byName['toogoodtogo']).toMatch(/^\s+create 0640 deploy deploy$/m)
+    // The audit log's own name is never the rotated file, whatever LOG_FILE is called.
+    const other = renderUnits({ ...values, LOG_FILE: '/srv/logs/ttg.log', LOG_DIR: '/srv/logs' }).find((f) => f.file.endsWith('logrotate.d/toogoodtogo'))!
+    expect(logrotatePatterns(other.content)).toEqual(['/srv/logs/ttg.log'])
   })
   it('refuses paths systemd would split or expand, and unknown placeholders', () => {
     expect(unitValuesProblems({ ...values, DEPLOY_DIR: '/opt/my deploy' })).toEqual(['DEPLOY_DIR=/opt/my deploy contains a space, quote, %, $ or ;, which systemd would split or expand'])
@@ -214,5 +275,72 @@ describe('systemd units', () => {
     expect(unitWarnings('/etc/systemd/system/toogoodtogo.service:21: Failed to parse service type, ignoring: bogus\nfoo.service: whatever\n', ['/etc/systemd/system/toogoodtogo.service'])).toEqual([
       '/etc/systemd/system/toogoodtogo.service:21: Failed to parse service type, ignoring: bogus',
     ])
+  })
+})
+
+/** The path patterns of a logrotate file's blocks (the words before each `{`). */
+function logrotatePatterns(config: string): string[] {
+  return config.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n').match(/^[^\s{}][^{}]*(?=\{)/gm)?.flatMap((head) => head.trim().split(/\s+/)) ?? []
+}
+
+/** logrotate's glob(3) patterns: * and ? within one path component. */
+function globToRegExp(pattern: string): RegExp {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`)
+}
+
+describe('the deploy user reaches the application repository on its own', () => {
+  const account = { user: 'deploy', group: '1000', home: '/home/deploy' }
+
+  it('ssh URLs by git\'s rule (scp-like or ssh://); https, file and local paths are not', () => {
+    for (const url of ['git@github.com:team/bot.git', 'github.com:team/bot.git', 'ssh://git@github.com/team/bot.git', 'ssh://git@[::1]:2222/srv/bot.git', 'git+ssh://h/x', 'git@localhost:/srv/git/bot.git']) expect(isSshUrl(url), url).toBe(true)
+    for (const url of ['https://github.com/team/bot.git', 'file:///var/cache/app.git', '/srv/git/bot.git', './bot:v1', 'git://h/x']) expect(isSshUrl(url), url).toBe(false)
+    expect(sshHost('git@github.com:team/bot.git')).toBe('github.com')
+    expect(sshHost('ssh://git@gitlab.example.com:2222/team/bot.git')).toBe('gitlab.example.com')
+    expect(sshHost('https://github.com/team/bot.git')).toBeNull()
+  })
+
+  it('the deploy key: generated ed25519 without passphrase at ~/.ssh/id_ed25519; an operator\'s own beside it', () => {
+    expect(deployKeyPath('/home/deploy', false)).toBe('/home/deploy/.ssh/id_ed25519')
+    expect(deployKeyPath('/home/deploy/', true)).toBe('/home/deploy/.ssh/toogoodtogo_deploy_key')
+    expect(sshKeygen('/home/deploy/.ssh/id_ed25519', 'deploy@droplet toogoodtogo deploy key').argv).toEqual(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'deploy@droplet toogoodtogo deploy key', '-f', '/home/deploy/.ssh/id_ed25519'])
+    expect(sshPublicKey('/k')).toMatchObject({ argv: ['ssh-keygen', '-y', '-P', '', '-f', '/k'], mutates: false })
+    expect(installFile('/root/key', '/home/deploy/.ssh/toogoodtogo_deploy_key', '0600', 'deploy').argv).toEqual(['install', '-m', '0600', '-o', 'deploy', '-g', 'deploy', '/root/key', '/home/deploy/.ssh/toogoodtogo_deploy_key'])
+  })
+
+  it('ssh: the deploy key only, host key accepted on first use, never a prompt', () => {
+    const ssh = gitSshCommand('/home/deploy/.ssh/id_ed25519')
+    expect(ssh).toBe('ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes')
+    expect(gitEnv(ssh)).toEqual({ GIT_TERMINAL_PROMPT: '0', GIT_SSH_COMMAND: ssh })
+    expect(gitEnv()).toEqual({ GIT_TERMINAL_PROMPT: '0' })
+    // The clone keeps it in its config, so deploy's plain `git fetch` uses the same key.
+    expect(gitClone('git@github.com:team/bot.git', '/opt/toogoodtogo/app.partial', ssh).argv).toEqual(['git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', '/opt/toogoodtogo/app.partial'])
+    expect(gitClone('https://h/x.git', '/d').argv).toEqual(['git', 'clone', '--quiet', '--no-checkout', 'https://h/x.git', '/d'])
+    expect(gitLsRemote('git@github.com:team/bot.git', ssh)).toMatchObject({ argv: ['git', 'ls-remote', '--quiet', 'git@github.com:team/bot.git', 'HEAD'], mutates: false, env: { GIT_SSH_COMMAND: ssh } })
+  })
+
+  it("why git could not read the repository: its reason, not the advice it prints after every failure", () => {
+    const stderr = "Warning: Permanently added 'localhost' (ED25519) to the list of known hosts.\r\ngit@localhost: Permission denied (publickey).\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n"
+    expect(gitFailureReason(stderr)).toBe("Warning: Permanently added 'localhost' (ED25519) to the list of known hosts. | git@localhost: Permission denied (publickey). | fatal: Could not read from remote repository.")
+    expect(gitFailureReason('')).toBe('')
+  })
+
+  it('every git builder sets GIT_TERMINAL_PROMPT=0', () => {
+    const builders = [
+      gitClone('u', '/d'), gitLsRemote('u', null), gitFetchTags('/d', null), gitRemoteUrl('/d'), gitConfigGet('/d', 'k'), gitConfigSet('/d', 'k', 'v'),
+      gitTags('/d'), gitRevParse('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0'), gitSafeDirectories(), addGitSafeDirectory('/d'),
+    ]
+    for (const command of builders) expect(command.env, command.argv.join(' ')).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
+  })
+
+  it('as the deploy user: setpriv with its groups (docker), its HOME, from its home directory', () => {
+    expect(asUser(account, gitTags('/opt/toogoodtogo/app'))).toEqual({
+      argv: ['setpriv', '--reuid=deploy', '--regid=1000', '--init-groups', '--', 'git', '-C', '/opt/toogoodtogo/app', 'tag', '--list', '--sort=-v:refname'],
+      env: { GIT_TERMINAL_PROMPT: '0', HOME: '/home/deploy', USER: 'deploy', LOGNAME: 'deploy' },
+      cwd: '/home/deploy',
+      mutates: false,
+      timeoutMs: 30_000,
+    })
+    expect(parsePasswd('deploy:x:1000:1001::/home/deploy:/bin/bash\n')).toEqual({ user: 'deploy', group: '1001', home: '/home/deploy' })
+    expect(parsePasswd('')).toBeNull()
   })
 })

@@ -2,6 +2,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { TOOLKIT_DIR } from '../../lib/config.ts'
+import { renderEnvFile } from '../../lib/deployment-config.ts'
 import type { Command, RunResult } from '../../lib/runner.ts'
 
 // `setup-droplet --dry-run` on a fresh host, as data: the runner is replaced by a recorder that
@@ -78,10 +80,11 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const compose = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--env-file', `${deploy}/.env.production`]
     const keep = ['-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold']
+    const asDeploy = ['setpriv', '--reuid=deploy', '--regid=deploy', '--init-groups', '--']
     expect(recorded.map((c) => c.argv)).toEqual([
       ['apt-get', 'update', '-q'],
       ['apt-get', 'upgrade', '-y', '-q', ...keep],
-      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'ca-certificates', 'openssl', 'logrotate'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate'],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'docker.io', 'docker-compose'],
       ['systemctl', 'enable', '--now', 'docker.service'],
       ['groupadd', '--system', 'docker'],
@@ -94,9 +97,10 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', deploy],
       ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'backups')],
       ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'log')],
-      ['git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
-      ['git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'v1.2.0'],
-      ['chown', '-R', 'deploy:deploy', `${deploy}/app.partial`],
+      // (no chown of the log file: a dry run does not write it)
+      // As the deploy user, with its own access to the repository, never root's.
+      [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
+      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'v1.2.0'],
       ['mv', '--no-target-directory', `${deploy}/app.partial`, `${deploy}/app`],
       ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
       ['chown', 'deploy:deploy', `${deploy}/.env.production`],
@@ -105,9 +109,17 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       [...compose, 'pull'],
       [...compose, 'up', '--detach', 'postgres', 'redis'],
       [...compose, 'run', '--rm', '-T', 'bot', 'alembic', 'upgrade', 'head'],
+      [...compose, 'up', '--detach', '--remove-orphans'],
       ['systemctl', 'enable', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
       ['systemctl', 'start', 'toogoodtogo.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
+      ['chown', 'deploy:deploy', `${deploy}/.setup-complete`],
     ])
+    // Every git command: no credential prompt; the stack runs the tag it was told, as deploy passes it.
+    const program = (c: Command) => (c.argv[0] === 'setpriv' ? c.argv[c.argv.indexOf('--') + 1] : c.argv[0])
+    expect(recorded.filter((c) => program(c) === 'git')).toHaveLength(3)
+    for (const c of recorded.filter((c) => program(c) === 'git')) expect(c.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
+    for (const c of recorded.filter((c) => c.argv[0] === 'docker')) expect(c.env).toMatchObject({ APP_VERSION: 'v1.2.0' })
+    for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c.env).toMatchObject({ HOME: '/home/deploy' })
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([
@@ -121,12 +133,13 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       '[dry-run] write /etc/logrotate.d/toogoodtogo (mode 644)',
       `[dry-run] write ${deploy}/.setup-complete (mode 644)`,
     ])
-    // Nothing was written, not even the log file, and no secret reached the output.
+    // Nothing was written, not even the log file (a plan is not an event), and no secret reached the output.
     expect(fs.existsSync(deploy)).toBe(false)
-    expect(fs.existsSync(path.join(dir, 'log/deployment.log'))).toBe(false)
-    const all = stdout.join('')
+    expect(fs.existsSync(path.join(dir, 'log'))).toBe(false)
+    const all = stdout.join('') + stderr.join('')
     for (const secret of [ANSWERS.TELEGRAM_BOT_TOKEN, ANSWERS.STRIPE_API_KEY]) expect(all).not.toContain(secret)
     expect(all).toContain('INFO: Skipping nginx and certbot: polling mode has no public ingress')
+    expect(all).toContain(`INFO: [dry-run] would record v1.2.0 as deployed: an event in ${path.join(dir, 'log/deployments.log')}, the current artifact in ${deploy}/artifacts.json`)
   })
 
   it('webhook mode: certbot, ports 80 and 443, nginx\'s profile; --staging passes through', async () => {
@@ -156,5 +169,78 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(process.exitCode).toBe(2)
     expect(stdout.join('')).toContain('INFO: Existing configuration found')
     expect(recorded).toEqual([])
+  })
+})
+
+describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
+  const README_ONE_LINER = { APP_REPO_URL: 'git@github.com:team/bot.git', BOT_IMAGE: 'ghcr.io/team/bot' }
+  const SECRETS = { TELEGRAM_BOT_TOKEN: '123456:plan_token', STRIPE_API_KEY: 'sk_test_plan' }
+
+  it("the README's one-liner: no APP_VERSION (the newest tag is unknown before the clone), an ssh URL: a deploy key for the deploy user", async () => {
+    await dryRun([], { ...README_ONE_LINER, ...SECRETS })
+    expect(stderr.join(''), stderr.join('')).not.toContain('ERROR')
+    expect(process.exitCode ?? 0).toBe(0)
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    const asDeploy = ['setpriv', '--reuid=deploy', '--regid=deploy', '--init-groups', '--']
+    const ssh = 'ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes'
+    const argvs = recorded.map((c) => c.argv)
+    const clone = argvs.findIndex((a) => a.includes('clone'))
+    expect(argvs.slice(clone - 2, clone + 2)).toEqual([
+      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', '/home/deploy/.ssh'],
+      [...asDeploy, 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', expect.stringMatching(/^deploy@.* toogoodtogo deploy key$/), '-f', '/home/deploy/.ssh/id_ed25519'],
+      // The clone keeps the key in its own config: deploy's later fetch uses it with nothing set.
+      [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', `${deploy}/app.partial`],
+      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'NEWEST_RELEASE_TAG'],
+    ])
+    expect(recorded[clone]!.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0', GIT_SSH_COMMAND: ssh, HOME: '/home/deploy' })
+    expect(stdout.join('')).toContain('INFO: [dry-run] would check that deploy can read git@github.com:team/bot.git with /home/deploy/.ssh/id_ed25519')
+    expect(fs.existsSync(path.join(dir, 'log'))).toBe(false)
+  })
+
+  it('MIGRATE_COMMAND from the answers is the first migration', async () => {
+    const answers = path.join(dir, 'answers.env')
+    fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate --all\n')
+    await dryRun(['--env-file', answers], ANSWERS)
+    expect(process.exitCode ?? 0).toBe(0)
+    const migrate = recorded.find((c) => c.argv.includes('run'))!.argv
+    expect(migrate.slice(migrate.indexOf('run'))).toEqual(['run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate', '--all'])
+  })
+
+  it("'--' before the options (as scripts/run.sh passes them) is taken off; a missing --env-file is the script's own error", async () => {
+    const answers = path.join(dir, 'answers.env')
+    fs.writeFileSync(answers, Object.entries(ANSWERS).map(([k, v]) => `${k}=${v}`).join('\n') + '\n')
+    process.argv = ['node', 'setup-droplet.ts', '--', '--dry-run', '--env-file', answers]
+    process.env = { PATH: savedEnv.PATH, DEPLOY_DIR: path.join(dir, 'opt/toogoodtogo'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log') }
+    await import('../../scripts/setup-droplet.ts')
+    expect(stderr.join('')).toBe('')
+    expect(process.exitCode ?? 0).toBe(0)
+    expect(recorded.some((c) => c.argv.includes('clone'))).toBe(true)
+
+    vi.resetModules()
+    recorded.length = 0
+    stderr.length = 0
+    process.argv = ['node', 'setup-droplet.ts', '--', '--dry-run', '--env-file', path.join(dir, 'missing.env')]
+    await import('../../scripts/setup-droplet.ts')
+    expect(process.exitCode).toBe(1)
+    expect(stderr.join('')).toContain(`ERROR: --env-file ${path.join(dir, 'missing.env')}: no such file`)
+    expect(recorded).toEqual([])
+  })
+
+  it('a re-run keeps .env.production, says so, and names (never shows) the answers that differ; APP_VERSION is the release it starts', async () => {
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    fs.mkdirSync(deploy, { recursive: true })
+    const kept = { ...ANSWERS, APP_VERSION: 'v1.0.0', POSTGRES_PASSWORD: 'KeptPassword1234', DATABASE_URL: 'postgresql://toogoodtogo:KeptPassword1234@postgres:5432/toogoodtogo', TELEGRAM_WEBHOOK_URL: '', TELEGRAM_WEBHOOK_SECRET: 'kept_secret' }
+    const template = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/.env.production.template'), 'utf8')
+    fs.writeFileSync(path.join(deploy, '.env.production'), renderEnvFile(template, kept, '# kept'), { mode: 0o600 })
+    const before = fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')
+    await dryRun([], { ...ANSWERS, STRIPE_API_KEY: 'sk_test_fixed', BOT_IMAGE: 'registry.example.com/team/bot2' })
+    expect(process.exitCode ?? 0).toBe(0)
+    const out = stdout.join('') + stderr.join('')
+    expect(out).toContain(`INFO: Keeping ${deploy}/.env.production from an earlier run: it is not rewritten from this run's answers`)
+    expect(stderr.join('')).toContain(`WARN: Answers that differ from the kept ${deploy}/.env.production and are NOT applied: BOT_IMAGE, STRIPE_API_KEY. To change them, edit`)
+    expect(out).toContain(`INFO: Setting APP_VERSION=v1.2.0 in ${deploy}/.env.production (was v1.0.0)`)
+    for (const value of ['sk_test_fixed', 'sk_test_plan', 'KeptPassword1234']) expect(out).not.toContain(value)
+    // A dry run: the file is as it was.
+    expect(fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')).toBe(before)
   })
 })

@@ -15,10 +15,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../bed/lib.sh"
 
 IMAGE="${TTG_DROPLET_IMAGE:-ttg-droplet:bookworm}"
-# What DigitalOcean's Debian image has anyway (ca-certificates, openssl, procps, iproute2), plus
-# systemd to boot and ufw, git and logrotate, so the test does not wait for them to download.
-# setup-droplet still runs apt-get for them: installing what is installed is quick.
-PACKAGES=systemd,systemd-sysv,dbus,ufw,ca-certificates,openssl,git,logrotate,procps,iproute2,util-linux
+# What DigitalOcean's Debian image has anyway (ca-certificates, openssl, procps, iproute2, an SSH
+# server and client), plus systemd to boot and ufw, git and logrotate, so the test does not wait
+# for them to download. setup-droplet still runs apt-get for them: installing what is installed is
+# quick. The SSH server also plays the application's git host (git@localhost:...) in the test.
+PACKAGES=systemd,systemd-sysv,dbus,ufw,ca-certificates,openssl,git,logrotate,procps,iproute2,util-linux,openssh-server
 SOCKET=/var/run/docker.sock
 
 debian_mirror() {
@@ -51,7 +52,7 @@ EOF
 [[ "$(id -u)" == 0 ]] || die "must run as root (debootstrap, docker import)"
 [[ -S "$SOCKET" ]] || die "$SOCKET is not a socket: provision the bed first (test/e2e/bed/provision.sh)"
 gid="$(stat -c %g "$SOCKET")"
-key="$( { echo "bookworm $PACKAGES gid=$gid"; docker_unit; } | sha256sum | cut -c1-12)"
+key="$( { echo "bookworm $PACKAGES gid=$gid pam_loginuid=optional"; docker_unit; } | sha256sum | cut -c1-12)"
 if [[ "$(docker image inspect -f '{{index .Config.Labels "ttg.droplet.key"}}' "$IMAGE" 2>/dev/null)" == "$key" ]]; then
   log "droplet image $IMAGE present"
   echo "$IMAGE"
@@ -72,6 +73,9 @@ if [[ ! -s "$tarball" ]]; then
   ln -sf /etc/systemd/system/docker.service "$rootfs/etc/systemd/system/multi-user.target.wants/docker.service"
   # -o: the host's docker gid may already name another group in this image (it is only a number).
   chroot "$rootfs" groupadd --system -o --gid "$gid" docker
+  # A container may not set the audit login uid (no CAP_AUDIT_CONTROL): with pam_loginuid
+  # required, every SSH session would be refused.
+  sed -i 's/^session\s\+required\s\+pam_loginuid\.so/session optional pam_loginuid.so/' "$rootfs/etc/pam.d/sshd"
   # A container has no consoles to log in on; their failing gettys would make the system "degraded".
   ln -sf /dev/null "$rootfs/etc/systemd/system/getty@tty1.service"
   ln -sf /dev/null "$rootfs/etc/systemd/system/console-getty.service"
