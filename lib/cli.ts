@@ -36,13 +36,17 @@ const COMMON: Record<string, OptionSpec> = {
   verbose: { type: 'boolean', short: 'v', description: 'Also print every command run (always in the log file)' },
 }
 
+/** A leading `--` (scripts/run.sh's) keeps node from taking the script's options (--env-file) as its own. */
+export function withoutSeparator(args: string[]): string[] {
+  return args[0] === '--' ? args.slice(1) : args
+}
+
 export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
   const options = { ...spec.options, ...COMMON }
   let parsed
   try {
     parsed = parseArgs({
-      // A leading `--` keeps node from taking the script's options (--env-file) as its own.
-      args: withOptionalNumbers(argv[0] === '--' ? argv.slice(1) : argv, spec),
+      args: withOptionalNumbers(withoutSeparator(argv), spec),
       strict: true,
       allowPositionals: true,
       options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, o.short ? { type: o.type, short: o.short } : { type: o.type }])),

@@ -55,8 +55,13 @@ export function composeExec(p: ComposeProject, service: string, argv: string[], 
   return compose(p, ['exec', '-T', ...envFlags, service, ...argv])
 }
 
-export function composeStop(p: ComposeProject, services: string[]): Command {
-  return compose(p, ['stop', ...services])
+/**
+ * `--timeout`: the seconds a service gets to finish in-flight work (the bot's updates) before it is
+ * killed; the runner's own limit allows for it, so a stop never hangs a deploy.
+ */
+export function composeStop(p: ComposeProject, services: string[], graceSeconds?: number): Command {
+  const grace = graceSeconds === undefined ? [] : ['--timeout', String(graceSeconds)]
+  return { ...compose(p, ['stop', ...grace, ...services]), timeoutMs: ((graceSeconds ?? 10) + 60) * 1000 }
 }
 
 /** `start`, not `up`: the same containers come back with the image they ran, whatever APP_VERSION says. */

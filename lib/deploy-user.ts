@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
+import { withoutSeparator } from './cli.ts'
 
 // Who runs the scripts: the deploy user, who owns DEPLOY_DIR, BACKUP_DIR and the logs, and whom
 // the systemd units run as. A script started by root (sudo ./deploy.sh) does its work as that
@@ -45,7 +46,7 @@ export function reexecAs(user: DeployUser): Promise<number> {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, forward)
   return new Promise((resolve) => {
     child.on('error', (error) => {
-      process.stderr.write(`Cannot switch to user ${user.name} (${error.message}); run it as that user instead: sudo -u ${user.name} ${process.argv.slice(1).join(' ')}\n`)
+      process.stderr.write(`Cannot switch to user ${user.name} (${error.message}); run it as that user instead: sudo -u ${user.name} ${[process.argv[1] ?? '', ...withoutSeparator(process.argv.slice(2))].join(' ')}\n`)
       resolve(1)
     })
     child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGINT' ? 130 : 143)))

@@ -59,7 +59,7 @@ export async function waitUntilHealthy(ctx: Context, services: readonly Service[
       if (report.overall_status === 'healthy') return { report, waitedOut: false, dead: null }
       const dead = services.includes('bot') ? await botDeadReason(ctx, report.services.bot) : null
       if (dead || Date.now() + 3000 > deadline) return { report, waitedOut: true, dead }
-      progress.update(`${Math.round((Date.now() - started) / 1000)}s of ${Math.round(timeoutMs / 1000)}s; ${notHealthy(report)}`)
+      progress.update(`${Math.round((Date.now() - started) / 1000)}s of ${Math.round(timeoutMs / 1000)}s; ${unhealthyLines(report).join(', ')}`)
       await sleep(3000)
     }
   } finally {
@@ -67,8 +67,9 @@ export async function waitUntilHealthy(ctx: Context, services: readonly Service[
   }
 }
 
-function notHealthy(report: HealthReport): string {
-  return Object.entries(report.services).flatMap(([name, h]) => (h && h.status !== 'healthy' && h.status !== 'not_deployed' ? [`${name} ${h.status} (${h.detail})`] : [])).join(', ')
+/** "bot: unhealthy (no heartbeat)" for each service that is neither healthy nor absent by design. */
+export function unhealthyLines(report: HealthReport): string[] {
+  return Object.entries(report.services).flatMap(([name, h]) => (h && h.status !== 'healthy' && h.status !== 'not_deployed' ? [`${name}: ${h.status} (${h.detail})`] : []))
 }
 
 /** More restarts than this and the container is in a loop, whatever its current state says. */
@@ -78,7 +79,7 @@ const RESTART_LOOP = 2
  * Certain death, not slowness: the container exited or keeps restarting, or the app's own
  * /health reports that a startup check failed (it runs once; nothing will heal it).
  */
-export async function botDeadReason(ctx: Context, bot: ServiceHealth | undefined): Promise<string | null> {
+async function botDeadReason(ctx: Context, bot: ServiceHealth | undefined): Promise<string | null> {
   if (!ctx.compose) return null
   const container = await findContainer(ctx.compose, 'bot').catch(() => null)
   if (!container) return null

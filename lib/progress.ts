@@ -47,7 +47,7 @@ export class ByteProgress extends Transform {
   private readonly started = Date.now()
   private readonly progress: Progress
 
-  constructor(label: string, private readonly total: number | null = null) {
+  constructor(label: string) {
     super()
     this.progress = progressReporter(label)
   }
@@ -56,8 +56,7 @@ export class ByteProgress extends Transform {
     this.bytes += chunk.length
     const seconds = (Date.now() - this.started) / 1000
     const rate = seconds > 0 ? `${formatBytes(this.bytes / seconds)}/s` : ''
-    const of = this.total ? ` of ${formatBytes(this.total)} (${Math.floor((100 * this.bytes) / this.total)}%)` : ''
-    this.progress.update(`${formatBytes(this.bytes)}${of}, ${rate}`)
+    this.progress.update(`${formatBytes(this.bytes)}, ${rate}`)
     callback(null, chunk)
   }
 

@@ -1,9 +1,9 @@
 import os from 'node:os'
 import { requireCompose, type Context } from './context.ts'
-import { appendEvent, completeEvent, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
+import { appendEvent, completeEvent, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { setEnvValue } from './env-file.ts'
 import { isoSeconds } from './format.ts'
-import { checkHealth, SERVICES, waitUntilHealthy } from './health.ts'
+import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
 import { log } from './log.ts'
 import { notify } from './notify.ts'
 import { gitCheckout, gitResolve, imageDigest, requireImage, schemaRevision, switchTo } from './release.ts'
@@ -21,7 +21,7 @@ export async function healthGate(ctx: Context): Promise<GateResult> {
   if (isDryRun()) return { passed: true, reason: '' }
   const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (!waitedOut) return { passed: true, reason: '' }
-  const failing = Object.entries(report.services).flatMap(([name, h]) => (h && (h.status === 'unhealthy' || h.status === 'degraded') ? [`${name}: ${h.status} (${h.detail})`] : []))
+  const failing = unhealthyLines(report)
   for (const line of failing) log.error(line)
   return { passed: false, reason: dead ?? `not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${failing.join('; ')}` }
 }
@@ -45,6 +45,27 @@ export function record(ctx: Context, event: DeployEvent): DeployEvent {
   return event
 }
 
+/**
+ * The Deployment Artifact of `ref` as it runs now: its commit, image and digest, the schema. A
+ * name that is neither a release tag nor a full SHA (setup's APP_VERSION may be one) is recorded
+ * by its commit, the form deploy and rollback accept.
+ */
+export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom: string | null; schemaRevision: string | null }): Promise<Artifact> {
+  const image = `${requireImage(ctx.cfg)}:${ref}`
+  const sha = (await tryRun(gitResolve(ctx.cfg.APP_DIR, ref))).stdout.trim()
+  return {
+    artifact_id: TAG.test(ref) ? ref : sha,
+    git_commit_sha: sha,
+    git_tag: /^v\d+\.\d+\.\d+$/.test(ref) ? ref : null,
+    docker_image_uri: image,
+    docker_image_digest: await imageDigest(image),
+    deployed: true,
+    deployed_at: isoSeconds(new Date()),
+    rollback_from: at.rollbackFrom,
+    schema_revision: at.schemaRevision,
+  }
+}
+
 export interface Deployed {
   state: DeployState
   tag: string
@@ -62,18 +83,7 @@ export interface Deployed {
  */
 export async function recordDeployed(ctx: Context, d: Deployed): Promise<void> {
   if (isDryRun()) return
-  const image = `${requireImage(ctx.cfg)}:${d.tag}`
-  const artifact: Artifact = {
-    artifact_id: d.tag,
-    git_commit_sha: (await tryRun(gitResolve(ctx.cfg.APP_DIR, d.tag))).stdout.trim(),
-    git_tag: /^v\d/.test(d.tag) ? d.tag : null,
-    docker_image_uri: image,
-    docker_image_digest: await imageDigest(image),
-    deployed: true,
-    deployed_at: isoSeconds(new Date()),
-    rollback_from: d.rollbackFrom,
-    schema_revision: d.event.schema_revision_after ?? (await schemaRevision(ctx.db)),
-  }
+  const artifact = await artifactFor(ctx, d.tag, { rollbackFrom: d.rollbackFrom, schemaRevision: d.event.schema_revision_after ?? (await schemaRevision(ctx.db)) })
   writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: d.state.current ? { ...d.state.current, deployed: false } : null })
   setEnvValue(ctx.cfg.envFile, 'APP_VERSION', d.tag)
   record(ctx, completeEvent({ ...d.event, health_check_passed: true }, 'success', null))

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { compose, type ComposeProject } from './compose.ts'
+import { compose, composeStop, type ComposeProject } from './compose.ts'
 import type { Config } from './config.ts'
 import { execInContainer, findContainer } from './containers.ts'
 import { OpsError } from './errors.ts'
@@ -35,11 +35,6 @@ export function imageCommand(p: ComposeProject, tag: string, build: { appDir: st
 
 export function migrateCommand(p: ComposeProject, tag: string, migrate: string): Command {
   return { ...compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...migrate.split(/\s+/)], { APP_VERSION: tag }), timeoutMs: 10 * 60_000 }
-}
-
-/** `--timeout`: the bot's own grace to finish in-flight updates; the runner's limit allows for it. */
-export function stopBotCommand(p: ComposeProject, graceSeconds: number): Command {
-  return { ...compose(p, ['stop', '--timeout', String(graceSeconds), 'bot']), timeoutMs: (graceSeconds + 60) * 1000 }
 }
 
 export function upCommand(p: ComposeProject, tag: string, profiles: string | undefined): Command {
@@ -97,7 +92,7 @@ export async function firstHeartbeat(p: ComposeProject, deadlineMs: number): Pro
  */
 export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Promise<number | null> {
   const old = await findContainer(p, 'bot')
-  await run(stopBotCommand(p, cfg.STOP_TIMEOUT))
+  await run(composeStop(p, ['bot'], cfg.STOP_TIMEOUT))
   const stoppedAt = Date.now()
   const lastBeat = old ? ((await lastHeartbeat(old.id)) ?? stoppedAt) : null
   await run(upCommand(p, tag, cfg.COMPOSE_PROFILES))

@@ -229,7 +229,7 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
 export async function swapScratchIn(ctx: Context, scratch: string, services: string[]): Promise<string | null> {
   if (services.length) {
     log.info('Stopping application services')
-    await run(composeStop(requireCompose(ctx), services))
+    await run(composeStop(requireCompose(ctx), services, ctx.cfg.STOP_TIMEOUT))
   }
   log.info('Dropping existing database')
   try {

@@ -5,7 +5,7 @@ import path from 'node:path'
 import { createBackup } from '../lib/backup.ts'
 import { findBackup, readIndex, type BackupRecord } from '../lib/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { compose } from '../lib/compose.ts'
+import { compose, composeStop } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { findContainer } from '../lib/containers.ts'
 import { openContext, requireCompose, type Context } from '../lib/context.ts'
@@ -20,7 +20,7 @@ import { waitUntilHealthy } from '../lib/health.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { notify } from '../lib/notify.ts'
-import { gitFetch, gitResolve, migrateCommand, pullImage, requireImage, schemaRevision, stopBotCommand } from '../lib/release.ts'
+import { gitFetch, gitResolve, migrateCommand, pullImage, requireImage, schemaRevision } from '../lib/release.ts'
 import { checkout, healthGate, isHealthyNow, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
 import { retry, looksTransient } from '../lib/retry.ts'
@@ -198,7 +198,7 @@ async function rollBack(a: Attempt, restoreDb: boolean): Promise<boolean> {
       const gate = await healthGate(ctx)
       if (!gate.passed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either: ${gate.reason}`)
     } else {
-      await run(stopBotCommand(requireCompose(ctx), ctx.cfg.STOP_TIMEOUT))
+      await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
     }
     if (backup) await settleReplacedDatabase(ctx, aside, { reason: `safety backup: ${ctx.db.database} as the failed deploy of ${a.tag} left it`, exportSince: { backup, dir: exportDir(ctx, a.event) } })
     log.info('Rollback complete')

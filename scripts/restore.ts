@@ -9,7 +9,7 @@ import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, requireCompose, type Context } from '../lib/context.ts'
 import { requireFreeDisk } from '../lib/disk.ts'
 import { OpsError, messageOf } from '../lib/errors.ts'
-import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
+import { SERVICES, unhealthyLines, waitUntilHealthy } from '../lib/health.ts'
 import { isoSeconds } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
@@ -112,10 +112,9 @@ async function restartServices(ctx: Context): Promise<void> {
   await run(composeStart(requireCompose(ctx), services))
   log.info('Services started')
   if (isDryRun()) return
-  const { report, waitedOut } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) {
-    const failing = Object.entries(report.services).filter(([, h]) => h!.status !== 'healthy' && h!.status !== 'not_deployed').map(([name, h]) => `${name}: ${h!.status} (${h!.detail})`)
-    throw new OpsError('restore_failed', `The database was restored, but services are not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${failing.join(', ')}`)
+    throw new OpsError('restore_failed', `The database was restored, but services are not healthy${dead ? `: ${dead}` : ` after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`}: ${unhealthyLines(report).join(', ')}`)
   }
   log.info('Health checks passed')
 }

@@ -6,7 +6,7 @@ import dayjs from 'dayjs'
 import { createBackup } from '../lib/backup.ts'
 import { readIndex, type BackupRecord } from '../lib/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { compose } from '../lib/compose.ts'
+import { compose, composeStop } from '../lib/compose.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, requireCompose, type Context } from '../lib/context.ts'
 import { countRowsNotIn } from '../lib/data-export.ts'
@@ -16,7 +16,7 @@ import { OpsError, messageOf } from '../lib/errors.ts'
 import { formatCount } from '../lib/format.ts'
 import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
-import { pullImage, schemaRevision, stopBotCommand } from '../lib/release.ts'
+import { pullImage, schemaRevision } from '../lib/release.ts'
 import { checkout, healthGate, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
@@ -81,7 +81,7 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const safety = await safetyBackup(ctx, current)
   event = record(ctx, { ...event, backup_created: !isDryRun(), backup_id: safety?.backup_id ?? null })
   log.info('Stopping current services')
-  await run(stopBotCommand(requireCompose(ctx), ctx.cfg.STOP_TIMEOUT))
+  await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
   log.info(`Checking out ${target}`)
   await checkout(ctx, target)
   const replaced = await applyDatabasePlan(ctx, plan, current, safety)

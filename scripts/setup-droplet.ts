@@ -5,12 +5,12 @@ import { randomInt } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { flag, stringOption, type CliSpec } from '../lib/cli.ts'
+import { flag, stringOption, withoutSeparator, type CliSpec } from '../lib/cli.ts'
 import { composeBase, detectCompose, type ComposeFlavor, type ComposeProject } from '../lib/compose.ts'
 import { TOOLKIT_DIR } from '../lib/config.ts'
 import { confirmDestructive } from '../lib/confirm.ts'
 import { openContext, type Context } from '../lib/context.ts'
-import { appendEvent, completeEvent, newEvent, readState, TAG, writeState, type Artifact, type DeployEvent } from '../lib/deploy-state.ts'
+import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/deploy-state.ts'
 import {
   assertValid,
   composeDatabaseUrl,
@@ -30,7 +30,8 @@ import { log } from '../lib/log.ts'
 import { runMain } from '../lib/main.ts'
 import { ask, canPrompt } from '../lib/prompt.ts'
 import { addSecretsFrom } from '../lib/redact.ts'
-import { gitResolve, imageDigest, schemaRevision } from '../lib/release.ts'
+import { schemaRevision } from '../lib/release.ts'
+import { artifactFor } from '../lib/release-steps.ts'
 import { looksTransient, retry } from '../lib/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
 import { changedAnswers, loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
@@ -60,7 +61,6 @@ import {
   gitClone,
   gitConfigGet,
   gitConfigSet,
-  gitEnv,
   gitFailureReason,
   gitFetchTags,
   gitLsRemote,
@@ -538,7 +538,7 @@ function isReadableFile(file: string): boolean {
 }
 
 function rerunLine(): string {
-  return ['sudo', path.join(TOOLKIT_DIR, 'scripts', 'setup-droplet.sh'), ...process.argv.slice(2)].join(' ')
+  return ['sudo', path.join(TOOLKIT_DIR, 'scripts', 'setup-droplet.sh'), ...withoutSeparator(process.argv.slice(2))].join(' ')
 }
 
 // ---- 8. .env.production ------------------------------------------------------------------------
@@ -794,28 +794,16 @@ async function recordDeployment(r: Run, ctx: Context | null): Promise<void> {
   }
   const account = accountOf(r)
   const state = readState(cfg.ARTIFACTS_FILE, cfg.legacyArtifactsFile)
-  const sha = await capture(asUser(account, { ...gitResolve(r.s.appDir, version), env: gitEnv() }))
-  // deploy and rollback take a vX.Y.Z tag or a full SHA; any other name is recorded by its commit.
-  const artifactId = TAG.test(version) ? version : sha
-  if (state.current?.artifact_id === artifactId) {
-    log.info(`${artifactId} is already the current deployment in ${cfg.ARTIFACTS_FILE}`)
-    return
-  }
-  const image = `${r.env.BOT_IMAGE ?? cfg.BOT_IMAGE}:${version}`
   const revision = await schemaRevision(ctx.db).catch((error: unknown) => {
     log.warn(`Cannot read the schema revision: ${messageOf(error)}`)
     return null
   })
-  const artifact: Artifact = {
-    artifact_id: artifactId,
-    git_commit_sha: sha,
-    git_tag: /^v\d+\.\d+\.\d+$/.test(version) ? version : null,
-    docker_image_uri: image,
-    docker_image_digest: await imageDigest(image),
-    deployed: true,
-    deployed_at: isoSeconds(new Date()),
-    rollback_from: null,
-    schema_revision: revision,
+  const artifact = await artifactFor(ctx, version, { rollbackFrom: null, schemaRevision: revision })
+  const artifactId = artifact.artifact_id
+  const sha = artifact.git_commit_sha
+  if (state.current?.artifact_id === artifactId) {
+    log.info(`${artifactId} is already the current deployment in ${cfg.ARTIFACTS_FILE}`)
+    return
   }
   const opened = r.event ?? newEvent('deploy', artifactId, null, 'manual')
   const event = completeEvent({
