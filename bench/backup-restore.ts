@@ -294,7 +294,7 @@ function pgArgs(bench: Bench, database: string): string {
   return `-h 127.0.0.1 -p ${bench.cluster.port} -U admin --dbname ${database}`
 }
 
-/** The same pg_dump invocation as lib/postgres.ts pgDumpCommand, as a shell word list. */
+/** The same pg_dump invocation as lib/commands/postgres.ts pgDumpCommand, as a shell word list. */
 function pgDump(bench: Bench): string {
   return `pg_dump --format=plain --no-owner ${pgArgs(bench, DB)}`
 }

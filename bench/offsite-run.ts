@@ -2,7 +2,7 @@
 // nothing else loaded: `upload <file> <record.json>` or `download <key> <dest>`. Settings come from
 // the OFFSITE_* variables, the test server's certificate from NODE_EXTRA_CA_CERTS.
 import fs from 'node:fs'
-import { backupRecordSchema } from '../lib/backup-index.ts'
+import { backupRecordSchema } from '../lib/db/backup-index.ts'
 import { downloadBackup } from '../lib/offsite/download.ts'
 import { offsiteSettings } from '../lib/offsite/settings.ts'
 import { uploadBackup } from '../lib/offsite/upload.ts'

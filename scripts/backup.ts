@@ -1,11 +1,11 @@
 // backup [type]: a verified, compressed database backup, indexed and rotated (contract: backup.sh).
-import { applyRetention, createBackup, markFailed, markVerified, verifyBackupFile } from '../lib/backup.ts'
-import { BACKUP_TYPES, findBackup, readIndex, type BackupRecord, type BackupType } from '../lib/backup-index.ts'
-import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { openContext, type Context } from '../lib/context.ts'
-import { OpsError, messageOf } from '../lib/errors.ts'
-import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
+import { applyRetention, createBackup, markFailed, markVerified, verifyBackupFile } from '../lib/db/backup.ts'
+import { BACKUP_TYPES, findBackup, readIndex, type BackupRecord, type BackupType } from '../lib/db/backup-index.ts'
+import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { openContext, type Context } from '../lib/core/config.ts'
+import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { log } from '../lib/core/log.ts'
+import { runMain } from '../lib/core/main.ts'
 
 const spec: CliSpec = {
   name: 'backup',

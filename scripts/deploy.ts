@@ -2,29 +2,29 @@
 // automatic rollback (database included when a migration failed) (contract: deploy.sh).
 import fs from 'node:fs'
 import path from 'node:path'
-import { createBackup } from '../lib/backup.ts'
-import { findBackup, readIndex, type BackupRecord } from '../lib/backup-index.ts'
-import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { compose, composeStop } from '../lib/compose.ts'
-import { confirmDestructive } from '../lib/confirm.ts'
-import { findContainer } from '../lib/containers.ts'
-import { openContext, requireCompose, type Context } from '../lib/context.ts'
-import { takeDeployLock } from '../lib/deploy-lock.ts'
-import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
-import { freeMb } from '../lib/disk.ts'
-import { assertValid } from '../lib/deployment-config.ts'
-import { readEnvFile } from '../lib/env-file.ts'
-import { OpsError, messageOf, type ErrorKind } from '../lib/errors.ts'
-import { formatMb } from '../lib/format.ts'
-import { waitUntilHealthy } from '../lib/health.ts'
-import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
-import { notify } from '../lib/notify.ts'
-import { gitFetch, gitResolve, migrateCommand, pullImage, requireImage, schemaRevision } from '../lib/release.ts'
-import { checkout, healthGate, isHealthyNow, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
-import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
-import { retry, looksTransient } from '../lib/retry.ts'
-import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
+import { createBackup } from '../lib/db/backup.ts'
+import { findBackup, readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
+import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { composeConfigCheck, composeStop } from '../lib/commands/compose.ts'
+import { confirmDestructive } from '../lib/core/prompt.ts'
+import { containerImage, dockerInfo, findContainer, manifestInspect } from '../lib/commands/docker.ts'
+import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
+import { takeDeployLock } from '../lib/core/lock.ts'
+import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
+import { freeMb } from '../lib/core/disk.ts'
+import { assertValid } from '../lib/core/deployment-config.ts'
+import { readEnvFile } from '../lib/core/env-file.ts'
+import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
+import { formatMb } from '../lib/core/format.ts'
+import { waitUntilHealthy } from '../lib/release/health.ts'
+import { log } from '../lib/core/log.ts'
+import { runMain } from '../lib/core/main.ts'
+import { notify } from '../lib/core/notify.ts'
+import { gitFetch, gitResolve } from '../lib/commands/git.ts'
+import { checkout, dataServicesUpCommand, healthGate, isHealthyNow, migrateCommand, pullImage, record, recordDeployed, requireImage, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
+import { retry, looksTransient } from '../lib/core/retry.ts'
+import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
 const spec: CliSpec = {
   name: 'deploy',
@@ -252,7 +252,7 @@ async function resolveTag(ctx: Context, tag: string): Promise<string> {
 async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Promise<boolean> {
   if (state.current?.artifact_id !== tag) return false
   const bot = await findContainer(requireCompose(ctx), 'bot')
-  const image = bot ? await capture({ argv: ['docker', 'inspect', '--format', '{{.Config.Image}}', bot.id], mutates: false }) : ''
+  const image = bot ? await capture(containerImage(bot.id)) : ''
   if (image !== `${requireImage(ctx.cfg)}:${tag}` || !(await isHealthyNow(ctx))) return false
   log.info(`${tag} is already deployed and healthy; nothing to do (use --force to redeploy)`)
   return true
@@ -268,9 +268,9 @@ async function preflight(ctx: Context, opts: DeployOptions): Promise<void> {
   const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
-    ['docker', async () => failure(await tryRun({ argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], mutates: false, timeoutMs: 30_000 }))],
-    ['compose file', async () => failure(await tryRun({ ...compose(project, ['config', '--quiet'], { APP_VERSION: opts.tag }), mutates: false, timeoutMs: 60_000 }))],
-    ['image', async () => (opts.build ? null : failure(await tryRun({ argv: ['docker', 'manifest', 'inspect', '--insecure', image], mutates: false, timeoutMs: 60_000 }), `${image} is not in the registry`))],
+    ['docker', async () => failure(await tryRun(dockerInfo()))],
+    ['compose file', async () => failure(await tryRun(composeConfigCheck(project, opts.tag)))],
+    ['image', async () => (opts.build ? null : failure(await tryRun(manifestInspect(image)), `${image} is not in the registry`))],
   ]
   const failed: string[] = []
   for (const [name, check] of checks) {
@@ -288,7 +288,7 @@ function failure(result: { exitCode: number; stderr: string }, message?: string)
 
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
 async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
-  await run({ ...compose(requireCompose(ctx), ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })
+  await run(dataServicesUpCommand(requireCompose(ctx), tag))
   if (isDryRun()) return
   const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)

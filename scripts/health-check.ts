@@ -1,11 +1,11 @@
 // health-check [service] [--json] [--wait [seconds]]: the health of the stack (contract:
 // health-check.sh). The same code is deploy's health gate and the post-boot check.
-import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { openContext } from '../lib/context.ts'
-import { OpsError } from '../lib/errors.ts'
-import { checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/health.ts'
-import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
+import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { openContext } from '../lib/core/config.ts'
+import { OpsError } from '../lib/core/errors.ts'
+import { checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
+import { log } from '../lib/core/log.ts'
+import { runMain } from '../lib/core/main.ts'
 
 const spec: CliSpec = {
   name: 'health-check',

@@ -3,23 +3,22 @@
 // (contract: rollback.sh).
 import path from 'node:path'
 import dayjs from 'dayjs'
-import { createBackup } from '../lib/backup.ts'
-import { readIndex, type BackupRecord } from '../lib/backup-index.ts'
-import { flag, type CliSpec, type ParsedCli } from '../lib/cli.ts'
-import { compose, composeStop } from '../lib/compose.ts'
-import { confirmDestructive } from '../lib/confirm.ts'
-import { openContext, requireCompose, type Context } from '../lib/context.ts'
-import { countRowsNotIn } from '../lib/data-export.ts'
-import { takeDeployLock } from '../lib/deploy-lock.ts'
-import { deployedVersions, lastGoodBefore, newEvent, readEvents, readState, type DeployEvent, type DeployState } from '../lib/deploy-state.ts'
-import { OpsError, messageOf } from '../lib/errors.ts'
-import { formatCount } from '../lib/format.ts'
-import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
-import { pullImage, schemaRevision } from '../lib/release.ts'
-import { checkout, healthGate, record, recordDeployed, switchVersion } from '../lib/release-steps.ts'
-import { replaceLiveWith, settleReplacedDatabase } from '../lib/restore-db.ts'
-import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
+import { createBackup } from '../lib/db/backup.ts'
+import { readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
+import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { composeStop } from '../lib/commands/compose.ts'
+import { confirmDestructive } from '../lib/core/prompt.ts'
+import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
+import { countRowsNotIn } from '../lib/db/data-export.ts'
+import { takeDeployLock } from '../lib/core/lock.ts'
+import { deployedVersions, lastGoodBefore, newEvent, readEvents, readState, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
+import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { formatCount } from '../lib/core/format.ts'
+import { log } from '../lib/core/log.ts'
+import { runMain } from '../lib/core/main.ts'
+import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
+import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
 const spec: CliSpec = {
   name: 'rollback',
@@ -129,7 +128,7 @@ async function planDatabase(ctx: Context, target: string, current: string | null
 }
 
 async function targetHead(ctx: Context, target: string): Promise<string | null> {
-  const out = await capture({ ...compose(requireCompose(ctx), ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'heads'], { APP_VERSION: target }), mutates: false, timeoutMs: 120_000 })
+  const out = await capture(migrationHeadCommand(requireCompose(ctx), target))
   return /^(\w+) \(head\)/m.exec(out)?.[1] ?? null
 }
 
@@ -169,7 +168,7 @@ async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | n
       return await replaceLiveWith(ctx, plan.backup, [])
     }
     log.info(`Downgrading database schema to ${plan.to}`)
-    const result = await tryRun({ ...compose(requireCompose(ctx), ['run', '--rm', '-T', '--no-deps', 'bot', 'alembic', 'downgrade', plan.to], { APP_VERSION: current ?? '' }), timeoutMs: 10 * 60_000 })
+    const result = await tryRun(downgradeCommand(requireCompose(ctx), current ?? '', plan.to))
     if (result.exitCode !== 0) throw new OpsError('restore_failed', `alembic downgrade failed: ${result.stderr.trim().split('\n').pop()}`)
     return null
   } catch (error) {

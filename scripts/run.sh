@@ -12,7 +12,7 @@ script="$1"
 shift
 # Node reads `--env-file FILE` anywhere on its command line, even after the script, and exits 9
 # ("node: FILE: not found") before the script runs when FILE is missing; a `--` in front of the
-# script's arguments ends that scan, and lib/cli.ts takes it off again.
+# script's arguments ends that scan, and lib/core/cli.ts takes it off again.
 # node with tsx's loader, not the tsx launcher: one process less (about 40 MB) for every run.
 # A 1 MB young generation collects the pipe buffers of a streamed dump soon after they are used:
 # about 25 MB less at the peak of a backup; the extra collections (about a second of CPU on a 1 GB

@@ -5,12 +5,11 @@ import { randomInt } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { flag, stringOption, withoutSeparator, type CliSpec } from '../lib/cli.ts'
-import { composeBase, detectCompose, type ComposeFlavor, type ComposeProject } from '../lib/compose.ts'
-import { TOOLKIT_DIR } from '../lib/config.ts'
-import { confirmDestructive } from '../lib/confirm.ts'
-import { openContext, type Context } from '../lib/context.ts'
-import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/deploy-state.ts'
+import { flag, stringOption, withoutSeparator, type CliSpec } from '../lib/core/cli.ts'
+import { composeBase, detectCompose, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
+import { type Context, openContext, TOOLKIT_DIR } from '../lib/core/config.ts'
+import { ask, canPrompt, confirmDestructive } from '../lib/core/prompt.ts'
+import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/release/deploy-state.ts'
 import {
   assertValid,
   composeDatabaseUrl,
@@ -21,78 +20,26 @@ import {
   templateKeys,
   validateDeploymentConfig,
   type Mode,
-} from '../lib/deployment-config.ts'
-import { parseEnvFile, readEnvFile, setEnvValue } from '../lib/env-file.ts'
-import { messageOf, OpsError } from '../lib/errors.ts'
-import { isoSeconds } from '../lib/format.ts'
-import { SERVICES, waitUntilHealthy } from '../lib/health.ts'
-import { log } from '../lib/log.ts'
-import { runMain } from '../lib/main.ts'
-import { ask, canPrompt } from '../lib/prompt.ts'
-import { addSecretsFrom } from '../lib/redact.ts'
-import { schemaRevision } from '../lib/release.ts'
-import { artifactFor } from '../lib/release-steps.ts'
-import { looksTransient, retry } from '../lib/retry.ts'
-import { capture, isDryRun, run, tryRun } from '../lib/runner.ts'
-import { changedAnswers, loadSetupSettings, type SetupSettings } from '../lib/setup-config.ts'
-import {
-  addGitSafeDirectory,
-  addToGroup,
-  asUser,
-  aptInstall,
-  aptPolicy,
-  aptUpdate,
-  aptUpgrade,
-  certbotCertonly,
-  certificatePaths,
-  chmod,
-  chown,
-  COMPOSE_PACKAGES,
-  createSystemGroup,
-  createUser,
-  DEFAULT_LETSENCRYPT_DIR,
-  deployKeyPath,
-  dockerInfo,
-  dockerPackages,
-  findOnPath,
-  firewallCommands,
-  firstMigration,
-  gitCheckout,
-  gitClone,
-  gitConfigGet,
-  gitConfigSet,
-  gitFailureReason,
-  gitFetchTags,
-  gitLsRemote,
-  gitRemoteUrl,
-  gitRevParse,
-  gitSafeDirectories,
-  gitSshCommand,
-  gitTags,
-  groupExists,
-  installDir,
-  installFile,
-  isSshUrl,
-  move,
-  newestReleaseTag,
-  parseAptPolicy,
-  parsePasswd,
-  parseUfwAdded,
-  passwdEntry,
-  publishedPortProblems,
-  removeTree,
-  selfSignedCertificate,
-  shellLine,
-  sshHost,
-  sshKeygen,
-  sshPublicKey,
-  ufwShowAdded,
-  userExists,
-  userGroups,
-  type Account,
-} from '../lib/setup-steps.ts'
-import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT, systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/systemd.ts'
-import { writeFileAtomic } from '../lib/atomic-file.ts'
+} from '../lib/core/deployment-config.ts'
+import { parseEnvFile, readEnvFile, setEnvValue } from '../lib/core/env-file.ts'
+import { messageOf, OpsError } from '../lib/core/errors.ts'
+import { isoSeconds } from '../lib/core/format.ts'
+import { SERVICES, waitUntilHealthy } from '../lib/release/health.ts'
+import { log } from '../lib/core/log.ts'
+import { runMain } from '../lib/core/main.ts'
+import { addSecretsFrom } from '../lib/core/redact.ts'
+import { artifactFor, schemaRevision } from '../lib/release/release.ts'
+import { looksTransient, retry } from '../lib/core/retry.ts'
+import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
+import { changedAnswers, loadSetupSettings, type SetupSettings } from '../lib/setup/settings.ts'
+import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../lib/commands/git.ts'
+import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, findOnPath, firstMigration, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
+import { aptInstall, aptPolicy, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
+import { dockerInfo } from '../lib/commands/docker.ts'
+import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
+import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
+import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
+import { writeFileAtomic } from '../lib/core/atomic-file.ts'
 
 const spec: CliSpec = {
   name: 'setup-droplet',
@@ -312,7 +259,7 @@ async function updateSystemPackages(r: Run): Promise<void> {
 async function installDocker(r: Run): Promise<void> {
   step('Installing Docker')
   const engine = await tryRun(dockerInfo()).catch(() => null)
-  const compose = await composeAvailable()
+  const compose = await probeCompose()
   if (engine?.exitCode === 0 && compose) {
     log.info(`Docker ${engine.stdout.trim()} with Compose ${compose} already works; not installing it`)
   } else {
@@ -323,14 +270,6 @@ async function installDocker(r: Run): Promise<void> {
   }
   // Packages create the group; an engine installed some other way may not have.
   if ((await tryRun(groupExists('docker'))).exitCode !== 0) await run(createSystemGroup('docker'))
-}
-
-/** Probed directly rather than with lib/compose's detectCompose, which remembers its first answer. */
-async function composeAvailable(): Promise<ComposeFlavor | null> {
-  const v2 = await tryRun({ argv: ['docker', 'compose', 'version'], mutates: false, timeoutMs: 30_000 }).catch(() => null)
-  if (v2?.exitCode === 0) return 'v2'
-  const v1 = await tryRun({ argv: ['docker-compose', 'version'], mutates: false, timeoutMs: 30_000 }).catch(() => null)
-  return v1?.exitCode === 0 ? 'v1' : null
 }
 
 // ---- 4. nginx and certbot (webhook mode) -------------------------------------------------------
@@ -448,10 +387,10 @@ async function cloneRepository(r: Run): Promise<void> {
 async function checkoutVersion(r: Run, dir: string, version: string): Promise<void> {
   if (isDryRun() && !isGitRepo(dir)) return
   const account = accountOf(r)
-  const commit = async (ref: string) => (await tryRun(asUser(account, gitRevParse(dir, ref)))).stdout.trim()
+  const commit = async (ref: string) => (await tryRun(asUser(account, gitResolve(dir, ref)))).stdout.trim()
   let wanted = await commit(version)
   if (!wanted) {
-    await retry(() => run(asUser(account, gitFetchTags(dir, r.sshCommand))), { isTransient: looksTransient, what: 'git fetch' })
+    await retry(() => run(asUser(account, gitFetch(dir, r.sshCommand))), { isTransient: looksTransient, what: 'git fetch' })
     wanted = await commit(version)
     if (!wanted && !isDryRun()) throw new OpsError('config', `${dir} has no tag or commit ${version} (after git fetch): set APP_VERSION to a release of the repository`)
   }

@@ -1,4 +1,4 @@
-import type { Command } from '../runner.ts'
+import type { Command } from '../core/runner.ts'
 
 // The bulk encryption is Debian's `age` binary in the runner's pipeline, not the age-encryption
 // package: on this machine the binary encrypted 300 MiB in 1.1 s at 5 MB of memory, the package in

@@ -1,5 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3'
-import { messageOf } from '../errors.ts'
+import { messageOf } from '../core/errors.ts'
 import { listObjects, readSidecar, sidecarMismatch, type Bucket } from './bucket.ts'
 import { OffsiteError } from './errors.ts'
 import { pairListing, type ListedObject } from './keys.ts'

@@ -1,4 +1,4 @@
-import { OpsError, type ErrorKind } from '../errors.ts'
+import { OpsError, type ErrorKind } from '../core/errors.ts'
 
 // What went wrong with the off-site copy, in the operator's terms. `kind` (inherited) is what
 // restore.ts already maps to exit codes: a wrong key or an altered object is `verify_failed` (exit

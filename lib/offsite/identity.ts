@@ -1,5 +1,5 @@
 import fs from 'node:fs'
-import { addSecret } from '../redact.ts'
+import { addSecret } from '../core/redact.ts'
 import { OffsiteError } from './errors.ts'
 
 // The private key side, needed only to download. age-encryption is loaded here, on first use, so

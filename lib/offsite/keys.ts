@@ -1,4 +1,4 @@
-import { BACKUP_ID } from '../backup-index.ts'
+import { BACKUP_ID } from '../db/backup-index.ts'
 
 // One backup in the bucket is two objects: the encrypted dump and, written only once the dump
 // was verified on the server, its sidecar `<key>.json`. Naming both from the backup id alone lets a

@@ -1,8 +1,8 @@
 import http from 'node:http'
 import https from 'node:https'
 import { S3Client } from '@aws-sdk/client-s3'
-import { log } from '../log.ts'
-import { redact } from '../redact.ts'
+import { log } from '../core/log.ts'
+import { redact } from '../core/redact.ts'
 import { OffsiteError, type OffsiteProblem } from './errors.ts'
 import type { OffsiteSettings } from './settings.ts'
 

@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { z } from 'zod'
-import { BACKUP_ID, BACKUP_TYPES, backupRecordSchema, type BackupRecord } from '../backup-index.ts'
+import { BACKUP_ID, BACKUP_TYPES, backupRecordSchema, type BackupRecord } from '../db/backup-index.ts'
 import { OffsiteError } from './errors.ts'
 
 // The sidecar `<key>.json` is what makes the bucket self-describing: a new droplet with an empty

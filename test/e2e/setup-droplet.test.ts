@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { parseEnvFile } from '../../lib/env-file.ts'
+import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapshot, removeStack, runOnPty, stackContainers, type Droplet, type GitHost } from '../support/droplet.ts'
 import { LOG_LINE } from '../support/scripts.ts'
 import { bedEnv } from '../support/stack.ts'

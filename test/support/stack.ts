@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseEnvFile } from '../../lib/env-file.ts'
+import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { exec, ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
 
 export { exec }

@@ -2,8 +2,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { chooseExpired } from '../../lib/backup.ts'
-import { BACKUP_ID, backupRecordSchema, readIndex, writeIndex, type BackupRecord } from '../../lib/backup-index.ts'
+import { chooseExpired } from '../../lib/db/backup.ts'
+import { BACKUP_ID, backupRecordSchema, readIndex, writeIndex, type BackupRecord } from '../../lib/db/backup-index.ts'
 
 function record(id: string, created: string, overrides: Partial<BackupRecord> = {}): BackupRecord {
   return backupRecordSchema.parse({

@@ -3,10 +3,10 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { helpText, parseCli, type CliSpec } from '../../lib/cli.ts'
-import { OpsError } from '../../lib/errors.ts'
-import { acquireLock, processAlive } from '../../lib/lock.ts'
-import { retry } from '../../lib/retry.ts'
+import { helpText, parseCli, type CliSpec } from '../../lib/core/cli.ts'
+import { OpsError } from '../../lib/core/errors.ts'
+import { acquireLock, processAlive } from '../../lib/core/lock.ts'
+import { retry } from '../../lib/core/retry.ts'
 
 const spec: CliSpec = {
   name: 'demo', summary: 'does a thing', usage: 'demo [type]', positionals: [{ name: 'type', description: 'which' }], maxPositionals: 1,
@@ -67,7 +67,7 @@ describe('retry', () => {
 
 describe('what counts as transient', () => {
   it('network trouble yes, a missing tag or a syntax error no', async () => {
-    const { looksTransient } = await import('../../lib/retry.ts')
+    const { looksTransient } = await import('../../lib/core/retry.ts')
     expect(looksTransient(new Error('Get "http://127.0.0.1:5000/v2/": context deadline exceeded'))).toBe(true)
     expect(looksTransient(new Error('dial tcp: connection refused'))).toBe(true)
     expect(looksTransient(new Error('manifest for bot:v9 not found: manifest unknown'))).toBe(false)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { composeBase, composeExec, composeStart, composeStop, type ComposeProject } from '../../lib/compose.ts'
-import { compressCommand, decompressCommand } from '../../lib/gzip.ts'
-import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/postgres.ts'
+import { composeBase, composeExec, composeStart, composeStop, type ComposeProject } from '../../lib/commands/compose.ts'
+import { compressCommand, decompressCommand } from '../../lib/commands/gzip.ts'
+import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
 
 // Command plans are data: these are the exact argv arrays the runner executes.
 const v2: ComposeProject = { flavor: 'v2', file: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml', project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production' }

@@ -2,8 +2,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { loadConfig, TOOLKIT_DIR } from '../../lib/config.ts'
-import { parseEnvFile } from '../../lib/env-file.ts'
+import { loadConfig, TOOLKIT_DIR } from '../../lib/core/config.ts'
+import { parseEnvFile } from '../../lib/core/env-file.ts'
 
 const noFile = { ENV_FILE: '/nonexistent/.env.production' }
 
@@ -44,7 +44,7 @@ describe('env file parsing', () => {
 
 describe('setEnvValue', () => {
   it('replaces or appends one line, keeps the rest and the mode', async () => {
-    const { setEnvValue } = await import('../../lib/env-file.ts')
+    const { setEnvValue } = await import('../../lib/core/env-file.ts')
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-env-')), '.env.production')
     fs.writeFileSync(file, '# c\nAPP_VERSION=v1.0.0\nX=1', { mode: 0o600 })
     setEnvValue(file, 'APP_VERSION', 'v1.1.0')

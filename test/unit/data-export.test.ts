@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { notInBackupClause, selectNotInBackup } from '../../lib/data-export.ts'
+import { notInBackupClause, selectNotInBackup } from '../../lib/db/data-export.ts'
 
 // Which rows of a table a backup does not hold: by transaction id within one cluster (no clock can
 // drift), by timestamp where ids cannot be compared, and every row where neither can tell.

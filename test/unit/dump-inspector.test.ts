@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, expect, it } from 'vitest'
-import { DumpInspector } from '../../lib/dump-inspector.ts'
-import { discard } from '../../lib/streams.ts'
+import { DumpInspector } from '../../lib/db/dump-inspector.ts'
+import { discard } from '../../lib/core/streams.ts'
 
 const DUMP = [
   '--',

@@ -3,8 +3,8 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
-import { DumpInspector, type DumpFacts } from '../../lib/dump-inspector.ts'
-import { GunzipCheck } from '../../lib/streams.ts'
+import { DumpInspector, type DumpFacts } from '../../lib/db/dump-inspector.ts'
+import { GunzipCheck } from '../../lib/core/streams.ts'
 
 // A dump of random hex rows: it compresses about 2:1, like a real one, and spans many chunks.
 const ROWS = 40_000

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { formatLine } from '../../lib/log.ts'
-import { addSecretsFrom, clearSecretsForTests, redact } from '../../lib/redact.ts'
+import { formatLine } from '../../lib/core/log.ts'
+import { addSecretsFrom, clearSecretsForTests, redact } from '../../lib/core/redact.ts'
 
 afterEach(() => clearSecretsForTests())
 

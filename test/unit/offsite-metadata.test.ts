@@ -3,13 +3,13 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { S3ServiceException } from '@aws-sdk/client-s3'
 import { describe, expect, it } from 'vitest'
-import type { BackupRecord } from '../../lib/backup-index.ts'
+import type { BackupRecord } from '../../lib/db/backup-index.ts'
 import { OffsiteError } from '../../lib/offsite/errors.ts'
 import { Meter } from '../../lib/offsite/meter.ts'
 import { offsiteFailure } from '../../lib/offsite/s3.ts'
 import { buildSidecar, localRecordFrom, parseSidecar, SIDECAR_FORMAT } from '../../lib/offsite/sidecar.ts'
-import { addSecret, clearSecretsForTests } from '../../lib/redact.ts'
-import { discard } from '../../lib/streams.ts'
+import { addSecret, clearSecretsForTests } from '../../lib/core/redact.ts'
+import { discard } from '../../lib/core/streams.ts'
 
 const record: BackupRecord = {
   backup_id: 'shop_20261201_030000',

@@ -2,9 +2,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { writeFileAtomic } from '../../lib/atomic-file.ts'
-import { deployUserFor, reexecArgv } from '../../lib/deploy-user.ts'
-import { setEnvValue } from '../../lib/env-file.ts'
+import { writeFileAtomic } from '../../lib/core/atomic-file.ts'
+import { deployUserFor, reexecArgv } from '../../lib/core/deploy-user.ts'
+import { setEnvValue } from '../../lib/core/env-file.ts'
 
 const isRoot = process.getuid?.() === 0
 

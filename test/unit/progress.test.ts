@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { configureLog } from '../../lib/log.ts'
-import { progressReporter } from '../../lib/progress.ts'
+import { configureLog } from '../../lib/core/log.ts'
+import { progressReporter } from '../../lib/core/progress.ts'
 
 // Long work shows life: redrawn in place on a terminal, a plain line at most every 30 s elsewhere.
 afterEach(() => {

@@ -3,9 +3,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { OpsError } from '../../lib/errors.ts'
-import { addSecretsFrom } from '../../lib/redact.ts'
-import { CommandFailed, run, runStages, tryRun, type Command } from '../../lib/runner.ts'
+import { OpsError } from '../../lib/core/errors.ts'
+import { addSecretsFrom } from '../../lib/core/redact.ts'
+import { CommandFailed, run, runStages, tryRun, type Command } from '../../lib/core/runner.ts'
 
 // Real processes: adjacent commands are joined by a kernel pipe, the way a shell joins them.
 class Collect extends Writable {

@@ -2,46 +2,17 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { TOOLKIT_DIR } from '../../lib/config.ts'
-import { composeDatabaseUrl, optionalKeys, renderEnvFile, RULES, templateKeys, validateDeploymentConfig } from '../../lib/deployment-config.ts'
-import { parseEnvFile } from '../../lib/env-file.ts'
-import { parseCli, type CliSpec } from '../../lib/cli.ts'
-import { changedAnswers, loadSetupSettings } from '../../lib/setup-config.ts'
-import {
-  addGitSafeDirectory,
-  asUser,
-  certbotCertonly,
-  deployKeyPath,
-  dockerPackages,
-  firewallCommands,
-  firstMigration,
-  gitCheckout,
-  gitClone,
-  gitConfigGet,
-  gitConfigSet,
-  gitEnv,
-  gitFailureReason,
-  gitFetchTags,
-  gitLsRemote,
-  gitRemoteUrl,
-  gitRevParse,
-  gitSafeDirectories,
-  gitSshCommand,
-  gitTags,
-  installFile,
-  isSshUrl,
-  newestReleaseTag,
-  parseAptPolicy,
-  parsePasswd,
-  parseUfwAdded,
-  publishedPortProblems,
-  selfSignedCertificate,
-  shellLine,
-  sshHost,
-  sshKeygen,
-  sshPublicKey,
-} from '../../lib/setup-steps.ts'
-import { renderTemplate, renderUnits, unitValuesProblems, unitWarnings, type UnitValues } from '../../lib/systemd.ts'
+import { TOOLKIT_DIR } from '../../lib/core/config.ts'
+import { composeDatabaseUrl, optionalKeys, renderEnvFile, RULES, templateKeys, validateDeploymentConfig } from '../../lib/core/deployment-config.ts'
+import { parseEnvFile } from '../../lib/core/env-file.ts'
+import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
+import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
+import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitEnv, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../../lib/commands/git.ts'
+import { asUser, certbotCertonly, deployKeyPath, firstMigration, installFile, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
+import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
+import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
+import { renderTemplate, renderUnits, unitValuesProblems, type UnitValues } from '../../lib/setup/units.ts'
+import { unitWarnings } from '../../lib/commands/systemd.ts'
 
 const template = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/.env.production.template'), 'utf8')
 const composeFile = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/docker-compose.prod.yml'), 'utf8')
@@ -326,8 +297,8 @@ describe('the deploy user reaches the application repository on its own', () => 
 
   it('every git builder sets GIT_TERMINAL_PROMPT=0', () => {
     const builders = [
-      gitClone('u', '/d'), gitLsRemote('u', null), gitFetchTags('/d', null), gitRemoteUrl('/d'), gitConfigGet('/d', 'k'), gitConfigSet('/d', 'k', 'v'),
-      gitTags('/d'), gitRevParse('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0'), gitSafeDirectories(), addGitSafeDirectory('/d'),
+      gitClone('u', '/d'), gitLsRemote('u', null), gitFetch('/d', null), gitRemoteUrl('/d'), gitConfigGet('/d', 'k'), gitConfigSet('/d', 'k', 'v'),
+      gitTags('/d'), gitResolve('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0'), gitSafeDirectories(), addGitSafeDirectory('/d'),
     ]
     for (const command of builders) expect(command.env, command.argv.join(' ')).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
   })

@@ -2,9 +2,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { TOOLKIT_DIR } from '../../lib/config.ts'
-import { renderEnvFile } from '../../lib/deployment-config.ts'
-import type { Command, RunResult } from '../../lib/runner.ts'
+import { TOOLKIT_DIR } from '../../lib/core/config.ts'
+import { renderEnvFile } from '../../lib/core/deployment-config.ts'
+import type { Command, RunResult } from '../../lib/core/runner.ts'
 
 // `setup-droplet --dry-run` on a fresh host, as data: the runner is replaced by a recorder that
 // answers the read-only probes the way a fresh Debian 12 droplet would (no Docker, no ufw, no
@@ -13,8 +13,8 @@ import type { Command, RunResult } from '../../lib/runner.ts'
 const recorded: Command[] = []
 let answer: (argv: string[]) => RunResult
 
-vi.mock('../../lib/runner.ts', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../../lib/runner.ts')>()
+vi.mock('../../lib/core/runner.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../lib/core/runner.ts')>()
   const tryRun = async (command: Command): Promise<RunResult> => {
     if (command.mutates !== false) {
       recorded.push(command)
@@ -100,7 +100,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       // (no chown of the log file: a dry run does not write it)
       // As the deploy user, with its own access to the repository, never root's.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
-      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'v1.2.0'],
+      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--detach', '--force', '--quiet', 'v1.2.0'],
       ['mv', '--no-target-directory', `${deploy}/app.partial`, `${deploy}/app`],
       ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
       ['chown', 'deploy:deploy', `${deploy}/.env.production`],
@@ -190,7 +190,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
       [...asDeploy, 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', expect.stringMatching(/^deploy@.* toogoodtogo deploy key$/), '-f', '/home/deploy/.ssh/id_ed25519'],
       // The clone keeps the key in its own config: deploy's later fetch uses it with nothing set.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', `${deploy}/app.partial`],
-      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--quiet', '--detach', 'NEWEST_RELEASE_TAG'],
+      [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--detach', '--force', '--quiet', 'NEWEST_RELEASE_TAG'],
     ])
     expect(recorded[clone]!.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0', GIT_SSH_COMMAND: ssh, HOME: '/home/deploy' })
     expect(stdout.join('')).toContain('INFO: [dry-run] would check that deploy can read git@github.com:team/bot.git with /home/deploy/.ssh/id_ed25519')

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import type { DumpInspector } from './dump-inspector.ts'
+import type { DumpInspector } from '../db/dump-inspector.ts'
 
 /** Passes bytes through unchanged and remembers their sha256. */
 export class Sha256Stream extends Transform {

@@ -1,8 +1,7 @@
-import type { ComposeProject } from './compose.ts'
-import { composeExec } from './compose.ts'
-import type { Config } from './config.ts'
-import { OpsError } from './errors.ts'
-import type { Command } from './runner.ts'
+import { composeExec, type ComposeProject } from './compose.ts'
+import type { Config } from '../core/config.ts'
+import { OpsError } from '../core/errors.ts'
+import type { Command } from '../core/runner.ts'
 
 // Where pg_dump and psql run. compose: inside the postgres service, so their version matches the
 // server. url: on this host against DATABASE_URL (a managed database, or a host cluster). The

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import dayjs from 'dayjs'
-import { fsyncDir, fsyncFile } from './atomic-file.ts'
+import { fsyncDir, fsyncFile } from '../core/atomic-file.ts'
 import {
   BACKUP_ID,
   findBackup,
@@ -13,17 +13,17 @@ import {
   type BackupRecord,
   type BackupType,
 } from './backup-index.ts'
-import type { Config } from './config.ts'
-import { isDiskFull, requireFreeDisk } from './disk.ts'
+import type { Config } from '../core/config.ts'
+import { isDiskFull, requireFreeDisk } from '../core/disk.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
-import { OpsError, messageOf } from './errors.ts'
-import { fileStamp, formatBytes, formatMb, isoSeconds } from './format.ts'
-import { compressor } from './gzip.ts'
-import { log } from './log.ts'
-import { ByteProgress } from './progress.ts'
-import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from './postgres.ts'
-import { capture, isDryRun, runStages } from './runner.ts'
-import { GunzipCheck, Sha256Stream, discard } from './streams.ts'
+import { OpsError, messageOf } from '../core/errors.ts'
+import { fileStamp, formatBytes, formatMb, isoSeconds } from '../core/format.ts'
+import { compressor } from '../commands/gzip.ts'
+import { log } from '../core/log.ts'
+import { ByteProgress } from '../core/progress.ts'
+import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../commands/postgres.ts'
+import { capture, isDryRun, runStages } from '../core/runner.ts'
+import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.

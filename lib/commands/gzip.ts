@@ -1,6 +1,6 @@
 import os from 'node:os'
 import { which } from 'zx'
-import type { Command } from './runner.ts'
+import type { Command } from '../core/runner.ts'
 
 // pigz compresses on every core yet writes a plain gzip stream that `gunzip | psql` reads.
 let pigz: boolean | undefined

@@ -3,6 +3,7 @@ import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
 import { deployUserFor, reexecAs } from './deploy-user.ts'
 import { configureLog, log } from './log.ts'
 import { setDryRun } from './runner.ts'
+import { runCleanups } from './interrupts.ts'
 
 // The one place where a script's typed errors become the contract's exit codes and its closing
 // ERROR line. process.exitCode rather than process.exit(), so buffered output is never cut off.
@@ -14,15 +15,6 @@ export interface MainOptions {
   jsonFlag?: string
   /** started by root on a host whose DEPLOY_DIR belongs to the deploy user: run as that user */
   asDeployUser?: boolean
-}
-
-type Cleanup = () => void | Promise<void>
-const cleanups: Cleanup[] = []
-
-/** Work to undo if the operator presses Ctrl-C or systemd sends SIGTERM mid-step. */
-export function onInterrupt(cleanup: Cleanup): () => void {
-  cleanups.push(cleanup)
-  return () => void cleanups.splice(cleanups.indexOf(cleanup), 1)
 }
 
 export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: ParsedCli) => Promise<void>): Promise<void> {
@@ -73,12 +65,5 @@ function installSignalHandlers(options: MainOptions): void {
         process.exit(signal === 'SIGINT' ? 130 : 143)
       })
     })
-  }
-}
-
-async function runCleanups(): Promise<void> {
-  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref())
-  for (const cleanup of [...cleanups].reverse()) {
-    await Promise.race([Promise.resolve().then(cleanup).catch((e) => log.warn(`Cleanup failed: ${messageOf(e)}`)), timeout])
   }
 }

@@ -1,9 +1,9 @@
 import path from 'node:path'
 import { z } from 'zod'
-import { loadConfig, type Config } from './config.ts'
-import { readEnvFile } from './env-file.ts'
-import { OpsError } from './errors.ts'
-import { addSecretsFrom } from './redact.ts'
+import { loadConfig, type Config } from '../core/config.ts'
+import { readEnvFile } from '../core/env-file.ts'
+import { OpsError } from '../core/errors.ts'
+import { addSecretsFrom } from '../core/redact.ts'
 
 // setup-droplet's own settings, beyond lib/config.ts's: who runs the stack, where the application
 // repository comes from, and which packages to install. Read from the environment, which wins
@@ -25,7 +25,7 @@ const schema = z.object({
    * key), openssl for --self-signed, logrotate
    */
   SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate']),
-  /** empty: docker.io and whichever Compose package apt offers (see lib/setup-steps.ts) */
+  /** empty: docker.io and whichever Compose package apt offers (see lib/commands/apt.ts) */
   SETUP_DOCKER_PACKAGES: packageList.default([]),
   /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */
   SETUP_WEBHOOK_PACKAGES: packageList.default(['certbot']),

@@ -1,8 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { TOOLKIT_DIR } from './config.ts'
-import { OpsError } from './errors.ts'
-import type { Command } from './runner.ts'
+import { TOOLKIT_DIR } from '../core/config.ts'
+import { OpsError } from '../core/errors.ts'
 
 // deployment/systemd/ and deployment/logrotate/ hold templates with @PLACEHOLDERS@; setup-droplet
 // renders them with this host's real paths. Rendering is pure; installing is the caller's.
@@ -79,27 +78,4 @@ export function renderUnits(values: UnitValues, templateRoot = path.join(TOOLKIT
   }))
   const logrotate = { file: LOGROTATE_FILE, content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'logrotate', 'toogoodtogo'), 'utf8'), vars, 'logrotate/toogoodtogo') }
   return [...units, logrotate]
-}
-
-export function systemctl(...args: string[]): Command {
-  return { argv: ['systemctl', ...args], timeoutMs: 20 * 60_000 }
-}
-
-/**
- * Checks the installed units the way systemd will load them; read-only. It exits 0 on a value it
- * only ignores (`Type=bogus`), so its output is read too: see unitWarnings.
- */
-export function verifyUnits(files: string[]): Command {
-  return { argv: ['systemd-analyze', 'verify', '--man=no', ...files], timeoutMs: 60_000, mutates: false }
-}
-
-/** The lines of systemd-analyze's output about these files: any is a unit systemd would half-ignore. */
-export function unitWarnings(output: string, files: string[]): string[] {
-  const names = files.map((f) => path.basename(f))
-  return output.split('\n').map((l) => l.trim()).filter((line) => line && names.some((name) => line.includes(name)))
-}
-
-/** Parses and dry-runs the logrotate file (`-d` changes nothing). */
-export function verifyLogrotate(file: string): Command {
-  return { argv: ['logrotate', '--debug', file], timeoutMs: 30_000, mutates: false }
 }

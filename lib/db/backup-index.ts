@@ -1,9 +1,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
-import { writeFileAtomic } from './atomic-file.ts'
-import { OpsError } from './errors.ts'
-import { acquireLock, type Lock } from './lock.ts'
+import { writeFileAtomic } from '../core/atomic-file.ts'
+import { OpsError } from '../core/errors.ts'
+import { acquireLock, type Lock } from '../core/lock.ts'
 
 // backup_index.json: the contract's fields, the data model's Backup Record, and what a restore
 // needs to prove it got every row (sha256, per-table row counts taken from the dump stream).

@@ -3,10 +3,10 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
-import { writeFileAtomic } from './atomic-file.ts'
-import { OpsError } from './errors.ts'
-import { isoSeconds } from './format.ts'
-import { isDryRun } from './runner.ts'
+import { writeFileAtomic } from '../core/atomic-file.ts'
+import { OpsError } from '../core/errors.ts'
+import { isoSeconds } from '../core/format.ts'
+import { isDryRun } from '../core/runner.ts'
 
 // artifacts.json holds the current and previous Deployment Artifact (data model); the audit log
 // holds every Deployment Event as JSON lines, appended: an event's state is its last line.

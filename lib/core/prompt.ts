@@ -1,5 +1,7 @@
+import { createInterface } from 'node:readline/promises'
 import { OpsError } from './errors.ts'
 import { addSecret } from './redact.ts'
+import { isDryRun } from './runner.ts'
 
 // Prompts read the terminal in raw mode, one key at a time, so a secret is never echoed (not even
 // by the terminal's own line discipline) and nothing is buffered where a log could pick it up.
@@ -97,4 +99,20 @@ function readLine(prompt: string, echo: boolean): Promise<string> {
     stdin.on('data', onData)
     stdin.resume()
   })
+}
+
+// With no terminal, a prompt would wait forever (zx's question() exits 13 silently): a destructive
+// step then needs --yes, and says so.
+export async function confirmDestructive(question: string, assumeYes: boolean): Promise<void> {
+  if (assumeYes || isDryRun()) return
+  if (!process.stdin.isTTY) {
+    throw new OpsError('refused', 'Refusing to continue without confirmation: there is no terminal to ask on. Re-run with --yes to confirm; nothing was changed')
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr })
+  try {
+    const answer = (await rl.question(`${question} Type "yes" to continue: `)).trim().toLowerCase()
+    if (answer !== 'yes' && answer !== 'y') throw new OpsError('refused', 'Cancelled by the operator; nothing was changed')
+  } finally {
+    rl.close()
+  }
 }

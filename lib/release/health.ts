@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { execInContainer, findContainer, type ContainerInfo } from './containers.ts'
-import type { Context } from './context.ts'
-import { OpsError, messageOf } from './errors.ts'
-import { psqlQuery } from './postgres.ts'
-import { progressReporter } from './progress.ts'
-import { tryRun, type Command, type RunResult } from './runner.ts'
+import { execInContainer, findContainer, type ContainerInfo } from '../commands/docker.ts'
+import type { Context } from '../core/config.ts'
+import { OpsError, messageOf } from '../core/errors.ts'
+import { psqlQuery } from '../commands/postgres.ts'
+import { progressReporter } from '../core/progress.ts'
+import { tryRun, type Command, type RunResult } from '../core/runner.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
 // health-check.ts, restore.ts (after the swap) and deploy.ts (its health gate).

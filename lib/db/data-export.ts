@@ -2,9 +2,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { BackupRecord } from './backup-index.ts'
 import { SNAPSHOT_SQL } from './backup.ts'
-import { log } from './log.ts'
-import { psqlQuery, quoteLiteral, type Db } from './postgres.ts'
-import { capture, isDryRun, runStages } from './runner.ts'
+import { log } from '../core/log.ts'
+import { psqlQuery, quoteLiteral, type Db } from '../commands/postgres.ts'
+import { capture, isDryRun, runStages } from '../core/runner.ts'
 
 // Before a database is put back to a backup, every row the backup does not hold is exported as
 // CSV (freshtrack's data export), so nothing is lost silently: an operator can re-import them.

@@ -4,6 +4,10 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import { OpsError } from './errors.ts'
 import { log } from './log.ts'
+import path from 'node:path'
+import type { Config } from './config.ts'
+import { onInterrupt } from './interrupts.ts'
+import { isDryRun } from './runner.ts'
 
 // A lock file created with O_EXCL holding who took it. A holder whose process is gone (same host),
 // or older than `staleAfterMs`, is taken over with a warning, so a kill -9 never wedges the host.
@@ -113,4 +117,18 @@ function isZombie(pid: number): boolean {
 function releaseIfMine(file: string, me: LockHolder): void {
   const holder = readHolder(file)
   if (holder && holder.pid === me.pid && holder.started_at === me.started_at) fs.rmSync(file, { force: true })
+}
+
+// One deploy or rollback at a time on this host. A holder whose process is gone, or older than
+// 30 minutes, is taken over with a warning; Ctrl-C and SIGTERM release it like success and failure.
+export async function takeDeployLock(cfg: Config, command: string): Promise<Lock> {
+  if (isDryRun()) return { release: () => undefined }
+  const lock = await acquireLock(path.join(cfg.DEPLOY_DIR, '.deploy.lock'), { command, waitMs: 0, staleAfterMs: 30 * 60_000 })
+  const forget = onInterrupt(() => lock.release())
+  return {
+    release() {
+      forget()
+      lock.release()
+    },
+  }
 }

@@ -1,5 +1,5 @@
 import type { ComposeProject } from './compose.ts'
-import { capture, type Command } from './runner.ts'
+import { capture, type Command } from '../core/runner.ts'
 
 // Containers are found by the labels both Compose v1 and v2 set: their names differ
 // (proj_bot_1 / proj-bot-1) and `ps --format json` exists only in v2. One-off `run` containers
@@ -45,4 +45,18 @@ export async function findContainer(p: ComposeProject, service: string): Promise
 /** `docker exec` into the container found by labels: the same with Compose v1 and v2, and faster. */
 export function execInContainer(id: string, argv: string[], timeoutMs: number): Command {
   return { argv: ['docker', 'exec', '-i', id, ...argv], timeoutMs, mutates: false }
+}
+
+/** The image a container was created from (`registry/bot:v1.2.0`). */
+export function containerImage(id: string): Command {
+  return { argv: ['docker', 'inspect', '--format', '{{.Config.Image}}', id], mutates: false, timeoutMs: 30_000 }
+}
+
+/** Asks the registry, without pulling: is the image there? (--insecure: a plain-HTTP registry too) */
+export function manifestInspect(image: string): Command {
+  return { argv: ['docker', 'manifest', 'inspect', '--insecure', image], mutates: false, timeoutMs: 60_000 }
+}
+
+export function dockerInfo(): Command {
+  return { argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], mutates: false, timeoutMs: 30_000 }
 }

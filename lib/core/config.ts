@@ -1,11 +1,13 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
+import { composeProject, type ComposeProject } from '../commands/compose.ts'
+import { dbFromConfig, type Db } from '../commands/postgres.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
 import { addSecretsFrom } from './redact.ts'
 
-export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain identifier (letters, digits, _)')
 const seconds = z.coerce.number().int().positive()
@@ -103,4 +105,24 @@ function pick(vars: Record<string, string>, keys: string[]): Record<string, stri
 
 function nonEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
+}
+
+export interface Context {
+  cfg: Config
+  db: Db
+  /** null when neither the database nor any application service lives in compose */
+  compose: ComposeProject | null
+}
+
+export async function openContext(env: NodeJS.ProcessEnv = process.env): Promise<Context> {
+  const cfg = loadConfig(env)
+  const needsCompose = cfg.DB_MODE === 'compose' || cfg.APP_SERVICES.length > 0
+  const compose = needsCompose ? await composeProject(cfg) : null
+  return { cfg, db: dbFromConfig(cfg, compose), compose }
+}
+
+/** The compose project, for steps that only exist when services run in compose. */
+export function requireCompose(ctx: Context): ComposeProject {
+  if (!ctx.compose) throw new OpsError('config', 'No compose project is configured (DB_MODE=url and APP_SERVICES empty), but this step needs the stack')
+  return ctx.compose
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
-import type { Config } from './config.ts'
-import { tryRun, type Command } from './runner.ts'
+import type { Config } from '../core/config.ts'
+import { tryRun, type Command } from '../core/runner.ts'
 
 // Droplets have Compose v2 (`docker compose`); Debian 12's package is v1 (`docker-compose`). The
 // flavour is detected once, here; everything else builds on `composeBase`.
@@ -13,18 +13,32 @@ export interface ComposeProject {
   envFile: string | null
 }
 
+export function composeVersion(flavor: ComposeFlavor): Command {
+  return { argv: flavor === 'v2' ? ['docker', 'compose', 'version'] : ['docker-compose', 'version'], mutates: false, timeoutMs: 30_000 }
+}
+
+/** Which Compose answers now (v2 first); null when neither does. Not remembered: setup installs one. */
+export async function probeCompose(): Promise<ComposeFlavor | null> {
+  for (const flavor of ['v2', 'v1'] as const) {
+    const answer = await tryRun(composeVersion(flavor)).catch(() => null)
+    if (answer?.exitCode === 0) return flavor
+  }
+  return null
+}
+
 let detected: ComposeFlavor | undefined
 
 export async function detectCompose(preference: 'auto' | ComposeFlavor = 'auto'): Promise<ComposeFlavor> {
   if (preference !== 'auto') return preference
-  if (detected) return detected
-  const v2 = await tryRun({ argv: ['docker', 'compose', 'version'], mutates: false }).catch(() => null)
-  if (v2?.exitCode === 0) return (detected = 'v2')
-  const v1 = await tryRun({ argv: ['docker-compose', 'version'], mutates: false }).catch(() => null)
-  if (v1?.exitCode === 0) return (detected = 'v1')
-  // Neither answered: keep v2, whose error message ("docker: 'compose' is not a docker command")
+  // Neither answering: keep v2, whose error message ("docker: 'compose' is not a docker command")
   // is the one an operator can search for.
-  return (detected = 'v2')
+  detected ??= (await probeCompose()) ?? 'v2'
+  return detected
+}
+
+/** `config --quiet`: the compose file and its variables parse for this tag. */
+export function composeConfigCheck(p: ComposeProject, tag: string): Command {
+  return { ...compose(p, ['config', '--quiet'], { APP_VERSION: tag }), mutates: false, timeoutMs: 60_000 }
 }
 
 export async function composeProject(cfg: Config): Promise<ComposeProject> {

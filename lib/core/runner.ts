@@ -7,7 +7,7 @@ import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
 
-// Commands are data (see lib/postgres.ts, lib/compose.ts): pure builders return a Command and this
+// Commands are data (see lib/commands/): pure builders return a Command and this
 // file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
 export interface Command {
   argv: string[]

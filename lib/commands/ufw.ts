@@ -1,0 +1,73 @@
+import { YAML } from 'zx'
+import type { Command } from '../core/runner.ts'
+
+// The firewall: ufw builders, the rules setup wants, and the ports compose would open past it.
+
+export const WEBHOOK_PORTS = ['80/tcp', '443/tcp'] as const
+
+export function ufw(...args: string[]): Command {
+  return { argv: ['ufw', ...args], timeoutMs: 60_000 }
+}
+
+/** `ufw show added` works whether or not the firewall is active yet. */
+export function ufwShowAdded(): Command {
+  return { argv: ['ufw', 'show', 'added'], mutates: false, timeoutMs: 60_000 }
+}
+
+/** The rules `ufw show added` lists, as the words after `ufw` ("allow 22/tcp"). */
+export function parseUfwAdded(text: string): string[] {
+  return text.split('\n').map((l) => /^ufw (.+)$/.exec(l.trim())?.[1]?.trim()).filter((r): r is string => Boolean(r))
+}
+
+/**
+ * Deny incoming, allow SSH, and 80/443 only in webhook mode; a polling host that was once in
+ * webhook mode loses its 80/443 rules. Rules already present are not added again.
+ */
+export function firewallCommands(added: string[], options: { webhook: boolean; sshPort: number }): Command[] {
+  const has = (rule: string) => added.includes(rule)
+  const wanted = [`${options.sshPort}/tcp`, ...(options.webhook ? WEBHOOK_PORTS : [])]
+  const unwanted = options.webhook ? [] : WEBHOOK_PORTS.filter((port) => has(`allow ${port}`))
+  return [
+    ufw('default', 'deny', 'incoming'),
+    ufw('default', 'allow', 'outgoing'),
+    ...wanted.filter((port) => !has(`allow ${port}`)).map((port) => ufw('allow', port)),
+    ...unwanted.map((port) => ufw('delete', 'allow', port)),
+    // --force: enabling over SSH otherwise asks whether to cut the connection; SSH is allowed above.
+    ufw('--force', 'enable'),
+  ]
+}
+
+/**
+ * Docker publishes ports by writing its own iptables rules, ahead of ufw's: a published port is
+ * open to the internet whatever ufw says. Only nginx, in webhook mode, may publish, and only 80
+ * and 443; no service may share the host's network. Returns what breaks that, per service.
+ */
+export function publishedPortProblems(composeYaml: string): string[] {
+  const doc = (YAML.parse(composeYaml) ?? {}) as { services?: Record<string, Record<string, unknown> | null> }
+  const problems: string[] = []
+  for (const [name, service] of Object.entries(doc.services ?? {})) {
+    if (!service) continue
+    if (service.network_mode === 'host') problems.push(`${name} uses network_mode: host (every port it opens is public)`)
+    const ports = Array.isArray(service.ports) ? service.ports : []
+    if (ports.length === 0) continue
+    if (name !== 'nginx') {
+      problems.push(`${name} publishes ${ports.map(describePort).join(', ')}`)
+      continue
+    }
+    const targets = ports.map(containerPort)
+    const other = targets.filter((p) => p !== '80' && p !== '443')
+    if (other.length) problems.push(`nginx publishes container port${other.length > 1 ? 's' : ''} ${other.join(', ')} besides 80 and 443`)
+  }
+  return problems
+}
+
+function describePort(port: unknown): string {
+  return typeof port === 'object' && port ? JSON.stringify(port) : String(port)
+}
+
+/** "80", "127.0.0.1:8080:80", "${X:-80}:80/tcp", { target: 80 } -> the container side. */
+function containerPort(port: unknown): string {
+  if (typeof port === 'object' && port && 'target' in port) return String((port as { target: unknown }).target)
+  const text = String(port).replace(/\/(tcp|udp)$/, '')
+  return text.slice(text.lastIndexOf(':') + 1)
+}

@@ -1,0 +1,200 @@
+import os from 'node:os'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
+import { execInContainer, findContainer } from '../commands/docker.ts'
+import { gitCheckout, gitResolve } from '../commands/git.ts'
+import { psqlQuery, type Db } from '../commands/postgres.ts'
+import { requireCompose, type Config, type Context } from '../core/config.ts'
+import { setEnvValue } from '../core/env-file.ts'
+import { OpsError } from '../core/errors.ts'
+import { isoSeconds } from '../core/format.ts'
+import { log } from '../core/log.ts'
+import { notify } from '../core/notify.ts'
+import { looksTransient, retry } from '../core/retry.ts'
+import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { appendEvent, completeEvent, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
+import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
+
+// What deploy and rollback do to the application: its git checkout, its image, its migrations,
+// and the switch from one bot container to the next. Builders return argv; callers run them.
+/** Pull (with the contract's retries) or, with --build, build from the checkout. */
+export function imageCommand(p: ComposeProject, tag: string, build: { appDir: string } | null): Command {
+  if (!build) return { ...compose(p, ['pull', '--quiet', 'bot'], { APP_VERSION: tag }), timeoutMs: 15 * 60_000 }
+  const overlay = path.join(path.dirname(p.file), 'docker-compose.build.yml')
+  return { ...compose(p, ['--file', overlay, 'build', 'bot'], { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 }
+}
+
+/** A one-off container of the bot's image at `tag`, beside the running one (no dependencies started). */
+function inBotImage(p: ComposeProject, tag: string, argv: string[]): Command {
+  return compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...argv], { APP_VERSION: tag })
+}
+
+export function migrateCommand(p: ComposeProject, tag: string, migrate: string): Command {
+  return { ...inBotImage(p, tag, migrate.trim().split(/\s+/)), timeoutMs: 10 * 60_000 }
+}
+
+/** alembic's head revision in `tag`'s image: the schema that release expects. */
+export function migrationHeadCommand(p: ComposeProject, tag: string): Command {
+  return { ...inBotImage(p, tag, ['alembic', 'heads']), mutates: false, timeoutMs: 120_000 }
+}
+
+/** Downgrades with `tag`'s image, which knows the revisions it added. */
+export function downgradeCommand(p: ComposeProject, tag: string, revision: string): Command {
+  return { ...inBotImage(p, tag, ['alembic', 'downgrade', revision]), timeoutMs: 10 * 60_000 }
+}
+
+/** The data services alone, before there is anything to back up. */
+export function dataServicesUpCommand(p: ComposeProject, tag: string): Command {
+  return { ...compose(p, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
+}
+
+export function upCommand(p: ComposeProject, tag: string, profiles: string | undefined): Command {
+  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag, ...(profiles ? { COMPOSE_PROFILES: profiles } : {}) }), timeoutMs: 5 * 60_000 }
+}
+
+export async function pullImage(p: ComposeProject, tag: string, build: { appDir: string } | null): Promise<void> {
+  await retry(() => run(imageCommand(p, tag, build)), { what: build ? 'Image build' : 'Image pull', isTransient: looksTransient, baseDelayMs: 2000 })
+}
+
+/** The schema revision alembic recorded; null when the database has none yet. */
+export async function schemaRevision(db: Db): Promise<string | null> {
+  const query = (sql: string) => capture(psqlQuery(db, db.database, sql, { mutates: false, timeoutMs: 30_000 }))
+  // Two statements: a query naming a missing table fails when planned, whatever a CASE says.
+  if ((await query(`SELECT to_regclass('public.alembic_version') IS NOT NULL`)) !== 't') return null
+  return (await query(`SELECT string_agg(version_num, ',' ORDER BY version_num) FROM public.alembic_version`)) || null
+}
+
+export async function imageDigest(image: string): Promise<string | null> {
+  const result = await tryRun({ argv: ['docker', 'image', 'inspect', '--format', '{{range .RepoDigests}}{{println .}}{{end}}', image], mutates: false, timeoutMs: 30_000 })
+  return /sha256:[0-9a-f]{64}/.exec(result.stdout)?.[0] ?? null
+}
+
+// ---- downtime ------------------------------------------------------------------------------------
+
+const HEARTBEAT = process.env.HEARTBEAT_FILE ?? '/tmp/heartbeat'
+
+/** mtime of the stopped container's heartbeat file, read from the tar `docker cp` streams out. */
+export async function lastHeartbeat(containerId: string): Promise<number | null> {
+  const result = await tryRun({ argv: ['docker', 'cp', `${containerId}:${HEARTBEAT}`, '-'], mutates: false, timeoutMs: 30_000 })
+  if (result.exitCode !== 0 || result.stdout.length < 148) return null
+  const mtime = parseInt(result.stdout.slice(136, 148).replace(/\0.*$/, '').trim(), 8)
+  return Number.isFinite(mtime) ? mtime * 1000 : null
+}
+
+/** Polls the new bot until its first heartbeat; the time it was written, in ms. */
+export async function firstHeartbeat(p: ComposeProject, deadlineMs: number): Promise<number | null> {
+  const probe = `import os;print(os.stat(${JSON.stringify(HEARTBEAT)}).st_mtime)`
+  while (Date.now() < deadlineMs) {
+    const container = await findContainer(p, 'bot').catch(() => null)
+    if (container?.status === 'running') {
+      const r = await tryRun(execInContainer(container.id, ['python3', '-c', probe], 10_000)).catch(() => null)
+      const seconds = r?.exitCode === 0 ? Number(r.stdout.trim()) : NaN
+      if (Number.isFinite(seconds)) return seconds * 1000
+    }
+    await sleep(250)
+  }
+  return null
+}
+
+/**
+ * The switch for a polling bot: the old container stops first (its stop_grace_period lets it
+ * finish in-flight updates; two pollers would get 409 Conflict), then the stack comes up on the
+ * new tag. Returns the downtime: old bot's last heartbeat to the new bot's first.
+ */
+export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Promise<number | null> {
+  const old = await findContainer(p, 'bot')
+  await run(composeStop(p, ['bot'], cfg.STOP_TIMEOUT))
+  const stoppedAt = Date.now()
+  const lastBeat = old ? ((await lastHeartbeat(old.id)) ?? stoppedAt) : null
+  await run(upCommand(p, tag, cfg.COMPOSE_PROFILES))
+  if (lastBeat === null) return null
+  const firstBeat = await firstHeartbeat(p, Date.now() + cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  return firstBeat === null ? null : Math.max(0, (firstBeat - lastBeat) / 1000)
+}
+
+export function requireImage(cfg: Config): string {
+  if (!cfg.BOT_IMAGE) throw new OpsError('config', `BOT_IMAGE is not set (in ${cfg.envFile} or the environment)`)
+  return cfg.BOT_IMAGE
+}
+
+// Steps deploy.ts and rollback.ts both take, each logging the contract's lines.
+export interface GateResult {
+  passed: boolean
+  /** why it failed: the service lines, or what makes the bot certain to stay down */
+  reason: string
+}
+
+/** The health gate, through health-check's own code; ends early when the bot cannot recover. */
+export async function healthGate(ctx: Context): Promise<GateResult> {
+  if (isDryRun()) return { passed: true, reason: '' }
+  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  if (!waitedOut) return { passed: true, reason: '' }
+  const failing = unhealthyLines(report)
+  for (const line of failing) log.error(line)
+  return { passed: false, reason: dead ?? `not healthy after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s: ${failing.join('; ')}` }
+}
+
+export async function isHealthyNow(ctx: Context): Promise<boolean> {
+  return (await checkHealth(ctx, SERVICES)).overall_status === 'healthy'
+}
+
+export async function checkout(ctx: Context, tag: string): Promise<void> {
+  await run(gitCheckout(ctx.cfg.APP_DIR, tag))
+}
+
+/** Runs `tag`; returns the measured downtime in seconds, to a tenth (null when not measurable). */
+export async function switchVersion(ctx: Context, tag: string): Promise<number | null> {
+  const downtime = await switchTo(ctx.cfg, requireCompose(ctx), tag)
+  return isDryRun() || downtime === null ? null : Math.round(downtime * 10) / 10
+}
+
+export function record(ctx: Context, event: DeployEvent): DeployEvent {
+  appendEvent(ctx.cfg.AUDIT_LOG, event)
+  return event
+}
+
+/**
+ * The Deployment Artifact of `ref` as it runs now: its commit, image and digest, the schema. A
+ * name that is neither a release tag nor a full SHA (setup's APP_VERSION may be one) is recorded
+ * by its commit, the form deploy and rollback accept.
+ */
+export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom: string | null; schemaRevision: string | null }): Promise<Artifact> {
+  const image = `${requireImage(ctx.cfg)}:${ref}`
+  const sha = (await tryRun(gitResolve(ctx.cfg.APP_DIR, ref))).stdout.trim()
+  return {
+    artifact_id: TAG.test(ref) ? ref : sha,
+    git_commit_sha: sha,
+    git_tag: /^v\d+\.\d+\.\d+$/.test(ref) ? ref : null,
+    docker_image_uri: image,
+    docker_image_digest: await imageDigest(image),
+    deployed: true,
+    deployed_at: isoSeconds(new Date()),
+    rollback_from: at.rollbackFrom,
+    schema_revision: at.schemaRevision,
+  }
+}
+
+export interface Deployed {
+  state: DeployState
+  tag: string
+  event: DeployEvent
+  /** the version a rollback left (null for a deploy) */
+  rollbackFrom: string | null
+  /** the notification's text */
+  message: string
+}
+
+/**
+ * The one way a version becomes the recorded current one, for deploy and rollback alike: the
+ * artifact (SHA, image digest, schema), APP_VERSION in .env.production so a reboot starts it, the
+ * event closed as success, the notification.
+ */
+export async function recordDeployed(ctx: Context, d: Deployed): Promise<void> {
+  if (isDryRun()) return
+  const artifact = await artifactFor(ctx, d.tag, { rollbackFrom: d.rollbackFrom, schemaRevision: d.event.schema_revision_after ?? (await schemaRevision(ctx.db)) })
+  writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: d.state.current ? { ...d.state.current, deployed: false } : null })
+  setEnvValue(ctx.cfg.envFile, 'APP_VERSION', d.tag)
+  record(ctx, completeEvent({ ...d.event, health_check_passed: true }, 'success', null))
+  await notify(ctx.cfg, `${d.message} on ${os.hostname()}.`)
+}
