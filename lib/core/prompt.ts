@@ -1,4 +1,3 @@
-import { createInterface } from 'node:readline/promises'
 import { OpsError } from './errors.ts'
 import { addSecret } from './redact.ts'
 import { isDryRun } from './runner.ts'
@@ -102,17 +101,12 @@ function readLine(prompt: string, echo: boolean): Promise<string> {
 }
 
 // With no terminal, a prompt would wait forever (zx's question() exits 13 silently): a destructive
-// step then needs --yes, and says so.
+// step then needs --yes, and says so. On one, the same reader as every other prompt.
 export async function confirmDestructive(question: string, assumeYes: boolean): Promise<void> {
   if (assumeYes || isDryRun()) return
-  if (!process.stdin.isTTY) {
+  if (!canPrompt()) {
     throw new OpsError('refused', 'Refusing to continue without confirmation: there is no terminal to ask on. Re-run with --yes to confirm; nothing was changed')
   }
-  const rl = createInterface({ input: process.stdin, output: process.stderr })
-  try {
-    const answer = (await rl.question(`${question} Type "yes" to continue: `)).trim().toLowerCase()
-    if (answer !== 'yes' && answer !== 'y') throw new OpsError('refused', 'Cancelled by the operator; nothing was changed')
-  } finally {
-    rl.close()
-  }
+  const answer = (await ask(`${question} Type "yes" to continue`, { fallback: '' })).toLowerCase()
+  if (answer !== 'yes' && answer !== 'y') throw new OpsError('refused', 'Cancelled by the operator; nothing was changed')
 }

@@ -10,6 +10,13 @@ import { exportDirsIn, unaccounted, Writer } from '../support/writer.ts'
 
 // deploy and rollback on the real stack, driving the fixture releases: v1.0.0 baseline, v1.1.0 a
 // new migration, v1.2.0 a migration that fails after changing data, v1.3.0 never healthy.
+//
+// The scenarios share one stack and run in the order written, as an operator's history would:
+// each starts where the previous one left it (numbers are the issue's, hence out of order). 1 makes
+// v1.1.0 current with v1.0.0 before it; 2, 3, 4, 9 and 8 leave v1.1.0 running; 5 rolls back to
+// v1.0.0 and deploys v1.1.0 again (its pre-deployment backup is the one 12's first rollback
+// restores); 6, 7 and 10 end on v1.1.0; 13 switches to webhook mode and back; 11 and 12 add the
+// writer and end on v1.0.0. Running one scenario alone needs those before it.
 let stack: Stack
 let env: Record<string, string>
 const received: { path: string; body: string }[] = []

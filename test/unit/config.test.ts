@@ -46,10 +46,12 @@ describe('setEnvValue', () => {
   it('replaces or appends one line, keeps the rest and the mode', async () => {
     const { setEnvValue } = await import('../../lib/core/env-file.ts')
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-env-')), '.env.production')
-    fs.writeFileSync(file, '# c\nAPP_VERSION=v1.0.0\nX=1', { mode: 0o600 })
+    // Not the default mode of a new file (600): a rewrite that forgot the mode would show.
+    fs.writeFileSync(file, '# c\nAPP_VERSION=v1.0.0\nX=1')
+    fs.chmodSync(file, 0o640)
     setEnvValue(file, 'APP_VERSION', 'v1.1.0')
     setEnvValue(file, 'NEW', 'yes')
     expect(fs.readFileSync(file, 'utf8')).toBe('# c\nAPP_VERSION=v1.1.0\nX=1\nNEW=yes\n')
-    expect(fs.statSync(file).mode & 0o777).toBe(0o600)
+    expect(fs.statSync(file).mode & 0o777).toBe(0o640)
   })
 })
