@@ -3,7 +3,7 @@
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext } from '../lib/core/config.ts'
 import { OpsError } from '../lib/core/errors.ts'
-import { checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
+import { checked, checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
 
@@ -61,9 +61,9 @@ function waitOption(cli: ParsedCli, fallback: number): number | null {
 }
 
 function printReport(report: HealthReport): void {
-  for (const [name, health] of Object.entries(report.services)) {
-    const line = `${name}: ${health!.status === 'not_deployed' ? 'not deployed' : health!.status} (${health!.detail})`
-    if (health!.status === 'unhealthy') log.error(line)
+  for (const [name, health] of checked(report.services)) {
+    const line = `${name}: ${health.status === 'not_deployed' ? 'not deployed' : health.status} (${health.detail})`
+    if (health.status === 'unhealthy') log.error(line)
     else log.info(line)
   }
 }
@@ -74,15 +74,15 @@ function jsonFields(key: string, value: unknown): unknown {
 }
 
 function concludeFrom(report: HealthReport, waitedOutAfter: number | null): void {
-  const all = Object.values(report.services)
-  const unhealthy = all.filter((s) => s!.status === 'unhealthy').length
-  const degraded = all.filter((s) => s!.status === 'degraded').length
+  const all = checked(report.services).map(([, health]) => health)
+  const unhealthy = all.filter((s) => s.status === 'unhealthy').length
+  const degraded = all.filter((s) => s.status === 'degraded').length
   if (unhealthy === 0 && degraded === 0) {
     log.info('All services healthy')
     return
   }
   const summary = `Health check failed: ${unhealthy} unhealthy, ${degraded} degraded`
   if (waitedOutAfter !== null) throw new OpsError('timeout', `${summary}; still not healthy after ${waitedOutAfter}s`)
-  if (all.some((s) => s!.timed_out)) throw new OpsError('timeout', `${summary} (timeout)`)
+  if (all.some((s) => s.timed_out)) throw new OpsError('timeout', `${summary} (timeout)`)
   throw new OpsError('command_failed', summary)
 }

@@ -16,7 +16,8 @@ export function dbFromConfig(cfg: Config, compose: ComposeProject | null): Db {
     if (!compose) throw new OpsError('config', 'DB_MODE=compose needs the compose project')
     return { mode: 'compose', compose, user: cfg.POSTGRES_USER, database: cfg.POSTGRES_DB, maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
   }
-  return { ...parseDatabaseUrl(cfg.DATABASE_URL!), maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
+  if (!cfg.DATABASE_URL) throw new OpsError('config', 'DB_MODE=url needs DATABASE_URL')
+  return { ...parseDatabaseUrl(cfg.DATABASE_URL), maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
 }
 
 const URL_PARAMS: Record<string, string> = {

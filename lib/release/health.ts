@@ -69,7 +69,7 @@ export async function waitUntilHealthy(ctx: Context, services: readonly Service[
 
 /** "bot: unhealthy (no heartbeat)" for each service that is neither healthy nor absent by design. */
 export function unhealthyLines(report: HealthReport): string[] {
-  return Object.entries(report.services).flatMap(([name, h]) => (h && h.status !== 'healthy' && h.status !== 'not_deployed' ? [`${name}: ${h.status} (${h.detail})`] : []))
+  return checked(report.services).flatMap(([name, h]) => (h.status !== 'healthy' && h.status !== 'not_deployed' ? [`${name}: ${h.status} (${h.detail})`] : []))
 }
 
 /** More restarts than this and the container is in a loop, whatever its current state says. */
@@ -90,8 +90,16 @@ async function botDeadReason(ctx: Context, bot: ServiceHealth | undefined): Prom
   return null
 }
 
-export function overall(results: Partial<Record<Service, ServiceHealth>>): HealthReport['overall_status'] {
-  const statuses = Object.values(results).map((r) => r!.status)
+/** The services a report covers, with their health (a report holds only the services asked for). */
+export function checked(results: HealthReport['services']): [Service, ServiceHealth][] {
+  return SERVICES.flatMap((service) => {
+    const health = results[service]
+    return health ? [[service, health] as [Service, ServiceHealth]] : []
+  })
+}
+
+export function overall(results: HealthReport['services']): HealthReport['overall_status'] {
+  const statuses = checked(results).map(([, r]) => r.status)
   if (statuses.includes('unhealthy')) return 'unhealthy'
   if (statuses.includes('degraded')) return 'degraded'
   return 'healthy'
@@ -206,8 +214,8 @@ export function deriveBotHealth(probe: BotProbe): ServiceHealth {
   if (probe.timeout) return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`, heartbeat), timed_out: true }
   if (!body) {
     // No listener: a polling bot without a health server is judged by its heartbeat alone.
-    if (stale) return result('unhealthy', null, `/health unreachable (${probe.error ?? 'no answer'}) and ${staleText}`, heartbeat)
-    return result('healthy', null, `heartbeat ${Math.round(probe.heartbeat_age_s!)}s ago; /health unreachable`, heartbeat)
+    if (stale || probe.heartbeat_age_s === null) return result('unhealthy', null, `/health unreachable (${probe.error ?? 'no answer'}) and ${staleText}`, heartbeat)
+    return result('healthy', null, `heartbeat ${Math.round(probe.heartbeat_age_s)}s ago; /health unreachable`, heartbeat)
   }
   const extra = { ...heartbeat, version: body.version ?? null, uptime_seconds: body.uptime_seconds ?? null, postgres_connected: body.postgres_connected ?? null, redis_connected: body.redis_connected ?? null, error_message: body.error_message ?? null }
   const failed = [body.postgres_connected === false && 'postgres', body.redis_connected === false && 'redis'].filter(Boolean) as string[]
