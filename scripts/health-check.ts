@@ -7,7 +7,7 @@ import { checked, checkHealth, SERVICES, waitUntilHealthy, type HealthReport, ty
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'health-check',
   summary: 'Check the health of the bot, postgres, redis and (webhook mode) nginx',
   usage: 'health-check [bot|postgres|redis|nginx] [--json] [--wait [SECONDS]]',
@@ -32,7 +32,7 @@ const spec: CliSpec = {
     'and is reported as not deployed, not as a failure, otherwise.',
   ],
   examples: ['health-check', 'health-check redis', 'health-check --json', 'health-check --wait 300'],
-}
+} satisfies CliSpec
 
 await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()

@@ -25,15 +25,22 @@ export interface CliSpec {
   notes?: string[]
 }
 
-export interface ParsedCli {
-  help: boolean
-  values: Record<string, string | boolean | undefined>
-  positionals: string[]
-}
-
-const COMMON: Record<string, OptionSpec> = {
+const COMMON = {
   help: { type: 'boolean', short: 'h', description: 'Show this help and exit' },
   verbose: { type: 'boolean', short: 'v', description: 'Also print every command run (always in the log file)' },
+} as const satisfies Record<string, OptionSpec>
+
+/**
+ * The option names a script declared (plus --help and --verbose): with its spec written
+ * `satisfies CliSpec`, asking for a mistyped flag name fails to compile.
+ */
+export type OptionName<S extends CliSpec> = Extract<keyof S['options'] | keyof typeof COMMON, string>
+
+export interface ParsedCli<S extends CliSpec = CliSpec> {
+  spec: S
+  help: boolean
+  values: Partial<Record<OptionName<S>, string | boolean>>
+  positionals: string[]
 }
 
 /** A leading `--` (scripts/run.sh's) keeps node from taking the script's options (--env-file) as its own. */
@@ -41,8 +48,8 @@ export function withoutSeparator(args: string[]): string[] {
   return args[0] === '--' ? args.slice(1) : args
 }
 
-export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
-  const options = { ...spec.options, ...COMMON }
+export function parseCli<S extends CliSpec>(spec: S, argv: string[]): ParsedCli<S> {
+  const options: Record<string, OptionSpec> = { ...spec.options, ...COMMON }
   let parsed
   try {
     parsed = parseArgs({
@@ -54,11 +61,11 @@ export function parseCli(spec: CliSpec, argv: string[]): ParsedCli {
   } catch (error) {
     throw new OpsError('usage', (error as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, ''))
   }
-  if (parsed.values.help) return { help: true, values: parsed.values, positionals: parsed.positionals }
+  if (parsed.values.help) return { spec, help: true, values: parsed.values, positionals: parsed.positionals }
   if (parsed.positionals.length > spec.maxPositionals) {
     throw new OpsError('usage', `Unexpected argument: ${parsed.positionals[spec.maxPositionals]}`)
   }
-  return { help: false, values: parsed.values, positionals: parsed.positionals }
+  return { spec, help: false, values: parsed.values, positionals: parsed.positionals }
 }
 
 function withOptionalNumbers(argv: string[], spec: CliSpec): string[] {
@@ -70,7 +77,7 @@ function withOptionalNumbers(argv: string[], spec: CliSpec): string[] {
 }
 
 export function helpText(spec: CliSpec): string {
-  const options = { ...spec.options, ...COMMON }
+  const options: Record<string, OptionSpec> = { ...spec.options, ...COMMON }
   const pad = (s: string, n: number) => s.padEnd(n)
   const optionLines = Object.entries(options).map(([name, o]) => {
     const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? (o.optionalNumber ? ` [${o.value ?? 'N'}]` : ` ${o.value ?? 'VALUE'}`) : ''}`
@@ -93,11 +100,11 @@ export function usageLine(spec: CliSpec): string {
   return `Usage: ${spec.usage}\nRun with --help for options, exit codes and examples.`
 }
 
-export function stringOption(cli: ParsedCli, name: string): string | undefined {
+export function stringOption<S extends CliSpec>(cli: ParsedCli<S>, name: OptionName<S>): string | undefined {
   const value = cli.values[name]
   return typeof value === 'string' ? value : undefined
 }
 
-export function flag(cli: ParsedCli, name: string): boolean {
+export function flag<S extends CliSpec>(cli: ParsedCli<S>, name: OptionName<S>): boolean {
   return cli.values[name] === true
 }

@@ -1,4 +1,4 @@
-import { helpText, parseCli, usageLine, type CliSpec, type ParsedCli } from './cli.ts'
+import { helpText, parseCli, usageLine, type CliSpec, type OptionName, type ParsedCli } from './cli.ts'
 import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
 import { deployUserFor, reexecAs } from './deploy-user.ts'
 import { configureLog, log } from './log.ts'
@@ -7,18 +7,18 @@ import { runCleanups } from './interrupts.ts'
 
 // The one place where a script's typed errors become the contract's exit codes and its closing
 // ERROR line. process.exitCode rather than process.exit(), so buffered output is never cut off.
-export interface MainOptions {
+export interface MainOptions<S extends CliSpec = CliSpec> {
   exitCodes: ExitCodes
   /** the contract's last line on failure, e.g. "Backup failed" */
-  failureLine?: string | ((error: unknown, cli: ParsedCli) => string | null)
+  failureLine?: string | ((error: unknown, cli: ParsedCli<S>) => string | null)
   /** stdout carries JSON: log lines then go to stderr only */
-  jsonFlag?: string
+  jsonFlag?: OptionName<S>
   /** started by root on a host whose DEPLOY_DIR belongs to the deploy user: run as that user */
   asDeployUser?: boolean
 }
 
-export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: ParsedCli) => Promise<void>): Promise<void> {
-  let cli: ParsedCli
+export async function runMain<S extends CliSpec>(spec: S, options: MainOptions<S>, body: (cli: ParsedCli<S>) => Promise<void>): Promise<void> {
+  let cli: ParsedCli<S>
   try {
     cli = parseCli(spec, process.argv.slice(2))
   } catch (error) {
@@ -55,7 +55,7 @@ export async function runMain(spec: CliSpec, options: MainOptions, body: (cli: P
   }
 }
 
-function installSignalHandlers(options: MainOptions): void {
+function installSignalHandlers<S extends CliSpec>(options: MainOptions<S>): void {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       log.error(`Interrupted by ${signal}; cleaning up`)

@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { helpText, parseCli, type CliSpec } from '../../lib/core/cli.ts'
+import { flag, helpText, parseCli, stringOption, type CliSpec } from '../../lib/core/cli.ts'
 import { OpsError } from '../../lib/core/errors.ts'
 import { acquireLock, processAlive } from '../../lib/core/lock.ts'
 import { retry } from '../../lib/core/retry.ts'
@@ -95,5 +95,21 @@ describe('lock file states', () => {
     expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toMatchObject({ pid: process.pid, command: 'deploy v1' })
     lock.release()
     expect(fs.readdirSync(path.dirname(file))).toEqual([])
+  })
+})
+
+describe('option names are checked by the compiler', () => {
+  const spec = {
+    name: 't', summary: '', usage: '', positionals: [], maxPositionals: 0, exitCodes: [], examples: [],
+    options: { yes: { type: 'boolean', description: '' }, 'env-file': { type: 'string', description: '' } },
+  } satisfies CliSpec
+
+  it('declared names (and --help, --verbose) are accepted; a mistyped one does not compile', () => {
+    const cli = parseCli(spec, ['--yes', '--env-file', 'a.env'])
+    expect(flag(cli, 'yes')).toBe(true)
+    expect(stringOption(cli, 'env-file')).toBe('a.env')
+    expect(flag(cli, 'verbose')).toBe(false)
+    // @ts-expect-error: `tsc --noEmit` (npm test's first step) fails if this ever compiles
+    expect(flag(cli, 'yess')).toBe(false)
   })
 })
