@@ -61,11 +61,13 @@ export function parseCli<S extends CliSpec>(spec: S, argv: string[]): ParsedCli<
   } catch (error) {
     throw new OpsError('usage', (error as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, ''))
   }
-  if (parsed.values.help) return { spec, help: true, values: parsed.values, positionals: parsed.positionals }
+  // parseArgs was given exactly the spec's options (strict), so these are the only keys it returns.
+  const values = parsed.values as ParsedCli<S>['values']
+  if (parsed.values.help) return { spec, help: true, values, positionals: parsed.positionals }
   if (parsed.positionals.length > spec.maxPositionals) {
     throw new OpsError('usage', `Unexpected argument: ${parsed.positionals[spec.maxPositionals]}`)
   }
-  return { spec, help: false, values: parsed.values, positionals: parsed.positionals }
+  return { spec, help: false, values, positionals: parsed.positionals }
 }
 
 function withOptionalNumbers(argv: string[], spec: CliSpec): string[] {
