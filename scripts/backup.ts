@@ -1,16 +1,20 @@
-// backup [type]: a verified, compressed database backup, indexed and rotated (contract: backup.sh).
+// backup [type]: a verified, compressed database backup, indexed and rotated (contract: backup.sh),
+// and its encrypted off-site copy when OFFSITE_S3_BUCKET is set.
 import { applyRetention, createBackup, markFailed, markVerified, verifyBackupFile } from '../lib/db/backup.ts'
 import { BACKUP_TYPES, findBackup, readIndex, type BackupRecord, type BackupType } from '../lib/db/backup-index.ts'
+import { listingTable, mergeListing, remoteBackupsOrReason, syncOffsite } from '../lib/db/offsite.ts'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
+import { notify } from '../lib/core/notify.ts'
+import { applyRemoteRetention } from '../lib/offsite/retention.ts'
 
 const spec: CliSpec = {
   name: 'backup',
   summary: 'Create a verified, compressed PostgreSQL backup and record it in backup_index.json',
-  usage: 'backup [scheduled|pre_deployment|manual] [--json] [--dry-run]\n       backup --verify [BACKUP_ID|all]',
+  usage: 'backup [scheduled|pre_deployment|manual] [--json] [--dry-run]\n       backup --verify [BACKUP_ID|all]\n       backup --offsite-sync [--dry-run]\n       backup --list [--json]',
   positionals: [
     { name: 'backup-type', description: 'scheduled, pre_deployment or manual (default: manual)' },
     { name: 'BACKUP_ID|all', description: 'with --verify: the backup to re-check (default: all)' },
@@ -21,12 +25,15 @@ const spec: CliSpec = {
     'dry-run': { type: 'boolean', short: 'n', description: 'Print the commands that would run; change nothing' },
     artifact: { type: 'string', value: 'VERSION', description: 'Application version recorded with the backup (artifact_id)' },
     verify: { type: 'boolean', description: 'Re-verify existing backups (gzip, completion trailer, checksum, row counts)' },
+    'offsite-sync': { type: 'boolean', description: 'Copy off-site every indexed backup without a verified off-site copy, then apply off-site retention' },
+    list: { type: 'boolean', description: 'List every backup, local and off-site: id, type, size, age, where, verified, last drill (--json: as JSON)' },
   },
   exitCodes: [
     [0, 'Backup successful (or every re-verified backup is intact)'],
     [1, 'Backup failed (pg_dump error, bad arguments or configuration, corrupt index)'],
     [2, 'Verification failed (corrupted backup; it is not indexed)'],
     [3, 'Insufficient disk space (MIN_FREE_DISK_MB), or the disk filled up during the dump'],
+    [4, 'Backup verified locally, off-site copy failed (the log names the cause; --offsite-sync retries)'],
   ],
   env: [
     ['BACKUP_DIR', 'where backups and backup_index.json live (/opt/backups/postgres)'],
@@ -35,24 +42,105 @@ const spec: CliSpec = {
     ['BACKUP_RETENTION_COUNT', 'newest backups always kept (7)'],
     ['BACKUP_RETENTION_DAYS', 'sets retention_until; older backups beyond the count are deleted (7)'],
     ['LOG_FILE', 'log file (/var/log/toogoodtogo/deployment.log)'],
+    ['OFFSITE_S3_BUCKET', 'set (with OFFSITE_S3_ENDPOINT, keys and BACKUP_AGE_RECIPIENT): every backup is also copied off-site, age-encrypted'],
+    ['OFFSITE_RETENTION_COUNT / _DAYS', 'off-site copies kept: the newest 14, and any younger than 30 days'],
   ],
   notes: [
     'Retention deletes a backup only when it is both outside the newest BACKUP_RETENTION_COUNT and past',
-    'its retention_until; the newest verified backup is never deleted.',
+    'its retention_until; the newest verified backup is never deleted. Off-site, the same rule with',
+    'OFFSITE_RETENTION_COUNT / _DAYS. A scheduled run first copies off-site the backups an earlier run',
+    'could not (as --offsite-sync does). An off-site failure never costs the local backup: it is',
+    'verified and indexed, the failure is recorded in the index and notified, and the exit code is 4.',
   ],
-  examples: ['backup', 'backup scheduled', 'backup --json', 'backup --verify all', 'DB_MODE=url DATABASE_URL=postgresql://app@db:5432/app backup --dry-run'],
+  examples: ['backup', 'backup scheduled', 'backup --json', 'backup --verify all', 'backup --offsite-sync', 'backup --list', 'DB_MODE=url DATABASE_URL=postgresql://app@db:5432/app backup --dry-run'],
 }
 
-await runMain(spec, { exitCodes: { disk_space: 3, verify_failed: 2 }, failureLine: 'Backup failed', jsonFlag: 'json', asDeployUser: true }, async (cli) => {
+/** exit 4: the backup itself is fine; its off-site copy (or the off-site bookkeeping) failed */
+const OFFSITE_FAILED = 'Backup verified locally, off-site copy failed'
+
+await runMain(spec, {
+  exitCodes: { disk_space: 3, verify_failed: 2, backup_failed: 4 },
+  failureLine: (error) => (error instanceof OpsError && error.kind === 'backup_failed' ? OFFSITE_FAILED : 'Backup failed'),
+  jsonFlag: 'json',
+  asDeployUser: true,
+}, async (cli) => {
   const ctx = await openContext()
   if (flag(cli, 'verify')) return reverify(ctx, cli.positionals[0] ?? 'all')
+  if (flag(cli, 'list')) return list(ctx, flag(cli, 'json'))
+  if (flag(cli, 'offsite-sync')) return offsiteSync(ctx)
   const type = backupType(cli)
+  const failures: string[] = []
+  // The catch-up first: a copy the last run could not make goes before tonight's.
+  if (type === 'scheduled' && ctx.cfg.offsite) failures.push(...(await syncOffsite(ctx.cfg, ctx.cfg.offsite)).failed.map(describeFailure))
   log.info(`Starting database backup (type: ${type})`)
   const record = await createBackup(ctx.cfg, ctx.db, { type, artifactId: stringOption(cli, 'artifact') ?? null, reason: null })
+  if (record.offsite_error) failures.push(describeFailure(record))
   await cleanUpOldBackups(ctx)
+  failures.push(...(await cleanUpOffsite(ctx)))
   log.info(`Backup complete: ${record.file_path}`)
   if (flag(cli, 'json')) process.stdout.write(JSON.stringify(record, null, 2) + '\n')
+  offsiteOutcome(failures)
 })
+
+function describeFailure(record: BackupRecord): string {
+  return `Off-site copy of ${record.backup_id} failed: ${record.offsite_error?.message ?? 'unknown error'}`
+}
+
+/** Each failure on its own ERROR line (it names the cause, and the variable for credentials): exit 4. */
+function offsiteOutcome(failures: string[]): void {
+  if (!failures.length) return
+  for (const failure of failures) log.error(failure)
+  throw new OpsError('backup_failed', `${failures.length} off-site operation${failures.length === 1 ? '' : 's'} failed; the local backups are verified and indexed`)
+}
+
+async function offsiteSync(ctx: Context): Promise<void> {
+  const settings = ctx.cfg.offsite
+  if (!settings) throw new OpsError('config', 'Off-site copies are off: set OFFSITE_S3_BUCKET (and the other OFFSITE_* and BACKUP_AGE_RECIPIENT) in .env.production')
+  const { copied, failed } = await syncOffsite(ctx.cfg, settings)
+  const failures = failed.map(describeFailure)
+  failures.push(...(await cleanUpOffsite(ctx)))
+  log.info(`Off-site sync: ${copied.length} copied, ${failed.length} failed`)
+  offsiteOutcome(failures)
+}
+
+/**
+ * Remote retention after local retention. A listing or delete that fails deletes nothing more and
+ * is reported (exit 4): a bucket that silently stops shrinking fills up, and then copies fail.
+ */
+async function cleanUpOffsite(ctx: Context): Promise<string[]> {
+  const settings = ctx.cfg.offsite
+  if (!settings) return []
+  log.info('Cleaning up old off-site copies')
+  try {
+    const result = await applyRemoteRetention(settings)
+    for (const warning of result.warnings) log.warn(warning)
+    const leftovers = result.removedLeftovers.length + result.abortedUploads.length
+    log.info(`Deleted ${result.deleted.length} expired off-site cop${result.deleted.length === 1 ? 'y' : 'ies'}${leftovers ? ` and ${leftovers} leftover${leftovers === 1 ? '' : 's'} of interrupted uploads` : ''}; ${result.kept.length} kept`)
+    return []
+  } catch (error) {
+    await notify(ctx.cfg, `Off-site retention failed: ${messageOf(error)}`)
+    return [messageOf(error)]
+  }
+}
+
+// ---- --list ------------------------------------------------------------------------------------
+
+async function list(ctx: Context, json: boolean): Promise<void> {
+  const local = readIndex(ctx.cfg.BACKUP_DIR).backups
+  let remote = null
+  let unlisted: string | null = null
+  if (ctx.cfg.offsite) {
+    const found = await remoteBackupsOrReason(ctx.cfg.offsite)
+    if ('backups' in found) remote = found.backups
+    else unlisted = found.failure
+  }
+  const rows = mergeListing(local, remote)
+  if (json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n')
+  else process.stdout.write(listingTable(rows, new Date()))
+  if (!ctx.cfg.offsite) log.info('Off-site copies are off (OFFSITE_S3_BUCKET is empty): local backups only')
+  // The local half is still worth printing; that the bucket could not be read must not pass as "0 off-site".
+  if (unlisted) offsiteOutcome([`Off-site copies could not be listed: ${unlisted}`])
+}
 
 function backupType(cli: ParsedCli): BackupType {
   const type = cli.positionals[0] ?? 'manual'

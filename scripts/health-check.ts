@@ -6,6 +6,7 @@ import { OpsError } from '../lib/core/errors.ts'
 import { checked, checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
+import { recordHealth } from '../lib/core/metrics.ts'
 
 const spec = {
   name: 'health-check',
@@ -43,6 +44,11 @@ await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser:
     ? { report: await checkHealth(ctx, services), waitedOut: false }
     : await waitUntilHealthy(ctx, services, waitSeconds * 1000)
   printReport(report)
+  // Only a check of every service is published: `health-check redis` must not make the others'
+  // gauges vanish. The BotUnhealthy alert reads it (deployment/monitoring/rules).
+  if (services === SERVICES) {
+    recordHealth(ctx.cfg, new Date(), checked(report.services).filter(([, h]) => h.status !== 'not_deployed').map(([service, h]) => ({ service, healthy: h.status === 'healthy' })))
+  }
   if (flag(cli, 'json')) process.stdout.write(JSON.stringify(report, jsonFields, 2) + '\n')
   concludeFrom(report, waitedOut ? waitSeconds : null)
 })

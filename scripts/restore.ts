@@ -2,7 +2,8 @@
 // (contract: restore.sh). restore --drill [id]: the same proof on a scratch copy, live untouched.
 import fs from 'node:fs'
 import path from 'node:path'
-import { BACKUP_ID, findBackup, readIndex, updateIndex } from '../lib/db/backup-index.ts'
+import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord } from '../lib/db/backup-index.ts'
+import { downloadForDrill, localCopyOf } from '../lib/db/offsite.ts'
 import { flag, type CliSpec } from '../lib/core/cli.ts'
 import { composeStart } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
@@ -10,7 +11,7 @@ import { openContext, requireCompose, type Context } from '../lib/core/config.ts
 import { requireFreeDisk } from '../lib/core/disk.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { SERVICES, unhealthyLines, waitUntilHealthy } from '../lib/release/health.ts'
-import { isoSeconds } from '../lib/core/format.ts'
+import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
@@ -19,24 +20,26 @@ import { isDryRun, run } from '../lib/core/runner.ts'
 const spec: CliSpec = {
   name: 'restore',
   summary: 'Restore the database from a backup file or a backup id in backup_index.json',
-  usage: 'restore <backup-file|backup-id> [--yes] [--dry-run]\n       restore --drill [backup-id]',
-  positionals: [{ name: 'backup-file|backup-id', description: 'a .sql.gz path, or an id such as toogoodtogo_20251228_030010' }],
+  usage: 'restore <backup-file|backup-id|latest> [--yes] [--dry-run]\n       restore --drill [backup-id | --offsite]',
+  positionals: [{ name: 'backup-file|backup-id|latest', description: 'a .sql.gz path, an id such as toogoodtogo_20251228_030010, or latest (the newest, local or off-site)' }],
   maxPositionals: 1,
   options: {
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print the commands that would run; change nothing' },
     drill: { type: 'boolean', description: 'Restore the newest (or given) backup into a scratch database, verify, drop it; live untouched' },
+    offsite: { type: 'boolean', description: 'With --drill: download the newest off-site copy (decrypt, verify) and drill that (the default for --drill without an id when off-site copies are on)' },
   },
   exitCodes: [
     [0, 'Restore successful (or the drill passed)'],
     [1, 'Restore failed; the live database is exactly as it was unless the log says otherwise'],
-    [2, 'Backup file not found or corrupted (nothing changed)'],
-    [3, 'Database connection failed (nothing changed)'],
+    [2, 'Backup file not found or corrupted, or its off-site copy cannot be decrypted with BACKUP_AGE_IDENTITY_FILE (nothing changed)'],
+    [3, 'Database connection failed, or the bucket of an off-site copy cannot be reached (nothing changed)'],
   ],
   env: [
     ['APP_SERVICES', 'compose services stopped during the swap and restarted after (bot); empty for none'],
     ['KEY_TABLES', 'tables that must exist and are counted in the summary (default: the two largest)'],
     ['DB_MODE, DATABASE_URL', 'as for backup'],
+    ['OFFSITE_S3_*, BACKUP_AGE_IDENTITY_FILE', 'off-site copies: a backup missing locally (or failing its checksum) is downloaded from the bucket'],
   ],
   notes: [
     'Order: check the file (readable, gzip, recorded size), check the connection, confirm, restore into',
@@ -46,16 +49,22 @@ const spec: CliSpec = {
     'then dumped as the safety backup (gzip level 1, recorded in the index with its reason) and dropped:',
     'it holds every write up to the swap, and taking it does not keep the services down. Should it fail,',
     'the previous database is kept under its aside name and the log says so.',
+    'With off-site copies on, a backup id whose file is missing or fails its recorded checksum is',
+    'downloaded from the bucket (streamed, decrypted with BACKUP_AGE_IDENTITY_FILE, checked against the',
+    'checksums recorded at upload) into BACKUP_DIR and indexed first; on a new droplet with an empty',
+    'index, `restore latest` finds the newest backup in the bucket. --drill without an id then drills',
+    'the newest off-site copy (downloaded into BACKUP_DIR and removed afterwards): the whole chain.',
   ],
-  examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore --drill'],
+  examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
 }
 
 await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()
-  if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0])
+  if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0], flag(cli, 'offsite'))
+  if (flag(cli, 'offsite')) throw new OpsError('usage', '--offsite goes with --drill; restore <id> fetches an off-site copy by itself when the local one is missing')
   if (!cli.positionals[0]) throw new OpsError('usage', 'Missing the backup file or backup id to restore')
   log.info('Starting database restore')
-  const source = resolveSource(ctx, cli.positionals[0])
+  const source = await resolveSource(ctx, cli.positionals[0])
   log.info(`Backup file: ${source.file}`)
   verifyIntegrity(source)
   await checkRestoreAccess(ctx.db, ctx.db.database)
@@ -72,13 +81,18 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
   log.info('Restore successful')
 })
 
-/** A backup id is looked up in the index (a strict pattern: no path can sneak in); anything else is a path. */
-function resolveSource(ctx: Context, arg: string): Source {
+/**
+ * A backup id (a strict pattern: no path can sneak in) or `latest` is looked up in the index and,
+ * with off-site copies on, in the bucket: a copy missing here or failing its checksum is downloaded
+ * and verified first. Anything else is a path.
+ */
+async function resolveSource(ctx: Context, arg: string): Promise<Source> {
   if (!arg.includes('/') && !arg.endsWith('.gz')) {
-    if (!BACKUP_ID.test(arg)) throw new OpsError('not_found', `"${arg}" is neither a backup id (like toogoodtogo_20251228_030010) nor a file path`)
-    const record = findBackup(readIndex(ctx.cfg.BACKUP_DIR), arg)
-    if (!record) throw new OpsError('not_found', `Backup ${arg} is not in ${ctx.cfg.BACKUP_DIR}/backup_index.json`)
-    return { file: record.file_path, record }
+    if (arg !== 'latest' && !BACKUP_ID.test(arg)) throw new OpsError('not_found', `"${arg}" is neither a backup id (like toogoodtogo_20251228_030010), latest, nor a file path`)
+    const found = await localCopyOf(ctx.cfg, arg)
+    if (found) return found
+    const where = `${ctx.cfg.BACKUP_DIR}/backup_index.json${ctx.cfg.offsite ? ` nor in bucket ${ctx.cfg.offsite.bucket}` : ''}`
+    throw new OpsError('not_found', arg === 'latest' ? `There are no backups in ${where}` : `Backup ${arg} is not in ${where}`)
   }
   const file = path.resolve(arg)
   try {
@@ -121,27 +135,54 @@ async function restartServices(ctx: Context): Promise<void> {
 
 // ---- drill -------------------------------------------------------------------------------------
 
-async function drill(ctx: Context, id: string | undefined): Promise<void> {
+// The weekly timer runs `restore --drill` (a unit cannot branch): with off-site copies on, a drill
+// without an id drills the newest off-site copy, so the whole chain (bucket, key, decryption,
+// restore) is proven, not only the local file.
+async function drill(ctx: Context, id: string | undefined, offsite: boolean): Promise<void> {
+  if (offsite && id) throw new OpsError('usage', '--drill --offsite drills the newest off-site copy; give no backup id')
+  if (offsite && !ctx.cfg.offsite) throw new OpsError('config', '--offsite: off-site copies are off (OFFSITE_S3_BUCKET is empty)')
+  if (ctx.cfg.offsite && !id) return drillOffsite(ctx, ctx.cfg.offsite)
   const index = readIndex(ctx.cfg.BACKUP_DIR)
   const record = id ? findBackup(index, id) : index.backups.at(-1)
   if (!record) throw new OpsError('not_found', id ? `Backup ${id} is not in the index` : 'There are no backups to drill')
   log.info(`Starting restore drill of ${record.backup_id}`)
+  await drillOnce(ctx, record.backup_id, async () => ({ file: record.file_path, record }), 'restored into a scratch database, every row accounted for')
+}
+
+async function drillOffsite(ctx: Context, settings: NonNullable<Context['cfg']['offsite']>): Promise<void> {
+  log.info('Starting restore drill of the newest off-site copy')
+  // Inside BACKUP_DIR: the disk the backups are sized for, and owner-only like them.
+  const dir = path.join(ctx.cfg.BACKUP_DIR, `.drill-${fileStamp(new Date())}`)
+  if (!isDryRun()) fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  try {
+    await drillOnce(ctx, null, () => downloadForDrill(ctx.cfg, settings, dir), 'downloaded from the bucket, decrypted, restored into a scratch database, every row accounted for')
+  } finally {
+    if (!isDryRun()) fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** One drill, its outcome recorded as `last_drill` on the backup (when the index holds it). */
+async function drillOnce(ctx: Context, knownId: string | null, fetch: () => Promise<{ file: string; record: BackupRecord }>, passed: string): Promise<void> {
+  let id = knownId
   let outcome: 'passed' | 'failed' = 'failed'
   let detail = ''
   try {
-    verifyIntegrity({ file: record.file_path, record })
+    const source = await fetch()
+    id = source.record.backup_id
+    if (!knownId) log.info(`Drilling ${id}`)
+    verifyIntegrity(source)
     await checkRestoreAccess(ctx.db, null)
-    const scratch = await restoreScratchCopy(ctx, { file: record.file_path, record })
+    const scratch = await restoreScratchCopy(ctx, source)
     await dropDatabase(ctx.db, scratch)
     outcome = 'passed'
-    detail = 'restored into a scratch database, every row accounted for'
+    detail = passed
   } catch (error) {
     detail = messageOf(error)
     throw error
   } finally {
-    if (!isDryRun()) await recordDrill(ctx, record.backup_id, outcome, detail)
+    if (!isDryRun() && id) await recordDrill(ctx, id, outcome, detail)
   }
-  log.info(`Restore drill passed: ${record.backup_id}`)
+  log.info(`Restore drill passed: ${id}`)
 }
 
 async function recordDrill(ctx: Context, id: string, outcome: 'passed' | 'failed', detail: string): Promise<void> {

@@ -31,7 +31,10 @@ import { addSecretsFrom } from '../lib/core/redact.ts'
 import { artifactFor, schemaRevision } from '../lib/release/release.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
-import { changedAnswers, loadSetupSettings, type SetupSettings } from '../lib/setup/settings.ts'
+import { changedAnswers, loadSetupSettings, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
+import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNotice } from '../lib/setup/offsite.ts'
+import { recipientsOf } from '../lib/offsite/identity.ts'
+import { isAgeRecipient, offsiteSettings } from '../lib/offsite/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../lib/commands/git.ts'
 import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, findOnPath, firstMigration, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
 import { aptInstall, aptPolicy, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
@@ -213,6 +216,11 @@ function checkAnswers(r: Run): void {
   if (missing.length && !canPrompt()) {
     throw new OpsError('config', `Missing ${missing.join(', ')}: set ${missing.length > 1 ? 'them' : 'it'} in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed`)
   }
+  // Off-site answers given without a terminal to complete them must be whole now; the key pair
+  // may still be generated later (any valid recipient stands in for it here).
+  // (a function-scoped constant: the top-level await above runs this before module constants below exist)
+  const placeholderRecipient = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p'
+  if (given.OFFSITE_S3_BUCKET && !canPrompt()) offsiteSettings({ BACKUP_AGE_RECIPIENT: placeholderRecipient, ...given })
 }
 
 /** The answers the operator must give (the contract's prompts, plus the image to run). */
@@ -534,6 +542,7 @@ async function collectValues(r: Run): Promise<Record<string, string>> {
     v.DOMAIN ??= canPrompt() ? await ask('Enter domain name for SSL', { fallback: host, validate: RULES.DOMAIN! }) : host
   }
   v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE! })
+  await collectOffsite(r, v)
 
   if (!webhook) v.TELEGRAM_WEBHOOK_URL = ''
   if (!v.POSTGRES_PASSWORD) v.POSTGRES_PASSWORD = randomString(32, ALNUM)
@@ -544,6 +553,60 @@ async function collectValues(r: Run): Promise<Record<string, string>> {
   // The generated ones too, by the same names every script redacts.
   addSecretsFrom(v)
   return v
+}
+
+/**
+ * Off-site copies (optional): the bucket and its keys, asked on a terminal (an empty bucket: off);
+ * then the age key pair. A given BACKUP_AGE_IDENTITY_FILE that exists (the identity kept from a
+ * lost droplet) is used as it is; with no BACKUP_AGE_RECIPIENT a new pair is generated, stored at
+ * BACKUP_AGE_IDENTITY_FILE (600, the deploy user's) and shown once, never logged.
+ */
+async function collectOffsite(r: Run, v: Record<string, string>): Promise<void> {
+  if (!v.OFFSITE_S3_BUCKET && canPrompt()) {
+    v.OFFSITE_S3_BUCKET = await ask('Off-site backup bucket (S3 or DigitalOcean Spaces; empty: no off-site copies)', { fallback: '', validate: (b) => (b === '' || /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b) ? null : '3-63 lowercase letters, digits, dots and hyphens') })
+  }
+  if (!v.OFFSITE_S3_BUCKET) {
+    delete v.OFFSITE_S3_BUCKET
+    log.info('Off-site backup copies: off (no OFFSITE_S3_BUCKET); set it in .env.production to turn them on')
+    return
+  }
+  v.OFFSITE_S3_ENDPOINT ??= await ask('Off-site endpoint URL (e.g. https://fra1.digitaloceanspaces.com)', { validate: (u) => (/^https?:\/\/\S+$/.test(u) ? null : 'an http(s) URL') })
+  // the region has a default (Spaces ignores it): asked only when someone is there to answer
+  if (!v.OFFSITE_S3_REGION && canPrompt()) v.OFFSITE_S3_REGION = await ask('Off-site region', { fallback: 'us-east-1' })
+  v.OFFSITE_S3_ACCESS_KEY_ID ??= await ask('Off-site access key id', { secret: true, validate: (k) => (k ? null : 'required') })
+  v.OFFSITE_S3_SECRET_ACCESS_KEY ??= await ask('Off-site secret access key', { secret: true, validate: (k) => (k ? null : 'required') })
+  v.BACKUP_AGE_IDENTITY_FILE ??= defaultIdentityFile(r.s.cfg.DEPLOY_DIR)
+  const file = v.BACKUP_AGE_IDENTITY_FILE
+  const owner = r.s.DEPLOY_USER
+  if (fs.existsSync(file)) {
+    // The identity kept from the droplet that made the copies: disaster recovery.
+    const held = await recipientsOf(file)
+    if (!held.length) throw new OpsError('config', `BACKUP_AGE_IDENTITY_FILE=${file} holds no age identity (a line AGE-SECRET-KEY-1...)`)
+    if (v.BACKUP_AGE_RECIPIENT && !held.includes(v.BACKUP_AGE_RECIPIENT)) {
+      throw new OpsError('config', `BACKUP_AGE_IDENTITY_FILE=${file} holds the key for ${held.join(', ')}, not BACKUP_AGE_RECIPIENT=${v.BACKUP_AGE_RECIPIENT}`)
+    }
+    v.BACKUP_AGE_RECIPIENT ??= held[0] ?? ''
+    log.info(`Using the age identity in ${file} (public key ${v.BACKUP_AGE_RECIPIENT}) for off-site copies`)
+    await run(chown(owner, [file]))
+    await run(chmod('0600', [file]))
+  } else if (v.BACKUP_AGE_RECIPIENT) {
+    if (!isAgeRecipient(v.BACKUP_AGE_RECIPIENT)) throw new OpsError('config', 'BACKUP_AGE_RECIPIENT must be an age public key (age1..., from `age-keygen -y`)')
+    log.warn(`BACKUP_AGE_IDENTITY_FILE=${file} does not exist: this droplet encrypts off-site copies to ${v.BACKUP_AGE_RECIPIENT} but cannot decrypt them; put the identity there to restore from the bucket`)
+  } else {
+    const pair = await generateKeyPair()
+    v.BACKUP_AGE_RECIPIENT = pair.recipient
+    log.info(`Generated the age key pair for off-site copies: public key ${pair.recipient}, identity ${file}`)
+    writeFile(file, identityFileContent(pair.identity, pair.recipient, isoSeconds(new Date())), 0o600)
+    await run(chown(owner, [file]))
+    if (isDryRun()) return
+    // stdout, not the log: the log file is read by more people, and for longer, than this screen.
+    process.stdout.write(identityNotice(pair.identity, pair.recipient, file))
+    if (canPrompt()) {
+      await ask('Type "saved" once the identity above is stored off this droplet', { validate: (a) => (a.toLowerCase() === 'saved' ? null : 'type saved: without it the off-site copies cannot be read after the droplet is lost') })
+    }
+  }
+  // Every answer checked as the scripts will read it: a typo stops setup, not the first backup.
+  offsiteSettings(v)
 }
 
 function randomString(length: number, alphabet: string): string {
@@ -693,7 +756,7 @@ async function runHealthChecks(r: Run): Promise<Context | null> {
     log.info(`[dry-run] would wait up to ${STARTUP_WAIT_MS / 60_000} minutes for every service to be healthy`)
     return null
   }
-  const ctx = await openContext(r.s.input)
+  const ctx = await openContext(withoutOffsite(r.s.input))
   const started = Date.now()
   const { report, dead } = await waitUntilHealthy(ctx, SERVICES, STARTUP_WAIT_MS)
   for (const [name, health] of Object.entries(report.services)) {

@@ -6,6 +6,7 @@ import { dbFromConfig, type Db } from '../commands/postgres.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
 import { addSecretsFrom } from './redact.ts'
+import { OFFSITE_VARIABLES, offsiteSettings, type OffsiteSettings } from '../offsite/settings.ts'
 
 export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -52,6 +53,10 @@ const schema = z.object({
   TELEGRAM_NOTIFY_CHAT_ID: z.string().regex(/^-?\d+$|^@\w+$/, 'a numeric chat id or @channel').optional(),
   TELEGRAM_BOT_TOKEN: z.string().optional(),
   TELEGRAM_API_BASE: z.url().default('https://api.telegram.org'),
+  // node_exporter's textfile collector directory (Debian's prometheus-node-exporter default)
+  METRICS_DIR: absolutePath.default('/var/lib/prometheus/node-exporter'),
+  // monitoring profile: status.sh lists firing alerts from it (through the SSH tunnel's 127.0.0.1)
+  ALERTMANAGER_URL: z.url().optional(),
 })
 
 type Parsed = z.infer<typeof schema>
@@ -63,6 +68,8 @@ export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & 
   /** where artifacts.json lived before it moved out of the (root-owned) toolkit checkout */
   legacyArtifactsFile: string
   AUDIT_LOG: string
+  /** encrypted off-site copies (OFFSITE_*, BACKUP_AGE_*); null while OFFSITE_S3_BUCKET is empty */
+  offsite: OffsiteSettings | null
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -94,10 +101,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'artifacts.json'),
     legacyArtifactsFile: path.join(cfg.DEPLOY_DIR, 'deployment', 'artifacts.json'),
     AUDIT_LOG: cfg.AUDIT_LOG ?? path.join(path.dirname(cfg.LOG_FILE), 'deployments.log'),
+    offsite: offsiteSettings(merged),
   }
 }
 
-const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND']
+const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

@@ -19,6 +19,24 @@ const drillSchema = z.object({
   detail: z.string(),
 })
 
+// The off-site copy (lib/offsite): set only once the object was verified on the server and its
+// sidecar written. A failed copy is recorded beside it, so `--list` and the next
+// `--offsite-sync` see it; both default to null, so an index written before off-site still parses.
+const offsiteCopySchema = z.object({
+  key: z.string().min(1),
+  uploaded_at: timestamp,
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+})
+
+const offsiteErrorSchema = z.object({
+  at: timestamp,
+  problem: z.string(),
+  message: z.string(),
+})
+
+export type OffsiteFailureRecord = z.infer<typeof offsiteErrorSchema>
+
 export const backupRecordSchema = z.object({
   backup_id: z.string().regex(BACKUP_ID),
   created_at: timestamp,
@@ -43,6 +61,9 @@ export const backupRecordSchema = z.object({
   snapshot: z.string().regex(/^\d+:\d+:[\d,]*$/).nullable().default(null),
   /** the server's system identifier: transaction ids compare only within one cluster */
   cluster_id: z.string().regex(/^\d+$/).nullable().default(null),
+  offsite: offsiteCopySchema.nullable().default(null),
+  /** the last failed attempt to copy it off-site; cleared when a copy succeeds */
+  offsite_error: offsiteErrorSchema.nullable().default(null),
 })
 
 export type BackupRecord = z.infer<typeof backupRecordSchema>

@@ -24,6 +24,8 @@ import { ByteProgress } from '../core/progress.ts'
 import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../commands/postgres.ts'
 import { capture, isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
+import { uploadBackup } from '../offsite/upload.ts'
+import { copyOffsite } from './offsite.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.
@@ -39,7 +41,23 @@ export interface BackupRequest {
   announce?: 'size' | 'path'
 }
 
+/**
+ * Dump, verify, index; then, when off-site copies are on, the encrypted copy. An off-site failure
+ * does not throw: the record comes back with `offsite_error` set (warned, notified, indexed), so a
+ * deploy's pre-deployment backup or a restore's safety backup goes on, and backup.ts exits 4.
+ */
 export async function createBackup(cfg: Config, db: Db, request: BackupRequest): Promise<BackupRecord> {
+  const record = await createLocalBackup(cfg, db, request)
+  if (!cfg.offsite) return record
+  if (isDryRun()) {
+    await uploadBackup(cfg.offsite, record.file_path, record)
+    return record
+  }
+  // After the backup lock is released: a long upload must not hold up the next backup (a deploy's).
+  return copyOffsite(cfg, cfg.offsite, record)
+}
+
+async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): Promise<BackupRecord> {
   ensureBackupDir(cfg.BACKUP_DIR)
   const available = requireFreeDisk(cfg.BACKUP_DIR, cfg.MIN_FREE_DISK_MB)
   log.info(`Available disk space: ${formatMb(available)}`)
@@ -87,6 +105,8 @@ export async function createBackup(cfg: Config, db: Db, request: BackupRequest):
       last_drill: null,
       snapshot: snapshot.xids,
       cluster_id: snapshot.clusterId,
+      offsite: null,
+      offsite_error: null,
     }
     await updateIndex(cfg.BACKUP_DIR, (index) => void index.backups.push(record))
     return record
@@ -245,7 +265,7 @@ function plannedRecord(id: string, file: string, request: BackupRequest, db: Db)
     backup_id: id, created_at: now, backup_type: request.type, file_path: file, file_size_mb: 0, file_size_bytes: 0,
     database_name: db.database, pg_dump_version: 'unknown', compressed: true, sha256: '0'.repeat(64), row_counts: {},
     verified: false, verified_at: null, retention_until: now, artifact_id: request.artifactId, reason: request.reason, last_drill: null,
-    snapshot: null, cluster_id: null,
+    snapshot: null, cluster_id: null, offsite: null, offsite_error: null,
   }
 }
 

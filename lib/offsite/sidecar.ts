@@ -48,8 +48,9 @@ export function buildSidecar(input: {
   recipient: string
 }): Sidecar {
   const { record } = input
-  // The local path means nothing on another machine; the download names its own.
-  const { file_path: _path, ...portable } = record
+  // The local path means nothing on another machine; the download names its own. Whether and where
+  // it was copied off-site is this droplet's bookkeeping: the sidecar itself is that record.
+  const { file_path: _path, offsite: _copy, offsite_error: _failure, ...portable } = record
   return {
     format: SIDECAR_FORMAT,
     key: input.key,

@@ -4,6 +4,7 @@ import { loadConfig, type Config } from '../core/config.ts'
 import { readEnvFile } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { addSecretsFrom } from '../core/redact.ts'
+import { OFFSITE_VARIABLES } from '../offsite/settings.ts'
 
 // setup-droplet's own settings, beyond lib/config.ts's: who runs the stack, where the application
 // repository comes from, and which packages to install. Read from the environment, which wins
@@ -48,7 +49,9 @@ export function loadSetupSettings(env: NodeJS.ProcessEnv, answersFile: string | 
   // Registered before anything is logged: the answers hold the bot token and the passwords.
   addSecretsFrom(fileVars)
   const input: Record<string, string> = { ...fileVars, ...nonEmpty(env) }
-  const cfg = loadConfig(input)
+  // The off-site answers are setup's to complete (the age key pair may be generated only later, once
+  // the deploy user exists) and to check (scripts/setup-droplet.ts): not a reason to stop here.
+  const cfg = loadConfig(withoutOffsite(input))
   const parsed = schema.safeParse(input)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
@@ -63,6 +66,11 @@ export function loadSetupSettings(env: NodeJS.ProcessEnv, answersFile: string | 
     markerFile: path.join(cfg.DEPLOY_DIR, '.setup-complete'),
     logDir: path.dirname(cfg.LOG_FILE),
   }
+}
+
+/** The answers without OFFSITE_* / BACKUP_AGE_*, for loadConfig before they are complete. */
+export function withoutOffsite(vars: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(vars).filter(([key]) => !(OFFSITE_VARIABLES as string[]).includes(key)))
 }
 
 function readAnswers(file: string): Record<string, string> {

@@ -28,6 +28,8 @@ const record: BackupRecord = {
   retention_until: '2026-12-08T03:00:00Z',
   artifact_id: null,
   reason: null,
+  offsite: null,
+  offsite_error: null,
   last_drill: null,
   snapshot: null,
   cluster_id: null,

@@ -74,7 +74,10 @@ describe('.env.production from the template', () => {
   })
   it('knows the template\'s keys and its optional overrides', () => {
     expect(templateKeys(template)).toEqual(expect.arrayContaining(['TELEGRAM_BOT_TOKEN', 'POSTGRES_PASSWORD', 'DATABASE_URL', 'STRIPE_API_KEY', 'DOMAIN', 'LETSENCRYPT_DIR']))
-    expect(optionalKeys(template)).toEqual(['POSTGRES_IMAGE', 'REDIS_IMAGE', 'NGINX_IMAGE', 'BOT_MEM_LIMIT', 'POSTGRES_MEM_LIMIT', 'REDIS_MEM_LIMIT', 'NGINX_MEM_LIMIT', 'NGINX_HTTP_PORT', 'NGINX_HTTPS_PORT'])
+    expect(optionalKeys(template)).toEqual([
+      'OFFSITE_S3_ENDPOINT', 'OFFSITE_S3_REGION', 'OFFSITE_S3_BUCKET', 'OFFSITE_S3_PREFIX', 'OFFSITE_S3_ACCESS_KEY_ID', 'OFFSITE_S3_SECRET_ACCESS_KEY',
+      'BACKUP_AGE_RECIPIENT', 'BACKUP_AGE_IDENTITY_FILE', 'OFFSITE_RETENTION_COUNT', 'OFFSITE_RETENTION_DAYS',
+      'POSTGRES_IMAGE', 'REDIS_IMAGE', 'NGINX_IMAGE', 'BOT_MEM_LIMIT', 'POSTGRES_MEM_LIMIT', 'REDIS_MEM_LIMIT', 'NGINX_MEM_LIMIT', 'NGINX_HTTP_PORT', 'NGINX_HTTPS_PORT'])
   })
 })
 

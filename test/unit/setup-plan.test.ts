@@ -243,4 +243,35 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     // A dry run: the file is as it was.
     expect(fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')).toBe(before)
   })
+
+  it('off-site answers: an age key pair for the deploy user (identity 600, never shown or logged in a plan), the secrets never in the output', async () => {
+    const offsite = {
+      OFFSITE_S3_ENDPOINT: 'https://fra1.digitaloceanspaces.com', OFFSITE_S3_BUCKET: 'ttg-backups', OFFSITE_S3_ACCESS_KEY_ID: 'DO00PLANKEYID', OFFSITE_S3_SECRET_ACCESS_KEY: 'plan/Secret+Access-Key',
+    }
+    await dryRun([], { ...ANSWERS, ...offsite })
+    expect(process.exitCode ?? 0, stderr.join('')).toBe(0)
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    const identity = `${deploy}/backup-age-identity.txt`
+    const argv = recorded.map((c) => c.argv)
+    // The identity goes to the deploy user just before .env.production, which names it.
+    const at = argv.findIndex((a) => a.join(' ') === `chown deploy:deploy ${identity}`)
+    expect(at).toBeGreaterThan(0)
+    expect(argv[at + 1]).toEqual(['chown', 'deploy:deploy', `${deploy}/.env.production`])
+    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim()).slice(0, 2)).toEqual([
+      `[dry-run] write ${identity} (mode 600)`,
+      `[dry-run] write ${deploy}/.env.production (mode 600)`,
+    ])
+    const all = stdout.join('') + stderr.join('')
+    expect(all).toMatch(/INFO: Generated the age key pair for off-site copies: public key age1[0-9a-z]{58}, identity /)
+    expect(all).not.toContain('AGE-SECRET-KEY-')
+    for (const secret of [offsite.OFFSITE_S3_ACCESS_KEY_ID, offsite.OFFSITE_S3_SECRET_ACCESS_KEY]) expect(all).not.toContain(secret)
+    expect(fs.existsSync(identity)).toBe(false)
+  })
+
+  it('incomplete off-site answers without a terminal stop it before any change, naming the variable', async () => {
+    await dryRun([], { ...ANSWERS, OFFSITE_S3_BUCKET: 'ttg-backups', OFFSITE_S3_ACCESS_KEY_ID: 'DO00PLANKEYID', OFFSITE_S3_SECRET_ACCESS_KEY: 'plan-secret' })
+    expect(process.exitCode).toBe(1)
+    expect(stderr.join('')).toContain('ERROR: Invalid OFFSITE_S3_ENDPOINT: must be set when OFFSITE_S3_BUCKET is set')
+    expect(recorded).toEqual([])
+  })
 })

@@ -1,0 +1,297 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import type { Config } from '../core/config.ts'
+import { messageOf } from '../core/errors.ts'
+import { formatBytes, isoSeconds } from '../core/format.ts'
+import { log } from '../core/log.ts'
+import { notify } from '../core/notify.ts'
+import { isDryRun } from '../core/runner.ts'
+import { sha256OfFile } from '../core/streams.ts'
+import { listRemoteBackups, pickRemoteBackup, type RemoteBackup, type RemoteCatalog } from '../offsite/catalog.ts'
+import { downloadBackup } from '../offsite/download.ts'
+import { OffsiteError } from '../offsite/errors.ts'
+import type { OffsiteSettings } from '../offsite/settings.ts'
+import { localRecordFrom } from '../offsite/sidecar.ts'
+import { uploadBackup, type OffsiteCopy } from '../offsite/upload.ts'
+import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from './backup-index.ts'
+
+// The index's side of the off-site copies: what lib/offsite does to the bucket, recorded in
+// backup_index.json. An off-site failure never costs a local backup: copyOffsite never throws.
+
+/**
+ * Copies one indexed backup off-site and records the outcome in the index. On failure it warns
+ * (naming the cause and, for credentials, the variable), notifies, records `offsite_error`, and
+ * returns the record with it: backup.ts turns that into exit 4, every other caller goes on.
+ */
+export async function copyOffsite(cfg: Config, settings: OffsiteSettings, record: BackupRecord): Promise<BackupRecord> {
+  log.info(`Copying ${record.backup_id} off-site (encrypted) to ${settings.bucket}/${settings.prefix}`)
+  let copy: OffsiteCopy
+  try {
+    copy = await uploadBackup(settings, record.file_path, record)
+  } catch (error) {
+    const failure = failureRecord(error)
+    log.warn(`Off-site copy of ${record.backup_id} failed: ${failure.message}; the local backup is verified and indexed, and backup --offsite-sync (or the next scheduled backup) retries it`)
+    await notify(cfg, `Off-site copy of backup ${record.backup_id} failed: ${failure.message}. The local backup is intact.`)
+    if (!isDryRun()) await setOffsite(cfg, record.backup_id, { offsite_error: failure })
+    return { ...record, offsite_error: failure }
+  }
+  if (isDryRun()) return record
+  log.info(`Off-site copy verified: ${copy.key} (${copy.size} bytes encrypted)`)
+  await setOffsite(cfg, record.backup_id, { offsite: copy, offsite_error: null })
+  return { ...record, offsite: copy, offsite_error: null }
+}
+
+/** The failure as the index records it: the problem and a message that names the setting to fix. */
+export function failureRecord(error: unknown): OffsiteFailureRecord {
+  const problem = error instanceof OffsiteError ? error.problem : 'server'
+  let message = messageOf(error)
+  if (error instanceof OffsiteError && error.variable && !message.includes(error.variable)) message += ` (check ${error.variable})`
+  return { at: isoSeconds(new Date()), problem, message }
+}
+
+async function setOffsite(cfg: Config, id: string, fields: Partial<Pick<BackupRecord, 'offsite' | 'offsite_error'>>): Promise<void> {
+  await updateIndex(cfg.BACKUP_DIR, (index) => {
+    const record = findBackup(index, id)
+    if (record) Object.assign(record, fields)
+  })
+}
+
+/** Indexed backups still to be copied: verified, on local disk, and without a verified copy. */
+export function pendingOffsite(cfg: Config): BackupRecord[] {
+  return readIndex(cfg.BACKUP_DIR).backups.filter((b) => b.verified && b.offsite === null && fs.existsSync(b.file_path))
+}
+
+export interface SyncResult {
+  copied: BackupRecord[]
+  failed: BackupRecord[]
+}
+
+/** backup --offsite-sync, and the catch-up before each scheduled backup. */
+export async function syncOffsite(cfg: Config, settings: OffsiteSettings): Promise<SyncResult> {
+  const pending = pendingOffsite(cfg)
+  const result: SyncResult = { copied: [], failed: [] }
+  log.info(pending.length ? `Off-site sync: ${pending.length} backup${pending.length === 1 ? '' : 's'} without a verified off-site copy` : 'Off-site sync: every backup has its off-site copy')
+  for (const record of pending) {
+    const after = await copyOffsite(cfg, settings, record)
+    ;(after.offsite_error ? result.failed : result.copied).push(after)
+  }
+  return result
+}
+
+// ---- restore's side ----------------------------------------------------------------------------
+
+export interface LocalCopy {
+  file: string
+  record: BackupRecord
+}
+
+/**
+ * The backup restore.ts asked for (an id, or `latest`), as a verified file in BACKUP_DIR: the local
+ * one when it is there and matches its checksum, else downloaded from the bucket (decrypted and
+ * verified on the way) and recorded in the index. Returns null when off-site cannot help (it is off
+ * and the backup is not local), for the caller's own "not found".
+ */
+export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<LocalCopy | null> {
+  const settings = cfg.offsite
+  const index = readIndex(cfg.BACKUP_DIR)
+  const latest = idOrLatest === 'latest'
+  let record = latest ? newestOf(index.backups) : findBackup(index, idOrLatest)
+  let remote: RemoteBackup | null = null
+  if (settings && (!record || latest)) {
+    // `latest` is the newest in the index or the bucket, whichever is newer: an index that was lost
+    // or rebuilt (a new droplet) knows fewer backups than the bucket does.
+    let catalog: RemoteCatalog
+    try {
+      catalog = latest ? withoutSafetyBackups(await catalogOf(settings)) : await catalogOf(settings)
+    } catch (error) {
+      // A bucket out of reach must not stand between the operator and a good local backup.
+      if (!record) throw error
+      log.warn(`The off-site copies cannot be listed (${messageOf(error)}); using the newest local backup, ${record.backup_id}`)
+      catalog = { backups: [], unconfirmed: [], orphanSidecars: [], invalid: [] }
+    }
+    const candidate = pickRemoteOrNull(catalog, idOrLatest)
+    if (candidate && (!record || candidate.sidecar.created_at > record.created_at)) {
+      remote = candidate
+      record = findBackup(index, candidate.backupId)
+    }
+    // neither here nor there: the error lists what the bucket holds
+    if (!record && !candidate) pickRemoteBackup(catalog, idOrLatest, settings.bucket)
+  }
+  if (record && (await isIntactLocally(record, settings !== null))) return { file: record.file_path, record }
+  if (!settings || (!record && !remote)) return null
+  remote ??= pickRemoteBackup(await catalogOf(settings), record?.backup_id ?? idOrLatest, settings.bucket)
+  return fetchIntoBackupDir(cfg, settings, remote, record)
+}
+
+/**
+ * `latest` never means a safety backup (one with a `reason`: the database a restore or rollback
+ * replaced). On a new droplet, `restore latest` itself leaves one, of the empty database it replaced:
+ * it must not become the backup the next `restore latest` or the weekly drill picks.
+ */
+function newestOf(backups: BackupRecord[]): BackupRecord | undefined {
+  return backups.filter((b) => !b.reason).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id)).at(-1)
+}
+
+async function catalogOf(settings: OffsiteSettings): Promise<RemoteCatalog> {
+  try {
+    return await listRemoteBackups(settings)
+  } catch (error) {
+    if (error instanceof OffsiteError) throw error
+    throw new OffsiteError('server', `Listing the off-site backups failed: ${messageOf(error)}`, { cause: error })
+  }
+}
+
+function withoutSafetyBackups(catalog: RemoteCatalog): RemoteCatalog {
+  return { ...catalog, backups: catalog.backups.filter((b) => !b.sidecar.record.reason) }
+}
+
+function pickRemoteOrNull(catalog: RemoteCatalog, idOrLatest: string): RemoteBackup | null {
+  try {
+    return pickRemoteBackup(catalog, idOrLatest, '')
+  } catch (error) {
+    if (error instanceof OffsiteError && error.problem === 'not_found') return null
+    throw error
+  }
+}
+
+/**
+ * The local file is there with its recorded size and, when a good copy could be fetched instead,
+ * its recorded sha256 (one read, from disk: cheaper than finding out halfway through the restore).
+ */
+async function isIntactLocally(record: BackupRecord, canFetch: boolean): Promise<boolean> {
+  if (isDryRun()) return fs.existsSync(record.file_path) || !canFetch
+  let size: number
+  try {
+    size = fs.statSync(record.file_path).size
+  } catch {
+    if (canFetch) log.warn(`Backup ${record.backup_id} is not on local disk (${record.file_path}); fetching its off-site copy`)
+    return false
+  }
+  if (!canFetch) return true
+  if (size === record.file_size_bytes) {
+    log.info(`Checking the local copy of ${record.backup_id} against its recorded checksum`)
+    if ((await sha256OfFile(record.file_path)) === record.sha256) return true
+  }
+  log.warn(`The local copy of ${record.backup_id} (${record.file_path}) does not match its recorded checksum; fetching its off-site copy`)
+  return false
+}
+
+/** Downloads, decrypts and verifies a copy into BACKUP_DIR and records it in the index. */
+async function fetchIntoBackupDir(cfg: Config, settings: OffsiteSettings, remote: RemoteBackup, known: BackupRecord | undefined): Promise<LocalCopy> {
+  if (!BACKUP_ID.test(remote.backupId)) throw new OffsiteError('verify', `Off-site key ${remote.key} does not name a backup id`)
+  if (!isDryRun()) fs.mkdirSync(cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })
+  // The file name comes from the (validated) id, never from the bucket's sidecar.
+  const file = known?.file_path ?? path.join(cfg.BACKUP_DIR, `${remote.backupId}.sql.gz`)
+  log.info(`Downloading off-site backup ${remote.backupId} from ${settings.bucket}/${remote.key} (${remote.size} bytes encrypted)`)
+  // A damaged local file of this name has just been found useless: the verified download replaces it.
+  await downloadBackup(settings, remote.key, file, { overwrite: fs.existsSync(file) })
+  const copy: OffsiteCopy = { key: remote.key, uploaded_at: remote.sidecar.uploaded_at, size: remote.sidecar.ciphertext.size, sha256: remote.sidecar.ciphertext.sha256 }
+  const record: BackupRecord = { ...(known ?? localRecordFrom(remote.sidecar, file)), file_path: file, offsite: copy, offsite_error: null }
+  if (isDryRun()) return { file, record }
+  log.info(`Off-site backup ${remote.backupId} downloaded, decrypted and verified: ${file}`)
+  await updateIndex(cfg.BACKUP_DIR, (index) => {
+    const existing = findBackup(index, record.backup_id)
+    if (existing) Object.assign(existing, { file_path: file, offsite: copy, offsite_error: null })
+    else index.backups.push(record)
+  })
+  return { file, record }
+}
+
+/** restore --drill --offsite: the newest off-site copy, downloaded into `dir` (the caller removes it). */
+export async function downloadForDrill(cfg: Config, settings: OffsiteSettings, dir: string): Promise<LocalCopy> {
+  const remote = pickRemoteBackup(withoutSafetyBackups(await catalogOf(settings)), 'latest', settings.bucket)
+  const file = path.join(dir, `${remote.backupId}.sql.gz`)
+  log.info(`Downloading the newest off-site backup ${remote.backupId} from ${settings.bucket}/${remote.key}`)
+  await downloadBackup(settings, remote.key, file, { overwrite: true })
+  const known = findBackup(readIndex(cfg.BACKUP_DIR), remote.backupId)
+  return { file, record: { ...(known ?? localRecordFrom(remote.sidecar, file)), file_path: file } }
+}
+
+// ---- backup --list -----------------------------------------------------------------------------
+
+export interface ListedBackup {
+  backup_id: string
+  backup_type: string
+  created_at: string
+  size_bytes: number
+  /** local: only in BACKUP_DIR; off-site: only in the bucket; both; missing: indexed, file gone, not in the bucket */
+  where: 'local' | 'off-site' | 'both' | 'missing'
+  verified: boolean
+  last_drill: BackupRecord['last_drill']
+  offsite_key: string | null
+  offsite_error: string | null
+}
+
+/**
+ * One row per backup, from the index and (when given) the bucket's complete copies, oldest first.
+ * `remote` null: off-site is off, or the listing failed (the caller says which).
+ */
+export function mergeListing(local: BackupRecord[], remote: RemoteBackup[] | null, exists: (file: string) => boolean = fs.existsSync): ListedBackup[] {
+  const rows = new Map<string, ListedBackup>()
+  const inBucket = new Map((remote ?? []).map((r) => [r.backupId, r]))
+  for (const record of local) {
+    const here = exists(record.file_path)
+    const there = inBucket.get(record.backup_id)
+    rows.set(record.backup_id, {
+      backup_id: record.backup_id,
+      backup_type: record.backup_type,
+      created_at: record.created_at,
+      size_bytes: record.file_size_bytes,
+      where: here ? (there ? 'both' : 'local') : there ? 'off-site' : 'missing',
+      verified: record.verified,
+      last_drill: record.last_drill,
+      offsite_key: there?.key ?? null,
+      offsite_error: there ? null : (record.offsite_error?.message ?? null),
+    })
+  }
+  for (const copy of remote ?? []) {
+    if (rows.has(copy.backupId)) continue
+    const drill = copy.sidecar.record.last_drill as BackupRecord['last_drill'] | undefined
+    rows.set(copy.backupId, {
+      backup_id: copy.backupId,
+      backup_type: copy.sidecar.backup_type,
+      created_at: copy.sidecar.created_at,
+      size_bytes: copy.sidecar.plaintext.size,
+      where: 'off-site',
+      // verified when it was made, and its checksums since by the server and the sidecar
+      verified: copy.sidecar.record.verified === true,
+      last_drill: drill ?? null,
+      offsite_key: copy.key,
+      offsite_error: null,
+    })
+  }
+  return [...rows.values()].sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id))
+}
+
+/** The bucket's complete copies, or null (with the reason) when it cannot be listed. */
+export async function remoteBackupsOrReason(settings: OffsiteSettings): Promise<{ backups: RemoteBackup[] } | { failure: string }> {
+  try {
+    return { backups: (await catalogOf(settings)).backups }
+  } catch (error) {
+    return { failure: failureRecord(error).message }
+  }
+}
+
+/** backup --list: one aligned line per backup. */
+export function listingTable(rows: ListedBackup[], now: Date): string {
+  const header = ['BACKUP ID', 'TYPE', 'SIZE', 'AGE', 'WHERE', 'VERIFIED', 'LAST DRILL']
+  const lines = rows.map((r) => [
+    r.backup_id,
+    r.backup_type,
+    formatBytes(r.size_bytes),
+    age(r.created_at, now),
+    r.where,
+    r.verified ? 'yes' : 'no',
+    r.last_drill ? `${r.last_drill.outcome} ${r.last_drill.at.slice(0, 10)}` : '-',
+  ])
+  if (!lines.length) return 'No backups\n'
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
+  return [header, ...lines].map((cols) => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n'
+}
+
+function age(createdAt: string, now: Date): string {
+  const minutes = Math.max(0, Math.floor((now.getTime() - Date.parse(createdAt)) / 60_000))
+  if (minutes < 60) return `${minutes}m`
+  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)}h`
+  return `${Math.floor(minutes / 1440)}d`
+}
