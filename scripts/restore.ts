@@ -13,6 +13,7 @@ import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { SERVICES, unhealthyLines, waitUntilHealthy } from '../lib/release/health.ts'
 import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
+import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { isDryRun, run } from '../lib/core/runner.ts'
@@ -186,6 +187,7 @@ async function drillOnce(ctx: Context, knownId: string | null, fetch: () => Prom
 }
 
 async function recordDrill(ctx: Context, id: string, outcome: 'passed' | 'failed', detail: string): Promise<void> {
+  publishDrill(ctx.cfg, { finishedAt: new Date(), passed: outcome === 'passed' })
   await updateIndex(ctx.cfg.BACKUP_DIR, (index) => {
     const record = findBackup(index, id)
     if (record) record.last_drill = { at: isoSeconds(new Date()), outcome, detail }

@@ -19,6 +19,7 @@ import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatBytes, formatMb, isoSeconds } from '../core/format.ts'
 import { compressor } from '../commands/gzip.ts'
+import { recordBackup } from '../core/metrics.ts'
 import { log } from '../core/log.ts'
 import { ByteProgress } from '../core/progress.ts'
 import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../commands/postgres.ts'
@@ -48,6 +49,7 @@ export interface BackupRequest {
  */
 export async function createBackup(cfg: Config, db: Db, request: BackupRequest): Promise<BackupRecord> {
   const record = await createLocalBackup(cfg, db, request)
+  if (!isDryRun()) recordBackup(cfg, { type: record.backup_type, finishedAt: new Date(), sizeBytes: record.file_size_bytes })
   if (!cfg.offsite) return record
   if (isDryRun()) {
     await uploadBackup(cfg.offsite, record.file_path, record)

@@ -4,6 +4,7 @@ import type { Config } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
+import { recordOffsiteCopy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { isDryRun } from '../core/runner.ts'
 import { sha256OfFile } from '../core/streams.ts'
@@ -38,6 +39,7 @@ export async function copyOffsite(cfg: Config, settings: OffsiteSettings, record
   if (isDryRun()) return record
   log.info(`Off-site copy verified: ${copy.key} (${copy.size} bytes encrypted)`)
   await setOffsite(cfg, record.backup_id, { offsite: copy, offsite_error: null })
+  recordOffsiteCopy(cfg, { finishedAt: new Date(copy.uploaded_at), sizeBytes: copy.size })
   return { ...record, offsite: copy, offsite_error: null }
 }
 

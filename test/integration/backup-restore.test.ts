@@ -138,6 +138,18 @@ describe('backup then restore', () => {
     expect(leftovers).toEqual([])
   })
 
+  it('publishes the backup and the drill for the textfile collector', async () => {
+    const metrics = path.join(work, 'metrics')
+    fs.mkdirSync(metrics)
+    const started = Math.floor(Date.now() / 1000)
+    expect((await runScript('backup', ['scheduled'], { ...env, METRICS_DIR: metrics })).code).toBe(0)
+    expect((await runScript('restore', ['--drill'], { ...env, METRICS_DIR: metrics })).code).toBe(0)
+    const backup = fs.readFileSync(path.join(metrics, 'toogoodtogo_backup_scheduled.prom'), 'utf8')
+    const stamp = Number(/^toogoodtogo_backup_last_success_timestamp_seconds\{type="scheduled"\} (\d+)$/m.exec(backup)?.[1])
+    expect(stamp).toBeGreaterThanOrEqual(started)
+    expect(fs.readFileSync(path.join(metrics, 'toogoodtogo_drill.prom'), 'utf8')).toMatch(/^toogoodtogo_drill_last_success 1$/m)
+  })
+
   it('re-verifies indexed backups with --verify', async () => {
     await runScript('backup', [], env)
     const result = await runScript('backup', ['--verify', 'all'], env)
