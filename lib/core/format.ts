@@ -26,3 +26,12 @@ export function fileStamp(date: Date): string {
 export function isoSeconds(date: Date): string {
   return date.toISOString().slice(0, 19) + 'Z'
 }
+
+/** "45s", "12m", "3h 12m", "2d 4h": ages at a glance. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds))
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m`
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`
+}

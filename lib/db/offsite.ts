@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
-import { formatBytes, isoSeconds } from '../core/format.ts'
+import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { recordOffsiteCopy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
@@ -281,7 +281,7 @@ export function listingTable(rows: ListedBackup[], now: Date): string {
     r.backup_id,
     r.backup_type,
     formatBytes(r.size_bytes),
-    age(r.created_at, now),
+    formatAge((now.getTime() - Date.parse(r.created_at)) / 1000),
     r.where,
     r.verified ? 'yes' : 'no',
     r.last_drill ? `${r.last_drill.outcome} ${r.last_drill.at.slice(0, 10)}` : '-',
@@ -289,11 +289,4 @@ export function listingTable(rows: ListedBackup[], now: Date): string {
   if (!lines.length) return 'No backups\n'
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
   return [header, ...lines].map((cols) => cols.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n'
-}
-
-function age(createdAt: string, now: Date): string {
-  const minutes = Math.max(0, Math.floor((now.getTime() - Date.parse(createdAt)) / 60_000))
-  if (minutes < 60) return `${minutes}m`
-  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)}h`
-  return `${Math.floor(minutes / 1440)}d`
 }

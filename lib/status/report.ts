@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Config, Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
-import { formatBytes, formatMb } from '../core/format.ts'
+import { formatAge, formatBytes, formatMb } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
 import { readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
@@ -282,15 +282,6 @@ export function parseAlerts(body: unknown): AlertStatus[] {
 }
 
 // ---- the screen ---------------------------------------------------------------------------------
-
-/** "45s", "12m", "3h 12m", "2d 4h": ages at a glance. */
-export function formatAge(seconds: number): string {
-  const s = Math.max(0, Math.floor(seconds))
-  if (s < 60) return `${s}s`
-  if (s < 3600) return `${Math.floor(s / 60)}m`
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`
-}
 
 function when(iso: string | null, now: Date): string {
   if (!iso) return 'unknown time'

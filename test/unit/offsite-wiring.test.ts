@@ -88,11 +88,11 @@ describe('backup --list', () => {
     expect(rows[3]?.offsite_error).toBe('cannot reach')
     expect(mergeListing(local, null, () => false).map((r) => r.where)).toEqual(['missing', 'missing', 'missing'])
     expect(listingTable(rows, new Date('2026-12-02T05:30:00Z')).split('\n')).toEqual([
-      'BACKUP ID             TYPE       SIZE   AGE  WHERE     VERIFIED  LAST DRILL',
-      'shop_20261125_030000  manual     2.9MB  7d   off-site  yes       -',
-      'shop_20261130_030000  scheduled  1.9MB  2d   off-site  no        -',
-      'shop_20261201_030000  scheduled  1.9MB  26h  both      yes       passed 2026-12-01',
-      'shop_20261202_030000  scheduled  1.9MB  2h   local     yes       -',
+      'BACKUP ID             TYPE       SIZE   AGE     WHERE     VERIFIED  LAST DRILL',
+      'shop_20261125_030000  manual     2.9MB  7d 2h   off-site  yes       -',
+      'shop_20261130_030000  scheduled  1.9MB  2d 2h   off-site  no        -',
+      'shop_20261201_030000  scheduled  1.9MB  1d 2h   both      yes       passed 2026-12-01',
+      'shop_20261202_030000  scheduled  1.9MB  2h 30m  local     yes       -',
       '',
     ])
   })

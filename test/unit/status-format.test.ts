@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { formatAge, formatStatus, needsAttention, newestOffsite, parseAlerts, type StatusReport } from '../../lib/status/report.ts'
+import { formatAge } from '../../lib/core/format.ts'
+import { formatStatus, needsAttention, newestOffsite, parseAlerts, type StatusReport } from '../../lib/status/report.ts'
 
 const now = new Date('2026-12-02T08:00:00Z')
 
