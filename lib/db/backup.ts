@@ -1,6 +1,5 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import dayjs from 'dayjs'
 import { fsyncDir, fsyncFile } from '../core/atomic-file.ts'
 import {
   BACKUP_ID,
@@ -101,7 +100,7 @@ async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): P
       row_counts: written.facts.rowCounts,
       verified: true,
       verified_at: isoSeconds(now),
-      retention_until: isoSeconds(dayjs(now).add(cfg.BACKUP_RETENTION_DAYS, 'day').toDate()),
+      retention_until: isoSeconds(new Date(now.getTime() + cfg.BACKUP_RETENTION_DAYS * 86_400_000)),
       artifact_id: request.artifactId,
       reason: request.reason,
       last_drill: null,
