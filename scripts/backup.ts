@@ -11,7 +11,7 @@ import { runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { applyRemoteRetention } from '../lib/offsite/retention.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'backup',
   summary: 'Create a verified, compressed PostgreSQL backup and record it in backup_index.json',
   usage: 'backup [scheduled|pre_deployment|manual] [--json] [--dry-run]\n       backup --verify [BACKUP_ID|all]\n       backup --offsite-sync [--dry-run]\n       backup --list [--json]',
@@ -53,7 +53,7 @@ const spec: CliSpec = {
     'verified and indexed, the failure is recorded in the index and notified, and the exit code is 4.',
   ],
   examples: ['backup', 'backup scheduled', 'backup --json', 'backup --verify all', 'backup --offsite-sync', 'backup --list', 'DB_MODE=url DATABASE_URL=postgresql://app@db:5432/app backup --dry-run'],
-}
+} satisfies CliSpec
 
 /** exit 4: the backup itself is fine; its off-site copy (or the off-site bookkeeping) failed */
 const OFFSITE_FAILED = 'Backup verified locally, off-site copy failed'

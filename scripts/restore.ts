@@ -18,7 +18,7 @@ import { runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { isDryRun, run } from '../lib/core/runner.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'restore',
   summary: 'Restore the database from a backup file or a backup id in backup_index.json',
   usage: 'restore <backup-file|backup-id|latest> [--yes] [--dry-run]\n       restore --drill [backup-id | --offsite]',
@@ -57,7 +57,7 @@ const spec: CliSpec = {
     'the newest off-site copy (downloaded into BACKUP_DIR and removed afterwards): the whole chain.',
   ],
   examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
-}
+} satisfies CliSpec
 
 await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, async (cli) => {
   const ctx = await openContext()

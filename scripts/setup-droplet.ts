@@ -44,7 +44,7 @@ import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT } fro
 import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'setup-droplet',
   summary: 'Configure a fresh droplet as the production host, once (run it again after a failure)',
   usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--yes] [--dry-run]',
@@ -100,7 +100,7 @@ const spec: CliSpec = {
     'sudo ./setup-droplet.sh --webhook --staging',
     'sudo ./setup-droplet.sh --dry-run',
   ],
-}
+} satisfies CliSpec
 
 /** What the steps find out and pass on: the mode, the version, the final .env.production values. */
 interface Run {
@@ -531,17 +531,17 @@ async function configureEnvironment(r: Run): Promise<void> {
 async function collectValues(r: Run): Promise<Record<string, string>> {
   const v = answersForEnvFile(r)
   const webhook = r.mode === 'webhook'
-  v.TELEGRAM_BOT_TOKEN ??= await ask('Enter Telegram Bot Token', { secret: true, validate: RULES.TELEGRAM_BOT_TOKEN! })
-  if (webhook) v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL! })
+  v.TELEGRAM_BOT_TOKEN ??= await ask('Enter Telegram Bot Token', { secret: true, validate: RULES.TELEGRAM_BOT_TOKEN })
+  if (webhook) v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL })
   if (!v.POSTGRES_PASSWORD && canPrompt()) {
-    v.POSTGRES_PASSWORD = await ask('Enter PostgreSQL Password (empty: generate one)', { secret: true, fallback: '', validate: (p) => (p === '' ? null : RULES.POSTGRES_PASSWORD!(p)) })
+    v.POSTGRES_PASSWORD = await ask('Enter PostgreSQL Password (empty: generate one)', { secret: true, fallback: '', validate: (p) => (p === '' ? null : RULES.POSTGRES_PASSWORD(p)) })
   }
-  v.STRIPE_API_KEY ??= await ask('Enter Stripe API Key', { secret: true, validate: RULES.STRIPE_API_KEY! })
+  v.STRIPE_API_KEY ??= await ask('Enter Stripe API Key', { secret: true, validate: RULES.STRIPE_API_KEY })
   if (webhook) {
     const host = new URL(v.TELEGRAM_WEBHOOK_URL!).hostname
-    v.DOMAIN ??= canPrompt() ? await ask('Enter domain name for SSL', { fallback: host, validate: RULES.DOMAIN! }) : host
+    v.DOMAIN ??= canPrompt() ? await ask('Enter domain name for SSL', { fallback: host, validate: RULES.DOMAIN }) : host
   }
-  v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE! })
+  v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE })
   await collectOffsite(r, v)
 
   if (!webhook) v.TELEGRAM_WEBHOOK_URL = ''

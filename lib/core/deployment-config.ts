@@ -17,7 +17,7 @@ const COMMAND_KEYS = new Set(['MIGRATE_COMMAND'])
 /** null when the value is acceptable, else what is wrong with it (never the value itself). */
 export type Rule = (value: string) => string | null
 
-export const RULES: Record<string, Rule> = {
+export const RULES = {
   TELEGRAM_BOT_TOKEN: (v) => (/^\d+:[A-Za-z0-9_-]+$/.test(v) ? null : 'must look like 123456789:AAH... (digits, a colon, then letters, digits, _ or -)'),
   TELEGRAM_WEBHOOK_URL: (v) => httpsUrl(v),
   TELEGRAM_WEBHOOK_SECRET: (v) => (/^[A-Za-z0-9_-]{1,256}$/.test(v) ? null : 'letters, digits, _ and - only (Telegram\'s alphabet for secret_token)'),
@@ -35,6 +35,11 @@ export const RULES: Record<string, Rule> = {
   LOG_LEVEL: (v) => ((LOG_LEVELS as readonly string[]).includes(v) ? null : `must be one of ${LOG_LEVELS.join(', ')}`),
   APP_VERSION: (v) => (/^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/.test(v) || /^[0-9a-f]{7,40}$/.test(v) ? null : 'must be a release tag such as v1.2.0 or a git SHA'),
   BOT_IMAGE: (v) => (/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(v) ? null : 'must be an image repository without a tag, such as registry.example.com/team/bot'),
+} satisfies Record<string, Rule>
+
+/** The rule for a key of the file, if the data model gives it one. */
+function ruleFor(key: string): Rule | undefined {
+  return (RULES as Record<string, Rule | undefined>)[key]
 }
 
 function httpsUrl(value: string): string | null {
@@ -70,7 +75,7 @@ export function validateDeploymentConfig(vars: Record<string, string | undefined
   }
   for (const [key, value] of Object.entries(vars)) {
     if (value === undefined || value === '' || problems.some((p) => p.key === key)) continue
-    const wrong = !PLAIN_VALUE.test(value) && !COMMAND_KEYS.has(key) ? 'must not contain spaces, quotes, $, # or backslashes' : RULES[key]?.(value)
+    const wrong = !PLAIN_VALUE.test(value) && !COMMAND_KEYS.has(key) ? 'must not contain spaces, quotes, $, # or backslashes' : ruleFor(key)?.(value)
     if (wrong) problems.push({ key, message: wrong })
   }
   if (mode === 'polling' && vars.TELEGRAM_WEBHOOK_URL) problems.push({ key: 'TELEGRAM_WEBHOOK_URL', message: 'must be empty in polling mode' })
@@ -82,7 +87,7 @@ export function validateDeploymentConfig(vars: Record<string, string | undefined
 // service with another password would start a bot that cannot log in.
 function databaseUrlConsistency(vars: Record<string, string | undefined>): Problem[] {
   const url = vars.DATABASE_URL
-  if (!url || !vars.POSTGRES_PASSWORD || RULES.DATABASE_URL!(url)) return []
+  if (!url || !vars.POSTGRES_PASSWORD || RULES.DATABASE_URL(url)) return []
   const db = parseDatabaseUrl(url)
   if (db.host !== 'postgres') return []
   const wrong: string[] = []
