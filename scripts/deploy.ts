@@ -17,6 +17,8 @@ import { readEnvFile } from '../lib/core/env-file.ts'
 import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/release/health.ts'
+import { OldVersionServing } from '../lib/release/bluegreen.ts'
+import { ensureWebhook, webhookStateFile } from '../lib/release/webhook.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -26,10 +28,10 @@ import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
 import { retry, looksTransient } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'deploy',
   summary: 'Deploy a tagged release: backup, checkout, pull, migrate, switch, health gate, automatic rollback',
-  usage: 'deploy <git-tag> [--yes] [--dry-run] [--force] [--skip-checks] [--build]',
+  usage: 'deploy <git-tag> [--yes] [--dry-run] [--force] [--skip-checks] [--build] [--stop-first]',
   positionals: [{ name: 'git-tag', description: 'a release tag such as v1.2.0, or a 40-hex commit SHA' }],
   maxPositionals: 1,
   options: {
@@ -38,6 +40,7 @@ const spec: CliSpec = {
     force: { type: 'boolean', description: 'Redeploy even when this version is already running and healthy' },
     'skip-checks': { type: 'boolean', description: 'Skip the pre-flight go/no-go checks (not recommended)' },
     build: { type: 'boolean', description: 'Build the image from the checkout instead of pulling it from the registry' },
+    'stop-first': { type: 'boolean', description: 'Webhook mode: stop the old version before starting the new one (a migration the old version cannot run with)' },
   },
   exitCodes: [
     [0, 'Deployment successful (or the version was already running and healthy)'],
@@ -51,13 +54,16 @@ const spec: CliSpec = {
     ['HEALTH_CHECK_TIMEOUT', 'seconds the new version has to become healthy (120)'],
     ['NOTIFY_WEBHOOK_URL', 'Slack-compatible webhook for success, failure and rollback'],
     ['TELEGRAM_NOTIFY_CHAT_ID', 'Telegram chat notified through the bot token (TELEGRAM_API_BASE)'],
+    ['TELEGRAM_WEBHOOK_URL', 'webhook mode: blue-green switch; after the gate the webhook is set to it (with TELEGRAM_WEBHOOK_SECRET) when it differs'],
   ],
   notes: [
     'State: artifacts.json (current and previous artifact) and one JSON line per event in the audit log',
     '(deployments.log beside LOG_FILE). A run killed mid-deploy is detected and settled by the next one.',
+    'Webhook mode (TELEGRAM_WEBHOOK_URL or COMPOSE_PROFILES=webhook): blue-green, the new version starts',
+    'beside the old one and nginx moves to it once it is healthy; polling mode stops the old one first.',
   ],
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes'],
-}
+} satisfies CliSpec
 
 interface DeployOptions {
   tag: string
@@ -65,6 +71,7 @@ interface DeployOptions {
   force: boolean
   skipChecks: boolean
   build: boolean
+  stopFirst: boolean
 }
 
 await runMain(spec, {
@@ -93,13 +100,14 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await preflight(ctx, opts)
   await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
   await ensureDataServices(ctx, opts.tag)
-  const attempt = begin(ctx, state, opts.tag)
+  const attempt = begin(ctx, state, opts)
   await preDeploymentBackup(attempt)
   await checkoutRelease(attempt)
   await pullImages(attempt, opts.build)
   await runMigrations(attempt)
   await switchToRelease(attempt)
   await runHealthChecks(attempt)
+  await registerWebhook(ctx)
   await recordSuccess(attempt)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
@@ -108,22 +116,23 @@ function deployOptions(cli: ParsedCli): DeployOptions {
   const tag = cli.positionals[0]
   if (!tag) throw new OpsError('usage', 'Missing the git tag to deploy (e.g. v1.2.0)')
   if (!TAG.test(tag)) throw new OpsError('usage', `Invalid tag "${tag}": expected a release tag like v1.2.3 or a 40-hex commit SHA`)
-  return { tag, yes: flag(cli, 'yes'), force: flag(cli, 'force'), skipChecks: flag(cli, 'skip-checks'), build: flag(cli, 'build') }
+  return { tag, yes: flag(cli, 'yes'), force: flag(cli, 'force'), skipChecks: flag(cli, 'skip-checks'), build: flag(cli, 'build'), stopFirst: flag(cli, 'stop-first') }
 }
 
 /** What one deploy knows as it goes: the version it replaces, its backup, its audit event. */
 interface Attempt {
   ctx: Context
   tag: string
+  stopFirst: boolean
   state: DeployState
   previous: string | null
   backup: BackupRecord | null
   event: DeployEvent
 }
 
-function begin(ctx: Context, state: DeployState, tag: string): Attempt {
+function begin(ctx: Context, state: DeployState, opts: DeployOptions): Attempt {
   const previous = state.current?.artifact_id ?? null
-  return { ctx, tag, state, previous, backup: null, event: record(ctx, newEvent('deploy', tag, previous, ctx.cfg.TRIGGERED_BY)) }
+  return { ctx, tag: opts.tag, stopFirst: opts.stopFirst, state, previous, backup: null, event: record(ctx, newEvent('deploy', opts.tag, previous, ctx.cfg.TRIGGERED_BY)) }
 }
 
 function update(a: Attempt, changes: Partial<DeployEvent>): void {
@@ -139,6 +148,8 @@ interface Failure {
   reason: string
   /** put the database back to the pre-deployment backup (migrations changed it) */
   restoreDb: boolean
+  /** blue-green: the new version never took over, the previous one still runs and serves */
+  previousServing?: boolean
 }
 
 /** The contract's error line for a stage, and the kind that picks the exit code. */
@@ -166,7 +177,7 @@ async function abort(a: Attempt, f: Failure): Promise<never> {
     if (a.previous) await checkout(a.ctx, a.previous).catch((e) => log.warn(`Could not check out ${a.previous} again: ${messageOf(e)}`))
   } else {
     log.error('Deployment failed - initiating rollback')
-    const rolledBack = await rollBack(a, f.restoreDb)
+    const rolledBack = await rollBack(a, { restoreDb: f.restoreDb, previousServing: f.previousServing ?? false })
     status = rolledBack ? 'rolled_back' : 'failed'
     outcome = rolledBack ? `Rolled back to ${a.previous ?? 'nothing'}${f.restoreDb ? ', database restored' : ''}.` : 'ROLLBACK FAILED: see the log.'
   }
@@ -182,7 +193,7 @@ async function abort(a: Attempt, f: Failure): Promise<never> {
  * (nothing can write to it any more) before it is dumped as a safety backup and dropped.
  * Returns false, loudly, when the rollback itself fails.
  */
-async function rollBack(a: Attempt, restoreDb: boolean): Promise<boolean> {
+async function rollBack(a: Attempt, { restoreDb, previousServing }: { restoreDb: boolean; previousServing: boolean }): Promise<boolean> {
   const { ctx, previous } = a
   const backup = restoreDb && a.backup ? fresh(ctx, a.backup) : null
   let aside: string | null = null
@@ -190,14 +201,16 @@ async function rollBack(a: Attempt, restoreDb: boolean): Promise<boolean> {
   try {
     if (backup) {
       log.info('Restoring database backup')
-      aside = await replaceLiveWith(ctx, backup, ['bot'])
+      // A previous version still serving runs with the schema the backup holds: it keeps serving
+      // while the swap (which ends every session) puts its database back; it reconnects.
+      aside = await replaceLiveWith(ctx, backup, previousServing ? [] : ['bot'])
     }
     if (previous) {
       await checkout(ctx, previous)
-      await switchVersion(ctx, previous)
+      if (!previousServing) await switchVersion(ctx, previous, { stopFirst: a.stopFirst })
       const gate = await healthGate(ctx)
       if (!gate.passed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either: ${gate.reason}`)
-    } else {
+    } else if (!previousServing) {
       await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
     }
     if (backup) await settleReplacedDatabase(ctx, aside, { reason: `safety backup: ${ctx.db.database} as the failed deploy of ${a.tag} left it`, exportSince: { backup, dir: exportDir(ctx, a.event) } })
@@ -334,14 +347,19 @@ function failureReason(output: string): string | null {
   return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
 
-/** From here on the old version is stopped: any failure ends in the rollback. */
+/**
+ * From here on any failure ends in the rollback. Polling mode (or --stop-first) stops the old
+ * version first; webhook mode starts the new one beside it and, should it fail its gate, the old
+ * one has served throughout.
+ */
 async function switchToRelease(a: Attempt): Promise<void> {
   log.info('Restarting services')
   try {
-    const downtime = await switchVersion(a.ctx, a.tag)
+    const downtime = await switchVersion(a.ctx, a.tag, { stopFirst: a.stopFirst })
     update(a, { downtime_seconds: downtime })
     log.info(`Services started${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}`)
   } catch (error) {
+    if (error instanceof OldVersionServing) await abort(a, { stage: error.stage, reason: error.message, restoreDb: a.event.migration_applied, previousServing: true })
     await abort(a, { stage: 'switch', reason: messageOf(error), restoreDb: a.event.migration_applied })
   }
 }
@@ -351,6 +369,25 @@ async function runHealthChecks(a: Attempt): Promise<void> {
   const gate = await healthGate(a.ctx)
   if (!gate.passed) await abort(a, { stage: 'health', reason: gate.reason, restoreDb: a.event.migration_applied })
   log.info('All services healthy')
+}
+
+/**
+ * Webhook mode: Telegram's webhook points at TELEGRAM_WEBHOOK_URL with TELEGRAM_WEBHOOK_SECRET
+ * (set only when either differs). A failure is a warning: the new version runs and is healthy,
+ * and the next deploy tries again.
+ */
+async function registerWebhook(ctx: Context): Promise<void> {
+  const vars = readEnvFile(ctx.cfg.envFile) ?? {}
+  const url = vars.TELEGRAM_WEBHOOK_URL
+  const token = ctx.cfg.TELEGRAM_BOT_TOKEN
+  if (!url || !token || isDryRun()) return
+  try {
+    const outcome = await ensureWebhook({ apiBase: ctx.cfg.TELEGRAM_API_BASE, token, url, secret: vars.TELEGRAM_WEBHOOK_SECRET ?? '', stateFile: webhookStateFile(ctx.cfg.DEPLOY_DIR) })
+    // The URL itself is not logged: it may carry a secret path (the log redacts it anyway).
+    log.info(outcome === 'set' ? 'Telegram webhook set to TELEGRAM_WEBHOOK_URL' : 'Telegram webhook already points at TELEGRAM_WEBHOOK_URL')
+  } catch (error) {
+    log.warn(`Could not check or set the Telegram webhook: ${messageOf(error)}; the next deploy tries again`)
+  }
 }
 
 /**

@@ -2,7 +2,6 @@
 // the target and restored from the target's pre-deployment backup when it is ahead
 // (contract: rollback.sh).
 import path from 'node:path'
-import dayjs from 'dayjs'
 import { createBackup } from '../lib/db/backup.ts'
 import { readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
@@ -13,17 +12,18 @@ import { countRowsNotIn } from '../lib/db/data-export.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
 import { deployedVersions, lastGoodBefore, newEvent, readEvents, readState, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
-import { formatCount } from '../lib/core/format.ts'
+import { formatAge, formatCount } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { runMain } from '../lib/core/main.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
+import { isWebhookMode } from '../lib/release/bluegreen.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
-const spec: CliSpec = {
+const spec = {
   name: 'rollback',
   summary: 'Roll back to an earlier release (default: the last successful deployment before the current one)',
-  usage: 'rollback [target-version] [--yes] [--dry-run] [--restore-db | --keep-data]',
+  usage: 'rollback [target-version] [--yes] [--dry-run] [--restore-db | --keep-data] [--stop-first]',
   positionals: [{ name: 'target-version', description: 'a version deployed successfully before (default: the last good one)' }],
   maxPositionals: 1,
   options: {
@@ -31,6 +31,7 @@ const spec: CliSpec = {
     'dry-run': { type: 'boolean', short: 'n', description: 'Print the plan; change nothing' },
     'restore-db': { type: 'boolean', description: "Restore the target's pre-deployment backup even when the schema already fits" },
     'keep-data': { type: 'boolean', description: 'When the database is ahead, downgrade its schema instead of restoring a backup' },
+    'stop-first': { type: 'boolean', description: 'Webhook mode: stop the current version before the database step and the switch' },
   },
   exitCodes: [
     [0, 'Rollback successful'],
@@ -42,9 +43,11 @@ const spec: CliSpec = {
     'The database: kept as it is when its schema revision equals the target\'s head (no data lost);',
     'when it is ahead, the target\'s pre-deployment backup is restored, after exporting the rows written',
     'since as CSV, unless --keep-data downgrades the schema instead. A safety backup is always taken first.',
+    'Webhook mode: blue-green; the database step runs while the current version still serves, so it',
+    'must cope with the target\'s schema for those seconds, else use --stop-first.',
   ],
   examples: ['rollback', 'rollback v1.1.0 --yes', 'rollback --dry-run', 'rollback v1.1.0 --keep-data'],
-}
+} satisfies CliSpec
 
 type DbPlan = { action: 'keep' } | { action: 'restore'; backup: BackupRecord } | { action: 'downgrade'; to: string }
 
@@ -53,6 +56,7 @@ interface RollbackOptions {
   yes: boolean
   restoreDb: boolean
   keepData: boolean
+  stopFirst: boolean
 }
 
 await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
@@ -79,15 +83,19 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   let event = record(ctx, { ...newEvent('rollback', target, current, ctx.cfg.TRIGGERED_BY), schema_revision_before: revision })
   const safety = await safetyBackup(ctx, current)
   event = record(ctx, { ...event, backup_created: !isDryRun(), backup_id: safety?.backup_id ?? null })
-  log.info('Stopping current services')
-  await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
+  // Blue-green (webhook mode): the current version serves until the target has passed its gate.
+  const stopFirst = opts.stopFirst || !isWebhookMode(ctx.cfg)
+  if (stopFirst) {
+    log.info('Stopping current services')
+    await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
+  }
   log.info(`Checking out ${target}`)
   await checkout(ctx, target)
-  const replaced = await applyDatabasePlan(ctx, plan, current, safety)
+  const replaced = await applyDatabasePlan(ctx, plan, current, safety, stopFirst)
   log.info('Starting services')
   let downtime: number | null
   try {
-    downtime = await switchVersion(ctx, target)
+    downtime = await switchVersion(ctx, target, { stopFirst })
     await requireHealthy(ctx, target)
   } finally {
     // Also when the target fails to start: the rows the backup lacks are exported all the same.
@@ -100,7 +108,7 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
 
 function rollbackOptions(cli: ParsedCli): RollbackOptions {
   if (flag(cli, 'restore-db') && flag(cli, 'keep-data')) throw new OpsError('usage', '--restore-db and --keep-data contradict each other')
-  return { target: cli.positionals[0], yes: flag(cli, 'yes'), restoreDb: flag(cli, 'restore-db'), keepData: flag(cli, 'keep-data') }
+  return { target: cli.positionals[0], yes: flag(cli, 'yes'), restoreDb: flag(cli, 'restore-db'), keepData: flag(cli, 'keep-data'), stopFirst: flag(cli, 'stop-first') }
 }
 
 function determineTarget(ctx: Context, wanted: string | undefined, current: string | null): string {
@@ -142,7 +150,7 @@ async function confirmRollback(ctx: Context, target: string, plan: DbPlan, yes: 
   if (plan.action === 'restore') {
     const rows = await countRowsNotIn(ctx.db, ctx.db.database, plan.backup)
     const written = Object.entries(rows).map(([t, n]) => `${formatCount(n)} in ${t.replace(/^public\./, '')}`).join(', ') || 'none found'
-    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${ageOf(plan.backup.created_at)} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
+    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${formatAge((Date.now() - Date.parse(plan.backup.created_at)) / 1000)} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
   }
   if (plan.action === 'downgrade') loss = `The schema is downgraded to ${plan.to} (--keep-data); columns and tables added since are dropped.`
   log.info(loss)
@@ -160,7 +168,7 @@ async function safetyBackup(ctx: Context, current: string | null): Promise<Backu
  * (kept until its rows are exported); a downgrade runs the current version's alembic. A failure
  * leaves or puts the database back as it was, restarts the current version: exit 3.
  */
-async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | null, safety: BackupRecord | null): Promise<string | null> {
+async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | null, safety: BackupRecord | null, currentStopped: boolean): Promise<string | null> {
   if (plan.action === 'keep') return null
   try {
     if (plan.action === 'restore') {
@@ -179,7 +187,8 @@ async function applyDatabasePlan(ctx: Context, plan: DbPlan, current: string | n
       log.info(`Putting the safety backup ${safety.backup_id} back`)
       await settleReplacedDatabase(ctx, await replaceLiveWith(ctx, safety, []), { reason: `safety backup: ${ctx.db.database} after a failed downgrade to ${plan.to}` })
     }
-    if (current) await checkout(ctx, current).then(() => switchVersion(ctx, current)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
+    // In a blue-green rollback the current version never stopped: only its checkout goes back.
+    if (current) await checkout(ctx, current).then(() => (currentStopped ? switchVersion(ctx, current, { stopFirst: true }) : null)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
     throw new OpsError('restore_failed', `Backup restoration failed; the database is as it was before the rollback and ${current ?? 'nothing'} restarted`, { cause: error })
   }
 }
@@ -192,9 +201,4 @@ async function requireHealthy(ctx: Context, target: string): Promise<void> {
 
 async function recordRollback(ctx: Context, state: DeployState, target: string, event: DeployEvent): Promise<void> {
   await recordDeployed(ctx, { state, tag: target, event, rollbackFrom: state.current?.artifact_id ?? null, message: `Rolled back to ${target} (from ${state.current?.artifact_id ?? 'nothing'})` })
-}
-
-function ageOf(time: string): string {
-  const minutes = dayjs().diff(dayjs(time), 'minute')
-  return minutes < 120 ? `${minutes} min` : minutes < 48 * 60 ? `${Math.round(minutes / 60)} h` : `${Math.round(minutes / 1440)} days`
 }

@@ -82,3 +82,13 @@ export function composeStop(p: ComposeProject, services: string[], graceSeconds?
 export function composeStart(p: ComposeProject, services: string[]): Command {
   return compose(p, ['start', ...services])
 }
+
+/**
+ * Blue-green's first step (docker-rollout's): one more container of `service` beside the running
+ * one, created from the current config (`vars`: the new APP_VERSION); `--no-recreate` leaves the
+ * running container (and its dependencies) as they are. Not `--no-deps`: compose v2 hashes the
+ * config without depends_on then, and the next plain `up` would recreate the new container.
+ */
+export function composeScaleUp(p: ComposeProject, service: string, count: number, vars: Record<string, string>): Command {
+  return { ...compose(p, ['up', '-d', '--no-recreate', '--scale', `${service}=${count}`, service], vars), timeoutMs: 5 * 60_000 }
+}

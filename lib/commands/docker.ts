@@ -30,16 +30,24 @@ export interface ContainerInfo {
 
 /** The service's container, the running one first; null when it has none (not deployed). */
 export async function findContainer(p: ComposeProject, service: string): Promise<ContainerInfo | null> {
+  const all = await serviceContainers(p, service)
+  return all.find((c) => c.status === 'running') ?? all[0] ?? null
+}
+
+/** Every container of the service, running or not (two while a blue-green switch runs). */
+export async function serviceContainers(p: ComposeProject, service: string): Promise<ContainerInfo[]> {
   const ids = (await capture(listContainersCommand(p, service))).split('\n').filter(Boolean)
-  if (ids.length === 0) return null
-  const all = (await capture(inspectStateCommand(ids)))
+  return ids.length === 0 ? [] : inspectContainers(ids)
+}
+
+export async function inspectContainers(ids: string[]): Promise<ContainerInfo[]> {
+  return (await capture(inspectStateCommand(ids)))
     .split('\n')
     .filter(Boolean)
     .map((line) => {
       const [id = '', status = '', health = 'none', restarts = '0', exitCode = '0'] = line.trim().split(' ')
       return { id, status, health: health as ContainerInfo['health'], restarts: Number(restarts), exitCode: Number(exitCode) }
     })
-  return all.find((c) => c.status === 'running') ?? all[0] ?? null
 }
 
 /** `docker exec` into the container found by labels: the same with Compose v1 and v2, and faster. */
@@ -59,4 +67,23 @@ export function manifestInspect(image: string): Command {
 
 export function dockerInfo(): Command {
   return { argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], mutates: false, timeoutMs: 30_000 }
+}
+
+/** `docker stop` of one container: `graceSeconds` to finish what it holds before SIGKILL. */
+export function stopContainer(id: string, graceSeconds: number): Command {
+  return { argv: ['docker', 'stop', '--time', String(graceSeconds), id], timeoutMs: (graceSeconds + 60) * 1000 }
+}
+
+export function removeContainer(id: string): Command {
+  return { argv: ['docker', 'rm', '--force', id], timeoutMs: 60_000 }
+}
+
+/** The container's name (`proj-bot-2`), which Docker's DNS resolves on the project's network. */
+export function containerName(id: string): Command {
+  return { argv: ['docker', 'inspect', '--format', '{{.Name}}', id], mutates: false, timeoutMs: 30_000 }
+}
+
+/** A shell script run inside a container (`sh`, which every nginx image has), with `input` on stdin. */
+export function shellInContainer(id: string, script: string, timeoutMs: number, input?: string, mutates = true): Command {
+  return { argv: ['docker', 'exec', '-i', id, 'sh', '-c', script], timeoutMs, mutates, ...(input === undefined ? {} : { input }) }
 }

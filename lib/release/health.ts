@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { execInContainer, findContainer, type ContainerInfo } from '../commands/docker.ts'
+import { execInContainer, findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
 import type { Context } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { psqlQuery } from '../commands/postgres.ts'
@@ -82,7 +82,10 @@ const RESTART_LOOP = 2
 async function botDeadReason(ctx: Context, bot: ServiceHealth | undefined): Promise<string | null> {
   if (!ctx.compose) return null
   const container = await findContainer(ctx.compose, 'bot').catch(() => null)
-  if (!container) return null
+  return container ? deadReason(container, bot) : null
+}
+
+function deadReason(container: ContainerInfo, bot: ServiceHealth | undefined): string | null {
   if (container.status === 'exited' || container.status === 'dead') return `the bot container ${container.status} (exit code ${container.exitCode})`
   if (container.status === 'restarting' || container.restarts >= RESTART_LOOP) return `the bot container is restarting in a loop (${container.restarts} restarts)`
   const reported = typeof bot?.error_message === 'string' ? bot.error_message : ''
@@ -229,4 +232,28 @@ export function deriveBotHealth(probe: BotProbe): ServiceHealth {
 
 function lastLine(text: string): string {
   return text.trim().split('\n').pop()?.replace(/^(psql|Error|error): /, '') ?? ''
+}
+
+/**
+ * Blue-green's gate: one bot container, by id (while two run, the service name is ambiguous).
+ * The same probe and the same early end as the health gate; `reason` says why it failed.
+ */
+export async function waitUntilContainerHealthy(id: string, timeoutMs: number): Promise<{ healthy: boolean; reason: string }> {
+  const started = Date.now()
+  const progress = progressReporter('Waiting for the new bot container to be healthy')
+  try {
+    for (;;) {
+      const container = (await inspectContainers([id]).catch(() => []))[0]
+      if (!container) return { healthy: false, reason: 'the new bot container is gone' }
+      const health = container.status === 'running' ? await checkBot(container) : result('unhealthy', null, `container ${container.status}`)
+      if (health.status === 'healthy') return { healthy: true, reason: '' }
+      const dead = deadReason(container, health)
+      if (dead) return { healthy: false, reason: dead }
+      if (Date.now() - started + 3000 > timeoutMs) return { healthy: false, reason: `not healthy after ${Math.round(timeoutMs / 1000)}s: bot: ${health.status} (${health.detail})` }
+      progress.update(`${Math.round((Date.now() - started) / 1000)}s of ${Math.round(timeoutMs / 1000)}s; bot: ${health.status} (${health.detail})`)
+      await sleep(1000)
+    }
+  } finally {
+    progress.done()
+  }
 }

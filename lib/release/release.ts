@@ -10,11 +10,13 @@ import { setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
+import { recordDeploy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { looksTransient, retry } from '../core/retry.ts'
 import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
-import { appendEvent, completeEvent, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
+import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
+import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './bluegreen.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
 // and the switch from one bot container to the next. Builders return argv; callers run them.
@@ -143,15 +145,48 @@ export async function checkout(ctx: Context, tag: string): Promise<void> {
   await run(gitCheckout(ctx.cfg.APP_DIR, tag))
 }
 
-/** Runs `tag`; returns the measured downtime in seconds, to a tenth (null when not measurable). */
-export async function switchVersion(ctx: Context, tag: string): Promise<number | null> {
-  const downtime = await switchTo(ctx.cfg, requireCompose(ctx), tag)
+/**
+ * Runs `tag`; returns the measured downtime in seconds, to a tenth (null when not measurable). In
+ * webhook mode the new version starts beside the old one (bluegreen.ts): downtime 0, and when it
+ * never becomes healthy OldVersionServing says the old one still serves. `stopFirst` (or polling
+ * mode) stops the old one first.
+ */
+export async function switchVersion(ctx: Context, tag: string, opts: { stopFirst?: boolean } = {}): Promise<number | null> {
+  const p = requireCompose(ctx)
+  const plan = !opts.stopFirst && isWebhookMode(ctx.cfg) ? await blueGreenPlan(p) : null
+  if (plan) {
+    await blueGreenSwitch(ctx.cfg, p, tag, plan)
+    // nginx, when the webhook profile is new; the bot container already runs this config and stays.
+    await run(upCommand(p, tag, ctx.cfg.COMPOSE_PROFILES))
+    // An nginx started just now is pinned before any client holds a connection to it.
+    if (!plan.nginx && !isDryRun()) await pinRunningBot(p)
+    return isDryRun() ? null : 0
+  }
+  const downtime = await switchTo(ctx.cfg, p, tag)
+  if (isWebhookMode(ctx.cfg) && !isDryRun()) await pinRunningBot(p)
   return isDryRun() || downtime === null ? null : Math.round(downtime * 10) / 10
 }
 
 export function record(ctx: Context, event: DeployEvent): DeployEvent {
   appendEvent(ctx.cfg.AUDIT_LOG, event)
+  if (!isDryRun()) publishOutcome(ctx, event)
   return event
+}
+
+/** A finished deploy or rollback, for the alert on failed deploys and the release on the dashboard. */
+function publishOutcome(ctx: Context, event: DeployEvent): void {
+  const outcome = event.status
+  if (outcome === 'in_progress' || (event.event_type !== 'deploy' && event.event_type !== 'rollback')) return
+  let current: DeployState['current'] = null
+  try {
+    current = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile).current
+  } catch {
+    // an unreadable state file is reported where it is read for real; the outcome still counts
+  }
+  recordDeploy(ctx.cfg, {
+    event: event.event_type, outcome, finishedAt: new Date(), downtimeSeconds: event.downtime_seconds,
+    running: current?.deployed_at ? { version: current.artifact_id, deployedAt: new Date(current.deployed_at) } : null,
+  })
 }
 
 /**

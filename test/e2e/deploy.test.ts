@@ -43,7 +43,9 @@ beforeAll(async () => {
     NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${port}/hook`,
     TELEGRAM_NOTIFY_CHAT_ID: '4242',
     TELEGRAM_API_BASE: `http://127.0.0.1:${port}/tg`,
+    METRICS_DIR: path.join(stack.dir, 'metrics'),
   }
+  fs.mkdirSync(env.METRICS_DIR!)
 })
 afterAll(async () => {
   await stack?.down()
@@ -121,6 +123,10 @@ describe('deploy', () => {
     expect(await runningVersion()).toBe('v1.1.0')
     expect((await stack.script('health-check', [], env)).code).toBe(0)
     expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+    // What the DeployFailed alert reads, and the release still running.
+    const metrics = fs.readFileSync(path.join(env.METRICS_DIR!, 'toogoodtogo_deploy.prom'), 'utf8')
+    expect(metrics).toMatch(/^toogoodtogo_deploy_last_outcome\{event="deploy",outcome="rolled_back"\} 1$/m)
+    expect(metrics).toMatch(/^toogoodtogo_release_info\{version="v1.1.0"\} 1$/m)
   })
 
   it('4. deploying v1.1.0 again is a no-op: exit 0, no backup', async () => {
