@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readLog, ROOT } from '../support/scripts.ts'
+import { readLog, ROOT, waitFor } from '../support/scripts.ts'
 import { bedEnv, createStack, exec, stackChecksums, type Stack } from '../support/stack.ts'
 import { freePort } from '../support/droplet.ts'
 import { exportDirsIn, unaccounted, Writer } from '../support/writer.ts'
@@ -296,16 +296,3 @@ describe('every committed row is accounted for while a bot writes', () => {
     expect(events().at(-1)).toMatchObject({ event_type: 'rollback', status: 'success', schema_revision_before: '0002', schema_revision_after: '0001' })
   })
 })
-
-async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    try {
-      if (check()) return
-    } catch {
-      // the file may not exist yet
-    }
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error('timed out waiting')
-}

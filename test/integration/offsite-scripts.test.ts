@@ -11,7 +11,7 @@ import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { requireCommands } from '../support/require-commands.ts'
 import { startS3Server, type S3TestServer } from '../support/s3-server.ts'
 import { seedSampleData, tableChecksums } from '../support/sample-data.ts'
-import { exec, ROOT, runScript, tempDir, type ScriptResult } from '../support/scripts.ts'
+import { exec, ROOT, runScript, tempDir, waitFor, type ScriptResult } from '../support/scripts.ts'
 
 // Off-site copies through the scripts, as an operator runs them: backup.ts and restore.ts as real
 // processes against a real PostgreSQL and a real S3 protocol server over TLS (s3rver, signatures
@@ -232,7 +232,7 @@ describe('off-site copies through backup.sh and restore.sh', () => {
     const table = await runScript('backup', ['--list'], env)
     ok(table)
     expect(table.stdout.split('\n')[0]).toMatch(/^BACKUP ID\s+TYPE\s+SIZE\s+AGE\s+WHERE\s+VERIFIED\s+LAST DRILL$/)
-    expect(table.stdout).toMatch(new RegExp(`${bad.record.backup_id}\\s+manual\\s+\\d+KB\\s+\\d+m\\s+local\\s+yes\\s+-`))
+    expect(table.stdout).toMatch(new RegExp(`${bad.record.backup_id}\\s+manual\\s+\\d+KB\\s+\\d+[smhd]( \\d+[smh])?\\s+local\\s+yes\\s+-`))
 
     // The catch-up: --offsite-sync copies what failed, and the index says so.
     const sync = await runScript('backup', ['--offsite-sync'], env)
@@ -303,7 +303,7 @@ describe('off-site copies through backup.sh and restore.sh', () => {
     const env = droplet('killed/', { KEY_TABLES: 'blobs' }, cluster, 'big')
     const settings = settingsOf(env)
     const running = runScript('backup', ['scheduled', '--json'], env)
-    await waitFor(() => partsUploaded() >= 2, 240_000)
+    await waitFor(() => server.partsUploaded() >= 2, 240_000)
     await server.kill()
     const result = await running
     await server.start()
@@ -322,19 +322,3 @@ describe('off-site copies through backup.sh and restore.sh', () => {
     await cluster.query('DROP DATABASE big')
   })
 })
-
-function partsUploaded(): number {
-  const dir = server.uploadsDir()
-  if (!fs.existsSync(dir)) return 0
-  return fs.readdirSync(dir).reduce((n, id) => n + fs.readdirSync(path.join(dir, id)).filter((f) => /^\d+$/.test(f)).length, 0)
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
-

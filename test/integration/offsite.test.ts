@@ -18,7 +18,7 @@ import { freePort, startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { requireCommands } from '../support/require-commands.ts'
 import { startS3Server, type S3TestServer } from '../support/s3-server.ts'
 import { seedSampleData } from '../support/sample-data.ts'
-import { tempDir } from '../support/scripts.ts'
+import { tempDir, waitFor } from '../support/scripts.ts'
 
 // Off-site copies against a real S3 protocol server (s3rver over HTTPS, signatures checked) and a
 // real backup (pg_dump | gzip of a seeded PostgreSQL database), encrypted by the real `age`.
@@ -349,7 +349,7 @@ describe('off-site copies', () => {
     const started = Date.now()
     const upload = uploadBackup(settings, big, record, { client: server.client(settings) })
     const outcome = upload.then(() => null, (e: unknown) => e)
-    await waitFor(() => partsUploaded(server) >= 3, 120_000)
+    await waitFor(() => server.partsUploaded() >= 3, 120_000)
     await server.kill()
     const error = await outcome
     expect(error).toBeInstanceOf(OffsiteError)
@@ -364,7 +364,7 @@ describe('off-site copies', () => {
     expect(catalog.unconfirmed).toEqual([])
     expect(fs.existsSync(server.objectFile(key))).toBe(false)
     expect(fs.existsSync(server.objectFile(`${key}.json`))).toBe(false)
-    expect(partsUploaded(server)).toBeGreaterThanOrEqual(3)
+    expect(server.partsUploaded()).toBeGreaterThanOrEqual(3)
 
     const cleaned = await applyRemoteRetention(settings, { client, staleAfterMs: 0 })
     expect(cleaned.abortedUploads.map((u) => u.key)).toEqual([key])
@@ -389,18 +389,3 @@ describe('off-site copies', () => {
     fs.rmSync(big, { force: true })
   })
 })
-
-function partsUploaded(s: S3TestServer): number {
-  const dir = s.uploadsDir()
-  if (!fs.existsSync(dir)) return 0
-  return fs.readdirSync(dir).reduce((n, id) => n + fs.readdirSync(path.join(dir, id)).filter((f) => /^\d+$/.test(f)).length, 0)
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-

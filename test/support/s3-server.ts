@@ -31,6 +31,8 @@ export interface S3TestServer {
   client(settings: OffsiteSettings): S3Client
   objectFile(key: string): string
   uploadsDir(): string
+  /** parts of unfinished multipart uploads the server holds now */
+  partsUploaded(): number
   /** the next matching requests fail with this S3 error */
   injectFault(fault: { method: string; match: string; skip?: number; count?: number; status?: number; code?: string }): Promise<void>
   clearFaults(): Promise<void>
@@ -92,6 +94,11 @@ export async function startS3Server(options: { bucket?: string; verifySignatures
     client: (settings) => createS3Client(settings, { ca }),
     objectFile: (key) => path.join(root, bucket, `${key}._S3rver_object`),
     uploadsDir: () => path.join(root, bucket, '._S3rver_uploads'),
+    partsUploaded() {
+      const dir = path.join(root, bucket, '._S3rver_uploads')
+      if (!fs.existsSync(dir)) return 0
+      return fs.readdirSync(dir).reduce((n, id) => n + fs.readdirSync(path.join(dir, id)).filter((f) => /^\d+$/.test(f)).length, 0)
+    },
     injectFault: async (fault) => void (await control('POST', '/__test/faults', JSON.stringify({ skip: 0, count: 1, status: 500, code: 'InternalError', ...fault }))),
     clearFaults: async () => void (await control('DELETE', '/__test/faults')),
     requestLog: async () => (await control('GET', '/__test/log')).split('\n').filter(Boolean),

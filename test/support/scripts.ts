@@ -44,3 +44,17 @@ export function readLog(file: string): string[] {
 }
 
 export const LOG_LINE = /^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\] (DEBUG|INFO|WARN|ERROR): .+$/
+
+/** Polls `check` until it holds (a check that throws, say on a file not there yet, counts as no). */
+export async function waitFor(check: () => boolean, timeoutMs: number, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      if (check()) return
+    } catch {
+      // not there yet
+    }
+    if (Date.now() > deadline) throw new Error('timed out waiting')
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
