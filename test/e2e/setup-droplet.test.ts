@@ -343,9 +343,11 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
       { expect: /Enter PostgreSQL Password \(empty: generate one\): /, send: `${password}\r` },
       { expect: /Enter Stripe API Key: /, send: `${STRIPE}\r` },
       { expect: /Enter domain name for SSL \[bot\.ttg-e2e\.test\]: /, send: '\r' },
+      // Enter: no off-site copies (the bucket is optional; the droplet still backs up locally).
+      { expect: /Off-site backup bucket \(S3 or DigitalOcean Spaces; empty: no off-site copies\): /, send: '\r' },
     ], 540_000)
     expect(r.code, r.transcript).toBe(0)
-    expectInOrder(r.transcript, ['Configuring environment variables', 'Configuring SSL certificates', 'All services healthy', 'Setup complete - system ready for production'])
+    expectInOrder(r.transcript, ['Configuring environment variables', 'Off-site backup copies: off', 'Configuring SSL certificates', 'All services healthy', 'Setup complete - system ready for production'])
     // What was typed at the visible prompts is echoed; the secrets never are.
     expect(r.transcript).toContain('https://bot.ttg-e2e.test/webhook')
     for (const secret of [TOKEN, password, STRIPE]) expect(r.transcript).not.toContain(secret)
