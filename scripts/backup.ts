@@ -7,17 +7,19 @@ import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cl
 import { openContext, type Context } from '../lib/core/config.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { applyRemoteRetention } from '../lib/offsite/retention.ts'
+import { describePhysical, pitrRepos, pitrUnavailable, readPitrState, repoContents, takePhysicalBackups, type PhysicalBackup, type PhysicalRun } from '../lib/db/pitr.ts'
 
 const spec = {
   name: 'backup',
   summary: 'Create a verified, compressed PostgreSQL backup and record it in backup_index.json',
-  usage: 'backup [scheduled|pre_deployment|manual] [--json] [--dry-run]\n       backup --verify [BACKUP_ID|all]\n       backup --offsite-sync [--dry-run]\n       backup --list [--json]',
+  usage: 'backup [scheduled|pre_deployment|manual] [--json] [--dry-run]\n       backup --physical [full|diff]\n       backup --verify [BACKUP_ID|all]\n       backup --offsite-sync [--dry-run]\n       backup --list [--json]',
   positionals: [
     { name: 'backup-type', description: 'scheduled, pre_deployment or manual (default: manual)' },
     { name: 'BACKUP_ID|all', description: 'with --verify: the backup to re-check (default: all)' },
+    { name: 'full|diff', description: 'with --physical: the base backup type (default: full when the repository holds none from the last 7 days, diff otherwise)' },
   ],
   maxPositionals: 1,
   options: {
@@ -26,6 +28,7 @@ const spec = {
     artifact: { type: 'string', value: 'VERSION', description: 'Application version recorded with the backup (artifact_id)' },
     verify: { type: 'boolean', description: 'Re-verify existing backups (gzip, completion trailer, checksum, row counts)' },
     'offsite-sync': { type: 'boolean', description: 'Copy off-site every indexed backup without a verified off-site copy, then apply off-site retention' },
+    physical: { type: 'boolean', description: 'A pgBackRest base backup for point-in-time recovery (PITR_ENABLED=true) into repo1 and, with a bucket, repo2' },
     list: { type: 'boolean', description: 'List every backup, local and off-site: id, type, size, age, where, verified, last drill (--json: as JSON)' },
   },
   exitCodes: [
@@ -44,6 +47,8 @@ const spec = {
     ['LOG_FILE', 'log file (/var/log/toogoodtogo/deployment.log)'],
     ['OFFSITE_S3_BUCKET', 'set (with OFFSITE_S3_ENDPOINT, keys and BACKUP_AGE_RECIPIENT): every backup is also copied off-site, age-encrypted'],
     ['OFFSITE_RETENTION_COUNT / _DAYS', 'off-site copies kept: the newest 14, and any younger than 30 days'],
+    ['PITR_ENABLED', 'true: a scheduled run also takes a base backup (full weekly, differential daily); README "Point-in-time recovery"'],
+    ['PITR_RETENTION_FULL', 'full base backups pgBackRest keeps per repository, with the WAL they need (2)'],
   ],
   notes: [
     'Retention deletes a backup only when it is both outside the newest BACKUP_RETENTION_COUNT and past',
@@ -51,6 +56,8 @@ const spec = {
     'OFFSITE_RETENTION_COUNT / _DAYS. A scheduled run first copies off-site the backups an earlier run',
     'could not (as --offsite-sync does). An off-site failure never costs the local backup: it is',
     'verified and indexed, the failure is recorded in the index and notified, and the exit code is 4.',
+    'With PITR_ENABLED=true a scheduled run then takes a pgBackRest base backup into each repository;',
+    'its failure is notified and is exit 4 too (the dump is still verified and indexed).',
   ],
   examples: ['backup', 'backup scheduled', 'backup --json', 'backup --verify all', 'backup --offsite-sync', 'backup --list', 'DB_MODE=url DATABASE_URL=postgresql://app@db:5432/app backup --dry-run'],
 } satisfies CliSpec
@@ -58,16 +65,20 @@ const spec = {
 /** exit 4: the backup itself is fine; its off-site copy (or the off-site bookkeeping) failed */
 const OFFSITE_FAILED = 'Backup verified locally, off-site copy failed'
 
-await runMain(spec, {
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) await runMain(spec, {
   exitCodes: { disk_space: 3, verify_failed: 2, backup_failed: 4 },
   failureLine: (error) => (error instanceof OpsError && error.kind === 'backup_failed' ? OFFSITE_FAILED : 'Backup failed'),
   jsonFlag: 'json',
   asDeployUser: true,
-}, async (cli) => {
+}, backup)
+
+export async function backup(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()
   if (flag(cli, 'verify')) return reverify(ctx, cli.positionals[0] ?? 'all')
   if (flag(cli, 'list')) return list(ctx, flag(cli, 'json'))
   if (flag(cli, 'offsite-sync')) return offsiteSync(ctx)
+  if (flag(cli, 'physical')) return physical(ctx, cli.positionals[0])
   const type = backupType(cli)
   const failures: string[] = []
   // The catch-up first: a copy the last run could not make goes before tonight's.
@@ -77,10 +88,11 @@ await runMain(spec, {
   if (record.offsite_error) failures.push(describeFailure(record))
   await cleanUpOldBackups(ctx)
   failures.push(...(await cleanUpOffsite(ctx)))
+  if (type === 'scheduled' && !pitrUnavailable(ctx.cfg)) failures.push(...(await scheduledPhysical(ctx)))
   log.info(`Backup complete: ${record.file_path}`)
   if (flag(cli, 'json')) process.stdout.write(JSON.stringify(record, null, 2) + '\n')
   offsiteOutcome(failures)
-})
+}
 
 function describeFailure(record: BackupRecord): string {
   return `Off-site copy of ${record.backup_id} failed: ${record.offsite_error?.message ?? 'unknown error'}`
@@ -90,7 +102,26 @@ function describeFailure(record: BackupRecord): string {
 function offsiteOutcome(failures: string[]): void {
   if (!failures.length) return
   for (const failure of failures) log.error(failure)
-  throw new OpsError('backup_failed', `${failures.length} off-site operation${failures.length === 1 ? '' : 's'} failed; the local backups are verified and indexed`)
+  throw new OpsError('backup_failed', `${failures.length} off-site or physical backup operation${failures.length === 1 ? '' : 's'} failed; the local backups are verified and indexed`)
+}
+
+// ---- --physical (point-in-time recovery) -------------------------------------------------------
+
+async function physical(ctx: Context, requested: string | undefined): Promise<void> {
+  const type = requested ?? 'auto'
+  if (type !== 'full' && type !== 'diff' && type !== 'auto') throw new OpsError('usage', `Unknown physical backup type "${type}" (expected full or diff)`)
+  await takePhysicalBackups(ctx, type)
+  log.info('Physical backup complete')
+}
+
+/** After the nightly dump: a base backup too (full weekly, differential otherwise); its failure is exit 4, the dump stands. */
+async function scheduledPhysical(ctx: Context): Promise<string[]> {
+  try {
+    await takePhysicalBackups(ctx, 'auto')
+    return []
+  } catch (error) {
+    return [messageOf(error)]
+  }
 }
 
 async function offsiteSync(ctx: Context): Promise<void> {
@@ -135,11 +166,46 @@ async function list(ctx: Context, json: boolean): Promise<void> {
     else unlisted = found.failure
   }
   const rows = mergeListing(local, remote)
-  if (json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n')
-  else process.stdout.write(listingTable(rows, new Date()))
+  const physicalRows = pitrUnavailable(ctx.cfg) ? null : await physicalListing(ctx)
+  if (json) process.stdout.write(JSON.stringify(physicalRows ? { backups: rows, physical: physicalRows } : rows, null, 2) + '\n')
+  else {
+    process.stdout.write(listingTable(rows, new Date()))
+    if (physicalRows) process.stdout.write(physicalTable(physicalRows))
+  }
   if (!ctx.cfg.offsite) log.info('Off-site copies are off (OFFSITE_S3_BUCKET is empty): local backups only')
   // The local half is still worth printing; that the bucket could not be read must not pass as "0 off-site".
   if (unlisted) offsiteOutcome([`Off-site copies could not be listed: ${unlisted}`])
+}
+
+interface PhysicalListing {
+  backups: PhysicalBackup[]
+  /** each repository's archive: the WAL range it can replay, and how its last base backup run ended */
+  repos: { repo: number; wal_min: string | null; wal_max: string | null; last_run: PhysicalRun | null }[]
+  status: string
+}
+
+async function physicalListing(ctx: Context): Promise<PhysicalListing> {
+  const contents = await repoContents(ctx)
+  const runs = readPitrState(ctx.cfg).last_runs
+  return {
+    backups: contents.backups,
+    status: contents.status,
+    repos: pitrRepos(ctx.cfg).map((repo) => {
+      const archive = contents.archive.find((a) => a.repo === repo)
+      return { repo, wal_min: archive?.min ?? null, wal_max: archive?.max ?? null, last_run: runs.find((r) => r.repo === repo) ?? null }
+    }),
+  }
+}
+
+function physicalTable(listing: PhysicalListing): string {
+  const lines = ['', `Physical base backups (pgBackRest, point-in-time recovery; stanza: ${listing.status}):`]
+  if (!listing.backups.length) lines.push('  none yet: backup --physical takes the first')
+  for (const b of listing.backups) lines.push(`  ${describePhysical(b)}`)
+  for (const r of listing.repos) {
+    const run = r.last_run ? `last run ${r.last_run.at} ${r.last_run.outcome}${r.last_run.outcome === 'failed' ? `: ${r.last_run.detail}` : ''}` : 'no run recorded'
+    lines.push(`  repo${r.repo}: WAL ${r.wal_min ?? '-'} .. ${r.wal_max ?? '-'}; ${run}`)
+  }
+  return lines.join('\n') + '\n'
 }
 
 function backupType(cli: ParsedCli): BackupType {

@@ -19,8 +19,9 @@ import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
 import { ensureWebhook, webhookStateFile } from '../lib/release/webhook.ts'
+import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { log } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { gitFetch, gitResolve } from '../lib/commands/git.ts'
 import { checkout, dataServicesUpCommand, healthGate, isHealthyNow, migrateCommand, pullImage, record, recordDeployed, requireImage, schemaRevision, switchVersion } from '../lib/release/release.ts'
@@ -65,7 +66,7 @@ const spec = {
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes'],
 } satisfies CliSpec
 
-interface DeployOptions {
+export interface DeployOptions {
   tag: string
   yes: boolean
   force: boolean
@@ -74,21 +75,24 @@ interface DeployOptions {
   stopFirst: boolean
 }
 
-await runMain(spec, {
-  exitCodes: { backup_failed: 2, migration_failed: 3 },
-  failureLine: (error, cli) => (error instanceof OpsError && error.kind === 'usage' ? null : `Deployment failed: ${cli.positionals[0] ?? ''}`),
-  asDeployUser: true,
-}, async (cli) => {
-  const opts = deployOptions(cli)
-  const ctx = await openContext()
-  log.info(`Starting deployment of ${opts.tag}`)
-  const lock = await takeDeployLock(ctx.cfg, `deploy ${opts.tag}`)
-  try {
-    await deploy(ctx, opts)
-  } finally {
-    lock.release()
-  }
-})
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) {
+  await runMain(spec, {
+    exitCodes: { backup_failed: 2, migration_failed: 3 },
+    failureLine: (error, cli) => (error instanceof OpsError && error.kind === 'usage' ? null : `Deployment failed: ${cli.positionals[0] ?? ''}`),
+    asDeployUser: true,
+  }, async (cli) => {
+    const opts = deployOptions(cli)
+    const ctx = await openContext()
+    log.info(`Starting deployment of ${opts.tag}`)
+    const lock = await takeDeployLock(ctx.cfg, `deploy ${opts.tag}`)
+    try {
+      await deploy(ctx, opts)
+    } finally {
+      lock.release()
+    }
+  })
+}
 
 /** The steps of a deploy, in order; every way one can end is in `abort`, below. */
 export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
@@ -328,6 +332,8 @@ async function checkoutRelease(a: Attempt): Promise<void> {
 async function pullImages(a: Attempt, build: boolean): Promise<void> {
   log.info(build ? 'Building Docker images' : 'Pulling Docker images')
   await pullImage(requireCompose(a.ctx), a.tag, build ? { appDir: a.ctx.cfg.APP_DIR } : null).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error), restoreDb: false }))
+  // postgres runs POSTGRES_IMAGE with pgBackRest, built on this host: rebuilt only when missing or changed.
+  if (a.ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(a.ctx.cfg.POSTGRES_IMAGE).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error), restoreDb: false }))
 }
 
 /** Migrations run with the new image while the old version still serves. */

@@ -1,11 +1,15 @@
 // health-check [service] [--json] [--wait [seconds]]: the health of the stack (contract:
 // health-check.sh). The same code is deploy's health gate and the post-boot check.
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { openContext } from '../lib/core/config.ts'
-import { OpsError } from '../lib/core/errors.ts'
-import { checked, checkHealth, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
+import { openContext, type Context } from '../lib/core/config.ts'
+import { withArchiving } from '../lib/db/pitr.ts'
+import { readEnvFile } from '../lib/core/env-file.ts'
+import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { isoSeconds } from '../lib/core/format.ts'
+import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
+import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { recordHealth } from '../lib/core/metrics.ts'
 
 const spec = {
@@ -30,12 +34,20 @@ const spec = {
   notes: [
     'The bot is read through its internal /health (port 8000 inside the container) and its heartbeat',
     'file; a bot whose redis or postgres connection fails is degraded. nginx runs only in webhook mode',
-    'and is reported as not deployed, not as a failure, otherwise.',
+    'and is reported as not deployed, not as a failure, otherwise. With PITR_ENABLED=true postgres is',
+    'degraded while WAL archiving fails or a segment waits longer than PITR_ARCHIVE_TIMEOUT + 60 s;',
+    'the notification channels are told once when it starts and once when it has caught up.',
+    'In webhook mode (TELEGRAM_WEBHOOK_URL) the bot also shows what Telegram\'s getWebhookInfo says:',
+    'pending updates and the last delivery error; an error in the last 5 minutes, or a webhook set to',
+    'another URL, makes it degraded.',
   ],
   examples: ['health-check', 'health-check redis', 'health-check --json', 'health-check --wait 300'],
 } satisfies CliSpec
 
-await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true }, async (cli) => {
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true }, healthCheck)
+
+export async function healthCheck(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()
   const services = servicesToCheck(cli)
   log.info('Checking service health')
@@ -43,6 +55,8 @@ await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser:
   const { report, waitedOut } = waitSeconds === null
     ? { report: await checkHealth(ctx, services), waitedOut: false }
     : await waitUntilHealthy(ctx, services, waitSeconds * 1000)
+  await addArchiving(ctx, report)
+  await addWebhookDelivery(ctx, report)
   printReport(report)
   // Only a check of every service is published: `health-check redis` must not make the others'
   // gauges vanish. The BotUnhealthy alert reads it (deployment/monitoring/rules).
@@ -51,7 +65,39 @@ await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser:
   }
   if (flag(cli, 'json')) process.stdout.write(JSON.stringify(report, jsonFields, 2) + '\n')
   concludeFrom(report, waitedOut ? waitSeconds : null)
-})
+}
+
+/** With point-in-time recovery on, postgres is degraded while WAL archiving fails or lags (told once). */
+async function addArchiving(ctx: Context, report: HealthReport): Promise<void> {
+  const postgres = report.services.postgres
+  if (!postgres) return
+  report.services.postgres = await withArchiving(ctx, postgres)
+  report.overall_status = overall(report.services)
+}
+
+/**
+ * Webhook mode: what getWebhookInfo says (pending updates, the last delivery error) goes with the
+ * bot; a delivery error in the last 5 minutes makes it degraded. Telegram not answering is noted,
+ * not judged: it says nothing about the bot.
+ */
+async function addWebhookDelivery(ctx: Context, report: HealthReport): Promise<void> {
+  const bot = report.services.bot
+  const vars = readEnvFile(ctx.cfg.envFile) ?? {}
+  const url = process.env.TELEGRAM_WEBHOOK_URL || vars.TELEGRAM_WEBHOOK_URL
+  const token = ctx.cfg.TELEGRAM_BOT_TOKEN
+  if (!bot || bot.status === 'unhealthy' || !url || !token) return
+  let delivery: WebhookDelivery
+  try {
+    delivery = await webhookDelivery({ apiBase: ctx.cfg.TELEGRAM_API_BASE, token })
+  } catch (error) {
+    report.services.bot = { ...bot, webhook: { error: `getWebhookInfo failed: ${messageOf(error)}` } }
+    return
+  }
+  const problem = deliveryProblem(delivery, url, new Date())
+  const webhook = { pending_update_count: delivery.pendingUpdates, last_error_date: delivery.lastErrorAt ? isoSeconds(delivery.lastErrorAt) : null, last_error_message: delivery.lastErrorMessage }
+  report.services.bot = problem ? { ...bot, status: 'degraded', detail: `${bot.detail}; ${problem}`, webhook } : { ...bot, webhook }
+  report.overall_status = overall(report.services)
+}
 
 function servicesToCheck(cli: ParsedCli): readonly Service[] {
   const wanted = cli.positionals[0]

@@ -4,7 +4,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { downloadForDrill, localCopyOf } from '../lib/db/offsite.ts'
-import { flag, type CliSpec } from '../lib/core/cli.ts'
+import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { drillToTime, parseTarget, restoreToTime } from '../lib/db/pitr-restore.ts'
+import { pitrUnavailable } from '../lib/db/pitr.ts'
 import { composeStart } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
 import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
@@ -14,20 +16,21 @@ import { SERVICES, unhealthyLines, waitUntilHealthy } from '../lib/release/healt
 import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { isDryRun, run } from '../lib/core/runner.ts'
 
 const spec = {
   name: 'restore',
   summary: 'Restore the database from a backup file or a backup id in backup_index.json',
-  usage: 'restore <backup-file|backup-id|latest> [--yes] [--dry-run]\n       restore --drill [backup-id | --offsite]',
+  usage: 'restore <backup-file|backup-id|latest> [--yes] [--dry-run]\n       restore --to-time "YYYY-MM-DD HH:MM:SS+00"|latest [--yes]\n       restore --drill [backup-id | --offsite | --to-time latest]',
   positionals: [{ name: 'backup-file|backup-id|latest', description: 'a .sql.gz path, an id such as toogoodtogo_20251228_030010, or latest (the newest, local or off-site)' }],
   maxPositionals: 1,
   options: {
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print the commands that would run; change nothing' },
     drill: { type: 'boolean', description: 'Restore the newest (or given) backup into a scratch database, verify, drop it; live untouched' },
+    'to-time': { type: 'string', value: 'TIME', description: 'Point-in-time recovery (PITR_ENABLED=true): the cluster as it was at TIME (with its zone), or latest: everything archived' },
     offsite: { type: 'boolean', description: 'With --drill: download the newest off-site copy (decrypt, verify) and drill that (the default for --drill without an id when off-site copies are on)' },
   },
   exitCodes: [
@@ -40,6 +43,7 @@ const spec = {
     ['APP_SERVICES', 'compose services stopped during the swap and restarted after (bot); empty for none'],
     ['KEY_TABLES', 'tables that must exist and are counted in the summary (default: the two largest)'],
     ['DB_MODE, DATABASE_URL', 'as for backup'],
+    ['PITR_RECOVERY_TIMEOUT', 'seconds a --to-time recovery may replay WAL before it counts as failed (3600)'],
     ['OFFSITE_S3_*, BACKUP_AGE_IDENTITY_FILE', 'off-site copies: a backup missing locally (or failing its checksum) is downloaded from the bucket'],
   ],
   notes: [
@@ -55,12 +59,24 @@ const spec = {
     'checksums recorded at upload) into BACKUP_DIR and indexed first; on a new droplet with an empty',
     'index, `restore latest` finds the newest backup in the bucket. --drill without an id then drills',
     'the newest off-site copy (downloaded into BACKUP_DIR and removed afterwards): the whole chain.',
+    '--to-time (point-in-time recovery) replaces the whole cluster: confirm, stop APP_SERVICES, archive',
+    'the WAL written so far, stop postgres, restore the newest base backup before TIME from repo1 (or',
+    'the off-site repo2 when repo1 has none) beside the current data directory, which is kept aside,',
+    'replay the archive to TIME, promote, verify (key tables exist and are counted), then remove the',
+    'kept directory and start APP_SERVICES. Any failure before the verification puts the kept',
+    'directory back as it was. --drill --to-time latest replays into a scratch volume, live untouched;',
+    '--drill without an id (the weekly timer) does that too when PITR is on, after the dump drill.',
   ],
-  examples: ['restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
+  examples: ['restore --to-time "2026-12-02 10:31:00+00" --yes', 'restore --to-time latest', 'restore --drill --to-time latest', 'restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
 } satisfies CliSpec
 
-await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, async (cli) => {
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, restore)
+
+export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()
+  const toTime = stringOption(cli, 'to-time')
+  if (toTime !== undefined) return pointInTime(ctx, cli, toTime)
   if (flag(cli, 'drill')) return drill(ctx, cli.positionals[0], flag(cli, 'offsite'))
   if (flag(cli, 'offsite')) throw new OpsError('usage', '--offsite goes with --drill; restore <id> fetches an off-site copy by itself when the local one is missing')
   if (!cli.positionals[0]) throw new OpsError('usage', 'Missing the backup file or backup id to restore')
@@ -80,7 +96,19 @@ await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3
     await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })
   }
   log.info('Restore successful')
-})
+}
+
+async function pointInTime(ctx: Context, cli: ParsedCli, toTime: string): Promise<void> {
+  if (cli.positionals[0] || flag(cli, 'offsite')) throw new OpsError('usage', '--to-time restores from the WAL archive: give no backup id or --offsite')
+  const target = parseTarget(toTime)
+  if (flag(cli, 'drill')) {
+    await drillToTime(ctx, target)
+    return
+  }
+  log.info('Starting point-in-time restore')
+  await restoreToTime(ctx, target, flag(cli, 'yes'))
+  log.info('Restore successful')
+}
 
 /**
  * A backup id (a strict pattern: no path can sneak in) or `latest` is looked up in the index and,
@@ -142,7 +170,13 @@ async function restartServices(ctx: Context): Promise<void> {
 async function drill(ctx: Context, id: string | undefined, offsite: boolean): Promise<void> {
   if (offsite && id) throw new OpsError('usage', '--drill --offsite drills the newest off-site copy; give no backup id')
   if (offsite && !ctx.cfg.offsite) throw new OpsError('config', '--offsite: off-site copies are off (OFFSITE_S3_BUCKET is empty)')
-  if (ctx.cfg.offsite && !id) return drillOffsite(ctx, ctx.cfg.offsite)
+  if (ctx.cfg.offsite && !id) await drillOffsite(ctx, ctx.cfg.offsite)
+  else await drillLocal(ctx, id)
+  // The weekly timer's drill (no id) proves every way back: the WAL archive too, when PITR is on.
+  if (!id && !pitrUnavailable(ctx.cfg)) await drillToTime(ctx, 'latest')
+}
+
+async function drillLocal(ctx: Context, id: string | undefined): Promise<void> {
   const index = readIndex(ctx.cfg.BACKUP_DIR)
   const record = id ? findBackup(index, id) : index.backups.at(-1)
   if (!record) throw new OpsError('not_found', id ? `Backup ${id} is not in the index` : 'There are no backups to drill')

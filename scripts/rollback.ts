@@ -14,7 +14,8 @@ import { deployedVersions, lastGoodBefore, newEvent, readEvents, readState, type
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { formatAge, formatCount } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
+import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
 import { isWebhookMode } from '../lib/release/bluegreen.ts'
@@ -51,7 +52,7 @@ const spec = {
 
 type DbPlan = { action: 'keep' } | { action: 'restore'; backup: BackupRecord } | { action: 'downgrade'; to: string }
 
-interface RollbackOptions {
+export interface RollbackOptions {
   target: string | undefined
   yes: boolean
   restoreDb: boolean
@@ -59,16 +60,19 @@ interface RollbackOptions {
   stopFirst: boolean
 }
 
-await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
-  const opts = rollbackOptions(cli)
-  const ctx = await openContext()
-  const lock = await takeDeployLock(ctx.cfg, `rollback ${opts.target ?? ''}`.trim())
-  try {
-    await rollback(ctx, opts)
-  } finally {
-    lock.release()
-  }
-})
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) {
+  await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
+    const opts = rollbackOptions(cli)
+    const ctx = await openContext()
+    const lock = await takeDeployLock(ctx.cfg, `rollback ${opts.target ?? ''}`.trim())
+    try {
+      await rollback(ctx, opts)
+    } finally {
+      lock.release()
+    }
+  })
+}
 
 /** The contract's steps in order; a failed database step puts the database back (exit 3). */
 export async function rollback(ctx: Context, opts: RollbackOptions): Promise<void> {
@@ -77,6 +81,7 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const target = determineTarget(ctx, opts.target, current)
   log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
   await pullImage(requireCompose(ctx), target, null)
+  if (ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
   const revision = await schemaRevision(ctx.db)
   const plan = await planDatabase(ctx, target, current, revision, opts)
   await confirmRollback(ctx, target, plan, opts.yes)

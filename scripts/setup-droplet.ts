@@ -5,9 +5,9 @@ import { randomInt } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { flag, stringOption, withoutSeparator, type CliSpec } from '../lib/core/cli.ts'
-import { composeBase, detectCompose, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
-import { type Context, openContext, TOOLKIT_DIR } from '../lib/core/config.ts'
+import { flag, stringOption, withoutSeparator, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
+import { composeBase, composePull, composeStart, composeStop, composeUp, detectCompose, firstMigration, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
+import { type Context, loadConfig, openContext, TOOLKIT_DIR } from '../lib/core/config.ts'
 import { ask, canPrompt, confirmDestructive } from '../lib/core/prompt.ts'
 import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/release/deploy-state.ts'
 import {
@@ -26,25 +26,27 @@ import { messageOf, OpsError } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { SERVICES, waitUntilHealthy } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { addSecretsFrom } from '../lib/core/redact.ts'
 import { artifactFor, schemaRevision } from '../lib/release/release.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 import { changedAnswers, loadSetupSettings, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
+import { collectPitr, firstBaseBackup, preparePostgres } from '../lib/setup/pitr.ts'
 import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNotice } from '../lib/setup/offsite.ts'
 import { recipientsOf } from '../lib/offsite/identity.ts'
 import { isAgeRecipient, offsiteSettings } from '../lib/offsite/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../lib/commands/git.ts'
-import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, findOnPath, firstMigration, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
+import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
 import { aptInstall, aptPolicy, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
 import { dockerInfo } from '../lib/commands/docker.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
-import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
+import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, LOGROTATE_FILE, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
 import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
+import { findOnPath, isFileWithAccess } from '../lib/core/which.ts'
 
-const spec = {
+export const spec = {
   name: 'setup-droplet',
   summary: 'Configure a fresh droplet as the production host, once (run it again after a failure)',
   usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--yes] [--dry-run]',
@@ -102,22 +104,27 @@ const spec = {
   ],
 } satisfies CliSpec
 
-/** What the steps find out and pass on: the mode, the version, the final .env.production values. */
-interface Run {
-  s: SetupSettings
-  mode: Mode
+/** The command's options, as its flags give them. */
+export interface SetupOptions {
+  /** answers for .env.production (KEY=VALUE) instead of prompts */
+  envFile: string | undefined
+  webhook: boolean
   selfSigned: boolean
   staging: boolean
-  assumeYes: boolean
-  appVersion: string | null
-  env: Record<string, string>
-  compose: ComposeProject | null
-  /** the deploy user, once it exists (or, in a dry run, as it would be) */
-  account: Account | null
-  /** the ssh command git uses for APP_REPO_URL; null for other URLs */
-  sshCommand: string | null
-  /** the deployment setup makes, opened when the stack starts, recorded once it is healthy */
-  event: DeployEvent | null
+  yes: boolean
+}
+
+export type SetupOutcome = 'configured' | 'already_configured'
+
+/** What preflight settles before the first change; the steps after it read it, none changes it. */
+interface Plan {
+  readonly s: SetupSettings
+  readonly mode: Mode
+  readonly selfSigned: boolean
+  readonly staging: boolean
+  readonly assumeYes: boolean
+  /** APP_VERSION as given or kept in .env.production; null: the newest release tag, known once cloned */
+  readonly requestedVersion: string | null
 }
 
 // The contract's "Service startup wait: 5 minutes".
@@ -127,27 +134,41 @@ const UNKNOWN_TAG = 'NEWEST_RELEASE_TAG'
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
 let currentStep = 'Starting droplet setup'
 
-await runMain(spec, { exitCodes: {}, failureLine: () => `Setup failed at: ${currentStep}. Fix the cause and run setup-droplet again; finished steps are checked and skipped` }, async (cli) => {
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) {
+  await runMain(spec, { exitCodes: {}, failureLine: () => `Setup failed at: ${currentStep}. Fix the cause and run setup-droplet again; finished steps are checked and skipped` }, async (cli) => {
+    if ((await setupDroplet(setupOptions(cli))) === 'already_configured') process.exitCode = 2
+  })
+}
+
+/** The contract's steps in order, each handing what it learns to the steps that need it. */
+export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
-  const s = loadSetupSettings(process.env, stringOption(cli, 'env-file'))
-  if (alreadyConfigured(s)) return
-  const r = preflight(s, { webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), assumeYes: flag(cli, 'yes') })
-  await confirm(r)
-  await updateSystemPackages(r)
-  await installDocker(r)
-  await installNginxAndCertbot(r)
-  await configureFirewall(r)
-  await createApplicationDirectories(r)
-  await cloneRepository(r)
-  await configureEnvironment(r)
-  await configureSsl(r)
-  await createSystemdService(r)
-  await startServices(r)
-  const ctx = await runHealthChecks(r)
-  await recordDeployment(r, ctx)
-  await writeCompletionMarker(r)
+  const s = loadSetupSettings(process.env, opts.envFile)
+  if (alreadyConfigured(s)) return 'already_configured'
+  const plan = preflight(s, opts)
+  await confirm(plan)
+  await updateSystemPackages(s)
+  const compose = await installDocker(plan)
+  await installNginxAndCertbot(plan)
+  await configureFirewall(plan)
+  const account = await createApplicationDirectories(s)
+  const version = await cloneRepository(plan, account)
+  const env = await configureEnvironment(plan, version)
+  await configureSsl(plan, env, compose)
+  await createSystemdService(s, compose)
+  const event = await startServices(s, compose, version)
+  const ctx = await runHealthChecks(plan, version)
+  await recordDeployment(s, { account, version, event, ctx })
+  await takeFirstBaseBackup(ctx, account)
+  await writeCompletionMarker(plan, account, version)
   step('Setup complete - system ready for production')
-})
+  return 'configured'
+}
+
+export function setupOptions(cli: ParsedCli<typeof spec>): SetupOptions {
+  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), yes: flag(cli, 'yes') }
+}
 
 function step(line: string): void {
   currentStep = line
@@ -162,7 +183,6 @@ function alreadyConfigured(s: SetupSettings): boolean {
     const at = markerTime(s.markerFile)
     log.info(`Existing configuration found: ${s.markerFile}${at ? ` (setup completed ${at})` : ''}; nothing was changed`)
     log.info(`To run setup again anyway, remove ${s.markerFile}`)
-    process.exitCode = 2
     return true
   }
   if (fs.existsSync(s.cfg.envFile)) log.info(`No existing configuration found (an earlier run stopped before the end: ${s.cfg.envFile} exists and is kept)`)
@@ -181,38 +201,34 @@ function markerTime(file: string): string | null {
 // ---- before changing anything ------------------------------------------------------------------
 
 /** Everything that can be known wrong before the first change: root, mode, missing or bad answers. */
-function preflight(s: SetupSettings, flags: { webhook: boolean; selfSigned: boolean; staging: boolean; assumeYes: boolean }): Run {
+function preflight(s: SetupSettings, opts: SetupOptions): Plan {
   if (process.getuid?.() !== 0 && !isDryRun()) {
     throw new OpsError('config', 'setup-droplet must run as root (sudo ./setup-droplet.sh): it installs packages, configures the firewall and writes systemd units')
   }
   const existing = readEnvFile(s.cfg.envFile)
   const urlGiven = existing ? existing.TELEGRAM_WEBHOOK_URL : s.input.TELEGRAM_WEBHOOK_URL
-  if (existing && flags.webhook && !existing.TELEGRAM_WEBHOOK_URL) {
+  if (existing && opts.webhook && !existing.TELEGRAM_WEBHOOK_URL) {
     throw new OpsError('config', `--webhook, but ${s.cfg.envFile} (kept from an earlier run) has no TELEGRAM_WEBHOOK_URL: set it there, or run without --webhook`)
   }
-  const mode: Mode = flags.webhook || urlGiven ? 'webhook' : 'polling'
-  if ((flags.selfSigned || flags.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
-  if (flags.selfSigned && flags.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
+  const mode: Mode = opts.webhook || urlGiven ? 'webhook' : 'polling'
+  if ((opts.selfSigned || opts.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
+  if (opts.selfSigned && opts.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
   log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
-  const r: Run = {
-    s, mode, selfSigned: flags.selfSigned, staging: flags.staging, assumeYes: flags.assumeYes,
-    appVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null, env: existing ?? {}, compose: null,
-    account: null, sshCommand: null, event: null,
-  }
-  if (!existing) checkAnswers(r)
-  if (s.DEPLOY_KEY_FILE && !isReadableFile(s.DEPLOY_KEY_FILE)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
+  const plan: Plan = { s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null }
+  if (!existing) checkAnswers(plan)
+  if (s.DEPLOY_KEY_FILE && !isFileWithAccess(s.DEPLOY_KEY_FILE, fs.constants.R_OK)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
   if (!s.APP_REPO_URL && !isGitRepo(s.appDir) && !canPrompt()) {
     throw new OpsError('config', `APP_REPO_URL is not set and ${s.appDir} is not a clone yet: set APP_REPO_URL (or run on a terminal to be asked)`)
   }
-  return r
+  return plan
 }
 
 /** Given answers must be valid; missing ones must be askable. Nothing has been changed yet. */
-function checkAnswers(r: Run): void {
-  const given = answersForEnvFile(r)
-  const problems = validateDeploymentConfig(given, r.mode).filter((p) => p.message !== 'is missing' && given[p.key] !== undefined)
+function checkAnswers(plan: Plan): void {
+  const given = answersForEnvFile(plan.s)
+  const problems = validateDeploymentConfig(given, plan.mode).filter((p) => p.message !== 'is missing' && given[p.key] !== undefined)
   if (problems.length) throw new OpsError('config', describeProblems('the answers given', problems))
-  const missing = promptedKeys(r).filter((key) => !given[key])
+  const missing = promptedKeys(plan).filter((key) => !given[key])
   if (missing.length && !canPrompt()) {
     throw new OpsError('config', `Missing ${missing.join(', ')}: set ${missing.length > 1 ? 'them' : 'it'} in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed`)
   }
@@ -224,73 +240,81 @@ function checkAnswers(r: Run): void {
 }
 
 /** The answers the operator must give (the contract's prompts, plus the image to run). */
-function promptedKeys(r: Run): string[] {
-  const webhook = r.mode === 'webhook'
+function promptedKeys(plan: Plan): string[] {
+  const webhook = plan.mode === 'webhook'
   return [
     'TELEGRAM_BOT_TOKEN',
     ...(webhook ? ['TELEGRAM_WEBHOOK_URL'] : []),
     'STRIPE_API_KEY',
-    ...(webhook && !r.s.input.TELEGRAM_WEBHOOK_URL ? ['DOMAIN'] : []),
+    ...(webhook && !plan.s.input.TELEGRAM_WEBHOOK_URL ? ['DOMAIN'] : []),
     'BOT_IMAGE',
   ]
 }
 
 /** The given values of keys the template names (or lists as optional overrides). */
-function answersForEnvFile(r: Run): Record<string, string> {
+function answersForEnvFile(s: SetupSettings): Record<string, string> {
   const template = fs.readFileSync(templateFile(), 'utf8')
   const keys = new Set([...templateKeys(template), ...optionalKeys(template), 'COMPOSE_PROJECT_NAME'])
-  return Object.fromEntries(Object.entries(r.s.input).filter(([key]) => keys.has(key)))
+  return Object.fromEntries(Object.entries(s.input).filter(([key]) => keys.has(key)))
 }
 
-async function confirm(r: Run): Promise<void> {
+async function confirm(plan: Plan): Promise<void> {
   if (isDryRun()) return
-  const ports = r.mode === 'webhook' ? `${r.s.SSH_PORT}, 80 and 443` : `${r.s.SSH_PORT} (SSH) only`
+  const { s } = plan
+  const ports = plan.mode === 'webhook' ? `${s.SSH_PORT}, 80 and 443` : `${s.SSH_PORT} (SSH) only`
   await confirmDestructive(
-    `This configures this machine as the production host: it upgrades all packages, installs Docker, enables the firewall (incoming: port ${ports}), creates user ${r.s.DEPLOY_USER}, and writes ${r.s.cfg.DEPLOY_DIR}, ${r.s.cfg.BACKUP_DIR} and systemd units.`,
-    r.assumeYes,
+    `This configures this machine as the production host: it upgrades all packages, installs Docker, enables the firewall (incoming: port ${ports}), creates user ${s.DEPLOY_USER}, and writes ${s.cfg.DEPLOY_DIR}, ${s.cfg.BACKUP_DIR} and systemd units.`,
+    plan.assumeYes,
   )
 }
 
 // ---- 2. packages -------------------------------------------------------------------------------
 
-async function updateSystemPackages(r: Run): Promise<void> {
+async function updateSystemPackages(s: SetupSettings): Promise<void> {
   step('Updating system packages')
   await retry(() => run(aptUpdate()), { isTransient: looksTransient, what: 'apt-get update' })
   await run(aptUpgrade())
-  const packages = [...r.s.SETUP_BASE_PACKAGES, ...r.s.SETUP_EXTRA_PACKAGES]
+  const packages = [...s.SETUP_BASE_PACKAGES, ...s.SETUP_EXTRA_PACKAGES]
   log.info(`Installing ${packages.join(' ')}`)
   await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
 }
 
 // ---- 3. Docker ---------------------------------------------------------------------------------
 
-async function installDocker(r: Run): Promise<void> {
+/** Docker and Compose, installed unless they already work; returns the stack as Compose drives it. */
+async function installDocker(plan: Plan): Promise<ComposeProject> {
   step('Installing Docker')
+  const { s } = plan
   const engine = await tryRun(dockerInfo()).catch(() => null)
   const compose = await probeCompose()
   if (engine?.exitCode === 0 && compose) {
     log.info(`Docker ${engine.stdout.trim()} with Compose ${compose} already works; not installing it`)
   } else {
-    const packages = r.s.SETUP_DOCKER_PACKAGES.length ? r.s.SETUP_DOCKER_PACKAGES : dockerPackages(parseAptPolicy((await tryRun(aptPolicy([...COMPOSE_PACKAGES]))).stdout))
+    const packages = s.SETUP_DOCKER_PACKAGES.length ? s.SETUP_DOCKER_PACKAGES : dockerPackages(parseAptPolicy((await tryRun(aptPolicy([...COMPOSE_PACKAGES]))).stdout))
     log.info(`Installing ${packages.join(' ')}`)
     await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
     await run(systemctl('enable', '--now', 'docker.service'))
   }
   // Packages create the group; an engine installed some other way may not have.
   if ((await tryRun(groupExists('docker'))).exitCode !== 0) await run(createSystemGroup('docker'))
+  // .env.production by name even before it exists: every compose command runs after it is written.
+  return {
+    flavor: await detectCompose(s.cfg.COMPOSE_CLI), file: s.cfg.composeFile, project: s.cfg.COMPOSE_PROJECT_NAME, envFile: s.cfg.envFile,
+    profiles: plan.mode === 'webhook' ? ['webhook'] : [],
+  }
 }
 
 // ---- 4. nginx and certbot (webhook mode) -------------------------------------------------------
 
-async function installNginxAndCertbot(r: Run): Promise<void> {
-  if (r.mode === 'polling') {
+async function installNginxAndCertbot(plan: Plan): Promise<void> {
+  if (plan.mode === 'polling') {
     step('Skipping nginx and certbot: polling mode has no public ingress')
     return
   }
   step('Installing nginx and certbot')
   // nginx is the stack's own `nginx` service (webhook profile), so the host needs no nginx
   // package, which would only take ports 80 and 443 from it.
-  const packages = r.selfSigned ? [] : r.s.SETUP_WEBHOOK_PACKAGES
+  const packages = plan.selfSigned ? [] : plan.s.SETUP_WEBHOOK_PACKAGES
   if (packages.length === 0) {
     log.info('nginx runs as the compose service; with --self-signed no certbot is needed')
     return
@@ -301,22 +325,24 @@ async function installNginxAndCertbot(r: Run): Promise<void> {
 
 // ---- 5. firewall -------------------------------------------------------------------------------
 
-async function configureFirewall(r: Run): Promise<void> {
+async function configureFirewall(plan: Plan): Promise<void> {
   step('Configuring firewall')
-  const problems = publishedPortProblems(fs.readFileSync(r.s.cfg.composeFile, 'utf8'))
+  const { s } = plan
+  const problems = publishedPortProblems(fs.readFileSync(s.cfg.composeFile, 'utf8'))
   if (problems.length) {
-    throw new OpsError('config', `${r.s.cfg.composeFile} publishes ports that ufw cannot filter (Docker opens them ahead of the firewall): ${problems.join('; ')}. Only nginx may publish, 80 and 443`)
+    throw new OpsError('config', `${s.cfg.composeFile} publishes ports that ufw cannot filter (Docker opens them ahead of the firewall): ${problems.join('; ')}. Only nginx may publish, 80 and 443`)
   }
   const added = parseUfwAdded((await tryRun(ufwShowAdded()).catch(() => ({ stdout: '' }))).stdout)
-  for (const command of firewallCommands(added, { webhook: r.mode === 'webhook', sshPort: r.s.SSH_PORT })) await run(command)
-  log.info(`Firewall: incoming denied except ${r.s.SSH_PORT}/tcp (SSH)${r.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
+  for (const command of firewallCommands(added, { webhook: plan.mode === 'webhook', sshPort: s.SSH_PORT })) await run(command)
+  log.info(`Firewall: incoming denied except ${s.SSH_PORT}/tcp (SSH)${plan.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
 }
 
 // ---- 6. deploy user and directories ------------------------------------------------------------
 
-async function createApplicationDirectories(r: Run): Promise<void> {
+/** The deploy user (in the docker group) and the directories it owns; returns its account. */
+async function createApplicationDirectories(s: SetupSettings): Promise<Account> {
   step('Creating application directories')
-  const user = r.s.DEPLOY_USER
+  const user = s.DEPLOY_USER
   if ((await tryRun(userExists(user))).exitCode !== 0) {
     log.info(`Creating user ${user}`)
     await run(createUser(user))
@@ -325,66 +351,63 @@ async function createApplicationDirectories(r: Run): Promise<void> {
   if (!groups.includes('docker')) await run(addToGroup(user, 'docker'))
   // The deploy user runs the units and the scripts, so it owns what they write; nobody else reads
   // backups (they hold every row) or the logs.
-  await run(installDir(r.s.cfg.DEPLOY_DIR, '0750', user))
-  await run(installDir(r.s.cfg.BACKUP_DIR, '0700', user))
-  await run(installDir(r.s.logDir, '0750', user))
+  await run(installDir(s.cfg.DEPLOY_DIR, '0750', user))
+  await run(installDir(s.cfg.BACKUP_DIR, '0700', user))
+  await run(installDir(s.logDir, '0750', user))
   // This run's own lines created the log file as root.
-  if (fs.existsSync(r.s.cfg.LOG_FILE)) {
-    await run(chown(user, [r.s.cfg.LOG_FILE]))
-    await run(chmod('0640', [r.s.cfg.LOG_FILE]))
+  if (fs.existsSync(s.cfg.LOG_FILE)) {
+    await run(chown(user, [s.cfg.LOG_FILE]))
+    await run(chmod('0640', [s.cfg.LOG_FILE]))
   }
-  r.account = await deployAccount(r)
+  return deployAccount(user)
 }
 
 /** The deploy user's uid, group and home; in a dry run on a fresh host, what useradd would make. */
-async function deployAccount(r: Run): Promise<Account> {
-  const user = r.s.DEPLOY_USER
+async function deployAccount(user: string): Promise<Account> {
   const entry = parsePasswd((await tryRun(passwdEntry(user)).catch(() => ({ stdout: '' }))).stdout)
   if (entry) return entry
   if (isDryRun()) return { user, group: user, home: `/home/${user}` }
   throw new OpsError('config', `User ${user} has no passwd entry (getent passwd ${user})`)
 }
 
-function accountOf(r: Run): Account {
-  if (!r.account) throw new Error('the deploy user is looked up when the directories are created')
-  return r.account
-}
-
 // ---- 7. application repository ----------------------------------------------------------------
 
 // The deploy user clones and, later, deploy fetches as that user: the repository must be readable
-// with the deploy user's own access, never with root's credentials.
-async function cloneRepository(r: Run): Promise<void> {
+// with the deploy user's own access, never with root's credentials. Returns the release to start.
+async function cloneRepository(plan: Plan, account: Account): Promise<string> {
   step('Cloning repository')
-  const account = accountOf(r)
-  const dir = r.s.appDir
+  const { s } = plan
+  const dir = s.appDir
+  let version = plan.requestedVersion
+  let sshCommand: string | null
   if (isGitRepo(dir)) {
     const origin = (await tryRun(asUser(account, gitRemoteUrl(dir)))).stdout.trim()
-    if (r.s.APP_REPO_URL && origin !== r.s.APP_REPO_URL) log.warn(`${dir} is a clone of ${origin}, not of APP_REPO_URL ${r.s.APP_REPO_URL}; keeping it`)
+    if (s.APP_REPO_URL && origin !== s.APP_REPO_URL) log.warn(`${dir} is a clone of ${origin}, not of APP_REPO_URL ${s.APP_REPO_URL}; keeping it`)
     else log.info(`Repository already cloned at ${dir}`)
-    r.sshCommand = await repositoryAccess(r, origin)
+    sshCommand = await repositoryAccess(s, account, origin)
     // A clone made before the deploy key (or with another one): deploy's fetch must use this key.
-    if (r.sshCommand && (await tryRun(asUser(account, gitConfigGet(dir, 'core.sshCommand')))).stdout.trim() !== r.sshCommand) {
-      await run(asUser(account, gitConfigSet(dir, 'core.sshCommand', r.sshCommand)))
+    if (sshCommand && (await tryRun(asUser(account, gitConfigGet(dir, 'core.sshCommand')))).stdout.trim() !== sshCommand) {
+      await run(asUser(account, gitConfigSet(dir, 'core.sshCommand', sshCommand)))
     }
   } else {
     if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new OpsError('config', `${dir} exists, is not empty and is not a git clone: move it away or set APP_DIR`)
-    const url = r.s.APP_REPO_URL ?? (await ask('Enter the application Git repository URL'))
-    r.sshCommand = await repositoryAccess(r, url)
+    const url = s.APP_REPO_URL ?? (await ask('Enter the application Git repository URL'))
+    sshCommand = await repositoryAccess(s, account, url)
     log.info(`Cloning ${url} into ${dir} as ${account.user}`)
     // Cloned beside its place and moved in whole: an interrupted clone never looks like a clone.
     const partial = `${dir}.partial`
     if (fs.existsSync(partial)) await run(removeTree(partial))
-    await retry(() => run(asUser(account, gitClone(url, partial, r.sshCommand))), { isTransient: looksTransient, what: 'git clone' })
-    r.appVersion ??= await newestTag(r, partial, url)
-    log.info(`Checking out ${r.appVersion}`)
-    await run(asUser(account, gitCheckout(partial, r.appVersion)))
+    await retry(() => run(asUser(account, gitClone(url, partial, sshCommand))), { isTransient: looksTransient, what: 'git clone' })
+    version ??= await newestTag(account, partial, url)
+    log.info(`Checking out ${version}`)
+    await run(asUser(account, gitCheckout(partial, version)))
     await run(move(partial, dir))
   }
-  r.appVersion ??= await newestTag(r, dir, dir)
-  await checkoutVersion(r, dir, r.appVersion)
+  version ??= await newestTag(account, dir, dir)
+  await checkoutVersion(account, { dir, version, sshCommand })
   const safe = (await tryRun(gitSafeDirectories())).stdout.split('\n').map((l) => l.trim())
   if (!safe.includes(dir)) await run(addGitSafeDirectory(dir))
+  return version
 }
 
 /**
@@ -392,13 +415,12 @@ async function cloneRepository(r: Run): Promise<void> {
  * that cloned it), fetching first when it does not know that tag yet; a clone already there is
  * left untouched (a checkout would still rewrite its index).
  */
-async function checkoutVersion(r: Run, dir: string, version: string): Promise<void> {
+async function checkoutVersion(account: Account, { dir, version, sshCommand }: { dir: string; version: string; sshCommand: string | null }): Promise<void> {
   if (isDryRun() && !isGitRepo(dir)) return
-  const account = accountOf(r)
   const commit = async (ref: string) => (await tryRun(asUser(account, gitResolve(dir, ref)))).stdout.trim()
   let wanted = await commit(version)
   if (!wanted) {
-    await retry(() => run(asUser(account, gitFetch(dir, r.sshCommand))), { isTransient: looksTransient, what: 'git fetch' })
+    await retry(() => run(asUser(account, gitFetch(dir, sshCommand))), { isTransient: looksTransient, what: 'git fetch' })
     wanted = await commit(version)
     if (!wanted && !isDryRun()) throw new OpsError('config', `${dir} has no tag or commit ${version} (after git fetch): set APP_VERSION to a release of the repository`)
   }
@@ -411,9 +433,9 @@ function isGitRepo(dir: string): boolean {
   return fs.existsSync(path.join(dir, '.git'))
 }
 
-async function newestTag(r: Run, dir: string, what: string): Promise<string> {
+async function newestTag(account: Account, dir: string, what: string): Promise<string> {
   if (isDryRun() && !fs.existsSync(dir)) return UNKNOWN_TAG
-  const tag = newestReleaseTag(await capture(asUser(accountOf(r), gitTags(dir))))
+  const tag = newestReleaseTag(await capture(asUser(account, gitTags(dir))))
   if (!tag) throw new OpsError('config', `${what} has no release tag (vX.Y.Z): set APP_VERSION to the tag or commit to run`)
   return tag
 }
@@ -426,15 +448,14 @@ async function newestTag(r: Run, dir: string, what: string): Promise<string> {
  * exactly what to do (a re-run continues from here). Returns the ssh command git is to use; null
  * for other URLs (https, file), which git reads with the deploy user's own access as they are.
  */
-async function repositoryAccess(r: Run, url: string): Promise<string | null> {
+async function repositoryAccess(s: SetupSettings, account: Account, url: string): Promise<string | null> {
   if (!isSshUrl(url)) return null
-  const account = accountOf(r)
-  const key = deployKeyPath(account.home, Boolean(r.s.DEPLOY_KEY_FILE))
+  const key = deployKeyPath(account.home, Boolean(s.DEPLOY_KEY_FILE))
   await run(installDir(path.dirname(key), '0700', account.user))
-  if (r.s.DEPLOY_KEY_FILE) {
-    if (!sameContent(r.s.DEPLOY_KEY_FILE, key)) {
-      log.info(`Installing the deploy key ${r.s.DEPLOY_KEY_FILE} for ${account.user} as ${key}`)
-      await run(installFile(r.s.DEPLOY_KEY_FILE, key, '0600', account.user))
+  if (s.DEPLOY_KEY_FILE) {
+    if (!sameContent(s.DEPLOY_KEY_FILE, key)) {
+      log.info(`Installing the deploy key ${s.DEPLOY_KEY_FILE} for ${account.user} as ${key}`)
+      await run(installFile(s.DEPLOY_KEY_FILE, key, '0600', account.user))
     }
   } else if (!fs.existsSync(key)) {
     log.info(`Creating an SSH deploy key for ${account.user}: ${key}`)
@@ -475,81 +496,72 @@ function sameContent(a: string, b: string): boolean {
   }
 }
 
-function isReadableFile(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.R_OK)
-    return fs.statSync(file).isFile()
-  } catch {
-    return false
-  }
-}
-
 function rerunLine(): string {
   return ['sudo', path.join(TOOLKIT_DIR, 'scripts', 'setup-droplet.sh'), ...withoutSeparator(process.argv.slice(2))].join(' ')
 }
 
 // ---- 8. .env.production ------------------------------------------------------------------------
 
-async function configureEnvironment(r: Run): Promise<void> {
+/** .env.production: kept when an earlier run wrote it, else from the answers; returns its values. */
+async function configureEnvironment(plan: Plan, version: string): Promise<Record<string, string>> {
   step('Configuring environment variables')
-  const file = r.s.cfg.envFile
+  const file = plan.s.cfg.envFile
   const existing = readEnvFile(file)
+  let env: Record<string, string>
   if (existing) {
     // Kept as it is, never regenerated: its POSTGRES_PASSWORD already initialised the database
     // volume, and a new one would lock the bot out. An operator who fixed an answer and ran again
     // must hear that the fix went nowhere, and which one (names only: the values are secrets).
-    assertValid(file, existing, r.mode)
+    assertValid(file, existing, plan.mode)
     log.info(`Keeping ${file} from an earlier run: it is not rewritten from this run's answers (its POSTGRES_PASSWORD already initialised the database)`)
-    const differing = changedAnswers(answersForEnvFile(r), existing, ['APP_VERSION'])
+    const differing = changedAnswers(answersForEnvFile(plan.s), existing, ['APP_VERSION'])
     if (differing.length) {
       log.warn(`Answers that differ from the kept ${file} and are NOT applied: ${differing.join(', ')}. To change them, edit ${file} (then run setup-droplet again)`)
     }
     // The release to start is the one key setup (like deploy) keeps current in the file: the stack
     // unit starts what it names at every boot.
-    const version = r.appVersion ?? existing.APP_VERSION
-    if (version && existing.APP_VERSION !== version) {
+    if (existing.APP_VERSION !== version) {
       log.info(`Setting APP_VERSION=${version} in ${file} (was ${existing.APP_VERSION ?? 'unset'}): the release this run starts`)
       if (!isDryRun()) setEnvValue(file, 'APP_VERSION', version)
-      existing.APP_VERSION = version
     }
-    r.env = existing
+    env = { ...existing, APP_VERSION: version }
   } else {
-    const values = await collectValues(r)
+    const values = await collectValues(plan, version)
     const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets; the services read it when their containers are created (deploy).`)
-    r.env = parseEnvFile(content)
+    env = parseEnvFile(content)
     // A dry run on a fresh host names the newest tag only by a placeholder: not a value to judge.
-    const problems = validateDeploymentConfig(r.env, r.mode).filter((p) => !(p.key === 'APP_VERSION' && r.appVersion === UNKNOWN_TAG))
+    const problems = validateDeploymentConfig(env, plan.mode).filter((p) => !(p.key === 'APP_VERSION' && version === UNKNOWN_TAG))
     if (problems.length) throw new OpsError('config', describeProblems('the new .env.production', problems))
     log.info(`Writing ${file} (mode 600)`)
     writeFile(file, content, 0o600)
   }
-  await run(chown(r.s.DEPLOY_USER, [file]))
+  await run(chown(plan.s.DEPLOY_USER, [file]))
   await run(chmod('0600', [file]))
+  return env
 }
 
 /** The given answers, then prompts for the missing ones, then what can be generated. */
-async function collectValues(r: Run): Promise<Record<string, string>> {
-  const v = answersForEnvFile(r)
-  const webhook = r.mode === 'webhook'
+async function collectValues(plan: Plan, version: string): Promise<Record<string, string>> {
+  const v = answersForEnvFile(plan.s)
   v.TELEGRAM_BOT_TOKEN ??= await ask('Enter Telegram Bot Token', { secret: true, validate: RULES.TELEGRAM_BOT_TOKEN })
-  if (webhook) v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL })
+  const webhookUrl = plan.mode === 'webhook' ? (v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL })) : null
   if (!v.POSTGRES_PASSWORD && canPrompt()) {
     v.POSTGRES_PASSWORD = await ask('Enter PostgreSQL Password (empty: generate one)', { secret: true, fallback: '', validate: (p) => (p === '' ? null : RULES.POSTGRES_PASSWORD(p)) })
   }
   v.STRIPE_API_KEY ??= await ask('Enter Stripe API Key', { secret: true, validate: RULES.STRIPE_API_KEY })
-  if (webhook) {
-    const host = new URL(v.TELEGRAM_WEBHOOK_URL!).hostname
+  if (webhookUrl !== null) {
+    const host = new URL(webhookUrl).hostname
     v.DOMAIN ??= canPrompt() ? await ask('Enter domain name for SSL', { fallback: host, validate: RULES.DOMAIN }) : host
   }
   v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE })
-  await collectOffsite(r, v)
+  await collectOffsite(plan.s, v)
+  await collectPitr(v, plan.s.cfg.BACKUP_DIR)
 
-  if (!webhook) v.TELEGRAM_WEBHOOK_URL = ''
+  if (webhookUrl === null) v.TELEGRAM_WEBHOOK_URL = ''
   if (!v.POSTGRES_PASSWORD) v.POSTGRES_PASSWORD = randomString(32, ALNUM)
   v.TELEGRAM_WEBHOOK_SECRET ??= randomString(48, ALNUM + '_-')
-  const defaults = parseEnvFile(fs.readFileSync(templateFile(), 'utf8'))
-  v.DATABASE_URL ??= composeDatabaseUrl(v.POSTGRES_USER ?? defaults.POSTGRES_USER!, v.POSTGRES_PASSWORD, v.POSTGRES_DB ?? defaults.POSTGRES_DB!)
-  v.APP_VERSION = r.appVersion!
+  v.DATABASE_URL ??= composeDatabaseUrl(v.POSTGRES_USER ?? templateDefault('POSTGRES_USER'), v.POSTGRES_PASSWORD, v.POSTGRES_DB ?? templateDefault('POSTGRES_DB'))
+  v.APP_VERSION = version
   // The generated ones too, by the same names every script redacts.
   addSecretsFrom(v)
   return v
@@ -561,7 +573,7 @@ async function collectValues(r: Run): Promise<Record<string, string>> {
  * lost droplet) is used as it is; with no BACKUP_AGE_RECIPIENT a new pair is generated, stored at
  * BACKUP_AGE_IDENTITY_FILE (600, the deploy user's) and shown once, never logged.
  */
-async function collectOffsite(r: Run, v: Record<string, string>): Promise<void> {
+async function collectOffsite(s: SetupSettings, v: Record<string, string>): Promise<void> {
   if (!v.OFFSITE_S3_BUCKET && canPrompt()) {
     v.OFFSITE_S3_BUCKET = await ask('Off-site backup bucket (S3 or DigitalOcean Spaces; empty: no off-site copies)', { fallback: '', validate: (b) => (b === '' || /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b) ? null : '3-63 lowercase letters, digits, dots and hyphens') })
   }
@@ -575,9 +587,9 @@ async function collectOffsite(r: Run, v: Record<string, string>): Promise<void> 
   if (!v.OFFSITE_S3_REGION && canPrompt()) v.OFFSITE_S3_REGION = await ask('Off-site region', { fallback: 'us-east-1' })
   v.OFFSITE_S3_ACCESS_KEY_ID ??= await ask('Off-site access key id', { secret: true, validate: (k) => (k ? null : 'required') })
   v.OFFSITE_S3_SECRET_ACCESS_KEY ??= await ask('Off-site secret access key', { secret: true, validate: (k) => (k ? null : 'required') })
-  v.BACKUP_AGE_IDENTITY_FILE ??= defaultIdentityFile(r.s.cfg.DEPLOY_DIR)
+  v.BACKUP_AGE_IDENTITY_FILE ??= defaultIdentityFile(s.cfg.DEPLOY_DIR)
   const file = v.BACKUP_AGE_IDENTITY_FILE
-  const owner = r.s.DEPLOY_USER
+  const owner = s.DEPLOY_USER
   if (fs.existsSync(file)) {
     // The identity kept from the droplet that made the copies: disaster recovery.
     const held = await recipientsOf(file)
@@ -617,67 +629,68 @@ function templateFile(): string {
   return path.join(TOOLKIT_DIR, 'deployment', '.env.production.template')
 }
 
+function templateDefault(key: string): string {
+  const value = parseEnvFile(fs.readFileSync(templateFile(), 'utf8'))[key]
+  if (value === undefined) throw new OpsError('config', `${templateFile()} has no default for ${key}`)
+  return value
+}
+
 // ---- 9. TLS (webhook mode) ---------------------------------------------------------------------
 
-async function configureSsl(r: Run): Promise<void> {
-  if (r.mode === 'polling') {
+async function configureSsl(plan: Plan, env: Record<string, string>, compose: ComposeProject): Promise<void> {
+  if (plan.mode === 'polling') {
     step('Skipping SSL certificates: polling mode has no public ingress')
     return
   }
   step('Configuring SSL certificates')
-  const domain = r.env.DOMAIN!
-  const letsencryptDir = r.env.LETSENCRYPT_DIR || DEFAULT_LETSENCRYPT_DIR
+  const domain = env.DOMAIN
+  // validateDeploymentConfig requires it in webhook mode; a plain record cannot say so
+  if (!domain) throw new OpsError('config', `${plan.s.cfg.envFile} has no DOMAIN: webhook mode needs it for the certificate`)
+  const letsencryptDir = env.LETSENCRYPT_DIR || DEFAULT_LETSENCRYPT_DIR
   const cert = certificatePaths(letsencryptDir, domain)
   // nginx mounts the webroot for renewals; created here so Docker does not make it a root-owned
   // empty directory on its own.
-  await run(installDir(r.env.CERTBOT_WEBROOT || '/var/www/certbot', '0755', 'root'))
+  await run(installDir(env.CERTBOT_WEBROOT || '/var/www/certbot', '0755', 'root'))
   if (fs.existsSync(cert.fullchain) && fs.existsSync(cert.privkey)) {
     log.info(`Certificate for ${domain} already present in ${cert.dir}`)
     return
   }
-  if (r.selfSigned) {
+  if (plan.selfSigned) {
     await run(installDir(cert.dir, '0700', 'root'))
     await run(selfSignedCertificate(letsencryptDir, domain))
     log.warn(`Self-signed certificate for ${domain} in ${cert.dir}: Telegram accepts it only when it is uploaded with setWebhook's certificate parameter`)
     return
   }
-  const nginx = [...composeStackArgs(r, await composeFor(r)), 'nginx']
   await retry(
     () => run(certbotCertonly({
-      domain, email: r.s.CERTBOT_EMAIL ?? null, staging: r.staging, letsencryptDir,
-      preHook: shellLine(withSubcommand(nginx, 'stop')), postHook: shellLine(withSubcommand(nginx, 'start')),
+      domain, email: plan.s.CERTBOT_EMAIL ?? null, staging: plan.staging, letsencryptDir,
+      preHook: shellLine(composeStop(compose, ['nginx']).argv), postHook: shellLine(composeStart(compose, ['nginx']).argv),
     })),
     { isTransient: looksTransient, what: 'certbot' },
   )
-  log.info(`Certificate for ${domain} issued${r.staging ? ' (staging: not trusted by Telegram)' : ''}`)
+  log.info(`Certificate for ${domain} issued${plan.staging ? ' (staging: not trusted by Telegram)' : ''}`)
   if (letsencryptDir !== DEFAULT_LETSENCRYPT_DIR) log.warn(`Certificates live in ${letsencryptDir}: renew them with \`certbot renew --config-dir ${letsencryptDir}\` (the certbot timer only renews ${DEFAULT_LETSENCRYPT_DIR})`)
-}
-
-/** [...composeBase, 'nginx'] -> [...composeBase, sub, 'nginx'] */
-function withSubcommand(argvWithService: string[], sub: string): string[] {
-  return [...argvWithService.slice(0, -1), sub, argvWithService.at(-1)!]
 }
 
 // ---- 10. systemd units -------------------------------------------------------------------------
 
-async function createSystemdService(r: Run): Promise<void> {
+async function createSystemdService(s: SetupSettings, compose: ComposeProject): Promise<void> {
   step('Creating systemd service')
-  const compose = await composeFor(r)
   const binary = compose.flavor === 'v2' ? 'docker' : 'docker-compose'
   const files = renderUnits({
     TOOLKIT_DIR,
-    DEPLOY_DIR: r.s.cfg.DEPLOY_DIR,
-    ENV_FILE: r.s.cfg.envFile,
-    BACKUP_DIR: r.s.cfg.BACKUP_DIR,
-    LOG_FILE: r.s.cfg.LOG_FILE,
-    LOG_DIR: r.s.logDir,
-    COMPOSE_PROJECT_NAME: r.s.cfg.COMPOSE_PROJECT_NAME,
-    COMPOSE_FILE: r.s.cfg.composeFile,
-    DEPLOY_USER: r.s.DEPLOY_USER,
+    DEPLOY_DIR: s.cfg.DEPLOY_DIR,
+    ENV_FILE: s.cfg.envFile,
+    BACKUP_DIR: s.cfg.BACKUP_DIR,
+    LOG_FILE: s.cfg.LOG_FILE,
+    LOG_DIR: s.logDir,
+    COMPOSE_PROJECT_NAME: s.cfg.COMPOSE_PROJECT_NAME,
+    COMPOSE_FILE: s.cfg.composeFile,
+    DEPLOY_USER: s.DEPLOY_USER,
     TSX: path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx'),
     PATH: servicePath(),
     // systemd wants the binary by absolute path; a fresh host's is where the package puts it.
-    COMPOSE: [onPath(binary) ?? `/usr/bin/${binary}`, ...composeStackArgs(r, compose).slice(1)].join(' '),
+    COMPOSE: [findOnPath(binary) ?? `/usr/bin/${binary}`, ...composeBase(compose).slice(1)].join(' '),
   })
   for (const file of files) writeFileIfChanged(file.file, file.content, 0o644)
   const units = files.filter((f) => f.file.startsWith('/etc/systemd/')).map((f) => f.file)
@@ -685,7 +698,7 @@ async function createSystemdService(r: Run): Promise<void> {
     const verified = await run(verifyUnits(units))
     const warnings = unitWarnings(verified.stdout + verified.stderr, units)
     if (warnings.length) throw new OpsError('config', `systemd-analyze verify: ${warnings.join(' | ')}`)
-    await run(verifyLogrotate(files.find((f) => !units.includes(f.file))!.file))
+    await run(verifyLogrotate(LOGROTATE_FILE))
   }
   await run(systemctl('daemon-reload'))
 }
@@ -695,82 +708,66 @@ function servicePath(): string {
   return [...new Set(dirs)].join(':')
 }
 
-function onPath(name: string): string | null {
-  return findOnPath(name, process.env.PATH ?? '', (file) => {
-    try {
-      fs.accessSync(file, fs.constants.X_OK)
-      return fs.statSync(file).isFile()
-    } catch {
-      return false
-    }
-  })
-}
-
 // ---- 11. start ---------------------------------------------------------------------------------
 
-async function startServices(r: Run): Promise<void> {
+/** The release's images, its first migration, then the whole stack; returns the deployment opened. */
+async function startServices(s: SetupSettings, compose: ComposeProject, version: string): Promise<DeployEvent> {
   step('Starting services')
-  const version = requireVersion(r)
   // Opened now, appended only once the stack is healthy: a setup that stops halfway leaves no
   // in_progress event for deploy to settle, and the next run opens its own.
-  r.event = newEvent('deploy', version, null, 'manual')
-  const stack = composeStackArgs(r, await composeFor(r))
+  const event = newEvent('deploy', version, null, 'manual')
   // The tag on the command line as deploy passes it; .env.production names the same one.
-  const env = { ENV_FILE: r.s.cfg.envFile, APP_VERSION: version }
-  await retry(() => run({ argv: [...stack, 'pull'], env, timeoutMs: 15 * 60_000 }), { isTransient: looksTransient, what: 'docker compose pull' })
+  const vars = { APP_VERSION: version }
+  // Not postgres: it runs an image built here (POSTGRES_IMAGE with pgBackRest), which no registry holds.
+  const pulled = ['bot', 'redis', ...(compose.profiles?.includes('webhook') ? ['nginx'] : [])]
+  await retry(() => run(composePull(compose, vars, pulled)), { isTransient: looksTransient, what: 'docker compose pull' })
+  await preparePostgres(loadConfig(withoutOffsite(s.input)))
   // The database schema first, with only the services the migration needs.
-  await run({ argv: [...stack, 'up', '--detach', 'postgres', 'redis'], env, timeoutMs: 5 * 60_000 })
-  log.info(`Running database migrations (${r.s.cfg.MIGRATE_COMMAND})`)
-  await run(firstMigration(stack, r.s.cfg.MIGRATE_COMMAND, env))
+  await run(composeUp(compose, ['postgres', 'redis'], vars))
+  log.info(`Running database migrations (${s.cfg.MIGRATE_COMMAND})`)
+  await run(firstMigration(compose, s.cfg.MIGRATE_COMMAND, vars))
   // Then the whole stack on this release, as deploy switches: the stack unit only ever starts
   // what exists (--no-recreate), and on a re-run it is already active (its start is a no-op), so
   // it would leave the bot of an earlier run's release in place. Containers that already run this
   // release are left as they are.
-  await run({ argv: [...stack, 'up', '--detach', '--remove-orphans'], env, timeoutMs: 5 * 60_000 })
+  await run(composeUp(compose, [], vars, { removeOrphans: true }))
   log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack unit (it brings the stack up at every boot) and the timers`)
   await run(systemctl('enable', ...ENABLED_UNITS))
   await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
+  return event
 }
 
-function requireVersion(r: Run): string {
-  if (!r.appVersion) throw new Error('the version is known once the repository is cloned')
-  return r.appVersion
-}
-
-async function composeFor(r: Run): Promise<ComposeProject> {
-  r.compose ??= { flavor: await detectCompose(r.s.cfg.COMPOSE_CLI), file: r.s.cfg.composeFile, project: r.s.cfg.COMPOSE_PROJECT_NAME, envFile: r.s.cfg.envFile }
-  return r.compose
-}
-
-/** The compose command line of the stack, with nginx's profile in webhook mode. */
-function composeStackArgs(r: Run, compose: ComposeProject): string[] {
-  return [...composeBase(compose), ...(r.mode === 'webhook' ? ['--profile', 'webhook'] : [])]
+/** With point-in-time recovery on, the first full base backup: WAL is replayed onto it. */
+async function takeFirstBaseBackup(ctx: Context | null, account: Account): Promise<void> {
+  if (!ctx?.cfg.PITR_ENABLED || ctx.cfg.DB_MODE !== 'compose') return
+  step('Taking the first base backup')
+  await firstBaseBackup(ctx, account.user)
 }
 
 // ---- 12. health --------------------------------------------------------------------------------
 
 /** Waits for every service, ending at once when the bot is certain never to become healthy. */
-async function runHealthChecks(r: Run): Promise<Context | null> {
+async function runHealthChecks(plan: Plan, version: string): Promise<Context | null> {
   step('Running health checks')
   if (isDryRun()) {
     log.info(`[dry-run] would wait up to ${STARTUP_WAIT_MS / 60_000} minutes for every service to be healthy`)
     return null
   }
-  const ctx = await openContext(withoutOffsite(r.s.input))
+  const ctx = await openContext(withoutOffsite(plan.s.input))
   const started = Date.now()
   const { report, dead } = await waitUntilHealthy(ctx, SERVICES, STARTUP_WAIT_MS)
   for (const [name, health] of Object.entries(report.services)) {
     if (!health) continue
     const line = `${name}: ${health.status === 'not_deployed' ? 'not deployed' : health.status} (${health.detail})`
-    if (health.status === 'healthy' || (health.status === 'not_deployed' && r.mode === 'polling')) log.info(line)
+    if (health.status === 'healthy' || (health.status === 'not_deployed' && plan.mode === 'polling')) log.info(line)
     else log.error(line)
   }
   const waited = `${Math.round((Date.now() - started) / 1000)}s`
-  const where = `see the lines above, \`systemctl status ${STACK_UNIT}\` and \`docker compose -p ${r.s.cfg.COMPOSE_PROJECT_NAME} logs bot\``
+  const where = `see the lines above, \`systemctl status ${STACK_UNIT}\` and \`docker compose -p ${plan.s.cfg.COMPOSE_PROJECT_NAME} logs bot\``
   if (dead) {
-    throw new OpsError('health_failed', `${r.appVersion ?? 'The bot'} will not become healthy: ${dead} (after ${waited}; waiting the full ${STARTUP_WAIT_MS / 60_000} minutes would not change it): ${where}. Fix the release or set APP_VERSION to another one, then run setup-droplet again`)
+    throw new OpsError('health_failed', `${version} will not become healthy: ${dead} (after ${waited}; waiting the full ${STARTUP_WAIT_MS / 60_000} minutes would not change it): ${where}. Fix the release or set APP_VERSION to another one, then run setup-droplet again`)
   }
-  const nginxMissing = r.mode === 'webhook' && report.services.nginx?.status !== 'healthy'
+  const nginxMissing = plan.mode === 'webhook' && report.services.nginx?.status !== 'healthy'
   if (report.overall_status !== 'healthy' || nginxMissing) {
     throw new OpsError('health_failed', `Services not healthy after ${waited}: ${where}`)
   }
@@ -786,15 +783,13 @@ async function runHealthChecks(r: Run): Promise<Context | null> {
  * back to. Written as root, then handed to the deploy user, who appends and replaces them from
  * then on. A run over a host where this release is already current records nothing.
  */
-async function recordDeployment(r: Run, ctx: Context | null): Promise<void> {
+async function recordDeployment(s: SetupSettings, { account, version, event, ctx }: { account: Account; version: string; event: DeployEvent; ctx: Context | null }): Promise<void> {
   step('Recording the deployment')
-  const cfg = r.s.cfg
-  const version = requireVersion(r)
+  const cfg = s.cfg
   if (!ctx || isDryRun()) {
     log.info(`[dry-run] would record ${version} as deployed: an event in ${cfg.AUDIT_LOG}, the current artifact in ${cfg.ARTIFACTS_FILE}`)
     return
   }
-  const account = accountOf(r)
   const state = readState(cfg.ARTIFACTS_FILE, cfg.legacyArtifactsFile)
   const revision = await schemaRevision(ctx.db).catch((error: unknown) => {
     log.warn(`Cannot read the schema revision: ${messageOf(error)}`)
@@ -807,16 +802,15 @@ async function recordDeployment(r: Run, ctx: Context | null): Promise<void> {
     log.info(`${artifactId} is already the current deployment in ${cfg.ARTIFACTS_FILE}`)
     return
   }
-  const opened = r.event ?? newEvent('deploy', artifactId, null, 'manual')
-  const event = completeEvent({
-    ...opened,
+  const completed = completeEvent({
+    ...event,
     artifact_id: artifactId,
     previous_artifact_id: state.current?.artifact_id ?? null,
     health_check_passed: true,
     migration_applied: true,
     schema_revision_after: revision,
   }, 'success', null)
-  appendEvent(cfg.AUDIT_LOG, event)
+  appendEvent(cfg.AUDIT_LOG, completed)
   writeState(cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
   await run(chown(account.user, [cfg.AUDIT_LOG, cfg.ARTIFACTS_FILE]))
   log.info(`Recorded ${artifactId} (${sha.slice(0, 12)}) as the current deployment: the first deploy can roll back to it`)
@@ -824,11 +818,12 @@ async function recordDeployment(r: Run, ctx: Context | null): Promise<void> {
 
 // ---- 14. marker --------------------------------------------------------------------------------
 
-async function writeCompletionMarker(r: Run): Promise<void> {
-  const marker = { completed_at: isoSeconds(new Date()), mode: r.mode, app_version: r.appVersion, compose_project: r.s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
-  writeFile(r.s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
+async function writeCompletionMarker(plan: Plan, account: Account, version: string): Promise<void> {
+  const { s } = plan
+  const marker = { completed_at: isoSeconds(new Date()), mode: plan.mode, app_version: version, compose_project: s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
+  writeFile(s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
   // Everything in DEPLOY_DIR but the toolkit checkout belongs to the deploy user.
-  await run(chown(accountOf(r).user, [r.s.markerFile]))
+  await run(chown(account.user, [s.markerFile]))
 }
 
 // ---- files -------------------------------------------------------------------------------------

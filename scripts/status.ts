@@ -2,11 +2,11 @@
 // the newest local and off-site backup, the last drill, free disk, each service's health and the
 // alerts firing. It reads state files and probes the services in parallel; anything it cannot read
 // is named on the screen, never a crash. It changes nothing.
-import { flag, type CliSpec } from '../lib/core/cli.ts'
+import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext } from '../lib/core/config.ts'
 import { OpsError } from '../lib/core/errors.ts'
 import { configureLog } from '../lib/core/log.ts'
-import { runMain } from '../lib/core/main.ts'
+import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { collectStatus, formatStatus, needsAttention } from '../lib/status/report.ts'
 
 const spec = {
@@ -33,7 +33,10 @@ const spec = {
   examples: ['status', 'status --json | jq .health.overall_status'],
 } satisfies CliSpec
 
-await runMain(spec, { exitCodes: {}, jsonFlag: 'json', asDeployUser: true }, async (cli) => {
+// The CLI, when this file is the one node started; a test imports the command without running it.
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: {}, jsonFlag: 'json', asDeployUser: true }, status)
+
+export async function status(cli: ParsedCli<typeof spec>): Promise<void> {
   // A screen read many times a day is not an event: nothing goes to LOG_FILE (the runner would
   // otherwise record every docker probe there).
   configureLog({ file: null })
@@ -45,4 +48,4 @@ await runMain(spec, { exitCodes: {}, jsonFlag: 'json', asDeployUser: true }, asy
   const attention = needsAttention(report, now)
   // Exit 1 without another ERROR line: the screen already says what is wrong.
   if (attention.length > 0) throw new OpsError('command_failed', `Needs attention: ${attention.join('; ')}`, { alreadyLogged: true })
-})
+}

@@ -11,6 +11,8 @@ export interface ComposeProject {
   file: string
   project: string
   envFile: string | null
+  /** profiles to enable on the command line (setup's `webhook`); deploy reads COMPOSE_PROFILES instead */
+  profiles?: string[]
 }
 
 export function composeVersion(flavor: ComposeFlavor): Command {
@@ -52,7 +54,8 @@ export async function composeProject(cfg: Config): Promise<ComposeProject> {
 
 export function composeBase(p: ComposeProject): string[] {
   const head = p.flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']
-  return [...head, '--project-name', p.project, '--file', p.file, ...(p.envFile ? ['--env-file', p.envFile] : [])]
+  const profiles = (p.profiles ?? []).flatMap((profile) => ['--profile', profile])
+  return [...head, '--project-name', p.project, '--file', p.file, ...(p.envFile ? ['--env-file', p.envFile] : []), ...profiles]
 }
 
 /**
@@ -91,4 +94,28 @@ export function composeStart(p: ComposeProject, services: string[]): Command {
  */
 export function composeScaleUp(p: ComposeProject, service: string, count: number, vars: Record<string, string>): Command {
   return { ...compose(p, ['up', '-d', '--no-recreate', '--scale', `${service}=${count}`, service], vars), timeoutMs: 5 * 60_000 }
+}
+
+/** Every image the stack uses, at the tag in `vars` (a fresh host has none of them yet). */
+/** `services`: none for every service of the active profiles. */
+export function composePull(p: ComposeProject, vars: Record<string, string>, services: string[] = []): Command {
+  return { ...compose(p, ['pull', ...services], vars), timeoutMs: 15 * 60_000 }
+}
+
+
+/**
+ * `up --detach` of `services` (none: the whole stack) with what they depend on; `removeOrphans`
+ * drops containers of services the compose file no longer has.
+ */
+export function composeUp(p: ComposeProject, services: string[], vars: Record<string, string>, options: { removeOrphans?: boolean } = {}): Command {
+  const orphans = options.removeOrphans ? ['--remove-orphans'] : []
+  return { ...compose(p, ['up', '--detach', ...orphans, ...services], vars), timeoutMs: 5 * 60_000 }
+}
+
+/**
+ * MIGRATE_COMMAND in the bot's image, as deploy runs it, but without --no-deps: on a fresh host
+ * `run` waits for the database's healthcheck (depends_on) while it initialises.
+ */
+export function firstMigration(p: ComposeProject, migrate: string, vars: Record<string, string>): Command {
+  return { ...compose(p, ['run', '--rm', '-T', 'bot', ...migrate.trim().split(/\s+/)], vars), timeoutMs: 10 * 60_000 }
 }

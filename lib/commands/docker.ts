@@ -87,3 +87,42 @@ export function containerName(id: string): Command {
 export function shellInContainer(id: string, script: string, timeoutMs: number, input?: string, mutates = true): Command {
   return { argv: ['docker', 'exec', '-i', id, 'sh', '-c', script], timeoutMs, mutates, ...(input === undefined ? {} : { input }) }
 }
+
+/** A label of a local image; exit non-zero when the image is not here. */
+export function imageLabel(image: string, label: string): Command {
+  return { argv: ['docker', 'image', 'inspect', '--format', `{{index .Config.Labels "${label}"}}`, image], mutates: false, timeoutMs: 30_000 }
+}
+
+/** `docker build` of a local context, labelled so the next run can tell whether it is current. */
+export function buildImage(image: string, context: string, buildArgs: Record<string, string>, labels: Record<string, string>): Command {
+  const args = Object.entries(buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`])
+  const labelFlags = Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])
+  return { argv: ['docker', 'build', '--quiet', ...args, ...labelFlags, '--tag', image, context], timeoutMs: 20 * 60_000 }
+}
+
+/** The numeric uid (or gid) of `user` in an image: the owner a bind-mounted directory needs. */
+export function userIdInImage(image: string, user: string, which: 'u' | 'g'): Command {
+  return { argv: ['docker', 'run', '--rm', '--entrypoint', 'id', image, `-${which}`, user], mutates: false, timeoutMs: 2 * 60_000 }
+}
+
+export function createVolume(name: string, labels: Record<string, string> = {}): Command {
+  return { argv: ['docker', 'volume', 'create', ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), name], timeoutMs: 60_000 }
+}
+
+export function removeVolume(name: string): Command {
+  return { argv: ['docker', 'volume', 'rm', '--force', name], timeoutMs: 60_000 }
+}
+
+/** The last lines a container wrote (the reason a server stopped). */
+export function containerLogs(id: string, lines: number): Command {
+  return { argv: ['docker', 'logs', '--tail', String(lines), id], mutates: false, timeoutMs: 30_000 }
+}
+
+export function imageRepoDigests(image: string): Command {
+  return { argv: ['docker', 'image', 'inspect', '--format', '{{range .RepoDigests}}{{println .}}{{end}}', image], mutates: false, timeoutMs: 30_000 }
+}
+
+/** A file of a container, as a tar stream on stdout (small files only: the runner keeps it in memory). */
+export function copyFromContainer(id: string, file: string): Command {
+  return { argv: ['docker', 'cp', `${id}:${file}`, '-'], mutates: false, timeoutMs: 30_000 }
+}

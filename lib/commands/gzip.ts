@@ -1,12 +1,12 @@
 import os from 'node:os'
-import { which } from 'zx'
 import type { Command } from '../core/runner.ts'
+import { findOnPath } from '../core/which.ts'
 
 // pigz compresses on every core yet writes a plain gzip stream that `gunzip | psql` reads.
 let pigz: boolean | undefined
 
-async function hasPigz(): Promise<boolean> {
-  pigz ??= (await which('pigz', { nothrow: true })) !== null
+function hasPigz(): boolean {
+  pigz ??= findOnPath('pigz') !== null
   return pigz
 }
 
@@ -25,11 +25,11 @@ export function decompressCommand(usePigz: boolean): Command {
 }
 
 export async function compressor(level = GZIP_LEVEL): Promise<Command> {
-  return compressCommand(await hasPigz(), level)
+  return compressCommand(hasPigz(), level)
 }
 
 /** Decompresses `file` itself: joined to the next command by a kernel pipe, no byte passes through node. */
 export async function fileDecompressor(file: string): Promise<Command> {
-  const command = decompressCommand(await hasPigz())
+  const command = decompressCommand(hasPigz())
   return { ...command, argv: [...command.argv, '--', file], reads: { file, label: 'Restoring' } }
 }

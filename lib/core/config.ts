@@ -55,6 +55,14 @@ const schema = z.object({
   TELEGRAM_API_BASE: z.url().default('https://api.telegram.org'),
   // node_exporter's textfile collector directory (Debian's prometheus-node-exporter default)
   METRICS_DIR: absolutePath.default('/var/lib/prometheus/node-exporter'),
+  // point-in-time recovery (README): the postgres service archives WAL through pgBackRest
+  POSTGRES_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:-]*$/, 'an image such as postgres:15').default('postgres:15'),
+  PITR_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
+  PITR_ARCHIVE_TIMEOUT: seconds.default(60),
+  PITR_REPO_DIR: absolutePath.optional(),
+  PITR_CIPHER_PASSWORD: z.string().min(20, 'at least 20 characters').optional(),
+  /** seconds a restored server gets to replay the archive up to its target */
+  PITR_RECOVERY_TIMEOUT: seconds.default(3600),
   // monitoring profile: status.sh lists firing alerts from it (through the SSH tunnel's 127.0.0.1)
   ALERTMANAGER_URL: z.url().optional(),
 })
@@ -105,7 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 }
 
-const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', ...OFFSITE_VARIABLES]
+const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

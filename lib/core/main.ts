@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { helpText, parseCli, usageLine, type CliSpec, type OptionName, type ParsedCli } from './cli.ts'
 import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
 import { deployUserFor, reexecAs } from './deploy-user.ts'
@@ -15,6 +17,21 @@ export interface MainOptions<S extends CliSpec = CliSpec> {
   jsonFlag?: OptionName<S>
   /** started by root on a host whose DEPLOY_DIR belongs to the deploy user: run as that user */
   asDeployUser?: boolean
+}
+
+/**
+ * Whether the module at `moduleUrl` is the file node was started with (scripts/run.sh, tsx, a
+ * systemd unit), not one a test or another script imported for its exported command. Both paths
+ * resolved: an operator may start a script through a symlink.
+ */
+export function isEntryPoint(moduleUrl: string): boolean {
+  const started = process.argv[1]
+  if (!started) return false
+  try {
+    return fs.realpathSync(started) === fs.realpathSync(fileURLToPath(moduleUrl))
+  } catch {
+    return false
+  }
 }
 
 export async function runMain<S extends CliSpec>(spec: S, options: MainOptions<S>, body: (cli: ParsedCli<S>) => Promise<void>): Promise<void> {

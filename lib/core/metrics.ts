@@ -40,7 +40,8 @@ const HELP = {
   toogoodtogo_deploy_last_downtime_seconds: 'Downtime of the last deploy or rollback (old heartbeat to new)',
   toogoodtogo_release_info: 'The running release (version label), always 1',
   toogoodtogo_release_deployed_timestamp_seconds: 'Unix time the running release was deployed',
-  toogoodtogo_wal_last_archived_timestamp_seconds: 'Unix time the last WAL segment was archived (point-in-time recovery)',
+  toogoodtogo_wal_last_archived_timestamp_seconds: 'Unix time up to which every WAL segment written is archived: the check time while none waits (point-in-time recovery)',
+  toogoodtogo_physical_backup_last_success_timestamp_seconds: 'Unix time the last pgBackRest base backup into this repository finished (point-in-time recovery)',
   toogoodtogo_service_healthy: '1 when the service was healthy at the last health check, 0 otherwise (degraded counts as not healthy)',
   toogoodtogo_health_check_last_timestamp_seconds: 'Unix time of the last health check',
 } as const

@@ -61,15 +61,15 @@ export async function tryRun(command: Command): Promise<RunResult> {
   if (skipForDryRun(command)) return { exitCode: 0, stdout: '', stderr: '' }
   log.debug(`$ ${describe(command)}`)
   const [program = '', ...args] = command.argv
-  const child = spawn(program, args, {
-    cwd: command.cwd,
-    env: { ...process.env, ...command.env },
-    stdio: [command.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-  })
+  const options = { cwd: command.cwd, env: { ...process.env, ...command.env } }
+  // One spawn per stdio shape: that is how node's types know which of the child's ends are pipes.
+  const child = command.input === undefined
+    ? spawn(program, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(program, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
   const stdout: Buffer[] = []
   const stderr: Buffer[] = []
-  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk))
-  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk))
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk))
   child.stdin?.on('error', () => undefined) // a program that exits without reading its input
   child.stdin?.end(command.input)
   let timedOut = false
@@ -209,24 +209,49 @@ interface Child {
  * never closed makes a child that exits with output still buffered look like a premature close.
  */
 function spawnJoined(commands: Command[], io: { input: boolean; output: boolean }, children: Child[]): Readable | Writable | Duplex | null {
-  const spawned: ChildProcess[] = []
+  let head: Writable | null = null
+  let upstream: Readable | null = null
   for (const [k, command] of commands.entries()) {
-    const upstream = spawned.at(-1)
-    const stdin = upstream ? upstream.stdout! : io.input ? 'pipe' : 'ignore'
-    const stdout = k < commands.length - 1 || io.output ? 'pipe' : 'ignore'
-    const child = spawn(command.argv[0]!, command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, stdio: [stdin, stdout, 'pipe'] })
-    if (command.reads && child.pid) child.once('close', watchReadPosition(child.pid, command.reads.file, command.reads.label))
+    const piped = spawnPiped(command, upstream ?? (io.input ? 'pipe' : 'ignore'), k < commands.length - 1 || io.output)
+    if (command.reads && piped.child.pid) piped.child.once('close', watchReadPosition(piped.child.pid, command.reads.file, command.reads.label))
     // The parent's copy of the read end must go, or a writer never sees its reader die (EPIPE).
-    upstream?.stdout!.destroy()
+    upstream?.destroy()
     const stderr: string[] = []
-    child.stderr!.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
-    children.push({ command, child, stderr })
-    spawned.push(child)
+    piped.stderr.on('data', (chunk: Buffer) => keepTail(stderr, chunk.toString()))
+    children.push({ command, child: piped.child, stderr })
+    head ??= piped.stdin
+    upstream = piped.stdout
   }
-  const head = spawned[0]!
-  const tail = spawned.at(-1)!
-  if (io.input && io.output) return Duplex.from({ writable: head.stdin!, readable: tail.stdout! })
-  return io.input ? head.stdin! : io.output ? tail.stdout! : null
+  // head: the first child's stdin, piped only for io.input; upstream: the last one's stdout, only for io.output
+  if (head && upstream) return Duplex.from({ writable: head, readable: upstream })
+  return head ?? upstream
+}
+
+interface Piped {
+  child: ChildProcess
+  stdin: Writable | null
+  stdout: Readable | null
+  stderr: Readable
+}
+
+/**
+ * A child whose stderr is always a pipe (it becomes the error), its stdin the upstream child's
+ * stdout, a pipe from node, or nothing. One spawn per stdio shape: that is how node's types know
+ * which of the child's ends are pipes.
+ */
+function spawnPiped(command: Command, stdin: Readable | 'pipe' | 'ignore', pipeStdout: boolean): Piped {
+  const [program = '', ...args] = command.argv
+  const options = { cwd: command.cwd, env: { ...process.env, ...command.env } }
+  if (stdin === 'pipe') {
+    const child = pipeStdout
+      ? spawn(program, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn(program, args, { ...options, stdio: ['pipe', 'ignore', 'pipe'] })
+    return { child, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr }
+  }
+  const child = pipeStdout
+    ? spawn(program, args, { ...options, stdio: [stdin, 'pipe', 'pipe'] })
+    : spawn(program, args, { ...options, stdio: [stdin, 'ignore', 'pipe'] })
+  return { child, stdin: null, stdout: child.stdout, stderr: child.stderr }
 }
 
 function isSystemError(error: Error): boolean {

@@ -2,7 +2,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
-import { execInContainer, findContainer } from '../commands/docker.ts'
+import { copyFromContainer, execInContainer, findContainer, imageRepoDigests } from '../commands/docker.ts'
 import { gitCheckout, gitResolve } from '../commands/git.ts'
 import { psqlQuery, type Db } from '../commands/postgres.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
@@ -68,7 +68,7 @@ export async function schemaRevision(db: Db): Promise<string | null> {
 }
 
 export async function imageDigest(image: string): Promise<string | null> {
-  const result = await tryRun({ argv: ['docker', 'image', 'inspect', '--format', '{{range .RepoDigests}}{{println .}}{{end}}', image], mutates: false, timeoutMs: 30_000 })
+  const result = await tryRun(imageRepoDigests(image))
   return /sha256:[0-9a-f]{64}/.exec(result.stdout)?.[0] ?? null
 }
 
@@ -78,7 +78,7 @@ const HEARTBEAT = process.env.HEARTBEAT_FILE ?? '/tmp/heartbeat'
 
 /** mtime of the stopped container's heartbeat file, read from the tar `docker cp` streams out. */
 export async function lastHeartbeat(containerId: string): Promise<number | null> {
-  const result = await tryRun({ argv: ['docker', 'cp', `${containerId}:${HEARTBEAT}`, '-'], mutates: false, timeoutMs: 30_000 })
+  const result = await tryRun(copyFromContainer(containerId, HEARTBEAT))
   if (result.exitCode !== 0 || result.stdout.length < 148) return null
   const mtime = parseInt(result.stdout.slice(136, 148).replace(/\0.*$/, '').trim(), 8)
   return Number.isFinite(mtime) ? mtime * 1000 : null

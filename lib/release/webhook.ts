@@ -55,3 +55,38 @@ function readFingerprint(file: string): string | null {
     return null
   }
 }
+
+// ---- delivery, as Telegram reports it (health-check) -------------------------------------------
+
+export interface WebhookDelivery {
+  url: string
+  pendingUpdates: number
+  lastErrorAt: Date | null
+  lastErrorMessage: string | null
+}
+
+export async function webhookDelivery(t: Pick<WebhookTarget, 'apiBase' | 'token'>): Promise<WebhookDelivery> {
+  const info = await call({ ...t, url: '', secret: '', stateFile: '' }, 'getWebhookInfo')
+  const errorDate = typeof info.last_error_date === 'number' ? new Date(info.last_error_date * 1000) : null
+  return {
+    url: typeof info.url === 'string' ? info.url : '',
+    pendingUpdates: typeof info.pending_update_count === 'number' ? info.pending_update_count : 0,
+    lastErrorAt: errorDate,
+    lastErrorMessage: typeof info.last_error_message === 'string' ? info.last_error_message : null,
+  }
+}
+
+const RECENT_ERROR_S = 5 * 60
+
+/**
+ * A webhook Telegram cannot reach is the most common webhook outage, and only Telegram sees it:
+ * a delivery error in the last 5 minutes, or a webhook pointing elsewhere, is a problem.
+ */
+export function deliveryProblem(d: WebhookDelivery, wantedUrl: string, now: Date): string | null {
+  if (d.url !== wantedUrl) return `Telegram's webhook is ${d.url ? `set to ${d.url}` : 'not set'}, not TELEGRAM_WEBHOOK_URL (deploy.sh sets it)`
+  if (d.lastErrorAt && now.getTime() - d.lastErrorAt.getTime() <= RECENT_ERROR_S * 1000) {
+    const ago = Math.max(0, Math.round((now.getTime() - d.lastErrorAt.getTime()) / 1000))
+    return `Telegram's last webhook delivery failed ${ago}s ago: ${d.lastErrorMessage ?? 'no message'} (${d.pendingUpdates} update(s) pending)`
+  }
+  return null
+}

@@ -107,16 +107,6 @@ export function installFile(from: string, to: string, mode: string, owner: strin
   return { argv: ['install', '-m', mode, '-o', owner, '-g', owner, from, to], timeoutMs: 30_000 }
 }
 
-// ---- the first migration -----------------------------------------------------------------------
-
-/**
- * MIGRATE_COMMAND in the bot's image, as deploy runs it, but without --no-deps: on a fresh host
- * `run` waits for the database's healthcheck (depends_on) while it initialises.
- */
-export function firstMigration(stack: string[], migrate: string, env: Record<string, string>): Command {
-  return { argv: [...stack, 'run', '--rm', '-T', 'bot', ...migrate.trim().split(/\s+/)], env, timeoutMs: 10 * 60_000 }
-}
-
 export function move(from: string, to: string): Command {
   return { argv: ['mv', '--no-target-directory', from, to], timeoutMs: 60_000 }
 }
@@ -187,15 +177,4 @@ export function certbotCertonly(o: CertbotOptions): Command {
 /** One argv as a line for `sh -c` (certbot's hooks are shell commands). */
 export function shellLine(argv: string[]): string {
   return argv.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ')
-}
-
-// ---- misc --------------------------------------------------------------------------------------
-
-/** The first executable called `name` on PATH, like `command -v`. */
-export function findOnPath(name: string, pathVar: string, isExecutable: (file: string) => boolean): string | null {
-  for (const dir of pathVar.split(':').filter(Boolean)) {
-    const file = `${dir.replace(/\/$/, '')}/${name}`
-    if (isExecutable(file)) return file
-  }
-  return null
 }

@@ -1,3 +1,4 @@
+import { pitrUnavailable, readPitrState, type PhysicalRun } from '../db/pitr.ts'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Config, Context } from '../core/config.ts'
@@ -76,8 +77,10 @@ export interface StatusReport {
   newest_offsite: OffsiteStatus | null
   offsite_configured: boolean
   last_drill: DrillStatus | null
-  /** when the last WAL segment was archived, from the metric PITR publishes; null: not published */
+  /** the moment up to which all WAL is archived, from the metric health-check publishes with PITR on; null: not published */
   wal_archived_at: string | null
+  /** how the last pgBackRest base backup into each repository ended; null: point-in-time recovery off */
+  base_backups: PhysicalRun[] | null
   disks: DiskStatus[]
   health: HealthReport | null
   /** null: no ALERTMANAGER_URL (monitoring off) */
@@ -115,6 +118,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
     offsite_configured: cfg.offsite !== null,
     last_drill: null,
     wal_archived_at: null,
+    base_backups: null,
     disks: [],
     health: null,
     alerts: null,
@@ -133,6 +137,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
     report.last_drill = lastDrill(backups)
   }
   report.wal_archived_at = await section(report, 'WAL archive metric', null, () => walArchivedAt(cfg))
+  if (!pitrUnavailable(cfg)) report.base_backups = await section(report, `base backups (${cfg.BACKUP_DIR}/pitr_state.json)`, null, () => readPitrState(cfg).last_runs)
   for (const dir of uniqueDirs([cfg.BACKUP_DIR, cfg.DEPLOY_DIR, path.dirname(cfg.LOG_FILE)])) {
     const disk = await section(report, `free disk (${dir})`, null, () => diskOf(dir))
     if (disk) report.disks.push(disk)
@@ -313,6 +318,13 @@ export function needsAttention(r: StatusReport, now: Date): string[] {
   if (r.last_drill?.outcome === 'failed') out.push('last restore drill failed')
   else if (!r.last_drill || ageOf(r.last_drill.at, now) > DRILL_STALE_S) out.push('no restore drill in 8 days')
   if (r.wal_archived_at && ageOf(r.wal_archived_at, now) > WAL_STALE_S) out.push('WAL archive behind')
+  if (r.base_backups) {
+    if (!r.base_backups.some((b) => b.outcome === 'success')) out.push('no base backup (backup.sh --physical)')
+    for (const b of r.base_backups) {
+      if (b.outcome === 'failed') out.push(`last base backup to repo${b.repo} failed`)
+      else if (ageOf(b.at, now) > BACKUP_STALE_S) out.push(`no base backup to repo${b.repo} in 26h`)
+    }
+  }
   for (const d of r.disks) if (d.free_percent < DISK_LOW_PERCENT) out.push(`disk ${d.path} under ${DISK_LOW_PERCENT}% free`)
   if (r.health) {
     for (const [name, h] of checked(r.health.services)) if (h.status === 'unhealthy' || h.status === 'degraded') out.push(`${name} ${h.status}`)
@@ -353,7 +365,12 @@ export function formatStatus(r: StatusReport, now: Date): string {
 
   if (r.last_drill) row('Drill', `${r.last_drill.outcome.toUpperCase()} on ${r.last_drill.backup_id}, ${when(r.last_drill.at, now)}`)
   else row('Drill', 'never run')
-  if (r.wal_archived_at) row('WAL archive', `last segment ${when(r.wal_archived_at, now)}`)
+  if (r.wal_archived_at) row('WAL archive', `everything up to ${when(r.wal_archived_at, now)}`)
+  if (r.base_backups) {
+    const runs = r.base_backups.map((b) => `repo${b.repo} ${b.type} ${b.outcome === 'success' ? (b.label ?? 'done') : 'FAILED'}, ${when(b.at, now)}`)
+    row('Base backup', runs.length ? (runs[0] ?? '') : 'none yet (backup.sh --physical)')
+    for (const line of runs.slice(1)) more(line)
+  }
 
   row('Disk', r.disks.length === 0 ? 'unknown' : r.disks.map((d) => `${d.path} ${formatMb(d.free_mb)} free (${d.free_percent}%)`).join(', '))
 

@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapshot, removeStack, runOnPty, stackContainers, type Droplet, type GitHost } from '../support/droplet.ts'
 import { LOG_LINE } from '../support/scripts.ts'
+import { stopAfterFirstFailure } from '../support/sequence.ts'
 import { bedEnv } from '../support/stack.ts'
 
 // setup-droplet.sh on "fresh droplets": systemd-booted Debian 12 containers using the bed's Docker
@@ -28,19 +29,6 @@ beforeAll(() => {
   image = ensureDropletImage()
 })
 
-/**
- * One droplet carries a describe block's whole flow: once a step fails, the later ones would only
- * wait out their timeouts on a broken host.
- */
-function stopAfterFirstFailure(): void {
-  let broken = false
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') broken = true
-  })
-  beforeEach((ctx) => {
-    if (broken) ctx.skip()
-  })
-}
 
 async function writeAnswers(d: Droplet, answers: Record<string, string>): Promise<string> {
   const file = `${d.root}/answers.env`
@@ -78,7 +66,9 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
     // The README's case: the application repository over SSH (git@host:...), readable only with a key.
     repo = await gitHostOverSsh(d, bed.APP_REPO!)
     d.env.APP_REPO_URL = repo.url
-    answers = await writeAnswers(d, { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, ...IMAGES })
+    // Point-in-time recovery on. repo1 under the deploy directory: the droplet's postgres runs on
+    // the bed's engine, which resolves bind mounts on the host, where only that path is shared.
+    answers = await writeAnswers(d, { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, ...IMAGES, PITR_ENABLED: 'true', PITR_REPO_DIR: `${d.deployDir}/pgbackrest` })
   })
   afterAll(async () => d?.destroy())
   stopAfterFirstFailure()
@@ -150,6 +140,8 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
 
     // The release setup started is the first deployment (item 5): an event and the current artifact, the deploy user's.
     expect(r.stdout).toMatch(/INFO: Recorded v1\.0\.0 \([0-9a-f]{12}\) as the current deployment: the first deploy can roll back to it/)
+    expect(r.stdout).toContain(`INFO: Point-in-time recovery: on; WAL archived to ${d.deployDir}/pgbackrest`)
+    expect(r.stdout).toMatch(/INFO: Physical backup complete in [\d.]+s: \S+F \(full, repo1, /)
     const state = await artifacts(d)
     expect(state.previous).toBeNull()
     expect(state.current).toMatchObject({ artifact_id: 'v1.0.0', git_tag: 'v1.0.0', git_commit_sha: expect.stringMatching(/^[0-9a-f]{40}$/), docker_image_uri: `${bed.BOT_IMAGE}:v1.0.0`, docker_image_digest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/), deployed: true, rollback_from: null, schema_revision: '0001' })
@@ -249,6 +241,10 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
     expect(after.backups.find((b) => b.backup_id === scheduled[0]!.backup_id)?.last_drill?.outcome).toBe('passed')
     const journal = await d.exec(['journalctl', '--no-pager', '-u', 'toogoodtogo-restore-drill.service'])
     expect(journal.stdout).toContain(`Restore drill passed: ${scheduled[0]!.backup_id}`)
+    // PITR is on here: the same run replays the WAL archive into a scratch volume
+    expect(journal.stdout).toMatch(/Point-in-time drill passed in \d+s: /)
+    // and the scheduled backup took a base backup after the dump (a differential: the full one is from setup)
+    expect((await d.exec(['journalctl', '--no-pager', '-u', 'toogoodtogo-backup.service'])).stdout).toMatch(/Physical backup complete in [\d.]+s: \S+D \(diff, repo1, /)
     await expectAllTheDeployUsers(d)
   })
 
@@ -278,7 +274,8 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
  */
 async function expectAllTheDeployUsers(d: Droplet): Promise<void> {
   const dirs = `"${d.deployDir}" "${BACKUP_DIR}" /var/log/toogoodtogo`
-  const prune = `\\( -path "${d.toolkitDir}" -prune \\)`
+  // pgBackRest's repo1 belongs to the server's user inside the postgres image, by design.
+  const prune = `\\( -path "${d.toolkitDir}" -prune -o -path "${d.deployDir}/pgbackrest" -prune \\)`
   const notOwned = await d.sh(`find ${dirs} ${prune} -o ! -user deploy -printf '%u:%g %m %p\\n'`)
   expect(notOwned.code, notOwned.stderr).toBe(0)
   expect(notOwned.stdout).toBe('')
@@ -345,9 +342,11 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
       { expect: /Enter domain name for SSL \[bot\.ttg-e2e\.test\]: /, send: '\r' },
       // Enter: no off-site copies (the bucket is optional; the droplet still backs up locally).
       { expect: /Off-site backup bucket \(S3 or DigitalOcean Spaces; empty: no off-site copies\): /, send: '\r' },
+      // Enter: point-in-time recovery stays off (the default)
+      { expect: /Point-in-time recovery: archive PostgreSQL WAL continuously.*\(y\/n\) \[n\]: /, send: '\r' },
     ], 540_000)
     expect(r.code, r.transcript).toBe(0)
-    expectInOrder(r.transcript, ['Configuring environment variables', 'Off-site backup copies: off', 'Configuring SSL certificates', 'All services healthy', 'Setup complete - system ready for production'])
+    expectInOrder(r.transcript, ['Configuring environment variables', 'Off-site backup copies: off', 'Point-in-time recovery: off', 'Configuring SSL certificates', 'All services healthy', 'Setup complete - system ready for production'])
     // What was typed at the visible prompts is echoed; the secrets never are.
     expect(r.transcript).toContain('https://bot.ttg-e2e.test/webhook')
     for (const secret of [TOKEN, password, STRIPE]) expect(r.transcript).not.toContain(secret)

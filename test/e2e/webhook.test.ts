@@ -184,7 +184,7 @@ describe('webhook registration', () => {
   it('3. deploy sets the webhook when it is missing or different, and leaves it alone when equal', async () => {
     // A stand-in of the Bot API: getWebhookInfo and setWebhook, as Telegram answers them.
     const calls: { method: string; body: Record<string, unknown> }[] = []
-    const registered = { url: '' }
+    const registered = { url: '', pending: 0, errorDate: 0, errorMessage: '' }
     const api = http.createServer((req, res) => {
       let body = ''
       req.on('data', (d) => (body += d))
@@ -193,7 +193,8 @@ describe('webhook registration', () => {
         const parsed = body ? (JSON.parse(body) as Record<string, unknown>) : {}
         calls.push({ method, body: parsed })
         if (method === 'setWebhook') registered.url = String(parsed.url)
-        const result = method === 'getWebhookInfo' ? { url: registered.url, has_custom_certificate: false, pending_update_count: 0 } : true
+        const errors = registered.errorDate ? { last_error_date: registered.errorDate, last_error_message: registered.errorMessage } : {}
+        const result = method === 'getWebhookInfo' ? { url: registered.url, has_custom_certificate: false, pending_update_count: registered.pending, ...errors } : true
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, result }))
       })
     })
@@ -219,6 +220,16 @@ describe('webhook registration', () => {
       expect(back.code, back.stderr).toBe(0)
       expect(sets()).toHaveLength(2)
       expect(registered.url).toBe(hook)
+      // health-check shows what Telegram says about delivery; a recent error makes the bot degraded.
+      const healthy = await stack.script('health-check', ['bot', '--json'], { ...env, TELEGRAM_API_BASE: apiBase })
+      expect(healthy.code, healthy.stdout + healthy.stderr).toBe(0)
+      expect(JSON.parse(healthy.stdout).services.bot.webhook).toEqual({ pending_update_count: 0, last_error_date: null, last_error_message: null })
+      Object.assign(registered, { pending: 3, errorDate: Math.floor(Date.now() / 1000) - 20, errorMessage: 'Connection timed out' })
+      const failing = await stack.script('health-check', ['bot'], { ...env, TELEGRAM_API_BASE: apiBase })
+      expect(failing.code).toBe(1)
+      expect(failing.stdout).toMatch(/INFO: bot: degraded \(.*; Telegram's last webhook delivery failed 2\ds ago: Connection timed out \(3 update\(s\) pending\)\)/)
+      registered.errorDate = Math.floor(Date.now() / 1000) - 600
+      expect((await stack.script('health-check', ['bot'], { ...env, TELEGRAM_API_BASE: apiBase })).code).toBe(0)
       // The token travels in the API path only: never in the log.
       expect(fs.readFileSync(stack.env.LOG_FILE ?? '', 'utf8')).not.toContain(BOT_TOKEN)
     } finally {

@@ -12,6 +12,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 
 export interface ChildConfig {
+  host: string
   port: number
   directory: string
   keyFile: string
@@ -75,7 +76,7 @@ const server = https.createServer({ key: fs.readFileSync(config.keyFile), cert: 
   if (req.method === 'DELETE' && uploadId) return abortUpload(req, res, bucket, uploadId)
   s3(req, res)
 })
-server.listen(config.port, '127.0.0.1', () => process.stdout.write(`listening ${config.port}\n`))
+server.listen(config.port, config.host, () => process.stdout.write(`listening ${config.port}\n`))
 // The test process owns us: when it goes, so do we.
 process.stdin.on('end', () => process.exit(0))
 process.stdin.resume()

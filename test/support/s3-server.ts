@@ -44,13 +44,18 @@ export interface S3TestServer {
   stop(): Promise<void>
 }
 
-export async function startS3Server(options: { bucket?: string; verifySignatures?: boolean } = {}): Promise<S3TestServer> {
+/**
+ * `host`: the address it listens on, 127.0.0.1 unless a container must reach it (the docker
+ * bridge's gateway: pgBackRest in the postgres service); the certificate names it.
+ */
+export async function startS3Server(options: { bucket?: string; verifySignatures?: boolean; host?: string } = {}): Promise<S3TestServer> {
+  const host = options.host ?? '127.0.0.1'
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-s3-'))
   const keyFile = path.join(dir, 'key.pem')
   const certFile = path.join(dir, 'cert.pem')
   execFileSync('openssl', [
     'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-keyout', keyFile, '-out', certFile, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    '-keyout', keyFile, '-out', certFile, '-subj', `/CN=${host}`, '-addext', `subjectAltName=IP:${host},DNS:localhost`,
   ], { stdio: 'ignore' })
   const ca = fs.readFileSync(certFile, 'utf8')
   const root = path.join(dir, 'data')
@@ -59,8 +64,8 @@ export async function startS3Server(options: { bucket?: string; verifySignatures
   const accessKeyId = 'TTGTESTKEY'
   const secretAccessKey = `test-secret-${Math.random().toString(36).slice(2, 12)}`
   const port = await freePort()
-  const config: ChildConfig = { port, directory: root, keyFile, certFile, buckets: [bucket], credentials: { [accessKeyId]: secretAccessKey }, verifySignatures: options.verifySignatures ?? true }
-  const endpoint = `https://127.0.0.1:${port}`
+  const config: ChildConfig = { host, port, directory: root, keyFile, certFile, buckets: [bucket], credentials: { [accessKeyId]: secretAccessKey }, verifySignatures: options.verifySignatures ?? true }
+  const endpoint = `https://${host}:${port}`
   let child: ChildProcess | null = null
 
   const control = (method: string, route: string, body = ''): Promise<string> =>

@@ -12,12 +12,15 @@ const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS ${WRITER_TABLE} (id bigint PRIM
 
 export class Writer {
   readonly committed: number[] = []
-  private next = 1
+  private next: number
   private running = false
   private session: ChildProcessWithoutNullStreams | null = null
   private loop: Promise<void> = Promise.resolve()
 
-  constructor(private readonly stack: Stack, private readonly intervalMs = 100) {}
+  /** `firstId`: a second writer after a first one continues its numbering */
+  constructor(private readonly stack: Stack, private readonly intervalMs = 100, firstId = 1) {
+    this.next = firstId
+  }
 
   start(): void {
     this.running = true

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { composeBase, composeExec, composeStart, composeStop, type ComposeProject } from '../../lib/commands/compose.ts'
+import { composeBase, composeExec, composePull, composeStart, composeStop, composeUp, type ComposeProject } from '../../lib/commands/compose.ts'
 import { compressCommand, decompressCommand } from '../../lib/commands/gzip.ts'
 import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
 
@@ -20,6 +20,16 @@ describe('compose commands', () => {
   it('stops and starts only the named services', () => {
     expect(composeStop(v2, ['bot']).argv.slice(-2)).toEqual(['stop', 'bot'])
     expect(composeStart(v2, ['bot']).argv.slice(-2)).toEqual(['start', 'bot'])
+  })
+  it('profiles follow the global options, before the subcommand', () => {
+    const webhook = { ...v2, profiles: ['webhook'] }
+    expect(composeStop(webhook, ['nginx']).argv).toEqual([...composeBase(v2), '--profile', 'webhook', 'stop', 'nginx'])
+  })
+  it('pull and up take the tag as APP_VERSION, beside ENV_FILE for the bot\'s env_file', () => {
+    const vars = { APP_VERSION: 'v1.2.0' }
+    expect(composePull(v2, vars)).toMatchObject({ argv: [...composeBase(v2), 'pull'], env: { ENV_FILE: v2.envFile, APP_VERSION: 'v1.2.0' } })
+    expect(composeUp(v2, ['postgres', 'redis'], vars).argv).toEqual([...composeBase(v2), 'up', '--detach', 'postgres', 'redis'])
+    expect(composeUp(v2, [], vars, { removeOrphans: true })).toMatchObject({ argv: [...composeBase(v2), 'up', '--detach', '--remove-orphans'], env: vars })
   })
 })
 

@@ -45,3 +45,16 @@ describe('setup-droplet --env-file FILE through its launchers', () => {
     expect(r.status).toBe(1)
   })
 })
+
+describe('setup-droplet through scripts/run.sh: the entry maps the outcome to the exit code', () => {
+  it('a finished host (the completion marker) exits 2, changing nothing', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-argv-'))
+    fs.mkdirSync(path.join(dir, 'opt'))
+    fs.writeFileSync(path.join(dir, 'opt/.setup-complete'), '{"completed_at":"2026-01-01T00:00:00Z"}\n')
+    const env = { PATH: process.env.PATH ?? '', HOME: dir, NO_COLOR: '1', DEPLOY_DIR: path.join(dir, 'opt'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log') }
+    const r = spawnSync('bash', [path.join(ROOT, 'scripts/run.sh'), 'setup-droplet', '--dry-run'], { encoding: 'utf8', env, timeout: 60_000 })
+    expect(r.stdout).toContain('INFO: Existing configuration found')
+    expect(r.status).toBe(2)
+    expect(fs.readdirSync(dir).sort()).toEqual(['opt'])
+  })
+})

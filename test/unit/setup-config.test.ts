@@ -8,8 +8,9 @@ import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
 import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitEnv, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../../lib/commands/git.ts'
-import { asUser, certbotCertonly, deployKeyPath, firstMigration, installFile, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
+import { asUser, certbotCertonly, deployKeyPath, installFile, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
+import { composeBase, firstMigration } from '../../lib/commands/compose.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
 import { renderTemplate, renderUnits, unitValuesProblems, type UnitValues } from '../../lib/setup/units.ts'
 import { unitWarnings } from '../../lib/commands/systemd.ts'
@@ -77,6 +78,7 @@ describe('.env.production from the template', () => {
     expect(optionalKeys(template)).toEqual([
       'OFFSITE_S3_ENDPOINT', 'OFFSITE_S3_REGION', 'OFFSITE_S3_BUCKET', 'OFFSITE_S3_PREFIX', 'OFFSITE_S3_ACCESS_KEY_ID', 'OFFSITE_S3_SECRET_ACCESS_KEY',
       'BACKUP_AGE_RECIPIENT', 'BACKUP_AGE_IDENTITY_FILE', 'OFFSITE_RETENTION_COUNT', 'OFFSITE_RETENTION_DAYS',
+      'PITR_ENABLED', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', 'PITR_ARCHIVE_TIMEOUT', 'PITR_RETENTION_FULL',
       'POSTGRES_IMAGE', 'REDIS_IMAGE', 'NGINX_IMAGE', 'BOT_MEM_LIMIT', 'POSTGRES_MEM_LIMIT', 'REDIS_MEM_LIMIT', 'NGINX_MEM_LIMIT', 'NGINX_HTTP_PORT', 'NGINX_HTTPS_PORT'])
   })
 })
@@ -102,8 +104,9 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate\n')
     expect(loadSetupSettings({}, answers).cfg.MIGRATE_COMMAND).toBe('python3 -m app.migrate')
     expect(loadSetupSettings({}, undefined).cfg.MIGRATE_COMMAND).toBe('alembic upgrade head')
-    expect(firstMigration(['docker', 'compose'], ' python3 -m  app.migrate ', { APP_VERSION: 'v1.0.0' })).toMatchObject({
-      argv: ['docker', 'compose', 'run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate'], env: { APP_VERSION: 'v1.0.0' },
+    const stack = { flavor: 'v2', file: '/t/compose.yml', project: 'ttg', envFile: '/t/.env.production' } as const
+    expect(firstMigration(stack, ' python3 -m  app.migrate ', { APP_VERSION: 'v1.0.0' })).toMatchObject({
+      argv: [...composeBase(stack), 'run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate'], env: { ENV_FILE: '/t/.env.production', APP_VERSION: 'v1.0.0' },
     })
   })
 })

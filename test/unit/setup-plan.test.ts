@@ -2,14 +2,17 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { parseCli } from '../../lib/core/cli.ts'
 import { TOOLKIT_DIR } from '../../lib/core/config.ts'
 import { renderEnvFile } from '../../lib/core/deployment-config.ts'
 import type { Command, RunResult } from '../../lib/core/runner.ts'
+import { setupDroplet, setupOptions, spec, type SetupOutcome } from '../../scripts/setup-droplet.ts'
 
 // `setup-droplet --dry-run` on a fresh host, as data: the runner is replaced by a recorder that
 // answers the read-only probes the way a fresh Debian 12 droplet would (no Docker, no ufw, no
-// deploy user) and records every command that would change something. The script itself runs
-// unchanged, from its first step to its last.
+// deploy user) and records every command that would change something. The script's own command
+// runs unchanged, from its first step to its last; its thin CLI entry (exit codes, signals) is
+// the launchers' (setup-argv.test.ts).
 const recorded: Command[] = []
 let answer: (argv: string[]) => RunResult
 
@@ -45,7 +48,6 @@ let dir: string
 let stdout: string[]
 let stderr: string[]
 const savedEnv = { ...process.env }
-const savedArgv = process.argv
 
 beforeEach(() => {
   recorded.length = 0
@@ -55,28 +57,24 @@ beforeEach(() => {
   stderr = []
   vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true))
   vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (stderr.push(String(chunk)), true))
-  vi.resetModules()
 })
 
 afterEach(() => {
   vi.restoreAllMocks()
   process.env = { ...savedEnv }
-  process.argv = savedArgv
-  process.exitCode = undefined
 })
 
-async function dryRun(args: string[], env: Record<string, string>): Promise<void> {
-  process.argv = ['node', 'setup-droplet.ts', '--dry-run', ...args]
+/** The command with the options its CLI would give it (`--` first, as scripts/run.sh passes them). */
+function dryRun(args: string[], env: Record<string, string>): Promise<SetupOutcome> {
   process.env = { PATH: savedEnv.PATH, DEPLOY_DIR: path.join(dir, 'opt/toogoodtogo'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log'), ...env }
-  await import('../../scripts/setup-droplet.ts')
+  return setupDroplet(setupOptions(parseCli(spec, ['--', '--dry-run', ...args])))
 }
 
 const ANSWERS = { TELEGRAM_BOT_TOKEN: '123456:plan_token', STRIPE_API_KEY: 'sk_test_plan', BOT_IMAGE: 'registry.example.com/team/bot', APP_VERSION: 'v1.2.0', APP_REPO_URL: 'https://git.example.com/team/bot.git' }
 
 describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
   it('polling mode: the exact commands, in the contract\'s order, and the files it would write', async () => {
-    await dryRun([], ANSWERS)
-    expect(process.exitCode ?? 0).toBe(0)
+    expect(await dryRun([], ANSWERS)).toBe('configured')
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const compose = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--env-file', `${deploy}/.env.production`]
     const keep = ['-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold']
@@ -106,7 +104,9 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       ['chown', 'deploy:deploy', `${deploy}/.env.production`],
       ['chmod', '0600', `${deploy}/.env.production`],
       ['systemctl', 'daemon-reload'],
-      [...compose, 'pull'],
+      // postgres's image is built here, not pulled: POSTGRES_IMAGE with pgBackRest
+      [...compose, 'pull', 'bot', 'redis'],
+      ['docker', 'build', '--quiet', '--build-arg', 'POSTGRES_IMAGE=postgres:15', '--label', expect.stringMatching(/^toogoodtogo\.postgres\.build=[0-9a-f]{16}$/), '--tag', 'postgres:15-pgbackrest', path.join(TOOLKIT_DIR, 'deployment', 'postgres')],
       [...compose, 'up', '--detach', 'postgres', 'redis'],
       [...compose, 'run', '--rm', '-T', 'bot', 'alembic', 'upgrade', 'head'],
       [...compose, 'up', '--detach', '--remove-orphans'],
@@ -118,7 +118,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     const program = (c: Command) => (c.argv[0] === 'setpriv' ? c.argv[c.argv.indexOf('--') + 1] : c.argv[0])
     expect(recorded.filter((c) => program(c) === 'git')).toHaveLength(3)
     for (const c of recorded.filter((c) => program(c) === 'git')) expect(c.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
-    for (const c of recorded.filter((c) => c.argv[0] === 'docker')) expect(c.env).toMatchObject({ APP_VERSION: 'v1.2.0' })
+    for (const c of recorded.filter((c) => c.argv[0] === 'docker' && c.argv[1] === 'compose')) expect(c.env).toMatchObject({ APP_VERSION: 'v1.2.0' })
     for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c.env).toMatchObject({ HOME: '/home/deploy' })
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
@@ -143,8 +143,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
   })
 
   it('webhook mode: certbot, ports 80 and 443, nginx\'s profile; --staging passes through', async () => {
-    await dryRun(['--staging'], { ...ANSWERS, TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', CERTBOT_EMAIL: 'ops@example.com' })
-    expect(process.exitCode ?? 0).toBe(0)
+    expect(await dryRun(['--staging'], { ...ANSWERS, TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', CERTBOT_EMAIL: 'ops@example.com' })).toBe('configured')
     const lines = recorded.map((c) => c.argv.join(' '))
     expect(lines).toContain('apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold certbot')
     expect(lines.filter((l) => l.startsWith('ufw allow'))).toEqual(['ufw allow 22/tcp', 'ufw allow 80/tcp', 'ufw allow 443/tcp'])
@@ -152,21 +151,20 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(certbot.slice(0, 10)).toEqual(['certbot', 'certonly', '--standalone', '--non-interactive', '--agree-tos', '--email', 'ops@example.com', '--staging', '--domain', 'bot.example.com'])
     expect(certbot.slice(10, 12)).toEqual(['--pre-hook', expect.stringMatching(/^docker compose --project-name toogoodtogo .* --profile webhook stop nginx$/)])
     expect(certbot.slice(12)).toEqual(['--post-hook', expect.stringMatching(/^docker compose --project-name toogoodtogo .* --profile webhook start nginx$/)])
-    expect(lines.find((l) => l.endsWith(' pull'))).toMatch(/--profile webhook pull$/)
+    expect(lines.find((l) => / pull /.test(l))).toMatch(/--profile webhook pull bot redis nginx$/)
   })
 
   it('without a terminal, missing answers stop it before any change, naming them', async () => {
-    await dryRun([], { APP_REPO_URL: 'https://git.example.com/team/bot.git', TELEGRAM_BOT_TOKEN: '123456:plan_token' })
-    expect(process.exitCode).toBe(1)
-    expect(stderr.join('')).toContain('ERROR: Missing STRIPE_API_KEY, BOT_IMAGE: set them in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed')
+    await expect(dryRun([], { APP_REPO_URL: 'https://git.example.com/team/bot.git', TELEGRAM_BOT_TOKEN: '123456:plan_token' })).rejects.toThrow(
+      'Missing STRIPE_API_KEY, BOT_IMAGE: set them in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed',
+    )
     expect(recorded).toEqual([])
   })
 
-  it('a finished host (marker present) exits 2 with nothing run', async () => {
+  it('a finished host (marker present): already configured (exit 2), nothing run', async () => {
     fs.mkdirSync(path.join(dir, 'opt/toogoodtogo'), { recursive: true })
     fs.writeFileSync(path.join(dir, 'opt/toogoodtogo/.setup-complete'), '{"completed_at":"2026-01-01T00:00:00Z"}\n')
-    await dryRun([], ANSWERS)
-    expect(process.exitCode).toBe(2)
+    expect(await dryRun([], ANSWERS)).toBe('already_configured')
     expect(stdout.join('')).toContain('INFO: Existing configuration found')
     expect(recorded).toEqual([])
   })
@@ -177,9 +175,8 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
   const SECRETS = { TELEGRAM_BOT_TOKEN: '123456:plan_token', STRIPE_API_KEY: 'sk_test_plan' }
 
   it("the README's one-liner: no APP_VERSION (the newest tag is unknown before the clone), an ssh URL: a deploy key for the deploy user", async () => {
-    await dryRun([], { ...README_ONE_LINER, ...SECRETS })
+    expect(await dryRun([], { ...README_ONE_LINER, ...SECRETS })).toBe('configured')
     expect(stderr.join(''), stderr.join('')).not.toContain('ERROR')
-    expect(process.exitCode ?? 0).toBe(0)
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const asDeploy = ['setpriv', '--reuid=deploy', '--regid=deploy', '--init-groups', '--']
     const ssh = 'ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes'
@@ -200,8 +197,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
   it('MIGRATE_COMMAND from the answers is the first migration', async () => {
     const answers = path.join(dir, 'answers.env')
     fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate --all\n')
-    await dryRun(['--env-file', answers], ANSWERS)
-    expect(process.exitCode ?? 0).toBe(0)
+    expect(await dryRun(['--env-file', answers], ANSWERS)).toBe('configured')
     const migrate = recorded.find((c) => c.argv.includes('run'))!.argv
     expect(migrate.slice(migrate.indexOf('run'))).toEqual(['run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate', '--all'])
   })
@@ -209,20 +205,12 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
   it("'--' before the options (as scripts/run.sh passes them) is taken off; a missing --env-file is the script's own error", async () => {
     const answers = path.join(dir, 'answers.env')
     fs.writeFileSync(answers, Object.entries(ANSWERS).map(([k, v]) => `${k}=${v}`).join('\n') + '\n')
-    process.argv = ['node', 'setup-droplet.ts', '--', '--dry-run', '--env-file', answers]
-    process.env = { PATH: savedEnv.PATH, DEPLOY_DIR: path.join(dir, 'opt/toogoodtogo'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log') }
-    await import('../../scripts/setup-droplet.ts')
+    expect(await dryRun(['--env-file', answers], {})).toBe('configured')
     expect(stderr.join('')).toBe('')
-    expect(process.exitCode ?? 0).toBe(0)
     expect(recorded.some((c) => c.argv.includes('clone'))).toBe(true)
 
-    vi.resetModules()
     recorded.length = 0
-    stderr.length = 0
-    process.argv = ['node', 'setup-droplet.ts', '--', '--dry-run', '--env-file', path.join(dir, 'missing.env')]
-    await import('../../scripts/setup-droplet.ts')
-    expect(process.exitCode).toBe(1)
-    expect(stderr.join('')).toContain(`ERROR: --env-file ${path.join(dir, 'missing.env')}: no such file`)
+    await expect(dryRun(['--env-file', path.join(dir, 'missing.env')], {})).rejects.toThrow(`--env-file ${path.join(dir, 'missing.env')}: no such file`)
     expect(recorded).toEqual([])
   })
 
@@ -233,8 +221,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const template = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/.env.production.template'), 'utf8')
     fs.writeFileSync(path.join(deploy, '.env.production'), renderEnvFile(template, kept, '# kept'), { mode: 0o600 })
     const before = fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')
-    await dryRun([], { ...ANSWERS, STRIPE_API_KEY: 'sk_test_fixed', BOT_IMAGE: 'registry.example.com/team/bot2' })
-    expect(process.exitCode ?? 0).toBe(0)
+    expect(await dryRun([], { ...ANSWERS, STRIPE_API_KEY: 'sk_test_fixed', BOT_IMAGE: 'registry.example.com/team/bot2' })).toBe('configured')
     const out = stdout.join('') + stderr.join('')
     expect(out).toContain(`INFO: Keeping ${deploy}/.env.production from an earlier run: it is not rewritten from this run's answers`)
     expect(stderr.join('')).toContain(`WARN: Answers that differ from the kept ${deploy}/.env.production and are NOT applied: BOT_IMAGE, STRIPE_API_KEY. To change them, edit`)
@@ -248,8 +235,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const offsite = {
       OFFSITE_S3_ENDPOINT: 'https://fra1.digitaloceanspaces.com', OFFSITE_S3_BUCKET: 'ttg-backups', OFFSITE_S3_ACCESS_KEY_ID: 'DO00PLANKEYID', OFFSITE_S3_SECRET_ACCESS_KEY: 'plan/Secret+Access-Key',
     }
-    await dryRun([], { ...ANSWERS, ...offsite })
-    expect(process.exitCode ?? 0, stderr.join('')).toBe(0)
+    expect(await dryRun([], { ...ANSWERS, ...offsite }), stderr.join('')).toBe('configured')
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const identity = `${deploy}/backup-age-identity.txt`
     const argv = recorded.map((c) => c.argv)
@@ -269,9 +255,9 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
   })
 
   it('incomplete off-site answers without a terminal stop it before any change, naming the variable', async () => {
-    await dryRun([], { ...ANSWERS, OFFSITE_S3_BUCKET: 'ttg-backups', OFFSITE_S3_ACCESS_KEY_ID: 'DO00PLANKEYID', OFFSITE_S3_SECRET_ACCESS_KEY: 'plan-secret' })
-    expect(process.exitCode).toBe(1)
-    expect(stderr.join('')).toContain('ERROR: Invalid OFFSITE_S3_ENDPOINT: must be set when OFFSITE_S3_BUCKET is set')
+    await expect(dryRun([], { ...ANSWERS, OFFSITE_S3_BUCKET: 'ttg-backups', OFFSITE_S3_ACCESS_KEY_ID: 'DO00PLANKEYID', OFFSITE_S3_SECRET_ACCESS_KEY: 'plan-secret' })).rejects.toThrow(
+      'Invalid OFFSITE_S3_ENDPOINT: must be set when OFFSITE_S3_BUCKET is set',
+    )
     expect(recorded).toEqual([])
   })
 })

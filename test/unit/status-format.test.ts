@@ -14,6 +14,7 @@ function report(overrides: Partial<StatusReport> = {}): StatusReport {
     offsite_configured: true,
     last_drill: { at: '2026-11-29T04:00:00Z', outcome: 'passed', detail: 'ok', backup_id: 'toogoodtogo_20261129_030010' },
     wal_archived_at: null,
+    base_backups: null,
     disks: [{ path: '/opt/backups/postgres', free_mb: 12_600, free_percent: 41.2 }],
     health: {
       timestamp: '2026-12-02T08:00:00Z',
@@ -83,6 +84,10 @@ describe('status screen', () => {
       newest_offsite: null,
       last_drill: { at: '2026-12-01T04:00:00Z', outcome: 'failed', detail: 'row counts differ', backup_id: 'b' },
       wal_archived_at: '2026-12-02T07:00:00Z',
+      base_backups: [
+        { repo: 1, type: 'diff', at: '2026-12-02T03:05:00Z', outcome: 'success', label: '20261201-030000F_20261202-030000D', duration_s: 40, detail: '' },
+        { repo: 2, type: 'diff', at: '2026-12-02T03:06:00Z', outcome: 'failed', label: null, duration_s: 3, detail: 'HostConnectError' },
+      ],
       disks: [{ path: '/', free_mb: 900, free_percent: 9.5 }],
       alerts: [{ name: 'RedisDown', severity: 'critical', summary: 'Redis is down', since: '2026-12-02T07:55:00Z' }],
     })
@@ -94,6 +99,7 @@ describe('status screen', () => {
       'no off-site copy in 26h',
       'last restore drill failed',
       'WAL archive behind',
+      'last base backup to repo2 failed',
       'disk / under 15% free',
       'redis unhealthy',
       '1 alert(s) firing',
@@ -102,7 +108,8 @@ describe('status screen', () => {
     expect(text).toContain('Last deploy  deploy v1.3.0: ROLLED_BACK, 2026-12-02 07:03 UTC, 57m ago (manual)\n             Migration failed: relation "x" exists\n')
     expect(text).toContain('(scheduled, 1KB, NOT verified)')
     expect(text).toContain('Off-site     no copy yet\n')
-    expect(text).toContain('WAL archive  last segment 2026-12-02 07:00 UTC, 1h 0m ago\n')
+    expect(text).toContain('WAL archive  everything up to 2026-12-02 07:00 UTC, 1h 0m ago\n')
+    expect(text).toContain('Base backup  repo1 diff 20261201-030000F_20261202-030000D, 2026-12-02 03:05 UTC, 4h 55m ago\n             repo2 diff FAILED, 2026-12-02 03:06 UTC, 4h 54m ago\n')
     expect(text).toContain('Alerts       1 firing\n             RedisDown [critical] Redis is down (since 2026-12-02 07:55 UTC, 5m ago)\n')
   })
 

@@ -1,0 +1,61 @@
+import { compose, type ComposeProject } from './compose.ts'
+import type { Command } from '../core/runner.ts'
+
+// pgBackRest runs inside the postgres service (deployment/postgres), as the server's own user,
+// reading the configuration its entrypoint wrote. One stanza: the droplet has one cluster.
+export const STANZA = 'main'
+export type RepoNumber = 1 | 2
+export type PhysicalBackupType = 'full' | 'diff'
+
+/** The scratch volume a drill restores into, mounted where ttg-pitr expects it. */
+export const DRILL_MOUNT = '/var/lib/postgresql/drill'
+
+function pgbackrest(p: ComposeProject, args: string[], timeoutMs: number): Command {
+  return { ...compose(p, ['exec', '-T', '--user', 'postgres', 'postgres', 'pgbackrest', `--stanza=${STANZA}`, ...args]), timeoutMs }
+}
+
+/** Idempotent: creates the stanza, or checks that the one there belongs to this cluster. */
+export function stanzaCreate(p: ComposeProject): Command {
+  return pgbackrest(p, ['stanza-create'], 5 * 60_000)
+}
+
+export function physicalBackup(p: ComposeProject, type: PhysicalBackupType, repo: RepoNumber, timeoutMs: number): Command {
+  return pgbackrest(p, [`--repo=${repo}`, `--type=${type}`, 'backup'], timeoutMs)
+}
+
+/** In a one-off container: it answers whether the server runs or its container is gone. */
+export function pgbackrestInfo(p: ComposeProject): Command {
+  return { ...postgresOneOff(p, ['pgbackrest', `--stanza=${STANZA}`, '--output=json', 'info'], { timeoutMs: 2 * 60_000 }), mutates: false }
+}
+
+/** A one-off container of the postgres service (its image, volumes and environment), the server itself stopped or gone. */
+export function postgresOneOff(p: ComposeProject, argv: string[], opts: { timeoutMs: number; volumes?: string[] }): Command {
+  const volumes = (opts.volumes ?? []).flatMap((v) => ['--volume', v])
+  return { ...compose(p, ['run', '--rm', '--no-deps', '-T', '--user', 'postgres', ...volumes, 'postgres', ...argv]), timeoutMs: opts.timeoutMs }
+}
+
+/**
+ * The restore options for a target: the end of the archive (`latest`), or a moment, after which
+ * the server promotes itself (pgBackRest's default target action would pause it, read-only).
+ */
+export function restoreTargetOptions(target: Date | 'latest', repo: RepoNumber): string[] {
+  const where = [`--repo=${repo}`]
+  if (target === 'latest') return [...where, '--type=default']
+  return [...where, '--type=time', `--target=${target.toISOString().replace('T', ' ').replace('Z', '+00')}`, '--target-action=promote']
+}
+
+export function ttgPitrRestore(p: ComposeProject, options: string[]): Command {
+  return postgresOneOff(p, ['ttg-pitr', 'restore', ...options], { timeoutMs: 6 * 60 * 60_000 })
+}
+
+export function ttgPitrPutBack(p: ComposeProject): Command {
+  return postgresOneOff(p, ['ttg-pitr', 'put-back'], { timeoutMs: 30 * 60_000 })
+}
+
+export function ttgPitrDiscard(p: ComposeProject): Command {
+  return postgresOneOff(p, ['ttg-pitr', 'discard'], { timeoutMs: 30 * 60_000 })
+}
+
+export function ttgPitrDrill(p: ComposeProject, scratchVolume: string, sql: string, options: string[]): Command {
+  return postgresOneOff(p, ['ttg-pitr', 'drill', '5433', sql, ...options], { timeoutMs: 6 * 60 * 60_000, volumes: [`${scratchVolume}:${DRILL_MOUNT}`] })
+}

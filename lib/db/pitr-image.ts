@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { buildImage, imageLabel } from '../commands/docker.ts'
+import { TOOLKIT_DIR } from '../core/config.ts'
+import { log } from '../core/log.ts'
+import { run, tryRun } from '../core/runner.ts'
+
+// The postgres service runs POSTGRES_IMAGE with pgBackRest added (deployment/postgres). It is
+// built here, on the droplet, rather than pulled: the toolkit owns its Dockerfile, and a label
+// with the hash of that directory and the base tells whether the local build is current.
+const CONTEXT = path.join(TOOLKIT_DIR, 'deployment', 'postgres')
+const BUILD_LABEL = 'toogoodtogo.postgres.build'
+
+/** The tag the compose file gives the postgres service: `${POSTGRES_IMAGE}-pgbackrest`. */
+export function postgresServerImage(base: string): string {
+  return `${base}-pgbackrest`
+}
+
+export function buildKey(base: string, context = CONTEXT): string {
+  const hash = createHash('sha256').update(base)
+  for (const name of fs.readdirSync(context).sort()) hash.update(`\0${name}\0`).update(fs.readFileSync(path.join(context, name)))
+  return hash.digest('hex').slice(0, 16)
+}
+
+/** Builds the server image unless the local one was built from this base and this directory. */
+export async function ensurePostgresImage(base: string): Promise<string> {
+  const image = postgresServerImage(base)
+  const key = buildKey(base)
+  const have = await tryRun(imageLabel(image, BUILD_LABEL))
+  if (have.exitCode === 0 && have.stdout.trim() === key) return image
+  log.info(`Building ${image}: ${base} with pgBackRest (deployment/postgres; once per change)`)
+  await run(buildImage(image, CONTEXT, { POSTGRES_IMAGE: base }, { [BUILD_LABEL]: key }))
+  return image
+}

@@ -1,0 +1,334 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { z } from 'zod'
+import { userIdInImage } from '../commands/docker.ts'
+import { ensurePostgresImage } from './pitr-image.ts'
+import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
+import { psqlQuery } from '../commands/postgres.ts'
+import { writeFileAtomic } from '../core/atomic-file.ts'
+import { requireCompose, type Config, type Context } from '../core/config.ts'
+import { OpsError, messageOf } from '../core/errors.ts'
+import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
+import { log } from '../core/log.ts'
+import { publishMetrics, recordWalArchive } from '../core/metrics.ts'
+import { notify } from '../core/notify.ts'
+import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import type { ServiceHealth } from '../release/health.ts'
+
+// Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
+// service (deployment/postgres), base backups taken here. pgBackRest's own repository is the
+// record of what exists; pitr_state.json (in BACKUP_DIR) only remembers how the last runs ended.
+
+/** Why PITR cannot be used here, or null. */
+export function pitrUnavailable(cfg: Config): string | null {
+  if (cfg.DB_MODE === 'url') return 'DB_MODE=url: the managed database keeps its own point-in-time recovery (use the provider\'s restore); this toolkit archives WAL only for the compose postgres service'
+  if (!cfg.PITR_ENABLED) return 'point-in-time recovery is off (PITR_ENABLED=false in .env.production; README: "Point-in-time recovery")'
+  return null
+}
+
+export function requirePitr(cfg: Config): void {
+  const reason = pitrUnavailable(cfg)
+  if (reason) throw new OpsError('config', reason)
+}
+
+/** repo1 always; repo2, the off-site bucket, when there is one and a cipher password to encrypt with. */
+export function pitrRepos(cfg: Config): RepoNumber[] {
+  return cfg.offsite && cfg.PITR_CIPHER_PASSWORD ? [1, 2] : [1]
+}
+
+// ---- what the repositories hold (pgbackrest info --output=json) --------------------------------
+
+const infoSchema = z.array(z.object({
+  name: z.string(),
+  status: z.object({ code: z.number(), message: z.string() }),
+  backup: z.array(z.object({
+    label: z.string(),
+    type: z.string(),
+    timestamp: z.object({ start: z.number(), stop: z.number() }),
+    info: z.object({ size: z.number(), repository: z.object({ delta: z.number() }).partial() }).partial(),
+    database: z.object({ 'repo-key': z.number() }).partial().optional(),
+  })).default([]),
+  archive: z.array(z.object({
+    min: z.string().nullable().optional(),
+    max: z.string().nullable().optional(),
+    database: z.object({ 'repo-key': z.number() }).partial().optional(),
+  })).default([]),
+}))
+
+export interface PhysicalBackup {
+  label: string
+  type: string
+  repo: number
+  startedAt: Date
+  stoppedAt: Date
+  /** the database's size at the backup */
+  sizeBytes: number
+  /** what this backup added to the repository */
+  storedBytes: number
+}
+
+export interface RepoContents {
+  backups: PhysicalBackup[]
+  /** the WAL range archived, per repository */
+  archive: { repo: number; min: string | null; max: string | null }[]
+  /** pgBackRest's own verdict on the stanza ("ok", or why not) */
+  status: string
+}
+
+export async function repoContents(ctx: Context): Promise<RepoContents> {
+  const text = await capture(pgbackrestInfo(requireCompose(ctx)))
+  let parsed: z.infer<typeof infoSchema>
+  try {
+    parsed = infoSchema.parse(JSON.parse(text))
+  } catch (error) {
+    throw new OpsError('command_failed', `pgbackrest info printed something unexpected: ${messageOf(error).slice(0, 200)}`)
+  }
+  const stanza = parsed[0]
+  if (!stanza) return { backups: [], archive: [], status: 'no stanza' }
+  return {
+    status: stanza.status.message,
+    backups: stanza.backup.map((b) => ({
+      label: b.label,
+      type: b.type,
+      repo: b.database?.['repo-key'] ?? 1,
+      startedAt: new Date(b.timestamp.start * 1000),
+      stoppedAt: new Date(b.timestamp.stop * 1000),
+      sizeBytes: b.info.size ?? 0,
+      storedBytes: b.info.repository?.delta ?? 0,
+    })),
+    archive: stanza.archive.map((a) => ({ repo: a.database?.['repo-key'] ?? 1, min: a.min ?? null, max: a.max ?? null })),
+  }
+}
+
+export function describePhysical(b: PhysicalBackup): string {
+  return `${b.label} (${b.type}, repo${b.repo}, ${isoSeconds(b.stoppedAt)}, database ${formatBytes(b.sizeBytes)}, stored ${formatBytes(b.storedBytes)})`
+}
+
+// ---- base backups ------------------------------------------------------------------------------
+
+const FULL_EVERY_DAYS = 7
+
+/** A full one when the repository holds none from the last week, a differential otherwise. */
+export function chooseType(backups: readonly PhysicalBackup[], repo: number, now: Date): PhysicalBackupType {
+  const weekAgo = now.getTime() - FULL_EVERY_DAYS * 86_400_000
+  return backups.some((b) => b.repo === repo && b.type === 'full' && b.stoppedAt.getTime() >= weekAgo) ? 'diff' : 'full'
+}
+
+const runSchema = z.object({
+  repo: z.number().int(),
+  type: z.enum(['full', 'diff']),
+  at: z.string(),
+  outcome: z.enum(['success', 'failed']),
+  label: z.string().nullable(),
+  duration_s: z.number(),
+  detail: z.string(),
+})
+const stateSchema = z.object({
+  last_runs: z.array(runSchema).default([]),
+  /** set while health checks find WAL archiving failing; the notification went out once */
+  archiving_failing_since: z.string().nullable().default(null),
+})
+export type PhysicalRun = z.infer<typeof runSchema>
+type PitrState = z.infer<typeof stateSchema>
+
+function stateFile(cfg: Config): string {
+  return path.join(cfg.BACKUP_DIR, 'pitr_state.json')
+}
+
+export function readPitrState(cfg: Config): PitrState {
+  const file = stateFile(cfg)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { last_runs: [], archiving_failing_since: null }
+    throw new OpsError('corrupt_state', `Cannot read ${file}: ${messageOf(error)}`)
+  }
+  const parsed = stateSchema.safeParse(safeJson(text))
+  if (!parsed.success) throw new OpsError('corrupt_state', `${file} is invalid (${parsed.error.issues[0]?.message}); fix or move it aside, it was left untouched`)
+  return parsed.data
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return null
+  }
+}
+
+function writePitrState(cfg: Config, state: PitrState): void {
+  fs.mkdirSync(cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })
+  writeFileAtomic(stateFile(cfg), JSON.stringify(state, null, 2) + '\n')
+}
+
+/**
+ * `backup --physical`: a base backup into every repository (each its own pgBackRest run: one
+ * failing does not stop the other), expiry by pgBackRest's retention, the outcome recorded.
+ * Throws after trying them all when any failed.
+ */
+export async function takePhysicalBackups(ctx: Context, requested: PhysicalBackupType | 'auto'): Promise<PhysicalRun[]> {
+  requirePitr(ctx.cfg)
+  const p = requireCompose(ctx)
+  await run(stanzaCreate(p))
+  const existing = isDryRun() ? [] : (await repoContents(ctx)).backups
+  const runs: PhysicalRun[] = []
+  for (const repo of pitrRepos(ctx.cfg)) {
+    const type = requested === 'auto' ? chooseType(existing, repo, new Date()) : requested
+    log.info(`Starting physical backup (pgBackRest ${type}, repo${repo}${repo === 2 ? ` in bucket ${ctx.cfg.offsite?.bucket}` : ''})`)
+    const started = Date.now()
+    const outcome = await tryRun(physicalBackup(p, type, repo, ctx.cfg.DB_OPERATION_TIMEOUT * 1000 * 6))
+    if (isDryRun()) continue
+    const duration = Math.round((Date.now() - started) / 100) / 10
+    const newest = outcome.exitCode === 0 ? (await repoContents(ctx)).backups.filter((b) => b.repo === repo).at(-1) ?? null : null
+    const detail = outcome.exitCode === 0 ? (newest ? describePhysical(newest) : 'done') : lastLines(outcome.stderr || outcome.stdout)
+    runs.push({ repo, type, at: isoSeconds(new Date()), outcome: outcome.exitCode === 0 ? 'success' : 'failed', label: newest?.label ?? null, duration_s: duration, detail })
+    if (outcome.exitCode === 0) log.info(`Physical backup complete in ${duration}s: ${detail}`)
+    else log.error(`Physical backup to repo${repo} failed: ${detail}`)
+  }
+  if (isDryRun()) return runs
+  recordRuns(ctx.cfg, runs)
+  const failed = runs.filter((r) => r.outcome === 'failed')
+  if (failed.length) {
+    await notify(ctx.cfg, `Physical backup failed on ${os.hostname()}: ${failed.map((r) => `repo${r.repo}: ${r.detail}`).join('; ')}`)
+    throw new OpsError('command_failed', `Physical backup failed: ${failed.map((r) => `repo${r.repo}: ${r.detail}`).join('; ')}`)
+  }
+  return runs
+}
+
+function recordRuns(cfg: Config, runs: PhysicalRun[]): void {
+  const state = readPitrState(cfg)
+  const repos = new Set(runs.map((r) => r.repo))
+  writePitrState(cfg, { ...state, last_runs: [...state.last_runs.filter((r) => !repos.has(r.repo)), ...runs].sort((a, b) => a.repo - b.repo) })
+  const succeeded = runs.filter((r) => r.outcome === 'success')
+  if (succeeded.length) {
+    // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
+    publishMetrics(cfg, 'physical-backup', succeeded.map((r) => ({ name: 'toogoodtogo_physical_backup_last_success_timestamp_seconds', labels: { repo: `repo${r.repo}` }, value: Math.floor(Date.parse(r.at) / 1000) })))
+  }
+}
+
+function lastLines(text: string): string {
+  return text.trim().split('\n').filter((l) => /ERROR|WARN|error/i.test(l)).slice(-2).join(' | ') || text.trim().split('\n').slice(-2).join(' | ') || 'no output'
+}
+
+// ---- is archiving keeping up? ------------------------------------------------------------------
+
+export interface ArchiverStatus {
+  archiveMode: string
+  lastArchivedWal: string | null
+  lastArchivedAt: Date | null
+  failedCount: number
+  lastFailedWal: string | null
+  lastFailedAt: Date | null
+  /** segments complete and waiting for archive_command (pg_wal/archive_status/*.ready) */
+  waiting: number
+  oldestWaitingSince: Date | null
+}
+
+const ARCHIVER_SQL = `SELECT current_setting('archive_mode'), coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::bigint, 0),
+  failed_count, coalesce(last_failed_wal, ''), coalesce(extract(epoch FROM last_failed_time)::bigint, 0),
+  (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),
+  (SELECT coalesce(extract(epoch FROM min(modification))::bigint, 0) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+FROM pg_stat_archiver`
+
+export async function archiverStatus(ctx: Context): Promise<ArchiverStatus> {
+  const line = await capture({ ...psqlQuery(ctx.db, ctx.db.database, ARCHIVER_SQL, { mutates: false }), timeoutMs: 10_000 })
+  return parseArchiverStatus(line)
+}
+
+export function parseArchiverStatus(line: string): ArchiverStatus {
+  const [mode = '', archived = '', archivedAt = '0', failed = '0', failedWal = '', failedAt = '0', waiting = '0', waitingSince = '0'] = line.trim().split('|')
+  const date = (epoch: string) => (Number(epoch) > 0 ? new Date(Number(epoch) * 1000) : null)
+  return {
+    archiveMode: mode,
+    lastArchivedWal: archived || null,
+    lastArchivedAt: date(archivedAt),
+    failedCount: Number(failed),
+    lastFailedWal: failedWal || null,
+    lastFailedAt: date(failedAt),
+    waiting: Number(waiting),
+    oldestWaitingSince: date(waitingSince),
+  }
+}
+
+/**
+ * Archiving that silently stops is the classic PITR failure: pg_wal grows until the disk is full,
+ * and the archive ends where it stopped. A problem is a segment waiting longer than
+ * archive_timeout plus a margin, or a last attempt that failed; null while archiving keeps up.
+ */
+export function archivingProblem(s: ArchiverStatus, now: Date, archiveTimeoutS: number): string | null {
+  if (s.archiveMode !== 'on') return `WAL archiving is off in the server (archive_mode=${s.archiveMode}) though PITR_ENABLED=true: recreate the postgres container (docker compose up -d postgres)`
+  const failedAt = s.lastFailedAt
+  const failing = failedAt !== null && (!s.lastArchivedAt || failedAt >= s.lastArchivedAt)
+  const lastFailure = failing ? `; last failure: ${s.lastFailedWal} at ${isoSeconds(failedAt)}` : ''
+  const waitedS = s.oldestWaitingSince ? (now.getTime() - s.oldestWaitingSince.getTime()) / 1000 : 0
+  if (s.waiting > 0 && waitedS > archiveTimeoutS + 60) {
+    return `WAL archiving is behind: ${s.waiting} segment(s) waiting, the oldest for ${formatAge(waitedS)}${lastFailure}`
+  }
+  if (failing) return `WAL archiving is failing${lastFailure}`
+  return null
+}
+
+/** Every WAL written up to this moment is in the archive: now while nothing waits. */
+export function archivedUpTo(s: ArchiverStatus, now: Date): Date {
+  return s.waiting > 0 && s.oldestWaitingSince ? s.oldestWaitingSince : now
+}
+
+/**
+ * For health-check: publishes how current the archive is, and tells the notification channels
+ * once when archiving starts failing, and once when it has caught up.
+ */
+export async function noteArchiving(cfg: Config, status: ArchiverStatus, problem: string | null, now: Date): Promise<void> {
+  recordWalArchive(cfg, archivedUpTo(status, now))
+  const state = readPitrState(cfg)
+  if (problem && !state.archiving_failing_since) {
+    writePitrState(cfg, { ...state, archiving_failing_since: isoSeconds(now) })
+    await notify(cfg, `PostgreSQL WAL archiving on ${os.hostname()} needs attention: ${problem}. Writes since then are not in the archive; pg_wal grows until it is fixed.`)
+  } else if (!problem && state.archiving_failing_since) {
+    writePitrState(cfg, { ...state, archiving_failing_since: null })
+    await notify(cfg, `PostgreSQL WAL archiving on ${os.hostname()} has caught up (failing since ${state.archiving_failing_since}).`)
+  }
+}
+
+/**
+ * health-check's view of archiving, added to a healthy postgres: degraded with the reason while
+ * archiving fails or falls behind. Not part of deploy's health gate: a bucket that is down must
+ * not roll a release back.
+ */
+export async function withArchiving(ctx: Context, postgres: ServiceHealth): Promise<ServiceHealth> {
+  if (pitrUnavailable(ctx.cfg) || postgres.status !== 'healthy') return postgres
+  const now = new Date()
+  let status: ArchiverStatus
+  try {
+    status = await archiverStatus(ctx)
+  } catch (error) {
+    return { ...postgres, status: 'degraded', detail: `${postgres.detail}; WAL archiver status unreadable: ${messageOf(error)}` }
+  }
+  const problem = archivingProblem(status, now, ctx.cfg.PITR_ARCHIVE_TIMEOUT)
+  await noteArchiving(ctx.cfg, status, problem, now)
+  const runs = readPitrState(ctx.cfg).last_runs
+  const archive = { archived_up_to: isoSeconds(archivedUpTo(status, now)), last_archived_wal: status.lastArchivedWal, waiting_segments: status.waiting, failed_count: status.failedCount, last_base_backups: runs }
+  // The backup run already notified; a failed last base backup still shows here until one succeeds.
+  const failedBackups = runs.filter((r) => r.outcome === 'failed').map((r) => `the last base backup to repo${r.repo} failed at ${r.at}: ${r.detail}`)
+  const problems = [...(problem ? [problem] : []), ...failedBackups]
+  if (!problems.length) return { ...postgres, wal_archive: archive }
+  return { ...postgres, status: 'degraded', detail: `${postgres.detail}; ${problems.join('; ')}`, wal_archive: archive }
+}
+
+/**
+ * repo1 lives under BACKUP_DIR on the host but is written by the server's own user inside the
+ * container (uid 999 in the official image): setup (as root) creates it with that owner, 0700.
+ */
+export async function preparePitrRepoDir(cfg: Config): Promise<string> {
+  const dir = cfg.PITR_REPO_DIR ?? path.join(cfg.BACKUP_DIR, 'pgbackrest')
+  const image = await ensurePostgresImage(cfg.POSTGRES_IMAGE)
+  const uid = Number(await capture(userIdInImage(image, 'postgres', 'u')))
+  const gid = Number(await capture(userIdInImage(image, 'postgres', 'g')))
+  if (isDryRun()) return dir
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  fs.chownSync(dir, uid, gid)
+  fs.chmodSync(dir, 0o700)
+  log.info(`pgBackRest repo1: ${dir} (owned by uid ${uid}, the server's user in ${image})`)
+  return dir
+}
