@@ -20,6 +20,7 @@ import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
 import { ensureWebhook, webhookStateFile } from '../lib/release/webhook.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
+import { armArchiveTimeout } from '../lib/db/pitr.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -309,6 +310,8 @@ async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
   if (isDryRun()) return
   const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
+  // a postgres (re)started just now (a rebuilt image, a reboot) archives on archive_timeout only after a checkpoint
+  await armArchiveTimeout(ctx)
 }
 
 async function preDeploymentBackup(a: Attempt): Promise<void> {
