@@ -14,6 +14,8 @@
 //   BENCH_RESTORE_ROUNDS restores of each kind, alternating baseline and tool (default 5): a
 //                        restore is short and the same pipeline varies by 30% from run to run on a
 //                        shared machine, so the medians are compared and every run is printed
+//   BENCH_OFFSITE        0 leaves out the last part: the tool's backup copied off-site (s3rver over
+//                        HTTPS on 127.0.0.1, age), the local file deleted, restored from the bucket
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -22,6 +24,7 @@ import { performance } from 'node:perf_hooks'
 import pg from 'pg'
 import { ADMIN_PASSWORD, startCluster, type Cluster } from '../test/support/pg-cluster.ts'
 import { ROOT, tempDir } from '../test/support/scripts.ts'
+import { startS3Server } from '../test/support/s3-server.ts'
 import { killCurrent, measure, type Measurement, type TimedLine } from './process-meter.ts'
 
 // The goals from the issue. Compression level 6 on both sides, so the ratio compares like with like.
@@ -112,6 +115,7 @@ async function main(): Promise<void> {
     const { baselineRestores, toolRestores } = await measureRestores(bench, baselineBackup.file, toolBackup?.backupId ?? baselineBackup.file, data)
 
     printReport({ data, dumpBytes, baselineBackup, toolBackup, pigzBackup, bareDump, baselineRestores, toolRestores })
+    if (toolBackup && process.env.BENCH_OFFSITE !== '0') reportOffsiteRestore(await measureOffsiteRestore(bench, toolBackup.backupId, data), toolRestores)
     step(`Whole benchmark took ${seconds((performance.now() - started) / 1000)} (building the database included)`)
   } finally {
     cleanUp()
@@ -415,6 +419,42 @@ async function runTool(script: string, args: string[], bench: Bench): Promise<Me
     console.log(`  ${label}: attempt ${attempt} FAILED after ${seconds(result.seconds)} (exit ${result.exitCode}): ${error}`)
     if (attempt >= TOOL_ATTEMPTS) return null
   }
+}
+
+// ---- restoring from the bucket ------------------------------------------------------------------
+
+/**
+ * Disaster recovery's cost: the tool's backup copied off-site (age-encrypted, to the tests' s3rver
+ * over HTTPS on 127.0.0.1), the local file deleted, then `restore <id>`: download, decrypt, verify
+ * against the recorded checksums, restore. Compared with the tool's restores of the local file above.
+ */
+async function measureOffsiteRestore(bench: Bench, backupId: string, data: DataSet): Promise<Measurement | null> {
+  step('Off-site: the same backup restored from the bucket (BENCH_OFFSITE=0 leaves this out)')
+  const s3 = await startS3Server()
+  try {
+    const identity = path.join(bench.work, 'bench.agekey')
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' })
+    const recipient = execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim()
+    const offsite = { ...bench, toolEnv: { ...bench.toolEnv, ...s3.env({ BACKUP_AGE_RECIPIENT: recipient, BACKUP_AGE_IDENTITY_FILE: identity }), NODE_EXTRA_CA_CERTS: s3.caFile } }
+    if (!(await runTool('backup', ['--offsite-sync'], offsite))) return null
+    fs.rmSync(path.join(String(bench.toolEnv.BACKUP_DIR), `${backupId}.sql.gz`))
+    await bench.cluster.query('CHECKPOINT')
+    const result = await runTool('restore', [backupId, '--yes', '--verbose'], offsite)
+    if (result) await checkRowCounts(bench, DB, data, 'restore from the bucket')
+    return result
+  } finally {
+    await s3.stop()
+  }
+}
+
+function reportOffsiteRestore(fromBucket: Measurement | null, localRestores: Measurement[]): void {
+  const local = medianRun(localRestores)
+  if (!fromBucket || !local) {
+    console.log('  restore from the bucket: no successful run to compare (see the attempts above)')
+    return
+  }
+  console.log(`  restore <id> from the bucket (download + age decrypt + verify + restore): ${seconds(fromBucket.seconds)}, peak ${mb(fromBucket.peakRssBytes)} MB`)
+  console.log(`  against the local file's restore (median of ${localRestores.length}): ${seconds(local.seconds)}: ${(fromBucket.seconds / local.seconds).toFixed(2)}x`)
 }
 
 // ---- where the tool's time goes ----------------------------------------------------------------

@@ -21,6 +21,7 @@ import { OldVersionServing } from '../lib/release/bluegreen.ts'
 import { ensureWebhook, webhookStateFile } from '../lib/release/webhook.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { armArchiveTimeout } from '../lib/db/pitr.ts'
+import { endWatch, startWatch } from '../lib/release/watch.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -57,12 +58,17 @@ const spec = {
     ['NOTIFY_WEBHOOK_URL', 'Slack-compatible webhook for success, failure and rollback'],
     ['TELEGRAM_NOTIFY_CHAT_ID', 'Telegram chat notified through the bot token (TELEGRAM_API_BASE)'],
     ['TELEGRAM_WEBHOOK_URL', 'webhook mode: blue-green switch; after the gate the webhook is set to it (with TELEGRAM_WEBHOOK_SECRET) when it differs'],
+    ['WATCH_SECONDS', 'the watch window after the switch (300; 0: none)'],
   ],
   notes: [
     'State: artifacts.json (current and previous artifact) and one JSON line per event in the audit log',
     '(deployments.log beside LOG_FILE). A run killed mid-deploy is detected and settled by the next one.',
     'Webhook mode (TELEGRAM_WEBHOOK_URL or COMPOSE_PROFILES=webhook): blue-green, the new version starts',
     'beside the old one and nginx moves to it once it is healthy; polling mode stops the old one first.',
+    'The command returns after the health gate; a watcher (scripts/watch.ts, detached, DEPLOY_DIR/watch.json)',
+    'then checks the bot every 5 s for WATCH_SECONDS and rolls the release back by the same rules if it',
+    'turns unhealthy (three checks in a row): recorded as rolled_back with the reason, and notified. A new',
+    'deploy or rollback ends the watch first.',
   ],
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes'],
 } satisfies CliSpec
@@ -97,6 +103,7 @@ if (isEntryPoint(import.meta.url)) {
 
 /** The steps of a deploy, in order; every way one can end is in `abort`, below. */
 export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
+  await endWatch(ctx.cfg, `a new deploy of ${opts.tag}`)
   settleInterruptedRuns(ctx)
   validateEnvironment(ctx)
   const sha = await resolveTag(ctx, opts.tag)
@@ -114,6 +121,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await runHealthChecks(attempt)
   await registerWebhook(ctx)
   await recordSuccess(attempt)
+  watchRelease(attempt)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
 
@@ -403,6 +411,12 @@ async function registerWebhook(ctx: Context): Promise<void> {
  * The new version runs and is healthy. Should recording it fail (a full disk, a file someone made
  * unwritable), say exactly that: it is not a failed deploy, and nothing is rolled back.
  */
+/** The watch window (WATCH_SECONDS): the release is rolled back by itself if it falls over soon after. */
+function watchRelease(a: Attempt): void {
+  if (!a.previous || isDryRun()) return
+  startWatch(a.ctx.cfg, { tag: a.tag, previous: a.previous, event_id: a.event.event_id })
+}
+
 async function recordSuccess(a: Attempt): Promise<void> {
   const downtime = a.event.downtime_seconds
   try {

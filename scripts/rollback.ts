@@ -16,6 +16,7 @@ import { formatAge, formatCount } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
+import { endWatch } from '../lib/release/watch.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
 import { isWebhookMode } from '../lib/release/bluegreen.ts'
@@ -76,6 +77,7 @@ if (isEntryPoint(import.meta.url)) {
 
 /** The contract's steps in order; a failed database step puts the database back (exit 3). */
 export async function rollback(ctx: Context, opts: RollbackOptions): Promise<void> {
+  await endWatch(ctx.cfg, `a rollback${opts.target ? ` to ${opts.target}` : ''}`)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
   const current = state.current?.artifact_id ?? null
   const target = determineTarget(ctx, opts.target, current)

@@ -45,6 +45,8 @@ const schema = z.object({
   ARTIFACTS_FILE: absolutePath.optional(),
   AUDIT_LOG: absolutePath.optional(),
   MIGRATE_COMMAND: z.string().min(1).default('alembic upgrade head'),
+  /** seconds after a switch in which a release that turns unhealthy is rolled back by itself; 0: no watch */
+  WATCH_SECONDS: z.coerce.number().int().nonnegative().default(300),
   /** seconds the bot gets to finish in-flight updates when it is stopped (compose's stop_grace_period) */
   STOP_TIMEOUT: seconds.default(20),
   COMPOSE_PROFILES: z.string().optional(),

@@ -144,6 +144,19 @@ export function describeStages(stages: Stage[]): string {
     .replace(/ \| > /, ' > ')
 }
 
+
+/**
+ * Starts a command that outlives this process (its own session, no stdio: it logs for itself);
+ * returns its pid, or null under --dry-run.
+ */
+export function startDetached(command: Command): number | null {
+  if (skipForDryRun(command)) return null
+  log.debug(`$ ${describe(command)} (detached)`)
+  const child = spawn(command.argv[0] ?? '', command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, detached: true, stdio: 'ignore' })
+  child.unref()
+  if (child.pid === undefined) throw new OpsError('command_failed', `${describe(command)} did not start`)
+  return child.pid
+}
 /**
  * Streams data through the stages with backpressure, so memory stays flat whatever the size of
  * the database. Every child must exit 0; the first failing child's stderr becomes the error.

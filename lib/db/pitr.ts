@@ -343,7 +343,9 @@ export async function preparePitrRepoDir(cfg: Config): Promise<string> {
 export async function armArchiveTimeout(ctx: Context): Promise<boolean> {
   if (pitrUnavailable(ctx.cfg)) return false
   const query = (sql: string, mutates: boolean) => ({ ...psqlQuery(ctx.db, ctx.db.database, sql, { mutates }), timeoutMs: 5 * 60_000 })
-  const needed = await capture(query("SELECT date_trunc('second', pg_postmaster_start_time()) > (pg_control_checkpoint()).checkpoint_time", false))
+  // checkpoint_time has whole seconds: a restart within one second must still count as "none since"
+  // (at worst a checkpoint in the start's own second is followed by one more).
+  const needed = await capture(query('SELECT (pg_control_checkpoint()).checkpoint_time <= pg_postmaster_start_time()', false))
   if (needed !== 't') return false
   await run(query('CHECKPOINT', true))
   log.info('CHECKPOINT after the server start: archive_timeout now bounds the writes outside the archive')

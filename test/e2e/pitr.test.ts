@@ -1,7 +1,7 @@
-import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPitrStack, type PitrStack } from '../support/pitr-stack.ts'
+import { startHookServer, type HookServer } from '../support/hook.ts'
 import { stopAfterFirstFailure } from '../support/sequence.ts'
 import { exec, type Stack } from '../support/stack.ts'
 import { WRITER_TABLE, Writer } from '../support/writer.ts'
@@ -14,20 +14,11 @@ const INTERVAL_MS = 100
 const ARCHIVE_TIMEOUT = 15
 let pitr: PitrStack
 let stack: Stack
-let hook: http.Server
-const notifications: string[] = []
+let hook: HookServer
 
 beforeAll(async () => {
-  hook = http.createServer((req, res) => {
-    let body = ''
-    req.on('data', (d) => (body += d))
-    req.on('end', () => {
-      notifications.push(body)
-      res.writeHead(200).end('{"ok":true}')
-    })
-  })
-  await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve))
-  pitr = await createPitrStack({ offsite: true, archiveTimeout: ARCHIVE_TIMEOUT, env: { NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as { port: number }).port}/hook` } })
+  hook = await startHookServer()
+  pitr = await createPitrStack({ offsite: true, archiveTimeout: ARCHIVE_TIMEOUT, env: { NOTIFY_WEBHOOK_URL: hook.url } })
   stack = pitr.stack
 }, 600_000)
 
@@ -129,7 +120,7 @@ describe('point-in-time recovery (pgBackRest, repo1 on the host, repo2 in the bu
   })
 
   it('5. archive destination unwritable: postgres degraded with the reason, told once; writable again: archiving catches up, nothing lost', async () => {
-    notifications.length = 0
+    hook.received.length = 0
     expect((await exec(['chmod', '-R', 'a-w', path.join(pitr.repoDir, 'archive')])).code).toBe(0)
     try {
       await write(2, 30_000)
@@ -140,7 +131,7 @@ describe('point-in-time recovery (pgBackRest, repo1 on the host, repo2 in the bu
       expect(first.stdout + first.stderr).toMatch(/postgres: degraded \(response: \d+ms; WAL archiving is (failing|behind).*last failure: [0-9A-F]{24} at /)
       const second = await stack.script('health-check', ['postgres'])
       expect(second.code).toBe(1)
-      expect(notifications.filter((n) => n.includes('WAL archiving'))).toHaveLength(1)
+      expect(hook.received.filter((n) => n.includes('WAL archiving'))).toHaveLength(1)
     } finally {
       await exec(['chmod', '-R', 'u+w', path.join(pitr.repoDir, 'archive')])
     }
@@ -152,7 +143,7 @@ describe('point-in-time recovery (pgBackRest, repo1 on the host, repo2 in the bu
       if (!healthy) await new Promise((r) => setTimeout(r, 2000))
     }
     expect(healthy).toBe(true)
-    expect(notifications.filter((n) => n.includes('has caught up'))).toHaveLength(1)
+    expect(hook.received.filter((n) => n.includes('has caught up'))).toHaveLength(1)
     // nothing lost: the archive replays to every row the live server holds
     const live = Number(await stack.psql(`SELECT count(*) FROM ${WRITER_TABLE}`))
     const drill = await restore(['--drill', '--to-time', 'latest'])

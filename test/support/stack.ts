@@ -55,6 +55,9 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
     LOG_FILE: path.join(dir, 'deployment.log'),
     MIN_FREE_DISK_MB: '1',
     HEALTH_CHECK_TIMEOUT: '180',
+    // No watch window unless a test asks for one: a watcher outliving its deploy would act on the
+    // next test's deliberate failures (test/e2e/watch.test.ts turns it on).
+    WATCH_SECONDS: '0',
   }
   const composeFile = path.join(ROOT, 'deployment/docker-compose.prod.yml')
   const head = flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']
