@@ -453,7 +453,7 @@ function reportOffsiteRestore(fromBucket: Measurement | null, localRestores: Mea
     console.log('  restore from the bucket: no successful run to compare (see the attempts above)')
     return
   }
-  console.log(`  restore <id> from the bucket (download + age decrypt + verify + restore): ${seconds(fromBucket.seconds)}, peak ${mb(fromBucket.peakRssBytes)} MB`)
+  console.log(`  restore <id> from the bucket (download + age decrypt + verify + restore): ${seconds(fromBucket.seconds)}, peak ${mb(fromBucket.peakRssBytes)}`)
   console.log(`  against the local file's restore (median of ${localRestores.length}): ${seconds(local.seconds)}: ${(fromBucket.seconds / local.seconds).toFixed(2)}x`)
 }
 
