@@ -145,6 +145,8 @@ async function restoreAside(p: ComposeProject, target: Target, repo: RepoNumber)
 /** The server replays the archive and promotes itself; done when it accepts writes. */
 async function startRecovered(ctx: Context, p: ComposeProject, target: Target): Promise<void> {
   log.info(`Starting postgres: recovery to ${describeTarget(target)}`)
+  // Docker's restart count is the container's whole life: only restarts from here on count.
+  const before = isDryRun() ? null : await findContainer(p, 'postgres')
   await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
   if (isDryRun()) return
   const started = Date.now()
@@ -153,7 +155,8 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
   try {
     for (;;) {
       const container = await findContainer(p, 'postgres')
-      if (!container || container.status === 'exited' || container.status === 'dead' || container.status === 'restarting' || container.restarts > 0) {
+      const restartedBefore = container && before?.id === container.id ? before.restarts : 0
+      if (!container || container.status === 'exited' || container.status === 'dead' || container.status === 'restarting' || container.restarts > restartedBefore) {
         throw new OpsError('restore_failed', `the server stopped during recovery: ${await serverLastWords(container?.id ?? null)}`)
       }
       const answer = await tryRun({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT pg_is_in_recovery()', { mutates: false }), timeoutMs: 10_000 })
