@@ -3,10 +3,10 @@
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
 import { withArchiving } from '../lib/db/pitr.ts'
-import { readEnvFile } from '../lib/core/env-file.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
+import { webhookUrl } from '../lib/release/bluegreen.ts'
 import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
@@ -83,8 +83,7 @@ async function addArchiving(ctx: Context, report: HealthReport): Promise<void> {
  */
 async function addWebhookDelivery(ctx: Context, report: HealthReport): Promise<void> {
   const bot = report.services.bot
-  const vars = readEnvFile(ctx.cfg.envFile) ?? {}
-  const url = process.env.TELEGRAM_WEBHOOK_URL || vars.TELEGRAM_WEBHOOK_URL
+  const url = webhookUrl(ctx.cfg)
   const token = ctx.cfg.TELEGRAM_BOT_TOKEN
   if (!bot || bot.status === 'unhealthy' || !url || !token) return
   let delivery: WebhookDelivery

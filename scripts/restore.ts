@@ -7,18 +7,16 @@ import { downloadForDrill, localCopyOf } from '../lib/db/offsite.ts'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { drillToTime, parseTarget, restoreToTime } from '../lib/db/pitr-restore.ts'
 import { pitrUnavailable } from '../lib/db/pitr.ts'
-import { composeStart } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
-import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
+import { openContext, type Context } from '../lib/core/config.ts'
 import { requireFreeDisk } from '../lib/core/disk.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
-import { SERVICES, unhealthyLines, waitUntilHealthy } from '../lib/release/health.ts'
 import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
-import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
-import { isDryRun, run } from '../lib/core/runner.ts'
+import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
+import { isDryRun } from '../lib/core/runner.ts'
 
 const spec = {
   name: 'restore',
@@ -90,7 +88,7 @@ export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   const scratch = await restoreScratchCopy(ctx, source)
   const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
   try {
-    await restartServices(ctx)
+    await restartAppServices(ctx, 'The database was restored, but ')
   } finally {
     // Also when the services fail: the previous data is backed up before its database is dropped.
     await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })
@@ -143,23 +141,6 @@ function verifyIntegrity(source: Source): void {
 function requireRoomForSafetyBackup(ctx: Context): void {
   if (isDryRun() || !fs.existsSync(ctx.cfg.BACKUP_DIR)) return
   requireFreeDisk(ctx.cfg.BACKUP_DIR, ctx.cfg.MIN_FREE_DISK_MB)
-}
-
-async function restartServices(ctx: Context): Promise<void> {
-  const services = ctx.cfg.APP_SERVICES
-  if (!services.length) {
-    log.info('No application services configured (APP_SERVICES is empty); nothing to restart')
-    return
-  }
-  log.info('Restarting services')
-  await run(composeStart(requireCompose(ctx), services))
-  log.info('Services started')
-  if (isDryRun()) return
-  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
-  if (waitedOut) {
-    throw new OpsError('restore_failed', `The database was restored, but services are not healthy${dead ? `: ${dead}` : ` after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`}: ${unhealthyLines(report).join(', ')}`)
-  }
-  log.info('Health checks passed')
 }
 
 // ---- drill -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { compose, composeStart, composeStop, type ComposeProject } from '../commands/compose.ts'
+import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
 import { containerLogs, createVolume, findContainer, removeVolume } from '../commands/docker.ts'
 import { restoreTargetOptions, stanzaCreate, ttgPitrDiscard, ttgPitrDrill, ttgPitrPutBack, ttgPitrRestore, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psqlQuery } from '../commands/postgres.ts'
@@ -10,9 +10,9 @@ import { fileStamp, formatAge, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { progressReporter } from '../core/progress.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
-import { SERVICES, unhealthyLines, waitUntilHealthy } from '../release/health.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
+import { restartAppServices } from './restore.ts'
 
 // restore --to-time: the live data directory replaced by a base backup replayed through the WAL
 // archive to a moment, or to its end. The previous data directory is kept, renamed inside the
@@ -76,7 +76,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
   // latest would read the old timeline's copy of that segment past the fork (the writes this
   // restore undid, such as a DROP, would come back).
   await archiveEverything(ctx, p)
-  await restartServices(ctx, p)
+  await restartAppServices(ctx, '')
 }
 
 /**
@@ -188,7 +188,7 @@ async function putBack(ctx: Context, p: ComposeProject, cause: unknown): Promise
 
 async function startAgain(ctx: Context, p: ComposeProject): Promise<void> {
   await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
-  await restartServices(ctx, p)
+  await restartAppServices(ctx, '')
 }
 
 // ---- verification ------------------------------------------------------------------------------
@@ -229,17 +229,6 @@ async function verifyRestored(ctx: Context): Promise<void> {
   if (isDryRun()) return
   const output = await capture({ ...psqlQuery(ctx.db, ctx.db.database, keyTableCountSql(ctx.cfg.KEY_TABLES), { mutates: false }), timeoutMs: ctx.cfg.DB_OPERATION_TIMEOUT * 1000 })
   log.info(`Verified: ${describeCounts(checkCounts(output, ctx.cfg.KEY_TABLES))}`)
-}
-
-async function restartServices(ctx: Context, p: ComposeProject): Promise<void> {
-  const services = ctx.cfg.APP_SERVICES
-  if (!services.length) return
-  log.info(`Starting ${services.join(', ')}`)
-  await run(composeStart(p, services))
-  if (isDryRun()) return
-  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
-  if (waitedOut) throw new OpsError('restore_failed', `services are not healthy${dead ? `: ${dead}` : ` after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`}: ${unhealthyLines(report).join(', ')}`)
-  log.info('Health checks passed')
 }
 
 // ---- drill -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import { onInterrupt } from '../core/interrupts.ts'
 import { doBlock, psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
 import { CommandFailed, capture, isDryRun, run, runStages, tryRun } from '../core/runner.ts'
 import { CopyTagCollector, sha256OfFile } from '../core/streams.ts'
+import { SERVICES, unhealthyLines, waitUntilHealthy } from '../release/health.ts'
 
 // Restoring never touches the live database until a full copy has been restored beside it and
 // checked; then the two are swapped by renaming, in one transaction.
@@ -287,4 +288,22 @@ export async function settleReplacedDatabase(ctx: Context, aside: string | null,
     log.warn(`Could not drop it: ${messageOf(e)}`)
     keep()
   })
+}
+
+/** APP_SERVICES started again after the database changed under them, and waited for until healthy. */
+export async function restartAppServices(ctx: Context, failurePrefix: string): Promise<void> {
+  const services = ctx.cfg.APP_SERVICES
+  if (!services.length) {
+    log.info('No application services configured (APP_SERVICES is empty); nothing to restart')
+    return
+  }
+  log.info('Restarting services')
+  await run(composeStart(requireCompose(ctx), services))
+  log.info('Services started')
+  if (isDryRun()) return
+  const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
+  if (waitedOut) {
+    throw new OpsError('restore_failed', `${failurePrefix}services are not healthy${dead ? `: ${dead}` : ` after ${ctx.cfg.HEALTH_CHECK_TIMEOUT}s`}: ${unhealthyLines(report).join(', ')}`)
+  }
+  log.info('Health checks passed')
 }

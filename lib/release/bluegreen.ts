@@ -25,8 +25,12 @@ import { waitUntilContainerHealthy } from './health.ts'
 
 /** Webhook mode: TELEGRAM_WEBHOOK_URL set in the env file (or the environment), or the webhook profile. */
 export function isWebhookMode(cfg: Config, env: NodeJS.ProcessEnv = process.env): boolean {
-  const url = env.TELEGRAM_WEBHOOK_URL || readEnvFile(cfg.envFile)?.TELEGRAM_WEBHOOK_URL
-  return Boolean(url) || (cfg.COMPOSE_PROFILES ?? '').split(',').map((s) => s.trim()).includes('webhook')
+  return Boolean(webhookUrl(cfg, env)) || (cfg.COMPOSE_PROFILES ?? '').split(',').map((s) => s.trim()).includes('webhook')
+}
+
+/** TELEGRAM_WEBHOOK_URL from the environment, else from the env file; '' in polling mode. */
+export function webhookUrl(cfg: Config, env: NodeJS.ProcessEnv = process.env): string {
+  return env.TELEGRAM_WEBHOOK_URL || readEnvFile(cfg.envFile)?.TELEGRAM_WEBHOOK_URL || ''
 }
 
 /** The new version never became healthy: it was removed, and the old one serves as before. */
