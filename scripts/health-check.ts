@@ -6,7 +6,6 @@ import { withArchiving } from '../lib/db/pitr.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
-import { webhookUrl } from '../lib/release/bluegreen.ts'
 import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
@@ -83,7 +82,7 @@ async function addArchiving(ctx: Context, report: HealthReport): Promise<void> {
  */
 async function addWebhookDelivery(ctx: Context, report: HealthReport): Promise<void> {
   const bot = report.services.bot
-  const url = webhookUrl(ctx.cfg)
+  const url = ctx.cfg.webhookUrl
   const token = ctx.cfg.TELEGRAM_BOT_TOKEN
   if (!bot || bot.status === 'unhealthy' || !url || !token) return
   let delivery: WebhookDelivery

@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { flag, stringOption, withoutSeparator, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { composeBase, composePull, composeStart, composeStop, composeUp, detectCompose, firstMigration, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
-import { type Context, loadConfig, openContext, TOOLKIT_DIR } from '../lib/core/config.ts'
+import { type Context, loadConfig, openContext, stackProfiles, TOOLKIT_DIR } from '../lib/core/config.ts'
 import { ask, canPrompt, confirmDestructive } from '../lib/core/prompt.ts'
 import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/release/deploy-state.ts'
 import {
@@ -299,8 +299,8 @@ async function installDocker(plan: Plan): Promise<ComposeProject> {
   if ((await tryRun(groupExists('docker'))).exitCode !== 0) await run(createSystemGroup('docker'))
   // .env.production by name even before it exists: every compose command runs after it is written.
   return {
-    flavor: await detectCompose(s.cfg.COMPOSE_CLI), file: s.cfg.composeFile, project: s.cfg.COMPOSE_PROJECT_NAME, envFile: s.cfg.envFile,
-    profiles: plan.mode === 'webhook' ? ['webhook'] : [],
+    flavor: await detectCompose(s.cfg.COMPOSE_CLI), files: s.cfg.composeFiles, project: s.cfg.COMPOSE_PROJECT_NAME, envFile: s.cfg.envFile,
+    profiles: stackProfiles(s.cfg.COMPOSE_PROFILES, { webhook: plan.mode === 'webhook', monitoring: s.cfg.MONITORING_ENABLED }),
   }
 }
 
@@ -719,7 +719,7 @@ async function startServices(s: SetupSettings, compose: ComposeProject, version:
   // The tag on the command line as deploy passes it; .env.production names the same one.
   const vars = { APP_VERSION: version }
   // Not postgres: it runs an image built here (POSTGRES_IMAGE with pgBackRest), which no registry holds.
-  const pulled = ['bot', 'redis', ...(compose.profiles?.includes('webhook') ? ['nginx'] : [])]
+  const pulled = ['bot', 'redis', ...(compose.profiles.includes('webhook') ? ['nginx'] : [])]
   await retry(() => run(composePull(compose, vars, pulled)), { isTransient: looksTransient, what: 'docker compose pull' })
   await preparePostgres(loadConfig(withoutOffsite(s.input)))
   // The database schema first, with only the services the migration needs.

@@ -8,11 +8,12 @@ export type ComposeFlavor = 'v2' | 'v1'
 
 export interface ComposeProject {
   flavor: ComposeFlavor
-  file: string
+  /** the production file first: relative paths in every file resolve from its directory */
+  files: [string, ...string[]]
   project: string
   envFile: string | null
-  /** profiles to enable on the command line (setup's `webhook`); deploy reads COMPOSE_PROFILES instead */
-  profiles?: string[]
+  /** enabled with --profile on every command (Config.composeProfiles) */
+  profiles: string[]
 }
 
 export function composeVersion(flavor: ComposeFlavor): Command {
@@ -46,16 +47,18 @@ export function composeConfigCheck(p: ComposeProject, tag: string): Command {
 export async function composeProject(cfg: Config): Promise<ComposeProject> {
   return {
     flavor: await detectCompose(cfg.COMPOSE_CLI),
-    file: cfg.composeFile,
+    files: cfg.composeFiles,
     project: cfg.COMPOSE_PROJECT_NAME,
     envFile: fs.existsSync(cfg.envFile) ? cfg.envFile : null,
+    profiles: cfg.composeProfiles,
   }
 }
 
 export function composeBase(p: ComposeProject): string[] {
   const head = p.flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']
-  const profiles = (p.profiles ?? []).flatMap((profile) => ['--profile', profile])
-  return [...head, '--project-name', p.project, '--file', p.file, ...(p.envFile ? ['--env-file', p.envFile] : []), ...profiles]
+  const files = p.files.flatMap((file) => ['--file', file])
+  const profiles = p.profiles.flatMap((profile) => ['--profile', profile])
+  return [...head, '--project-name', p.project, ...files, ...(p.envFile ? ['--env-file', p.envFile] : []), ...profiles]
 }
 
 /**

@@ -67,12 +67,21 @@ const schema = z.object({
   PITR_RECOVERY_TIMEOUT: seconds.default(3600),
   // monitoring profile: status.sh lists firing alerts from it (through the SSH tunnel's 127.0.0.1)
   ALERTMANAGER_URL: z.url().optional(),
+  /** the opt-in monitoring stack (deployment/monitoring): every compose command includes its file and profile */
+  MONITORING_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
 })
 
 type Parsed = z.infer<typeof schema>
 export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & {
   envFile: string
+  /** the production compose file, the base every other -f file's relative paths resolve from */
   composeFile: string
+  /** every -f file of the stack: the production file, then the monitoring file when it is on */
+  composeFiles: [string, ...string[]]
+  /** the profiles every compose command enables (stackProfiles) */
+  composeProfiles: string[]
+  /** TELEGRAM_WEBHOOK_URL from the environment, else from the env file; '' in polling mode */
+  webhookUrl: string
   APP_DIR: string
   ARTIFACTS_FILE: string
   /** where artifacts.json lived before it moved out of the (root-owned) toolkit checkout */
@@ -102,10 +111,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const composeFile = path.isAbsolute(cfg.DOCKER_COMPOSE_FILE)
     ? cfg.DOCKER_COMPOSE_FILE
     : path.join(TOOLKIT_DIR, 'deployment', cfg.DOCKER_COMPOSE_FILE)
+  const webhookUrl = env.TELEGRAM_WEBHOOK_URL || fileVars.TELEGRAM_WEBHOOK_URL || ''
   return {
     ...cfg,
     envFile,
     composeFile,
+    composeFiles: cfg.MONITORING_ENABLED ? [composeFile, MONITORING_COMPOSE_FILE] : [composeFile],
+    composeProfiles: stackProfiles(cfg.COMPOSE_PROFILES, { webhook: Boolean(webhookUrl), monitoring: cfg.MONITORING_ENABLED }),
+    webhookUrl,
     APP_DIR: cfg.APP_DIR ?? path.join(cfg.DEPLOY_DIR, 'app'),
     // State lives where the deploy user owns it: DEPLOY_DIR, not the toolkit checkout root cloned.
     ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'artifacts.json'),
@@ -115,7 +128,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 }
 
-const FILE_KEYS = ['POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
+export const MONITORING_COMPOSE_FILE = path.join(TOOLKIT_DIR, 'deployment', 'monitoring', 'docker-compose.monitoring.yml')
+
+/**
+ * The operator's COMPOSE_PROFILES and what the settings imply: webhook mode runs nginx (profile
+ * `webhook`), monitoring its stack (and nginx's exporter in webhook mode). Passed as --profile on
+ * every compose command, so that `up --remove-orphans` and the stack unit see the same services.
+ */
+export function stackProfiles(given: string | undefined, implied: { webhook: boolean; monitoring: boolean }): string[] {
+  const named = (given ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  const monitoring = implied.monitoring ? ['monitoring', ...(implied.webhook ? ['monitoring-webhook'] : [])] : []
+  return [...new Set([...named, ...(implied.webhook ? ['webhook'] : []), ...monitoring])]
+}
+
+const FILE_KEYS = ['MONITORING_ENABLED', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

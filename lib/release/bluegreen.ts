@@ -2,7 +2,6 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { composeScaleUp, type ComposeProject } from '../commands/compose.ts'
 import { containerName, findContainer, removeContainer, serviceContainers, shellInContainer, stopContainer, type ContainerInfo } from '../commands/docker.ts'
 import type { Config } from '../core/config.ts'
-import { readEnvFile } from '../core/env-file.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { capture, isDryRun, run, type Command } from '../core/runner.ts'
@@ -24,13 +23,8 @@ import { waitUntilContainerHealthy } from './health.ts'
 // bot by its service name.
 
 /** Webhook mode: TELEGRAM_WEBHOOK_URL set in the env file (or the environment), or the webhook profile. */
-export function isWebhookMode(cfg: Config, env: NodeJS.ProcessEnv = process.env): boolean {
-  return Boolean(webhookUrl(cfg, env)) || (cfg.COMPOSE_PROFILES ?? '').split(',').map((s) => s.trim()).includes('webhook')
-}
-
-/** TELEGRAM_WEBHOOK_URL from the environment, else from the env file; '' in polling mode. */
-export function webhookUrl(cfg: Config, env: NodeJS.ProcessEnv = process.env): string {
-  return env.TELEGRAM_WEBHOOK_URL || readEnvFile(cfg.envFile)?.TELEGRAM_WEBHOOK_URL || ''
+export function isWebhookMode(cfg: Config): boolean {
+  return cfg.composeProfiles.includes('webhook')
 }
 
 /** The new version never became healthy: it was removed, and the old one serves as before. */
@@ -146,7 +140,7 @@ export async function blueGreenSwitch(cfg: Config, p: ComposeProject, tag: strin
   if (nginx) await pinNginx(nginx.id, old.id)
   let fresh: ContainerInfo
   try {
-    await run(composeScaleUp(p, 'bot', 2, { APP_VERSION: tag, ...(cfg.COMPOSE_PROFILES ? { COMPOSE_PROFILES: cfg.COMPOSE_PROFILES } : {}) }))
+    await run(composeScaleUp(p, 'bot', 2, { APP_VERSION: tag }))
     if (isDryRun()) return
     const started = (await serviceContainers(p, 'bot')).find((c) => c.id !== old.id)
     if (!started) throw new OpsError('command_failed', 'compose started no second bot container')

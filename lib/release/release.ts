@@ -23,7 +23,7 @@ import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './
 /** Pull (with the contract's retries) or, with --build, build from the checkout. */
 export function imageCommand(p: ComposeProject, tag: string, build: { appDir: string } | null): Command {
   if (!build) return { ...compose(p, ['pull', '--quiet', 'bot'], { APP_VERSION: tag }), timeoutMs: 15 * 60_000 }
-  const overlay = path.join(path.dirname(p.file), 'docker-compose.build.yml')
+  const overlay = path.join(path.dirname(p.files[0]), 'docker-compose.build.yml')
   return { ...compose(p, ['--file', overlay, 'build', 'bot'], { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 }
 }
 
@@ -51,8 +51,8 @@ export function dataServicesUpCommand(p: ComposeProject, tag: string): Command {
   return { ...compose(p, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
 }
 
-export function upCommand(p: ComposeProject, tag: string, profiles: string | undefined): Command {
-  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag, ...(profiles ? { COMPOSE_PROFILES: profiles } : {}) }), timeoutMs: 5 * 60_000 }
+export function upCommand(p: ComposeProject, tag: string): Command {
+  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
 }
 
 export async function pullImage(p: ComposeProject, tag: string, build: { appDir: string } | null): Promise<void> {
@@ -109,7 +109,7 @@ export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Pro
   await run(composeStop(p, ['bot'], cfg.STOP_TIMEOUT))
   const stoppedAt = Date.now()
   const lastBeat = old ? ((await lastHeartbeat(old.id)) ?? stoppedAt) : null
-  await run(upCommand(p, tag, cfg.COMPOSE_PROFILES))
+  await run(upCommand(p, tag))
   if (lastBeat === null) return null
   const firstBeat = await firstHeartbeat(p, Date.now() + cfg.HEALTH_CHECK_TIMEOUT * 1000)
   return firstBeat === null ? null : Math.max(0, (firstBeat - lastBeat) / 1000)
@@ -157,7 +157,7 @@ export async function switchVersion(ctx: Context, tag: string, opts: { stopFirst
   if (plan) {
     await blueGreenSwitch(ctx.cfg, p, tag, plan)
     // nginx, when the webhook profile is new; the bot container already runs this config and stays.
-    await run(upCommand(p, tag, ctx.cfg.COMPOSE_PROFILES))
+    await run(upCommand(p, tag))
     // An nginx started just now is pinned before any client holds a connection to it.
     if (!plan.nginx && !isDryRun()) await pinRunningBot(p)
     return isDryRun() ? null : 0

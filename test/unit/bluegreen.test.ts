@@ -9,13 +9,13 @@ import { isWebhookMode, pinCommand, readPinCommand, workersCommand } from '../..
 import { summarize } from '../../bench/webhook.ts'
 
 // Blue-green's command plans: the exact argv the runner executes.
-const v2: ComposeProject = { flavor: 'v2', file: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml', project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production' }
+const v2: ComposeProject = { flavor: 'v2', files: ['/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml'], project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production', profiles: [] }
 const v1: ComposeProject = { ...v2, flavor: 'v1', envFile: null }
 
 describe('blue-green commands', () => {
   it('scales the bot to two without recreating the running one, in both compose versions', () => {
     const up = composeScaleUp(v2, 'bot', 2, { APP_VERSION: 'v1.2.0' })
-    expect(up.argv).toEqual(['docker', 'compose', '--project-name', 'toogoodtogo', '--file', v2.file, '--env-file', '/opt/toogoodtogo/.env.production', 'up', '-d', '--no-recreate', '--scale', 'bot=2', 'bot'])
+    expect(up.argv).toEqual(['docker', 'compose', '--project-name', 'toogoodtogo', '--file', v2.files[0], '--env-file', '/opt/toogoodtogo/.env.production', 'up', '-d', '--no-recreate', '--scale', 'bot=2', 'bot'])
     expect(up.env).toMatchObject({ APP_VERSION: 'v1.2.0', ENV_FILE: '/opt/toogoodtogo/.env.production' })
     // Not --no-deps: compose v2 would hash the config without depends_on and a later `up` would recreate it.
     expect(up.argv).not.toContain('--no-deps')
@@ -47,9 +47,9 @@ describe('webhook mode', () => {
     return { DEPLOY_DIR: dir }
   }
   it('is TELEGRAM_WEBHOOK_URL in the env file, or the webhook compose profile', () => {
-    expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook\n')), {})).toBe(true)
-    expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=\n')), {})).toBe(false)
-    expect(isWebhookMode(loadConfig({ ...envFile('TELEGRAM_WEBHOOK_URL=\n'), COMPOSE_PROFILES: 'monitoring,webhook' }), {})).toBe(true)
+    expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook\n')))).toBe(true)
+    expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=\n')))).toBe(false)
+    expect(isWebhookMode(loadConfig({ ...envFile('TELEGRAM_WEBHOOK_URL=\n'), COMPOSE_PROFILES: 'monitoring,webhook' }))).toBe(true)
   })
 })
 

@@ -1,18 +1,35 @@
 import { describe, expect, it } from 'vitest'
 import { composeBase, composeExec, composePull, composeStart, composeStop, composeUp, type ComposeProject } from '../../lib/commands/compose.ts'
+import { loadConfig, MONITORING_COMPOSE_FILE, stackProfiles } from '../../lib/core/config.ts'
 import { compressCommand, decompressCommand } from '../../lib/commands/gzip.ts'
 import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
 
 // Command plans are data: these are the exact argv arrays the runner executes.
-const v2: ComposeProject = { flavor: 'v2', file: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml', project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production' }
+const v2: ComposeProject = { flavor: 'v2', files: ['/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml'], project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production', profiles: [] }
 const v1: ComposeProject = { ...v2, flavor: 'v1', envFile: null }
 const composeDb: Db = { mode: 'compose', compose: v2, user: 'ttg', database: 'toogoodtogo', maintenanceDb: 'postgres', timeoutMs: 600_000 }
 const urlDb: Db = { ...parseDatabaseUrl('postgresql://app:p%40ss@db.example.com:25060/toogoodtogo?sslmode=require'), maintenanceDb: 'defaultdb', timeoutMs: 600_000 }
 
 describe('compose commands', () => {
   it('v2 and v1 differ only in the binary; the env file is passed when present', () => {
-    expect(composeBase(v2)).toEqual(['docker', 'compose', '--project-name', 'toogoodtogo', '--file', v2.file, '--env-file', '/opt/toogoodtogo/.env.production'])
-    expect(composeBase(v1)).toEqual(['docker-compose', '--project-name', 'toogoodtogo', '--file', v2.file])
+    expect(composeBase(v2)).toEqual(['docker', 'compose', '--project-name', 'toogoodtogo', '--file', v2.files[0], '--env-file', '/opt/toogoodtogo/.env.production'])
+    expect(composeBase(v1)).toEqual(['docker-compose', '--project-name', 'toogoodtogo', '--file', v2.files[0]])
+  })
+  it('every -f file in order, then every profile: the monitoring file and profiles reach every command, `up --remove-orphans` included', () => {
+    const cfg = loadConfig({ DEPLOY_DIR: '/nonexistent', MONITORING_ENABLED: 'true', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', COMPOSE_PROFILES: 'monitoring-grafana' })
+    expect(cfg.composeFiles).toEqual([cfg.composeFile, MONITORING_COMPOSE_FILE])
+    const monitored: ComposeProject = { ...v2, files: cfg.composeFiles, profiles: cfg.composeProfiles }
+    expect(composeUp(monitored, [], {}, { removeOrphans: true }).argv).toEqual([
+      'docker', 'compose', '--project-name', 'toogoodtogo', '--file', cfg.composeFile, '--file', MONITORING_COMPOSE_FILE, '--env-file', '/opt/toogoodtogo/.env.production',
+      '--profile', 'monitoring-grafana', '--profile', 'webhook', '--profile', 'monitoring', '--profile', 'monitoring-webhook', 'up', '--detach', '--remove-orphans',
+    ])
+  })
+  it('profiles: the operator\'s own, webhook mode\'s nginx, monitoring (with nginx\'s exporter only in webhook mode), each once', () => {
+    expect(stackProfiles(undefined, { webhook: false, monitoring: false })).toEqual([])
+    expect(stackProfiles('webhook, extra', { webhook: true, monitoring: false })).toEqual(['webhook', 'extra'])
+    expect(stackProfiles('', { webhook: false, monitoring: true })).toEqual(['monitoring'])
+    expect(stackProfiles(undefined, { webhook: true, monitoring: true })).toEqual(['webhook', 'monitoring', 'monitoring-webhook'])
+    expect(loadConfig({ DEPLOY_DIR: '/nonexistent' }).composeFiles).toHaveLength(1)
   })
   it('exec always disables the TTY and passes environment with -e', () => {
     expect(composeExec(v1, 'postgres', ['psql'], { PGOPTIONS: '-c a=b' }).argv).toEqual([...composeBase(v1), 'exec', '-T', '-e', 'PGOPTIONS=-c a=b', 'postgres', 'psql'])

@@ -10,7 +10,7 @@ import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitEnv, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../../lib/commands/git.ts'
 import { asUser, certbotCertonly, deployKeyPath, installFile, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
-import { composeBase, firstMigration } from '../../lib/commands/compose.ts'
+import { composeBase, firstMigration, type ComposeProject } from '../../lib/commands/compose.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
 import { renderTemplate, renderUnits, unitValuesProblems, type UnitValues } from '../../lib/setup/units.ts'
 import { unitWarnings } from '../../lib/commands/systemd.ts'
@@ -104,7 +104,7 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate\n')
     expect(loadSetupSettings({}, answers).cfg.MIGRATE_COMMAND).toBe('python3 -m app.migrate')
     expect(loadSetupSettings({}, undefined).cfg.MIGRATE_COMMAND).toBe('alembic upgrade head')
-    const stack = { flavor: 'v2', file: '/t/compose.yml', project: 'ttg', envFile: '/t/.env.production' } as const
+    const stack = { flavor: 'v2', files: ['/t/compose.yml'], project: 'ttg', envFile: '/t/.env.production', profiles: [] } satisfies ComposeProject
     expect(firstMigration(stack, ' python3 -m  app.migrate ', { APP_VERSION: 'v1.0.0' })).toMatchObject({
       argv: [...composeBase(stack), 'run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate'], env: { ENV_FILE: '/t/.env.production', APP_VERSION: 'v1.0.0' },
     })
