@@ -64,7 +64,7 @@ beforeAll(async () => {
   alertmanager = http.createServer((req, res) => {
     expect(req.url).toBe('/api/v2/alerts?active=true&silenced=false&inhibited=false')
     res.setHeader('content-type', 'application/json')
-    res.end(JSON.stringify([{ labels: { alertname: 'RedisDown', severity: 'critical' }, annotations: { summary: 'Redis is down' }, startsAt: hoursAgo(0.1), status: { state: 'active' } }]))
+    res.end(JSON.stringify([{ labels: { alertname: 'RedisDown', severity: 'critical' }, annotations: { summary: 'Redis is down' }, startsAt: hoursAgo(6.5 / 60), status: { state: 'active' } }]))
   })
   await new Promise<void>((resolve) => alertmanager.listen(0, '127.0.0.1', resolve))
   alertmanagerUrl = `http://127.0.0.1:${(alertmanager.address() as AddressInfo).port}`
