@@ -121,9 +121,12 @@ async function bench(): Promise<void> {
   const { ROOT } = await import('../test/support/scripts.ts')
   const { bedEnv, createStack, exec } = await import('../test/support/stack.ts')
   const { freePort } = await import('../test/support/droplet.ts')
+  const { startBotApi } = await import('../test/support/bot-api.ts')
   const bed = spawnSync('bash', [path.join(ROOT, 'test/e2e/bed/provision.sh')], { stdio: 'inherit' })
   if (bed.status !== 0) throw new Error('the Docker test bed could not be provisioned')
   const stack = createStack('v2')
+  // Telegram's side (the webhook's registration) answered locally
+  const api = await startBotApi()
   try {
     const appDir = path.join(stack.dir, 'app')
     await exec(['git', 'clone', '--quiet', bedEnv().APP_REPO ?? '', appDir])
@@ -131,7 +134,7 @@ async function bench(): Promise<void> {
     fs.mkdirSync(path.join(certs, 'live', 'localhost'), { recursive: true })
     await exec(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(certs, 'live/localhost/privkey.pem'), '-out', path.join(certs, 'live/localhost/fullchain.pem')])
     const httpsPort = await freePort()
-    const env = { APP_DIR: appDir, HEALTH_CHECK_TIMEOUT: '60', COMPOSE_PROFILES: 'webhook', LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
+    const env = { APP_DIR: appDir, HEALTH_CHECK_TIMEOUT: '60', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', TELEGRAM_API_BASE: api.base, LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
     const script = async (name: string, args: string[], expected: number) => {
       const r = await stack.script(name, [...args, '--yes'], env)
       if (r.code !== expected) throw new Error(`${name} ${args.join(' ')} exited ${r.code} (expected ${expected}):\n${r.stderr}`)
@@ -162,6 +165,7 @@ async function bench(): Promise<void> {
   } finally {
     await stack.compose(['--profile', 'webhook', 'rm', '--stop', '--force', 'nginx'])
     await stack.down()
+    await api.close()
   }
 }
 

@@ -18,7 +18,7 @@ import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
-import { ensureWebhook, webhookStateFile } from '../lib/release/webhook.ts'
+import { modeChecks, pendingModeSwitch, registerWebhook, webhookProfileProblem, type ModeSwitch } from '../lib/release/mode.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { armArchiveTimeout } from '../lib/db/pitr.ts'
 import { endWatch, startWatch } from '../lib/release/watch.ts'
@@ -63,14 +63,17 @@ const spec = {
   notes: [
     'State: artifacts.json (current and previous artifact) and one JSON line per event in the audit log',
     '(deployments.log beside LOG_FILE). A run killed mid-deploy is detected and settled by the next one.',
-    'Webhook mode (TELEGRAM_WEBHOOK_URL or COMPOSE_PROFILES=webhook): blue-green, the new version starts',
-    'beside the old one and nginx moves to it once it is healthy; polling mode stops the old one first.',
+    'Webhook mode (TELEGRAM_WEBHOOK_URL set): blue-green, the new version starts beside the old one and',
+    'nginx moves to it once it is healthy; polling mode stops the old one first.',
+    'To switch modes, edit TELEGRAM_WEBHOOK_URL (with TELEGRAM_WEBHOOK_SECRET and DOMAIN) in .env.production',
+    'and deploy the running tag: the old bot stops first, nginx starts or is removed, and Telegram\'s',
+    'webhook is set or deleted.',
     'The command returns after the health gate; a watcher (scripts/watch.ts, detached, DEPLOY_DIR/watch.json)',
     'then checks the bot every 5 s for WATCH_SECONDS and rolls the release back by the same rules if it',
     'turns unhealthy (three checks in a row): recorded as rolled_back with the reason, and notified. A new',
     'deploy or rollback ends the watch first.',
   ],
-  examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes'],
+  examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes', 'deploy v1.2.0 --yes   # after editing TELEGRAM_WEBHOOK_URL: switches modes'],
 } satisfies CliSpec
 
 export interface DeployOptions {
@@ -108,8 +111,9 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   validateEnvironment(ctx)
   const sha = await resolveTag(ctx, opts.tag)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
-  if (!opts.force && (await alreadyRunning(ctx, state, opts.tag))) return
-  await preflight(ctx, opts)
+  const modeSwitch = await modeSwitchAhead(ctx)
+  if (!opts.force && !modeSwitch && (await alreadyRunning(ctx, state, opts.tag))) return
+  await preflight(ctx, opts, modeSwitch)
   await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
   await ensureDataServices(ctx, opts.tag)
   const attempt = begin(ctx, state, opts)
@@ -119,7 +123,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await runMigrations(attempt)
   await switchToRelease(attempt)
   await runHealthChecks(attempt)
-  await registerWebhook(ctx)
+  await registerWebhook(ctx.cfg)
   await recordSuccess(attempt)
   watchRelease(attempt)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
@@ -223,6 +227,8 @@ async function rollBack(a: Attempt, { restoreDb, previousServing }: { restoreDb:
       if (!previousServing) await switchVersion(ctx, previous, { stopFirst: a.stopFirst })
       const gate = await healthGate(ctx)
       if (!gate.passed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either: ${gate.reason}`)
+      // A failed switch into webhook mode leaves the previous version in it: Telegram must reach it.
+      await registerWebhook(ctx.cfg)
     } else if (!previousServing) {
       await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
     }
@@ -264,6 +270,8 @@ function validateEnvironment(ctx: Context): void {
   const mode = fs.statSync(file).mode & 0o777
   if (mode & 0o077) throw new OpsError('config', `${file} is mode ${mode.toString(8)}; it holds secrets and must be 600 (chmod 600 ${file})`)
   assertValid(file, vars, vars.TELEGRAM_WEBHOOK_URL ? 'webhook' : 'polling')
+  const contradiction = webhookProfileProblem(ctx.cfg.COMPOSE_PROFILES, ctx.cfg.webhookUrl !== '', file)
+  if (contradiction) throw new OpsError('config', contradiction)
   requireImage(ctx.cfg)
 }
 
@@ -272,6 +280,16 @@ async function resolveTag(ctx: Context, tag: string): Promise<string> {
   const sha = await tryRun(gitResolve(ctx.cfg.APP_DIR, tag))
   if (sha.exitCode !== 0 || !sha.stdout.trim()) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
   return sha.stdout.trim()
+}
+
+/**
+ * .env.production edited to the other mode since the running bot started (its own
+ * TELEGRAM_WEBHOOK_URL says which it runs in): this deploy moves the stack, even of the same tag.
+ */
+async function modeSwitchAhead(ctx: Context): Promise<ModeSwitch | null> {
+  const modeSwitch = await pendingModeSwitch(ctx.cfg, requireCompose(ctx))
+  if (modeSwitch) log.info(`The running bot is in ${modeSwitch.from} mode and ${ctx.cfg.envFile} says ${modeSwitch.to} mode: this deploy switches modes`)
+  return modeSwitch
 }
 
 /** Deploying what already runs, healthy, is a no-op: no backup, no restart. */
@@ -284,8 +302,11 @@ async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Pr
   return true
 }
 
-/** Go/no-go before anything changes: disk, Docker, compose file, image in the registry. */
-async function preflight(ctx: Context, opts: DeployOptions): Promise<void> {
+/**
+ * Go/no-go before anything changes: disk, Docker, compose file, image in the registry; what the
+ * mode needs (nginx able to start, its certificate; Telegram answering, to delete the webhook).
+ */
+async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwitch | null): Promise<void> {
   if (opts.skipChecks) {
     log.warn('Pre-flight checks skipped (--skip-checks)')
     return
@@ -297,6 +318,7 @@ async function preflight(ctx: Context, opts: DeployOptions): Promise<void> {
     ['docker', async () => failure(await tryRun(dockerInfo()))],
     ['compose file', async () => failure(await tryRun(composeConfigCheck(project, opts.tag)))],
     ['image', async () => (opts.build ? null : failure(await tryRun(manifestInspect(image)), `${image} is not in the registry`))],
+    ...modeChecks(ctx.cfg, project, modeSwitch, opts.tag),
   ]
   const failed: string[] = []
   for (const [name, check] of checks) {
@@ -388,35 +410,16 @@ async function runHealthChecks(a: Attempt): Promise<void> {
   log.info('All services healthy')
 }
 
-/**
- * Webhook mode: Telegram's webhook points at TELEGRAM_WEBHOOK_URL with TELEGRAM_WEBHOOK_SECRET
- * (set only when either differs). A failure is a warning: the new version runs and is healthy,
- * and the next deploy tries again.
- */
-async function registerWebhook(ctx: Context): Promise<void> {
-  const vars = readEnvFile(ctx.cfg.envFile) ?? {}
-  const url = vars.TELEGRAM_WEBHOOK_URL
-  const token = ctx.cfg.TELEGRAM_BOT_TOKEN
-  if (!url || !token || isDryRun()) return
-  try {
-    const outcome = await ensureWebhook({ apiBase: ctx.cfg.TELEGRAM_API_BASE, token, url, secret: vars.TELEGRAM_WEBHOOK_SECRET ?? '', stateFile: webhookStateFile(ctx.cfg.DEPLOY_DIR) })
-    // The URL itself is not logged: it may carry a secret path (the log redacts it anyway).
-    log.info(outcome === 'set' ? 'Telegram webhook set to TELEGRAM_WEBHOOK_URL' : 'Telegram webhook already points at TELEGRAM_WEBHOOK_URL')
-  } catch (error) {
-    log.warn(`Could not check or set the Telegram webhook: ${messageOf(error)}; the next deploy tries again`)
-  }
-}
-
-/**
- * The new version runs and is healthy. Should recording it fail (a full disk, a file someone made
- * unwritable), say exactly that: it is not a failed deploy, and nothing is rolled back.
- */
 /** The watch window (WATCH_SECONDS): the release is rolled back by itself if it falls over soon after. */
 function watchRelease(a: Attempt): void {
   if (!a.previous || isDryRun()) return
   startWatch(a.ctx.cfg, { tag: a.tag, previous: a.previous, event_id: a.event.event_id })
 }
 
+/**
+ * The new version runs and is healthy. Should recording it fail (a full disk, a file someone made
+ * unwritable), say exactly that: it is not a failed deploy, and nothing is rolled back.
+ */
 async function recordSuccess(a: Attempt): Promise<void> {
   const downtime = a.event.downtime_seconds
   try {

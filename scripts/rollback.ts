@@ -20,6 +20,7 @@ import { endWatch } from '../lib/release/watch.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
 import { isWebhookMode } from '../lib/release/bluegreen.ts'
+import { registerWebhook } from '../lib/release/mode.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
 const spec = {
@@ -104,6 +105,7 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   try {
     downtime = await switchVersion(ctx, target, { stopFirst })
     await requireHealthy(ctx, target)
+    await registerWebhook(ctx.cfg)
   } finally {
     // Also when the target fails to start: the rows the backup lacks are exported all the same.
     if (plan.action === 'restore') await settleReplacedDatabase(ctx, replaced, { reason: `safety backup: ${ctx.db.database} as it was before the rollback to ${target}`, exportSince: { backup: plan.backup, dir: path.join(ctx.cfg.BACKUP_DIR, 'exports', event.event_id) } })

@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { flag, stringOption, withoutSeparator, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { composeBase, composePull, composeStart, composeStop, composeUp, detectCompose, firstMigration, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
+import { composePull, composeStart, composeStop, composeUp, detectCompose, firstMigration, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
 import { type Context, loadConfig, openContext, stackProfiles, TOOLKIT_DIR } from '../lib/core/config.ts'
 import { ask, canPrompt, confirmDestructive } from '../lib/core/prompt.ts'
 import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../lib/release/deploy-state.ts'
@@ -29,10 +29,13 @@ import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { addSecretsFrom } from '../lib/core/redact.ts'
 import { artifactFor, schemaRevision } from '../lib/release/release.ts'
+import { registerWebhook, webhookProfileProblem } from '../lib/release/mode.ts'
+import { webhookStateFile } from '../lib/release/webhook.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 import { changedAnswers, loadSetupSettings, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
 import { collectPitr, firstBaseBackup, preparePostgres } from '../lib/setup/pitr.ts'
+import { checkMonitoringAnswers, collectMonitoring, configureMonitoring, startHealthMetrics, withMonitoringFlag } from '../lib/setup/monitoring.ts'
 import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNotice } from '../lib/setup/offsite.ts'
 import { recipientsOf } from '../lib/offsite/identity.ts'
 import { isAgeRecipient, offsiteSettings } from '../lib/offsite/settings.ts'
@@ -44,12 +47,12 @@ import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } 
 import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, LOGROTATE_FILE, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
 import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
-import { findOnPath, isFileWithAccess } from '../lib/core/which.ts'
+import { isFileWithAccess } from '../lib/core/which.ts'
 
 export const spec = {
   name: 'setup-droplet',
   summary: 'Configure a fresh droplet as the production host, once (run it again after a failure)',
-  usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--yes] [--dry-run]',
+  usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--monitoring] [--yes] [--dry-run]',
   positionals: [],
   maxPositionals: 0,
   options: {
@@ -57,6 +60,7 @@ export const spec = {
     webhook: { type: 'boolean', description: 'Webhook mode: nginx, TLS and ports 80/443 (also implied by TELEGRAM_WEBHOOK_URL)' },
     'self-signed': { type: 'boolean', description: 'Webhook mode on a host without a public name: a self-signed certificate instead of certbot' },
     staging: { type: 'boolean', description: "Webhook mode: certbot against Let's Encrypt's staging server (untrusted test certificates)" },
+    monitoring: { type: 'boolean', description: 'Prometheus, Alertmanager and the exporters (compose), node_exporter on the host (also MONITORING_ENABLED=true)' },
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print every command and file write that would happen; change nothing' },
   },
@@ -80,11 +84,15 @@ export const spec = {
     ['SETUP_DOCKER_PACKAGES', 'packages for Docker (default: docker.io and the Compose package apt offers)'],
     ['SETUP_WEBHOOK_PACKAGES', 'webhook mode packages (certbot; nginx runs as the compose service)'],
     ['SETUP_EXTRA_PACKAGES', 'more packages to install with the base ones'],
+    ['ALERT_WEBHOOK_URL', 'monitoring: the Slack-compatible webhook Alertmanager posts to (default NOTIFY_WEBHOOK_URL); written to a file, mode 600'],
     ['TELEGRAM_BOT_TOKEN, ...', 'any key of deployment/.env.production.template: answers its prompt'],
+    ['TELEGRAM_API_BASE', "the Bot API webhook mode's setWebhook goes to (https://api.telegram.org)"],
   ],
   notes: [
     'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, the deploy user and',
-    'directories, clone, .env.production, (webhook) TLS, systemd units, start, health check, marker.',
+    'directories, clone, .env.production, (monitoring) node_exporter, its ufw rule and the alert webhook',
+    'URL file, (webhook) TLS, systemd units, start, health check, (webhook)',
+    "Telegram's webhook set through TELEGRAM_API_BASE, marker.",
     'On a terminal it asks for the bot token, the webhook URL and domain (webhook mode), the PostgreSQL',
     'password (empty: generated) and the Stripe key; secrets are not echoed and never logged. Without a',
     'terminal every answer must come from the environment or --env-file. An existing .env.production is',
@@ -100,6 +108,7 @@ export const spec = {
     'sudo APP_REPO_URL=git@github.com:team/bot.git BOT_IMAGE=ghcr.io/team/bot ./setup-droplet.sh',
     'sudo ./setup-droplet.sh --env-file /root/answers.env --yes',
     'sudo ./setup-droplet.sh --webhook --staging',
+    'sudo ALERT_WEBHOOK_URL=https://hooks.slack.com/services/... ./setup-droplet.sh --monitoring',
     'sudo ./setup-droplet.sh --dry-run',
   ],
 } satisfies CliSpec
@@ -111,6 +120,8 @@ export interface SetupOptions {
   webhook: boolean
   selfSigned: boolean
   staging: boolean
+  /** MONITORING_ENABLED=true for this run */
+  monitoring: boolean
   yes: boolean
 }
 
@@ -144,7 +155,7 @@ if (isEntryPoint(import.meta.url)) {
 /** The contract's steps in order, each handing what it learns to the steps that need it. */
 export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
-  const s = loadSetupSettings(process.env, opts.envFile)
+  const s = loadSetupSettings(withMonitoringFlag(process.env, opts.monitoring), opts.envFile)
   if (alreadyConfigured(s)) return 'already_configured'
   const plan = preflight(s, opts)
   await confirm(plan)
@@ -155,10 +166,12 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   const account = await createApplicationDirectories(s)
   const version = await cloneRepository(plan, account)
   const env = await configureEnvironment(plan, version)
-  await configureSsl(plan, env, compose)
-  await createSystemdService(s, compose)
-  const event = await startServices(s, compose, version)
+  const stack = await setUpMonitoring(plan, env, compose, account)
+  await configureSsl(plan, env, stack)
+  await createSystemdService(s, stack)
+  const event = await startServices(s, stack, version)
   const ctx = await runHealthChecks(plan, version)
+  await registerTelegramWebhook(plan, ctx, account)
   await recordDeployment(s, { account, version, event, ctx })
   await takeFirstBaseBackup(ctx, account)
   await writeCompletionMarker(plan, account, version)
@@ -167,7 +180,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
 }
 
 export function setupOptions(cli: ParsedCli<typeof spec>): SetupOptions {
-  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), yes: flag(cli, 'yes') }
+  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), yes: flag(cli, 'yes') }
 }
 
 function step(line: string): void {
@@ -211,11 +224,14 @@ function preflight(s: SetupSettings, opts: SetupOptions): Plan {
     throw new OpsError('config', `--webhook, but ${s.cfg.envFile} (kept from an earlier run) has no TELEGRAM_WEBHOOK_URL: set it there, or run without --webhook`)
   }
   const mode: Mode = opts.webhook || urlGiven ? 'webhook' : 'polling'
+  const contradiction = webhookProfileProblem(s.cfg.COMPOSE_PROFILES, mode === 'webhook', s.cfg.envFile)
+  if (contradiction) throw new OpsError('config', contradiction)
   if ((opts.selfSigned || opts.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
   if (opts.selfSigned && opts.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
   log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
   const plan: Plan = { s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null }
   if (!existing) checkAnswers(plan)
+  checkMonitoringAnswers(s.input, existing ?? {}, s.cfg)
   if (s.DEPLOY_KEY_FILE && !isFileWithAccess(s.DEPLOY_KEY_FILE, fs.constants.R_OK)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
   if (!s.APP_REPO_URL && !isGitRepo(s.appDir) && !canPrompt()) {
     throw new OpsError('config', `APP_REPO_URL is not set and ${s.appDir} is not a clone yet: set APP_REPO_URL (or run on a terminal to be asked)`)
@@ -514,7 +530,8 @@ async function configureEnvironment(plan: Plan, version: string): Promise<Record
     // must hear that the fix went nowhere, and which one (names only: the values are secrets).
     assertValid(file, existing, plan.mode)
     log.info(`Keeping ${file} from an earlier run: it is not rewritten from this run's answers (its POSTGRES_PASSWORD already initialised the database)`)
-    const differing = changedAnswers(answersForEnvFile(plan.s), existing, ['APP_VERSION'])
+    // MONITORING_ENABLED (--monitoring) is applied to the kept file by setUpMonitoring.
+    const differing = changedAnswers(answersForEnvFile(plan.s), existing, ['APP_VERSION', 'MONITORING_ENABLED'])
     if (differing.length) {
       log.warn(`Answers that differ from the kept ${file} and are NOT applied: ${differing.join(', ')}. To change them, edit ${file} (then run setup-droplet again)`)
     }
@@ -556,6 +573,7 @@ async function collectValues(plan: Plan, version: string): Promise<Record<string
   v.BOT_IMAGE ??= await ask('Enter the bot image (registry/repository, without tag)', { validate: RULES.BOT_IMAGE })
   await collectOffsite(plan.s, v)
   await collectPitr(v, plan.s.cfg.BACKUP_DIR)
+  await collectMonitoring(v, plan.s.cfg.DEPLOY_DIR)
 
   if (webhookUrl === null) v.TELEGRAM_WEBHOOK_URL = ''
   if (!v.POSTGRES_PASSWORD) v.POSTGRES_PASSWORD = randomString(32, ALNUM)
@@ -635,6 +653,19 @@ function templateDefault(key: string): string {
   return value
 }
 
+// ---- 8b. monitoring (optional) ------------------------------------------------------------------
+
+/**
+ * On (--monitoring, MONITORING_ENABLED given or kept): node_exporter on the host, its firewall
+ * rule, Alertmanager's webhook URL file and .env.production's monitoring keys
+ * (lib/setup/monitoring.ts). Returns the stack every later compose command names.
+ */
+async function setUpMonitoring(plan: Plan, env: Record<string, string>, compose: ComposeProject, account: Account): Promise<ComposeProject> {
+  step('Configuring monitoring')
+  const { s } = plan
+  return configureMonitoring({ given: s.input, envFile: s.cfg.envFile, env, cfg: s.cfg, deployUser: account.user, compose })
+}
+
 // ---- 9. TLS (webhook mode) ---------------------------------------------------------------------
 
 async function configureSsl(plan: Plan, env: Record<string, string>, compose: ComposeProject): Promise<void> {
@@ -674,9 +705,10 @@ async function configureSsl(plan: Plan, env: Record<string, string>, compose: Co
 
 // ---- 10. systemd units -------------------------------------------------------------------------
 
-async function createSystemdService(s: SetupSettings, compose: ComposeProject): Promise<void> {
+async function createSystemdService(s: SetupSettings, stack: ComposeProject): Promise<void> {
   step('Creating systemd service')
-  const binary = compose.flavor === 'v2' ? 'docker' : 'docker-compose'
+  // The stack unit runs scripts/stack.ts, which reads the compose files and profiles from
+  // .env.production at each start: a later switch between polling and webhook mode needs no new unit.
   const files = renderUnits({
     TOOLKIT_DIR,
     DEPLOY_DIR: s.cfg.DEPLOY_DIR,
@@ -689,9 +721,7 @@ async function createSystemdService(s: SetupSettings, compose: ComposeProject): 
     DEPLOY_USER: s.DEPLOY_USER,
     TSX: path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx'),
     PATH: servicePath(),
-    // systemd wants the binary by absolute path; a fresh host's is where the package puts it.
-    COMPOSE: [findOnPath(binary) ?? `/usr/bin/${binary}`, ...composeBase(compose).slice(1)].join(' '),
-  })
+  }, { monitoring: stack.profiles.includes('monitoring') })
   for (const file of files) writeFileIfChanged(file.file, file.content, 0o644)
   const units = files.filter((f) => f.file.startsWith('/etc/systemd/')).map((f) => f.file)
   if (!isDryRun()) {
@@ -734,6 +764,7 @@ async function startServices(s: SetupSettings, compose: ComposeProject, version:
   log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack unit (it brings the stack up at every boot) and the timers`)
   await run(systemctl('enable', ...ENABLED_UNITS))
   await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
+  await startHealthMetrics(compose)
   return event
 }
 
@@ -773,6 +804,23 @@ async function runHealthChecks(plan: Plan, version: string): Promise<Context | n
   }
   step('All services healthy')
   return ctx
+}
+
+/**
+ * Webhook mode, once nginx and the bot serve: Telegram's webhook set to TELEGRAM_WEBHOOK_URL with
+ * TELEGRAM_WEBHOOK_SECRET (only when it differs), as deploy does, through TELEGRAM_API_BASE.
+ */
+async function registerTelegramWebhook(plan: Plan, ctx: Context | null, account: Account): Promise<void> {
+  if (plan.mode !== 'webhook') return
+  step('Registering the Telegram webhook')
+  if (!ctx) {
+    log.info('[dry-run] would set Telegram\'s webhook to TELEGRAM_WEBHOOK_URL if it differs')
+    return
+  }
+  await registerWebhook(ctx.cfg)
+  // What was registered (a hash) is the deploy user's from now on: deploy replaces it.
+  const state = webhookStateFile(ctx.cfg.DEPLOY_DIR)
+  if (fs.existsSync(state)) await run(chown(account.user, [state]))
 }
 
 // ---- 13. the first deployment -------------------------------------------------------------------

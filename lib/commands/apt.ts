@@ -45,3 +45,41 @@ export function dockerPackages(candidates: Record<string, string | null>): strin
   const compose = COMPOSE_PACKAGES.find((name) => candidates[name])
   return compose ? ['docker.io', compose] : ['docker.io']
 }
+
+/** `install ok installed` on stdout when the package is installed (exit 1 when dpkg never heard of it). */
+export function dpkgStatus(pkg: string): Command {
+  return { argv: ['dpkg-query', '--show', '--showformat=${Status}', pkg], mutates: false, timeoutMs: 30_000 }
+}
+
+export function isInstalled(dpkgStatusOutput: string): boolean {
+  return dpkgStatusOutput.trim() === 'install ok installed'
+}
+
+// dpkg-statoverride: an owner and mode for a path that dpkg itself applies, on this install and
+// every upgrade of the package shipping it (a plain chown/chmod would be undone by the next one).
+
+export interface StatOverride {
+  owner: string
+  group: string
+  /** octal, as dpkg-statoverride prints it (2775) */
+  mode: string
+}
+
+/** Exit 0 with `owner group mode path` when an override exists, exit 1 when none. */
+export function statOverrideList(file: string): Command {
+  return { argv: ['dpkg-statoverride', '--list', file], mutates: false, timeoutMs: 30_000 }
+}
+
+export function parseStatOverride(line: string): StatOverride | null {
+  const [owner, group, mode] = line.trim().split(/\s+/)
+  return owner && group && mode && /^[0-7]{3,4}$/.test(mode) ? { owner, group, mode } : null
+}
+
+/** `--update`: applied to the path now, not only at the next install. */
+export function statOverrideAdd(file: string, o: StatOverride): Command {
+  return { argv: ['dpkg-statoverride', '--update', '--add', o.owner, o.group, o.mode, file], timeoutMs: 30_000 }
+}
+
+export function statOverrideRemove(file: string): Command {
+  return { argv: ['dpkg-statoverride', '--remove', file], timeoutMs: 30_000 }
+}

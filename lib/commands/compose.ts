@@ -116,6 +116,30 @@ export function composeUp(p: ComposeProject, services: string[], vars: Record<st
 }
 
 /**
+ * The stack unit's start: every service of the active profiles, containers that exist as they
+ * are (with the image the last deploy gave them), missing ones created from .env.production. A
+ * first start may pull (the contract's 15 minutes).
+ */
+export function composeBootUp(p: ComposeProject, services: string[] = []): Command {
+  return { ...compose(p, ['up', '--detach', '--no-recreate', '--remove-orphans', ...services]), timeoutMs: 15 * 60_000 }
+}
+
+/** The stack unit's stop: each service gets its own stop_grace_period (bot, then postgres). */
+export function composeStopAll(p: ComposeProject, services: string[] = []): Command {
+  return { ...compose(p, ['stop', ...services]), timeoutMs: 140_000 }
+}
+
+/**
+ * nginx's configuration as the webhook profile would start it, certificates included, tested in a
+ * throwaway container (no port published): a switch to webhook mode is refused before anything
+ * changes when nginx could not start. The image renders its templates first, as at a real start.
+ * It creates a container (and may pull nginx's image): a dry run only prints it.
+ */
+export function nginxConfigTest(p: ComposeProject, vars: Record<string, string>): Command {
+  return { ...compose(p, ['run', '--rm', '--no-deps', '-T', 'nginx', 'nginx', '-t', '-q'], vars), timeoutMs: 5 * 60_000 }
+}
+
+/**
  * MIGRATE_COMMAND in the bot's image, as deploy runs it, but without --no-deps: on a fresh host
  * `run` waits for the database's healthcheck (depends_on) while it initialises.
  */

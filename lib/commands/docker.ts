@@ -60,6 +60,14 @@ export function containerImage(id: string): Command {
   return { argv: ['docker', 'inspect', '--format', '{{.Config.Image}}', id], mutates: false, timeoutMs: 30_000 }
 }
 
+/**
+ * `NAME=value` when the container was created with NAME in its environment, else nothing. One
+ * variable, not the whole environment: that holds the bot's secrets.
+ */
+export function containerEnvEntry(id: string, name: string): Command {
+  return { argv: ['docker', 'inspect', '--format', `{{range .Config.Env}}{{if eq (index (split . "=") 0) "${name}"}}{{println .}}{{end}}{{end}}`, id], mutates: false, timeoutMs: 30_000 }
+}
+
 /** Asks the registry, without pulling: is the image there? (--insecure: a plain-HTTP registry too) */
 export function manifestInspect(image: string): Command {
   return { argv: ['docker', 'manifest', 'inspect', '--insecure', image], mutates: false, timeoutMs: 60_000 }

@@ -65,7 +65,8 @@ const schema = z.object({
   PITR_CIPHER_PASSWORD: z.string().min(20, 'at least 20 characters').optional(),
   /** seconds a restored server gets to replay the archive up to its target */
   PITR_RECOVERY_TIMEOUT: seconds.default(3600),
-  // monitoring profile: status.sh lists firing alerts from it (through the SSH tunnel's 127.0.0.1)
+  // monitoring profile: status.sh lists firing alerts from it (Alertmanager's port on the droplet's
+  // 127.0.0.1; setup-droplet --monitoring writes it to .env.production)
   ALERTMANAGER_URL: z.url().optional(),
   /** the opt-in monitoring stack (deployment/monitoring): every compose command includes its file and profile */
   MONITORING_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
@@ -82,6 +83,8 @@ export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & 
   composeProfiles: string[]
   /** TELEGRAM_WEBHOOK_URL from the environment, else from the env file; '' in polling mode */
   webhookUrl: string
+  /** TELEGRAM_WEBHOOK_SECRET, looked up as webhookUrl is (and as compose interpolates it for nginx) */
+  webhookSecret: string
   APP_DIR: string
   ARTIFACTS_FILE: string
   /** where artifacts.json lived before it moved out of the (root-owned) toolkit checkout */
@@ -112,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ? cfg.DOCKER_COMPOSE_FILE
     : path.join(TOOLKIT_DIR, 'deployment', cfg.DOCKER_COMPOSE_FILE)
   const webhookUrl = env.TELEGRAM_WEBHOOK_URL || fileVars.TELEGRAM_WEBHOOK_URL || ''
+  const webhookSecret = env.TELEGRAM_WEBHOOK_SECRET || fileVars.TELEGRAM_WEBHOOK_SECRET || ''
   return {
     ...cfg,
     envFile,
@@ -119,6 +123,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     composeFiles: cfg.MONITORING_ENABLED ? [composeFile, MONITORING_COMPOSE_FILE] : [composeFile],
     composeProfiles: stackProfiles(cfg.COMPOSE_PROFILES, { webhook: Boolean(webhookUrl), monitoring: cfg.MONITORING_ENABLED }),
     webhookUrl,
+    webhookSecret,
     APP_DIR: cfg.APP_DIR ?? path.join(cfg.DEPLOY_DIR, 'app'),
     // State lives where the deploy user owns it: DEPLOY_DIR, not the toolkit checkout root cloned.
     ARTIFACTS_FILE: cfg.ARTIFACTS_FILE ?? path.join(cfg.DEPLOY_DIR, 'artifacts.json'),
@@ -136,12 +141,17 @@ export const MONITORING_COMPOSE_FILE = path.join(TOOLKIT_DIR, 'deployment', 'mon
  * every compose command, so that `up --remove-orphans` and the stack unit see the same services.
  */
 export function stackProfiles(given: string | undefined, implied: { webhook: boolean; monitoring: boolean }): string[] {
-  const named = (given ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  const named = namedProfiles(given)
   const monitoring = implied.monitoring ? ['monitoring', ...(implied.webhook ? ['monitoring-webhook'] : [])] : []
   return [...new Set([...named, ...(implied.webhook ? ['webhook'] : []), ...monitoring])]
 }
 
-const FILE_KEYS = ['MONITORING_ENABLED', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
+/** The profiles COMPOSE_PROFILES names (comma-separated, as Compose reads it). */
+export function namedProfiles(given: string | undefined): string[] {
+  return (given ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+}
+
+const FILE_KEYS = ['MONITORING_ENABLED', 'ALERTMANAGER_URL', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

@@ -14,6 +14,9 @@ const PLAIN_VALUE = /^[^\s'"`$#\\]*$/
 /** Command lines only the toolkit reads (never compose): spaces are their point. */
 const COMMAND_KEYS = new Set(['MIGRATE_COMMAND'])
 
+const IPV4 = /^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)$/
+const IPV4_CIDR = /^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\/(8|9|[12]\d|30)$/
+
 /** null when the value is acceptable, else what is wrong with it (never the value itself). */
 export type Rule = (value: string) => string | null
 
@@ -35,6 +38,12 @@ export const RULES = {
   LOG_LEVEL: (v) => ((LOG_LEVELS as readonly string[]).includes(v) ? null : `must be one of ${LOG_LEVELS.join(', ')}`),
   APP_VERSION: (v) => (/^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/.test(v) || /^[0-9a-f]{7,40}$/.test(v) ? null : 'must be a release tag such as v1.2.0 or a git SHA'),
   BOT_IMAGE: (v) => (/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(v) ? null : 'must be an image repository without a tag, such as registry.example.com/team/bot'),
+  // the opt-in monitoring stack (deployment/monitoring; setup-droplet --monitoring writes these)
+  MONITORING_ENABLED: (v) => (v === 'true' || v === 'false' ? null : 'must be true or false'),
+  ALERTMANAGER_URL: (v) => (/^https?:\/\/[^\s/]+(\/\S*)?$/.test(v) ? null : 'must be an http(s) URL such as http://127.0.0.1:9093'),
+  ALERTMANAGER_SECRETS_DIR: (v) => (v.startsWith('/') ? null : 'must be an absolute path (compose would resolve a relative one from the toolkit checkout)'),
+  MONITORING_SUBNET: (v) => (IPV4_CIDR.test(v) ? null : 'must be an IPv4 network such as 172.30.77.0/24'),
+  NODE_EXPORTER_HOST: (v) => (IPV4.test(v) ? null : "must be an IPv4 address: the host's address on the monitoring network, such as 172.30.77.1"),
 } satisfies Record<string, Rule>
 
 /** The rule for a key of the file, if the data model gives it one. */

@@ -69,6 +69,15 @@ export const backupRecordSchema = z.object({
 export type BackupRecord = z.infer<typeof backupRecordSchema>
 export type BackupType = BackupRecord['backup_type']
 
+/**
+ * A safety backup: the database a restore, rollback or failed deploy replaced (`manual` with a
+ * reason). It is kept, but it is not the newest copy of the live data: `restore latest`, the
+ * drill and status pass over it. Plain data in: an off-site sidecar's record is not parsed.
+ */
+export function isSafetyBackup(b: { backup_type?: unknown; reason?: unknown }): boolean {
+  return b.backup_type === 'manual' && Boolean(b.reason)
+}
+
 const indexSchema = z.object({ backups: z.array(backupRecordSchema) })
 export type BackupIndex = z.infer<typeof indexSchema>
 

@@ -14,7 +14,7 @@ import { OffsiteError } from '../offsite/errors.ts'
 import type { OffsiteSettings } from '../offsite/settings.ts'
 import { localRecordFrom } from '../offsite/sidecar.ts'
 import { uploadBackup, type OffsiteCopy } from '../offsite/upload.ts'
-import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from './backup-index.ts'
+import { BACKUP_ID, findBackup, isSafetyBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from './backup-index.ts'
 
 // The index's side of the off-site copies: what lib/offsite does to the bucket, recorded in
 // backup_index.json. An off-site failure never costs a local backup: copyOffsite never throws.
@@ -126,12 +126,14 @@ export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<Loca
 }
 
 /**
- * `latest` never means a safety backup (one with a `reason`: the database a restore or rollback
+ * `latest` never means a safety backup (`manual` with a `reason`: the database a restore or rollback
  * replaced). On a new droplet, `restore latest` itself leaves one, of the empty database it replaced:
- * it must not become the backup the next `restore latest` or the weekly drill picks.
+ * it must not become the backup the next `restore latest` or the weekly drill picks. A
+ * pre-deployment backup has a reason too ("before deploying v1.2.0") but is a copy of the live
+ * data like a scheduled one, often the newest there is.
  */
 function newestOf(backups: BackupRecord[]): BackupRecord | undefined {
-  return backups.filter((b) => !b.reason).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id)).at(-1)
+  return backups.filter((b) => !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id)).at(-1)
 }
 
 async function catalogOf(settings: OffsiteSettings): Promise<RemoteCatalog> {
@@ -144,7 +146,7 @@ async function catalogOf(settings: OffsiteSettings): Promise<RemoteCatalog> {
 }
 
 function withoutSafetyBackups(catalog: RemoteCatalog): RemoteCatalog {
-  return { ...catalog, backups: catalog.backups.filter((b) => !b.sidecar.record.reason) }
+  return { ...catalog, backups: catalog.backups.filter((b) => !isSafetyBackup(b.sidecar.record)) }
 }
 
 function pickRemoteOrNull(catalog: RemoteCatalog, idOrLatest: string): RemoteBackup | null {

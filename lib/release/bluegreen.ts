@@ -22,9 +22,13 @@ import { waitUntilContainerHealthy } from './health.ts'
 // in the nginx container's own filesystem: a new nginx container starts unpinned and finds the
 // bot by its service name.
 
-/** Webhook mode: TELEGRAM_WEBHOOK_URL set in the env file (or the environment), or the webhook profile. */
-export function isWebhookMode(cfg: Config): boolean {
-  return cfg.composeProfiles.includes('webhook')
+/**
+ * Webhook mode: TELEGRAM_WEBHOOK_URL set (in the env file or the environment), and nothing else.
+ * The webhook profile alone (COMPOSE_PROFILES) is not: a polling bot switched blue-green would be
+ * two pollers side by side (409 Conflict); deploy refuses that contradiction (mode.ts).
+ */
+export function isWebhookMode(cfg: Pick<Config, 'webhookUrl'>): boolean {
+  return cfg.webhookUrl !== ''
 }
 
 /** The new version never became healthy: it was removed, and the old one serves as before. */

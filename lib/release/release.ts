@@ -17,6 +17,7 @@ import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
 import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
 import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './bluegreen.ts'
+import { clearWebhook, describeSwitch, pendingModeSwitch, removeNginx } from './mode.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
 // and the switch from one bot container to the next. Builders return argv; callers run them.
@@ -148,22 +149,32 @@ export async function checkout(ctx: Context, tag: string): Promise<void> {
 /**
  * Runs `tag`; returns the measured downtime in seconds, to a tenth (null when not measurable). In
  * webhook mode the new version starts beside the old one (bluegreen.ts): downtime 0, and when it
- * never becomes healthy OldVersionServing says the old one still serves. `stopFirst` (or polling
- * mode) stops the old one first.
+ * never becomes healthy OldVersionServing says the old one still serves. `stopFirst`, polling
+ * mode or a switch between the modes stops the old one first. Polling mode makes sure no webhook
+ * is set before the poller starts and that no nginx is left; webhook mode's nginx comes up with
+ * the stack (its profile), and Telegram's webhook is set after the gate (mode.ts registerWebhook).
  */
 export async function switchVersion(ctx: Context, tag: string, opts: { stopFirst?: boolean } = {}): Promise<number | null> {
   const p = requireCompose(ctx)
-  const plan = !opts.stopFirst && isWebhookMode(ctx.cfg) ? await blueGreenPlan(p) : null
+  const webhook = isWebhookMode(ctx.cfg)
+  // A switch between polling and webhook mode (.env.production edited since the running bot
+  // started) stops the old bot first: a poller and a webhook bot side by side each miss what
+  // Telegram gives the other.
+  const modeSwitch = await pendingModeSwitch(ctx.cfg, p)
+  if (modeSwitch) log.info(describeSwitch(modeSwitch))
+  if (!webhook) await clearWebhook(ctx.cfg, modeSwitch?.from === 'webhook')
+  const plan = !opts.stopFirst && !modeSwitch && webhook ? await blueGreenPlan(p) : null
   if (plan) {
     await blueGreenSwitch(ctx.cfg, p, tag, plan)
-    // nginx, when the webhook profile is new; the bot container already runs this config and stays.
+    // nginx, when it is not running; the bot container already runs this config and stays.
     await run(upCommand(p, tag))
     // An nginx started just now is pinned before any client holds a connection to it.
     if (!plan.nginx && !isDryRun()) await pinRunningBot(p)
     return isDryRun() ? null : 0
   }
   const downtime = await switchTo(ctx.cfg, p, tag)
-  if (isWebhookMode(ctx.cfg) && !isDryRun()) await pinRunningBot(p)
+  if (!webhook) await removeNginx(p)
+  else if (!isDryRun()) await pinRunningBot(p)
   return isDryRun() || downtime === null ? null : Math.round(downtime * 10) / 10
 }
 

@@ -25,7 +25,10 @@ function fingerprint(url: string, secret: string): string {
   return crypto.createHash('sha256').update(`${url}\n${secret}`).digest('hex')
 }
 
-async function call(t: WebhookTarget, method: string, body?: Record<string, unknown>): Promise<Record<string, unknown>> {
+/** Where the Bot API answers, and the bot it answers for. */
+export type BotApi = Pick<WebhookTarget, 'apiBase' | 'token'>
+
+async function call(t: BotApi, method: string, body?: Record<string, unknown>): Promise<Record<string, unknown>> {
   const response = await fetch(`${t.apiBase.replace(/\/$/, '')}/bot${t.token}/${method}`, {
     method: body ? 'POST' : 'GET',
     ...(body ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) } : {}),
@@ -44,6 +47,19 @@ export async function ensureWebhook(t: WebhookTarget): Promise<'set' | 'unchange
   await call(t, 'setWebhook', { url: t.url, secret_token: t.secret })
   writeFileAtomic(t.stateFile, JSON.stringify({ url: t.url, fingerprint: wanted, set_at: new Date().toISOString() }) + '\n')
   return 'set'
+}
+
+/**
+ * Polling mode: Telegram refuses getUpdates while a webhook is set (409 Conflict), so none may be.
+ * deleteWebhook only when getWebhookInfo shows one; the pending updates stay for getUpdates. The
+ * hash of the last registration goes too: nothing is registered any more.
+ */
+export async function deleteWebhookIfSet(t: BotApi & Pick<WebhookTarget, 'stateFile'>): Promise<'deleted' | 'none'> {
+  const info = await call(t, 'getWebhookInfo')
+  const set = typeof info.url === 'string' && info.url !== ''
+  if (set) await call(t, 'deleteWebhook', { drop_pending_updates: false })
+  fs.rmSync(t.stateFile, { force: true })
+  return set ? 'deleted' : 'none'
 }
 
 function readFingerprint(file: string): string | null {
@@ -65,8 +81,8 @@ export interface WebhookDelivery {
   lastErrorMessage: string | null
 }
 
-export async function webhookDelivery(t: Pick<WebhookTarget, 'apiBase' | 'token'>): Promise<WebhookDelivery> {
-  const info = await call({ ...t, url: '', secret: '', stateFile: '' }, 'getWebhookInfo')
+export async function webhookDelivery(t: BotApi): Promise<WebhookDelivery> {
+  const info = await call(t, 'getWebhookInfo')
   const errorDate = typeof info.last_error_date === 'number' ? new Date(info.last_error_date * 1000) : null
   return {
     url: typeof info.url === 'string' ? info.url : '',

@@ -23,9 +23,10 @@ const schema = z.object({
   CERTBOT_EMAIL: z.email().optional(),
   /**
    * what every host gets: the firewall, git and ssh for the clone (and ssh-keygen for the deploy
-   * key), openssl for --self-signed, logrotate
+   * key), openssl for --self-signed, logrotate, and age, which encrypts every off-site copy
+   * (installed even with off-site off: turning it on later is a line in .env.production)
    */
-  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate']),
+  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age']),
   /** empty: docker.io and whichever Compose package apt offers (see lib/commands/apt.ts) */
   SETUP_DOCKER_PACKAGES: packageList.default([]),
   /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */

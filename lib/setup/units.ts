@@ -19,6 +19,10 @@ export const UNIT_FILES = [
   DRILL_TIMER,
 ] as const
 
+/** Installed with monitoring only: the health check every minute that the BotUnhealthy alert reads. */
+export const HEALTH_METRICS_TIMER = 'toogoodtogo-health-metrics.timer'
+export const MONITORING_UNIT_FILES = ['toogoodtogo-health-metrics.service', HEALTH_METRICS_TIMER] as const
+
 /** Enabled at setup: the stack and its post-boot check start at boot, the timers arm themselves. */
 export const ENABLED_UNITS = [STACK_UNIT, HEALTHCHECK_UNIT, BACKUP_TIMER, DRILL_TIMER] as const
 
@@ -39,8 +43,6 @@ export interface UnitValues {
   TSX: string
   /** PATH for the services: the directory of this node first, so tsx's `env node` finds it */
   PATH: string
-  /** the compose command line up to the subcommand, absolute binary first */
-  COMPOSE: string
 }
 
 // systemd splits Environment= and Exec lines on spaces and expands % and $; a path holding one of
@@ -57,7 +59,7 @@ export function renderTemplate(template: string, values: Record<string, string>,
 
 export function unitValuesProblems(values: UnitValues): string[] {
   return (Object.entries(values) as [string, string][])
-    .filter(([key, value]) => (key === 'COMPOSE' ? !value.split(' ').every((part) => UNIT_SAFE.test(part)) : !UNIT_SAFE.test(value)))
+    .filter(([, value]) => !UNIT_SAFE.test(value))
     .map(([key, value]) => `${key}=${value} contains a space, quote, %, $ or ;, which systemd would split or expand`)
 }
 
@@ -67,12 +69,13 @@ export interface RenderedFile {
   content: string
 }
 
-/** Every unit and the logrotate file, rendered; throws on a value systemd cannot take. */
-export function renderUnits(values: UnitValues, templateRoot = path.join(TOOLKIT_DIR, 'deployment')): RenderedFile[] {
+/** Every unit (with monitoring, its own too) and the logrotate file, rendered; throws on a value systemd cannot take. */
+export function renderUnits(values: UnitValues, options: { monitoring?: boolean; templateRoot?: string } = {}): RenderedFile[] {
+  const templateRoot = options.templateRoot ?? path.join(TOOLKIT_DIR, 'deployment')
   const problems = unitValuesProblems(values)
   if (problems.length) throw new OpsError('config', `Cannot write the systemd units: ${problems.join('; ')}`)
   const vars = values as unknown as Record<string, string>
-  const units = UNIT_FILES.map((name) => ({
+  const units = [...UNIT_FILES, ...(options.monitoring ? MONITORING_UNIT_FILES : [])].map((name) => ({
     file: path.join(SYSTEMD_DIR, name),
     content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'systemd', name), 'utf8'), vars, name),
   }))

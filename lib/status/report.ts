@@ -5,7 +5,7 @@ import type { Config, Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, formatMb } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
-import { readIndex, type BackupRecord } from '../db/backup-index.ts'
+import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../release/health.ts'
 
@@ -175,19 +175,21 @@ function lastDeploy(auditLog: string): DeployStatus | null {
   }
 }
 
+/** The newest backup of the live data (a safety backup holds what a restore replaced). */
 export function newestBackup(backups: readonly BackupRecord[]): BackupStatus | null {
-  const newest = [...backups].sort((a, b) => a.created_at.localeCompare(b.created_at)).at(-1)
+  const newest = backups.filter((b) => !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at)).at(-1)
   if (!newest) return null
   return { backup_id: newest.backup_id, backup_type: newest.backup_type, created_at: newest.created_at, size_bytes: newest.file_size_bytes, verified: newest.verified }
 }
 
 /**
- * The newest off-site copy. Read from the record as plain data: the field is recent, and an index
+ * The newest off-site copy of the live data. Read from the record as plain data: the field is recent, and an index
  * written by another version of the toolkit may lack it or shape it differently.
  */
 export function newestOffsite(backups: readonly unknown[]): OffsiteStatus | null {
   let newest: OffsiteStatus | null = null
   for (const record of backups) {
+    if (typeof record === 'object' && record !== null && isSafetyBackup(record)) continue
     const copy = offsiteOf(record)
     if (copy && (!newest || copy.uploaded_at > newest.uploaded_at)) newest = copy
   }

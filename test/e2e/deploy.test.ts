@@ -15,7 +15,7 @@ import { exportDirsIn, unaccounted, Writer } from '../support/writer.ts'
 // each starts where the previous one left it (numbers are the issue's, hence out of order). 1 makes
 // v1.1.0 current with v1.0.0 before it; 2, 3, 4, 9 and 8 leave v1.1.0 running; 5 rolls back to
 // v1.0.0 and deploys v1.1.0 again (its pre-deployment backup is the one 12's first rollback
-// restores); 6, 7 and 10 end on v1.1.0; 13 switches to webhook mode and back; 11 and 12 add the
+// restores); 6, 7 and 10 end on v1.1.0; 13 switches to webhook mode (11 back); 11 and 12 add the
 // writer and end on v1.0.0. Running one scenario alone needs those before it.
 let stack: Stack
 let env: Record<string, string>
@@ -232,15 +232,20 @@ describe('webhook mode (nginx in front)', () => {
     const cert = await exec(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(certs, 'live/localhost/privkey.pem'), '-out', path.join(certs, 'live/localhost/fullchain.pem')])
     expect(cert.code, cert.stderr).toBe(0)
     const httpsPort = await freePort()
-    const webhook = { COMPOSE_PROFILES: 'webhook', LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
+    // Webhook mode by TELEGRAM_WEBHOOK_URL in the environment (it wins over .env.production, for the
+    // bot too); DOMAIN is nginx's certificate name. The deploys of 11 and 12 switch back to polling.
+    const webhook = { TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
     const post = async () => (await exec(['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', 'X-Telegram-Bot-Api-Secret-Token: e2e_webhook_secret', '-d', '{}', `https://127.0.0.1:${httpsPort}/webhook`])).stdout
     try {
       const up = await deploy(['v1.1.0', '--force'], webhook)
       expect(up.code, up.stderr).toBe(0)
+      expect(up.stdout).toContain('INFO: Switching from polling to webhook mode')
       expect(await post()).toBe('200')
       const nginx = await containerId('nginx')
       const failed = await deploy(['v1.3.0'], { ...webhook, HEALTH_CHECK_TIMEOUT: '120' })
       expect(failed.code).toBe(1)
+      // The running bot is in webhook mode already: blue-green, the old one serving throughout.
+      expect(failed.stdout).toContain('Starting v1.3.0 beside the running bot (blue-green)')
       expect(failed.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
       expect(await runningVersion()).toBe('v1.1.0')
       expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })

@@ -5,6 +5,8 @@ import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapsh
 import { LOG_LINE } from '../support/scripts.ts'
 import { stopAfterFirstFailure } from '../support/sequence.ts'
 import { bedEnv } from '../support/stack.ts'
+import { startBotApi, type BotApiStandIn } from '../support/bot-api.ts'
+import { bridgeGateway } from '../support/pitr-stack.ts'
 
 // setup-droplet.sh on "fresh droplets": systemd-booted Debian 12 containers using the bed's Docker
 // engine through the host's socket (test/support/droplet.ts). Each describe block boots its own.
@@ -46,8 +48,8 @@ function expectInOrder(text: string, lines: string[]): void {
   }
 }
 
-async function healthCheck(d: Droplet, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
-  return d.exec([`${d.toolkitDir}/scripts/health-check.sh`, ...args], { user: 'deploy', env: { DEPLOY_DIR: d.deployDir, COMPOSE_PROJECT_NAME: d.name, NO_COLOR: '1' } })
+async function healthCheck(d: Droplet, args: string[] = [], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return d.exec([`${d.toolkitDir}/scripts/health-check.sh`, ...args], { user: 'deploy', env: { DEPLOY_DIR: d.deployDir, COMPOSE_PROJECT_NAME: d.name, NO_COLOR: '1', ...env } })
 }
 
 async function backupIndex(d: Droplet): Promise<{ backups: { backup_type: string; backup_id: string; last_drill: { outcome: string } | null }[] }> {
@@ -268,6 +270,10 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
   })
 })
 
+function stackContainersOf(d: Droplet, service: string): Promise<string> {
+  return Promise.resolve(spawnSync('docker', ['ps', '-q', '--filter', `label=com.docker.compose.project=${d.name}`, '--filter', `label=com.docker.compose.service=${service}`], { encoding: 'utf8' }).stdout.trim())
+}
+
 /**
  * Item 4's promise: whoever ran the scripts, everything under DEPLOY_DIR (but the toolkit checkout
  * root cloned), BACKUP_DIR and the log directory belongs to the deploy user and is readable by it.
@@ -305,13 +311,21 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
   let d: Droplet
   let httpsPort: number
   let repo: GitHost
+  // Telegram's Bot API, as the droplet reaches this machine: on the docker bridge's gateway.
+  let api: BotApiStandIn
+  const HOOK = 'https://bot.ttg-e2e.test/webhook'
   beforeAll(async () => {
     d = await createDroplet(image, 'b')
     httpsPort = await freePort()
     repo = await gitHostOverSsh(d, bed.APP_REPO!)
     d.env.APP_REPO_URL = repo.url
+    api = await startBotApi(await bridgeGateway())
   })
-  afterAll(async () => d?.destroy())
+  afterAll(async () => {
+    await api?.close()
+    await d?.destroy()
+  })
+  stopAfterFirstFailure()
 
   it('7. the deploy key is shown once and tried again after each Enter; a bad bot token is asked again; no secret appears in the terminal or the log', async () => {
     const password = 'InteractivePw0123456'
@@ -322,6 +336,7 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
       NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}`,
       LETSENCRYPT_DIR: `${d.deployDir}/letsencrypt`,
       CERTBOT_WEBROOT: `${d.deployDir}/certbot-webroot`,
+      TELEGRAM_API_BASE: api.base,
     }
     const keyPrompt = /Press Enter once the deploy key is added to the repository, to try again \(Ctrl-C to stop\): /
     const r = await runOnPty(d.setupArgvWithTty(['--webhook', '--self-signed'], env), [
@@ -344,9 +359,11 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
       { expect: /Off-site backup bucket \(S3 or DigitalOcean Spaces; empty: no off-site copies\): /, send: '\r' },
       // Enter: point-in-time recovery stays off (the default)
       { expect: /Point-in-time recovery: archive PostgreSQL WAL continuously.*\(y\/n\) \[n\]: /, send: '\r' },
+      // Enter: no monitoring (the default; test/e2e/monitoring.test.ts turns it on)
+      { expect: /Monitoring: Prometheus and Alertmanager .*\(y\/n\) \[n\]: /, send: '\r' },
     ], 540_000)
     expect(r.code, r.transcript).toBe(0)
-    expectInOrder(r.transcript, ['Configuring environment variables', 'Off-site backup copies: off', 'Point-in-time recovery: off', 'Configuring SSL certificates', 'All services healthy', 'Setup complete - system ready for production'])
+    expectInOrder(r.transcript, ['Configuring environment variables', 'Off-site backup copies: off', 'Point-in-time recovery: off', 'Configuring SSL certificates', 'All services healthy', 'Registering the Telegram webhook', 'Telegram webhook set to TELEGRAM_WEBHOOK_URL', 'Setup complete - system ready for production'])
     // What was typed at the visible prompts is echoed; the secrets never are.
     expect(r.transcript).toContain('https://bot.ttg-e2e.test/webhook')
     for (const secret of [TOKEN, password, STRIPE]) expect(r.transcript).not.toContain(secret)
@@ -360,6 +377,12 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
     const log = await d.readFile(LOG_FILE)
     for (const secret of [TOKEN, password, STRIPE, env2.TELEGRAM_WEBHOOK_SECRET!]) expect(log).not.toContain(secret)
 
+    // Once the stack was healthy, Telegram's webhook was set (none was), with the secret nginx checks.
+    expect(api.calls.map((c) => c.method)).toEqual(['getWebhookInfo', 'setWebhook'])
+    expect(api.callsOf('setWebhook').map((c) => c.body)).toEqual([{ url: HOOK, secret_token: env2.TELEGRAM_WEBHOOK_SECRET }])
+    expect(api.calls.every((c) => c.token === TOKEN)).toBe(true)
+    expect((await d.exec(['stat', '-c', '%U', `${d.deployDir}/webhook.json`])).stdout.trim()).toBe('deploy')
+
     // Webhook mode end to end: ufw opens 80/443, nginx terminates TLS with the self-signed
     // certificate and passes Telegram's calls (secret header) to the bot, and nothing else.
     const ufw = await d.exec(['ufw', 'status'])
@@ -368,8 +391,40 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
     const call = (secret: string) => spawnSync('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', `X-Telegram-Bot-Api-Secret-Token: ${secret}`, '-d', '{}', `https://127.0.0.1:${httpsPort}/webhook`], { encoding: 'utf8' }).stdout
     expect(call(env2.TELEGRAM_WEBHOOK_SECRET!)).toBe('200')
     expect(call('wrong')).toBe('403')
-    const health = await healthCheck(d)
+    const health = await healthCheck(d, [], { TELEGRAM_API_BASE: api.base })
+    expect(health.code, health.stdout + health.stderr).toBe(0)
     expect(health.stdout).toMatch(/INFO: nginx: healthy/)
+  })
+
+  it('7b. a deploy leaves the equal webhook alone; TELEGRAM_WEBHOOK_URL emptied and the tag deployed: webhook deleted, nginx removed, and the stack unit starts no nginx again', async () => {
+    const deploy = (tag: string) => d.exec([`${d.toolkitDir}/scripts/deploy.sh`, tag, '--yes'], { user: 'deploy', env: { DEPLOY_DIR: d.deployDir, NO_COLOR: '1', TELEGRAM_API_BASE: api.base } })
+    const deployed = await deploy('v1.1.0')
+    expect(deployed.code, deployed.stdout + deployed.stderr).toBe(0)
+    expect(deployed.stdout).toContain('Starting v1.1.0 beside the running bot (blue-green)')
+    expect(deployed.stdout).toContain('INFO: Telegram webhook already points at TELEGRAM_WEBHOOK_URL')
+    expect(api.callsOf('setWebhook')).toHaveLength(1)
+
+    // The operator's edit, then the running tag deployed again.
+    const edited = await d.exec(['sed', '-i', 's|^TELEGRAM_WEBHOOK_URL=.*|TELEGRAM_WEBHOOK_URL=|', `${d.deployDir}/.env.production`], { user: 'deploy' })
+    expect(edited.code, edited.stderr).toBe(0)
+    const switched = await deploy('v1.1.0')
+    expect(switched.code, switched.stdout + switched.stderr).toBe(0)
+    expect(switched.stdout).toContain('INFO: Switching from webhook to polling mode')
+    expect(switched.stdout).toContain('INFO: Telegram webhook deleted: polling mode')
+    expect(api.callsOf('deleteWebhook').map((c) => c.body)).toEqual([{ drop_pending_updates: false }])
+    expect(api.webhook.url).toBe('')
+    const nginx = () => spawnSync('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${d.name}`, '--filter', 'label=com.docker.compose.service=nginx'], { encoding: 'utf8' }).stdout.trim()
+    expect(nginx()).toBe('')
+
+    // What the next boot runs: the unit reads the mode from .env.production, not from its own lines.
+    expect((await d.exec(['systemctl', 'restart', 'toogoodtogo.service'])).code).toBe(0)
+    expect((await d.exec(['systemctl', 'is-active', 'toogoodtogo.service'])).stdout.trim()).toBe('active')
+    expect(nginx()).toBe('')
+    const health = await healthCheck(d, ['--wait', '120'], { TELEGRAM_API_BASE: api.base })
+    expect(health.code, health.stdout + health.stderr).toBe(0)
+    expect(health.stdout).toContain('INFO: nginx: not deployed')
+    expect(await botVersion(d)).toBe('v1.1.0')
+    expect(((await stackContainersOf(d, 'bot'))).split('\n')).toHaveLength(1)
   })
 })
 

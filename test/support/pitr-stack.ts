@@ -58,7 +58,8 @@ export async function createPitrStack(opts: { offsite: boolean; archiveTimeout?:
   }
 }
 
-async function bridgeGateway(): Promise<string> {
+/** The docker bridge's gateway: an address on this host that every container can reach. */
+export async function bridgeGateway(): Promise<string> {
   const r = await exec(['docker', 'network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'])
   if (r.code !== 0 || !r.stdout.trim()) throw new Error(`no docker bridge gateway: ${r.stderr}`)
   return r.stdout.trim()

@@ -94,7 +94,7 @@ async function must(pending: Promise<ScriptResult>): Promise<ScriptResult> {
 }
 
 /** One checksum per table of the stack's database, to compare before and after. */
-export async function stackChecksums(stack: Stack): Promise<Record<string, string>> {
+export async function stackChecksums(stack: Pick<Stack, 'psql'>): Promise<Record<string, string>> {
   const tables = (await stack.psql(`SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)).split('\n').filter(Boolean)
   const sums: Record<string, string> = {}
   for (const table of tables) sums[table] = await stack.psql(`SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM ${table} t`)

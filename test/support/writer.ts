@@ -17,8 +17,11 @@ export class Writer {
   private session: ChildProcessWithoutNullStreams | null = null
   private loop: Promise<void> = Promise.resolve()
 
-  /** `firstId`: a second writer after a first one continues its numbering */
-  constructor(private readonly stack: Stack, private readonly intervalMs = 100, firstId = 1) {
+  /**
+   * `stack`: only its compose project is used (a droplet's stack has one too); `firstId`: a second
+   * writer after a first one continues its numbering
+   */
+  constructor(private readonly stack: Pick<Stack, 'project'>, private readonly intervalMs = 100, firstId = 1) {
     this.next = firstId
   }
 

@@ -6,6 +6,7 @@ import { composeScaleUp, type ComposeProject } from '../../lib/commands/compose.
 import { containerName, removeContainer, stopContainer } from '../../lib/commands/docker.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { isWebhookMode, pinCommand, readPinCommand, workersCommand } from '../../lib/release/bluegreen.ts'
+import { webhookProfileProblem } from '../../lib/release/mode.ts'
 import { summarize } from '../../bench/webhook.ts'
 
 // Blue-green's command plans: the exact argv the runner executes.
@@ -46,10 +47,27 @@ describe('webhook mode', () => {
     fs.writeFileSync(path.join(dir, '.env.production'), text, { mode: 0o600 })
     return { DEPLOY_DIR: dir }
   }
-  it('is TELEGRAM_WEBHOOK_URL in the env file, or the webhook compose profile', () => {
+  it('is TELEGRAM_WEBHOOK_URL set, in the env file or the environment, and nothing else', () => {
     expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook\n')))).toBe(true)
+    expect(isWebhookMode(loadConfig({ ...envFile('TELEGRAM_WEBHOOK_URL=\n'), TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook' }))).toBe(true)
     expect(isWebhookMode(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=\n')))).toBe(false)
-    expect(isWebhookMode(loadConfig({ ...envFile('TELEGRAM_WEBHOOK_URL=\n'), COMPOSE_PROFILES: 'monitoring,webhook' }))).toBe(true)
+    // The webhook profile alone is not webhook mode: blue-green would run two pollers (409 Conflict).
+    expect(isWebhookMode(loadConfig({ ...envFile('TELEGRAM_WEBHOOK_URL=\n'), COMPOSE_PROFILES: 'monitoring,webhook' }))).toBe(false)
+    expect(isWebhookMode(loadConfig(envFile('COMPOSE_PROFILES=webhook\nTELEGRAM_WEBHOOK_URL=\n')))).toBe(false)
+  })
+
+  it('the webhook profile without TELEGRAM_WEBHOOK_URL is a contradiction deploy and setup refuse, naming both and what to do', () => {
+    const contradiction = loadConfig(envFile('COMPOSE_PROFILES=monitoring, webhook\nTELEGRAM_WEBHOOK_URL=\n'))
+    const problem = webhookProfileProblem(contradiction.COMPOSE_PROFILES, isWebhookMode(contradiction), contradiction.envFile)
+    expect(problem).toMatch(/^COMPOSE_PROFILES names the webhook profile but TELEGRAM_WEBHOOK_URL is empty/)
+    expect(problem).toContain(`set TELEGRAM_WEBHOOK_URL, TELEGRAM_WEBHOOK_SECRET and DOMAIN in ${contradiction.envFile}`)
+    expect(problem).toContain('for polling mode take webhook out of COMPOSE_PROFILES')
+    const webhook = loadConfig(envFile('COMPOSE_PROFILES=webhook\nTELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook\n'))
+    expect(webhookProfileProblem(webhook.COMPOSE_PROFILES, isWebhookMode(webhook), webhook.envFile)).toBeNull()
+    expect(webhookProfileProblem('monitoring', false, '/x')).toBeNull()
+    expect(webhookProfileProblem(undefined, false, '/x')).toBeNull()
+    // nginx's profile still follows the URL alone
+    expect(loadConfig(envFile('TELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook\n')).composeProfiles).toEqual(['webhook'])
   })
 })
 

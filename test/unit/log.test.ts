@@ -25,6 +25,10 @@ describe('redaction', () => {
     addSecretsFrom({ DATABASE_URL: 'postgresql://app:s3cr%40t@db/x' })
     expect(redact('PGPASSWORD=s3cr@t')).toBe('PGPASSWORD=***')
   })
+  it("a directory holding secrets is named, not hidden; a webhook URL is hidden", () => {
+    addSecretsFrom({ ALERTMANAGER_SECRETS_DIR: '/opt/toogoodtogo/monitoring-secrets', ALERT_WEBHOOK_URL: 'https://hooks.example.com/T0/B0/xyz' })
+    expect(redact('wrote https://hooks.example.com/T0/B0/xyz to /opt/toogoodtogo/monitoring-secrets/slack_webhook_url')).toBe('wrote *** to /opt/toogoodtogo/monitoring-secrets/slack_webhook_url')
+  })
   it('leaves very short values alone so ordinary words survive', () => {
     addSecretsFrom({ SOME_TOKEN: 'on' })
     expect(redact('turned on')).toBe('turned on')

@@ -79,6 +79,9 @@ describe('.env.production from the template', () => {
       'OFFSITE_S3_ENDPOINT', 'OFFSITE_S3_REGION', 'OFFSITE_S3_BUCKET', 'OFFSITE_S3_PREFIX', 'OFFSITE_S3_ACCESS_KEY_ID', 'OFFSITE_S3_SECRET_ACCESS_KEY',
       'BACKUP_AGE_RECIPIENT', 'BACKUP_AGE_IDENTITY_FILE', 'OFFSITE_RETENTION_COUNT', 'OFFSITE_RETENTION_DAYS',
       'PITR_ENABLED', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', 'PITR_ARCHIVE_TIMEOUT', 'PITR_RETENTION_FULL',
+      'MONITORING_ENABLED', 'ALERTMANAGER_URL', 'ALERTMANAGER_SECRETS_DIR', 'MONITORING_SUBNET', 'NODE_EXPORTER_HOST', 'PROMETHEUS_PORT', 'ALERTMANAGER_PORT', 'GRAFANA_PORT',
+      'PROMETHEUS_RETENTION', 'PROMETHEUS_MEM_LIMIT', 'ALERTMANAGER_MEM_LIMIT', 'PROMETHEUS_IMAGE', 'ALERTMANAGER_IMAGE', 'POSTGRES_EXPORTER_IMAGE', 'REDIS_EXPORTER_IMAGE',
+      'NGINX_EXPORTER_IMAGE', 'GRAFANA_IMAGE', 'PROMETHEUS_CONFIG', 'ALERTMANAGER_CONFIG',
       'POSTGRES_IMAGE', 'REDIS_IMAGE', 'NGINX_IMAGE', 'BOT_MEM_LIMIT', 'POSTGRES_MEM_LIMIT', 'REDIS_MEM_LIMIT', 'NGINX_MEM_LIMIT', 'NGINX_HTTP_PORT', 'NGINX_HTTPS_PORT'])
   })
 })
@@ -90,7 +93,7 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'DEPLOY_USER=ops\nSTRIPE_API_KEY=sk_test_file\nSETUP_EXTRA_PACKAGES=htop jq\n')
     const s = loadSetupSettings({ DEPLOY_DIR: '/srv/ttg', STRIPE_API_KEY: 'sk_test_env' }, answers)
     expect(s).toMatchObject({ DEPLOY_USER: 'ops', appDir: '/srv/ttg/app', SSH_PORT: 22, SETUP_EXTRA_PACKAGES: ['htop', 'jq'], markerFile: '/srv/ttg/.setup-complete', logDir: '/var/log/toogoodtogo' })
-    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate'])
+    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age'])
     expect(s.input.STRIPE_API_KEY).toBe('sk_test_env')
     expect(() => loadSetupSettings({ DEPLOY_USER: 'root' }, undefined)).toThrow(/Invalid DEPLOY_USER="root": must not be root/)
     expect(() => loadSetupSettings({ SETUP_EXTRA_PACKAGES: 'ok; rm -rf /' }, undefined)).toThrow(/Invalid SETUP_EXTRA_PACKAGES/)
@@ -202,7 +205,6 @@ describe('systemd units', () => {
     TOOLKIT_DIR: '/opt/toogoodtogo/deployment', DEPLOY_DIR: '/opt/toogoodtogo', ENV_FILE: '/opt/toogoodtogo/.env.production', BACKUP_DIR: '/opt/backups/postgres',
     LOG_FILE: '/var/log/toogoodtogo/deployment.log', LOG_DIR: '/var/log/toogoodtogo', COMPOSE_PROJECT_NAME: 'toogoodtogo', COMPOSE_FILE: '/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml',
     DEPLOY_USER: 'deploy', TSX: '/opt/toogoodtogo/deployment/node_modules/.bin/tsx', PATH: '/usr/bin:/bin',
-    COMPOSE: '/usr/bin/docker compose --project-name toogoodtogo --file /opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml --env-file /opt/toogoodtogo/.env.production',
   }
   const byName = Object.fromEntries(renderUnits(values).map((f) => [path.basename(f.file), f.content]))
 
@@ -216,9 +218,14 @@ describe('systemd units', () => {
     expect(unit).toMatch(/^After=docker\.service network-online\.target$/m)
     expect(unit).toMatch(/^Type=oneshot$/m)
     expect(unit).toMatch(/^RemainAfterExit=yes$/m)
-    // Existing containers come back with the image they ran, whatever .env.production's APP_VERSION says.
-    expect(unit).toContain(`ExecStart=${values.COMPOSE} up --detach --no-recreate --remove-orphans`)
-    expect(unit).toContain(`ExecStop=${values.COMPOSE} stop`)
+    // The toolkit derives the compose files and profiles from .env.production at each start (no
+    // --profile baked in): a later switch between polling and webhook mode holds at the next boot.
+    expect(unit).toContain('ExecStart=/opt/toogoodtogo/deployment/node_modules/.bin/tsx /opt/toogoodtogo/deployment/scripts/stack.ts up')
+    expect(unit).toContain('ExecStop=/opt/toogoodtogo/deployment/node_modules/.bin/tsx /opt/toogoodtogo/deployment/scripts/stack.ts stop')
+    expect(unit).not.toContain('--profile')
+    for (const line of ['DEPLOY_DIR=/opt/toogoodtogo', 'ENV_FILE=/opt/toogoodtogo/.env.production', 'COMPOSE_PROJECT_NAME=toogoodtogo', 'DOCKER_COMPOSE_FILE=/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml']) {
+      expect(unit).toContain(`Environment=${line}\n`)
+    }
     expect(unit).toMatch(/^User=deploy$/m)
     expect(unit).toMatch(/^WantedBy=multi-user\.target$/m)
   })

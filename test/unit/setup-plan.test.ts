@@ -82,7 +82,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded.map((c) => c.argv)).toEqual([
       ['apt-get', 'update', '-q'],
       ['apt-get', 'upgrade', '-y', '-q', ...keep],
-      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age'],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'docker.io', 'docker-compose'],
       ['systemctl', 'enable', '--now', 'docker.service'],
       ['groupadd', '--system', 'docker'],
@@ -259,5 +259,58 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
       'Invalid OFFSITE_S3_ENDPOINT: must be set when OFFSITE_S3_BUCKET is set',
     )
     expect(recorded).toEqual([])
+  })
+})
+
+describe('setup-droplet --monitoring --dry-run on a fresh Debian 12 droplet', () => {
+  /** A fresh host as above, where dpkg knows no node_exporter and no override yet. */
+  function freshWithDpkg(argv: string[]): RunResult {
+    if (argv[0] === 'dpkg-query' || argv[0] === 'dpkg-statoverride') return { exitCode: 1, stdout: '', stderr: '' }
+    return freshDebian12(argv)
+  }
+  const WEBHOOK = 'https://hooks.example.com/services/T000/B000/plan-secret-path'
+
+  it('node_exporter on the host, its textfile directory for the deploy user, the ufw rule, the webhook URL file, the images; every compose command with the monitoring file', async () => {
+    answer = freshWithDpkg
+    expect(await dryRun(['--monitoring'], { ...ANSWERS, ALERT_WEBHOOK_URL: WEBHOOK })).toBe('configured')
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    const keep = ['-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold']
+    const base = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--file', path.join(TOOLKIT_DIR, 'deployment/monitoring/docker-compose.monitoring.yml'), '--env-file', `${deploy}/.env.production`, '--profile', 'monitoring']
+    const argv = recorded.map((c) => c.argv)
+    const from = argv.findIndex((a) => a.includes('prometheus-node-exporter'))
+    expect(argv.slice(from - 2, from + 8)).toEqual([
+      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
+      ['chmod', '0600', `${deploy}/.env.production`],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'prometheus-node-exporter'],
+      ['dpkg-statoverride', '--update', '--add', 'root', 'deploy', '2775', '/var/lib/prometheus/node-exporter'],
+      ['systemctl', 'enable', '--now', 'prometheus-node-exporter.service'],
+      ['ufw', 'allow', 'from', '172.30.77.0/24', 'to', 'any', 'port', '9100', 'proto', 'tcp'],
+      ['install', '-d', '-m', '0700', '-o', '65534', '-g', '65534', `${deploy}/monitoring-secrets`],
+      ['chown', '65534:65534', `${deploy}/monitoring-secrets/slack_webhook_url`],
+      ['chmod', '0600', `${deploy}/monitoring-secrets/slack_webhook_url`],
+      [...base, 'pull', 'prometheus', 'alertmanager', 'postgres-exporter', 'redis-exporter'],
+    ])
+    // The stack starts with the monitoring services (the same files and profile as deploy's `up --remove-orphans`).
+    expect(argv).toContainEqual([...base, 'up', '--detach', '--remove-orphans'])
+    expect(argv.at(-2)).toEqual(['systemctl', 'enable', '--now', 'toogoodtogo-health-metrics.timer'])
+    const writes = stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())
+    expect(writes).toContain(`[dry-run] write ${deploy}/monitoring-secrets/slack_webhook_url (mode 600)`)
+    expect(writes).toContain('[dry-run] write /etc/systemd/system/toogoodtogo-health-metrics.timer (mode 644)')
+    const all = stdout.join('') + stderr.join('')
+    expect(all).toContain(`INFO: Writing Alertmanager's webhook URL (ALERT_WEBHOOK_URL) to ${deploy}/monitoring-secrets/slack_webhook_url (mode 600`)
+    expect(all).not.toContain('plan-secret-path')
+  })
+
+  it('without a webhook URL and no terminal: stopped before any change, saying where the URL goes', async () => {
+    answer = freshWithDpkg
+    await expect(dryRun(['--monitoring'], ANSWERS)).rejects.toThrow(/^Monitoring: monitoring needs the URL Alertmanager posts alerts to .*set ALERT_WEBHOOK_URL .*monitoring-secrets\/slack_webhook_url, never to \.env\.production.*Nothing was changed$/)
+    expect(recorded).toEqual([])
+  })
+
+  it('off (the default): no node_exporter, no rule, no monitoring file in any compose command', async () => {
+    expect(await dryRun([], ANSWERS)).toBe('configured')
+    const lines = recorded.map((c) => c.argv.join(' '))
+    expect(lines.filter((l) => /prometheus|9100|monitoring|health-metrics/.test(l))).toEqual([])
+    expect(stdout.join('')).toContain('INFO: Monitoring: off;')
   })
 })

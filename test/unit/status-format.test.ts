@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { formatAge } from '../../lib/core/format.ts'
-import { formatStatus, needsAttention, newestOffsite, parseAlerts, type StatusReport } from '../../lib/status/report.ts'
+import { formatStatus, needsAttention, newestBackup, newestOffsite, parseAlerts, type StatusReport } from '../../lib/status/report.ts'
+import type { BackupRecord } from '../../lib/db/backup-index.ts'
 
 const now = new Date('2026-12-02T08:00:00Z')
 
@@ -147,6 +148,16 @@ describe('reading defensively', () => {
       ]),
     ).toEqual({ backup_id: 'e', uploaded_at: '2026-12-02T03:00:00Z', size_bytes: null })
     expect(newestOffsite([])).toBeNull()
+  })
+
+  it('passes over safety backups (what a restore replaced): the newest copy of the live data is the one an operator means', () => {
+    const at = (day: number) => `2026-12-0${day}T03:00:00Z`
+    const record = (id: string, day: number, type: BackupRecord['backup_type'], reason: string | null) => ({
+      backup_id: id, backup_type: type, created_at: at(day), file_size_bytes: 1, verified: true, reason, offsite: { uploaded_at: at(day) },
+    }) as unknown as BackupRecord
+    const backups = [record('scheduled', 1, 'scheduled', null), record('pre', 2, 'pre_deployment', 'before deploying v1.2.0'), record('safety', 3, 'manual', 'safety backup: toogoodtogo as it was before restoring')]
+    expect(newestBackup(backups)?.backup_id).toBe('pre')
+    expect(newestOffsite(backups)?.backup_id).toBe('pre')
   })
 
   it("reads Alertmanager's API v2 alert list, skipping suppressed ones", () => {

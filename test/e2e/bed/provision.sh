@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the Docker end-to-end test bed on a Debian 12 machine, as root:
 #   Docker Engine + Compose v1 + Compose v2, a Debian base image built with debootstrap,
-#   stand-in postgres/redis/nginx images, a local registry on 127.0.0.1:5000 holding those and
+#   stand-in postgres/redis/nginx images and the monitoring stack's (Prometheus, Alertmanager and
+#   three exporters, from Debian's packages), a local registry on 127.0.0.1:5000 holding those and
 #   the fixture bot at v1.0.0..v1.3.0, and a bare git repository standing in for the app repo.
 # Idempotent: each step checks first, so a warm run takes seconds. Writes $BED_ENV_FILE for the
 # TypeScript e2e tests. Anything it cannot provide stops it with a message naming what is missing.
@@ -180,6 +181,14 @@ build_standins() {
   build_and_push ttg-postgres 15 "$BED_DIR/images/postgres" || true
   build_and_push ttg-redis 7.0 "$BED_DIR/images/redis" || true
   build_and_push ttg-nginx 1.22 "$BED_DIR/images/nginx" || true
+  # deployment/monitoring's images: each installs its Debian package on the base at build time,
+  # from the mirror in the base's sources.list, over the host's network so that a build reaches
+  # the mirror as debootstrap did (a loopback proxy included). The five: about 45 s when cold.
+  build_and_push ttg-prometheus 2.42 "$BED_DIR/images/prometheus" --network host || true
+  build_and_push ttg-alertmanager 0.25 "$BED_DIR/images/alertmanager" --network host || true
+  build_and_push ttg-postgres-exporter 0.11 "$BED_DIR/images/postgres-exporter" --network host || true
+  build_and_push ttg-redis-exporter 1.45 "$BED_DIR/images/redis-exporter" --network host || true
+  build_and_push ttg-nginx-exporter 0.11 "$BED_DIR/images/nginx-exporter" --network host || true
 }
 
 build_bot_releases() {
@@ -235,6 +244,11 @@ BOT_IMAGE=$REGISTRY/ttg-bot
 POSTGRES_IMAGE=$REGISTRY/ttg-postgres:15
 REDIS_IMAGE=$REGISTRY/ttg-redis:7.0
 NGINX_IMAGE=$REGISTRY/ttg-nginx:1.22
+PROMETHEUS_IMAGE=$REGISTRY/ttg-prometheus:2.42
+ALERTMANAGER_IMAGE=$REGISTRY/ttg-alertmanager:0.25
+POSTGRES_EXPORTER_IMAGE=$REGISTRY/ttg-postgres-exporter:0.11
+REDIS_EXPORTER_IMAGE=$REGISTRY/ttg-redis-exporter:1.45
+NGINX_EXPORTER_IMAGE=$REGISTRY/ttg-nginx-exporter:0.11
 BASE_IMAGE=$BASE_IMAGE
 APP_REPO=$APP_REPO
 APP_TAGS="${APP_TAGS[*]}"
