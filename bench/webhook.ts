@@ -155,7 +155,7 @@ async function bench(): Promise<void> {
     await step('deploy v1.3.0, never healthy (automatic rollback)', 'deploy', ['v1.3.0'], 1)
     await step('deploy v1.1.0 --force --stop-first (stop-then-start)', 'deploy', ['v1.1.0', '--force', '--stop-first'], 0)
     const samples = await load.stop()
-    console.log(`\n${RATE} signed requests/s through nginx over TLS (keep-alive):`)
+    console.log(`\n${RATE} signed requests/s through nginx over TLS (a keep-alive client; /webhook closes each connection after its response):`)
     for (const w of windows) console.log(`  ${formatSummary(w.label, summarize(samples, w.from, w.to))}`)
     const idle = summarize(samples, 0, IDLE_SECONDS * 1000)
     const switching = windows.filter((w) => w.label.includes('blue-green') || w.label.includes('automatic'))
