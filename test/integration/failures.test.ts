@@ -222,10 +222,12 @@ describe('backup fails safely', () => {
     index.backups[1].created_at = index.backups[1].retention_until = '2020-01-02T00:00:00Z'
     fs.rmSync(index.backups[2].file_path)
     // Records whose files are gone, under the ids the next backup would take: it must not reuse one.
-    const phantoms = [0, 1, 2, 3, 4, 5].map((ahead) => {
+    // Not an id the index holds (the backup just taken may share this second).
+    const taken = new Set(index.backups.map((b: { backup_id: string }) => b.backup_id))
+    const phantoms = [0, 1, 2, 3, 4, 5, 6].map((ahead) => {
       const id = `shop_${fileStamp(new Date(Date.now() + ahead * 1000))}`
       return { ...index.backups[2], backup_id: id, file_path: path.join(env.BACKUP_DIR!, `${id}.sql.gz`) }
-    })
+    }).filter((p) => !taken.has(p.backup_id)).slice(0, 6)
     index.backups.push(...phantoms)
     fs.writeFileSync(indexFile, JSON.stringify(index))
     fs.writeFileSync(path.join(env.BACKUP_DIR!, 'shop_20200101_000000.sql.gz.partial'), 'x')

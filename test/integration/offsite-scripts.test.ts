@@ -1,6 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backupRecordSchema } from '../../lib/db/backup-index.ts'
 import { listRemoteBackups } from '../../lib/offsite/catalog.ts'
@@ -220,6 +221,8 @@ describe('off-site copies through backup.sh and restore.sh', () => {
     expect(bad.result.stderr + bad.result.stdout).not.toContain(secret)
 
     // Another droplet's backup in the same prefix: in the bucket only, as far as this one knows.
+    // Ids have whole seconds: in the same second as the failed one it would name the same object.
+    await sleep(1010 - (Date.now() % 1000))
     const elsewhere = droplet('creds/')
     const theirs = await backup(elsewhere)
     ok(theirs.result)
