@@ -6,7 +6,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseEnvFile } from '../../lib/core/env-file.ts'
-import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapshot, stackContainers, type Droplet } from '../support/droplet.ts'
+import { createDroplet, ensureDropletImage, freePort, gitHostOverSsh, hostSnapshot, loopbackBridge, stackContainers, type Droplet, type LoopbackBridge } from '../support/droplet.ts'
 import { bridgeGateway } from '../support/pitr-stack.ts'
 import { ROOT } from '../support/scripts.ts'
 import { stopAfterFirstFailure } from '../support/sequence.ts'
@@ -57,7 +57,7 @@ describe('setup-droplet --monitoring on a fresh droplet, then the pipeline end t
   let prometheusUrl: string
   let webhookUrl: string
   let alertmanagerPort: number
-  let relay: { close(): void } | null = null
+  let relay: LoopbackBridge | null = null
   const received: string[] = []
   let receiver: http.Server
   let redisStoppedAt = 0
@@ -159,7 +159,9 @@ describe('setup-droplet --monitoring on a fresh droplet, then the pipeline end t
     expect(network).toMatch(/^[0-9a-f]+$/)
     const connected = spawnSync('docker', ['network', 'connect', '--ip', DROPLET_ON_MONITORING, network, d.name], { encoding: 'utf8' })
     expect(connected.status, connected.stderr).toBe(0)
-    relay = await loopbackRelay(d, alertmanagerPort)
+    // The droplet's 127.0.0.1 is not the bed's, where compose published Alertmanager (on a droplet they are one).
+    relay = await loopbackBridge(d.name, '127.0.0.1', alertmanagerPort, `ttg-e2e-relay-${alertmanagerPort}`)
+    await relay.start(d)
   })
 
   it('2. every step is idempotent with monitoring on: a second run (marker removed) changes no file, mode, rule or container', async () => {
@@ -299,31 +301,6 @@ async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs:
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
     await sleep(1000)
   }
-}
-
-/**
- * The droplet's 127.0.0.1:<port> made to reach the bed's 127.0.0.1:<port>, where compose
- * published it (on a droplet the two loopbacks are one): this process relays from the droplet's
- * gateway address, a transient unit in the droplet from its loopback to there (as
- * test/support/droplet.ts does for the registry).
- */
-async function loopbackRelay(d: Droplet, port: number): Promise<{ close(): void }> {
-  const gateway = spawnSync('docker', ['inspect', '--format', '{{.NetworkSettings.Gateway}}', d.name], { encoding: 'utf8' }).stdout.trim()
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, '127.0.0.1')
-    client.pipe(upstream).pipe(client)
-    client.on('error', () => upstream.destroy())
-    upstream.on('error', () => client.destroy())
-  })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, gateway, () => resolve())
-  })
-  const relayPort = (server.address() as net.AddressInfo).port
-  const inside = `const net=require('net');net.createServer((c)=>{const u=net.connect(${relayPort},'${gateway}');c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${port},'127.0.0.1')`
-  const r = await d.exec(['systemd-run', '--quiet', `--unit=ttg-e2e-relay-${port}`, '/usr/bin/node', '-e', inside])
-  if (r.code !== 0) throw new Error(`starting the loopback relay in ${d.name} failed: ${r.stderr}`)
-  return { close: () => server.close() }
 }
 
 /** An IPv4 address as /proc/net/route prints it (little-endian hex). */

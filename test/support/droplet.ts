@@ -131,11 +131,22 @@ export async function createDroplet(image: string, label: string): Promise<Dropl
  * from the droplet's gateway address to the host's loopback, and a transient unit in the droplet
  * (node, mounted from the host) relays from its loopback to there. Restarted after each reboot.
  */
-async function registryBridge(name: string, registry: string): Promise<{ start(d: Droplet): Promise<void>; close(): void }> {
+async function registryBridge(name: string, registry: string): Promise<LoopbackBridge> {
   const [registryHost, registryPort] = [registry.slice(0, registry.lastIndexOf(':')), Number(registry.slice(registry.lastIndexOf(':') + 1))]
+  return loopbackBridge(name, registryHost, registryPort, 'ttg-e2e-registry')
+}
+
+export interface LoopbackBridge {
+  /** starts the relay inside (again after a reboot) and waits until it answers */
+  start(d: Droplet): Promise<void>
+  close(): void
+}
+
+/** `host:port` on the test host's loopback, answering at the same address inside the droplet `name`. */
+export async function loopbackBridge(name: string, host: string, port: number, unit: string): Promise<LoopbackBridge> {
   const gateway = must(spawnSync('docker', ['inspect', '--format', '{{.NetworkSettings.Gateway}}', name], { encoding: 'utf8' }), 'reading the droplet\'s gateway').trim()
   const relay = net.createServer((client) => {
-    const upstream = net.connect(registryPort, registryHost)
+    const upstream = net.connect(port, host)
     client.pipe(upstream).pipe(client)
     client.on('error', () => upstream.destroy())
     upstream.on('error', () => client.destroy())
@@ -145,13 +156,13 @@ async function registryBridge(name: string, registry: string): Promise<{ start(d
     relay.listen(0, gateway, () => resolve())
   })
   const relayPort = (relay.address() as net.AddressInfo).port
-  const inside = `const net=require('net');net.createServer((c)=>{const u=net.connect(${relayPort},'${gateway}');c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${registryPort},'${registryHost}')`
+  const inside = `const net=require('net');net.createServer((c)=>{const u=net.connect(${relayPort},'${gateway}');c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy())}).listen(${port},'${host}')`
   return {
     async start(d) {
-      const r = await d.exec(['systemd-run', '--quiet', '--unit=ttg-e2e-registry', '/usr/bin/node', '-e', inside])
-      if (r.code !== 0) throw new Error(`starting the registry relay in ${d.name} failed: ${r.stderr}`)
-      const check = await d.sh(`for i in $(seq 1 50); do (exec 3<>/dev/tcp/${registryHost}/${registryPort}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1`)
-      if (check.code !== 0) throw new Error(`the registry relay in ${d.name} does not answer on ${registry}`)
+      const r = await d.exec(['systemd-run', '--quiet', `--unit=${unit}`, '/usr/bin/node', '-e', inside])
+      if (r.code !== 0) throw new Error(`starting the relay ${unit} in ${d.name} failed: ${r.stderr}`)
+      const check = await d.sh(`for i in $(seq 1 50); do (exec 3<>/dev/tcp/${host}/${port}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1`)
+      if (check.code !== 0) throw new Error(`the relay ${unit} in ${d.name} does not answer on ${host}:${port}`)
     },
     close: () => relay.close(),
   }
