@@ -39,7 +39,7 @@ export interface UnitValues {
   COMPOSE_PROJECT_NAME: string
   COMPOSE_FILE: string
   DEPLOY_USER: string
-  /** the toolkit's own tsx, by absolute path (DESIGN.md: `npx tsx` would try the network) */
+  /** the toolkit's own tsx, by absolute path (`npx tsx` outside the project would try the network) */
   TSX: string
   /** PATH for the services: the directory of this node first, so tsx's `env node` finds it */
   PATH: string

@@ -6,7 +6,8 @@ import { ROOT, type ScriptResult } from './scripts.ts'
 import { bedEnv, exec as run } from './stack.ts'
 
 // A "fresh droplet" for setup-droplet's e2e test: a systemd-booted Debian 12 container (image from
-// test/e2e/droplet/build-image.sh, run without --privileged as DESIGN.md describes) that talks to
+// test/e2e/droplet/build-image.sh, run without --privileged, which these machines refuse: CAP_SYS_RESOURCE is not in the host's
+// capability bounding set) that talks to
 // the bed's Docker engine through the host's socket, with the host's docker CLI, compose plugin
 // and Node mounted read-only. With the host's socket, compose bind mounts resolve on the host, so
 // the deploy directory (holding a copy of this toolkit) is mounted at the same path on both sides.

@@ -58,9 +58,17 @@ export async function createPitrStack(opts: { offsite: boolean; archiveTimeout?:
   }
 }
 
-/** The docker bridge's gateway: an address on this host that every container can reach. */
+/**
+ * The host's address on Docker's default bridge: an address on this host that every container can
+ * reach. Read from the bridge's own interface (docker0), not from `docker network inspect`'s IPAM
+ * Gateway: a dockerd's first boot (no network store yet) lists the subnet without a Gateway until
+ * the daemon restarts (moby/moby#26799), while the interface has its address from the start.
+ */
 export async function bridgeGateway(): Promise<string> {
-  const r = await exec(['docker', 'network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'])
-  if (r.code !== 0 || !r.stdout.trim()) throw new Error(`no docker bridge gateway: ${r.stderr}`)
-  return r.stdout.trim()
+  const name = await exec(['docker', 'network', 'inspect', 'bridge', '--format', '{{index .Options "com.docker.network.bridge.name"}}'])
+  const bridge = name.code === 0 && name.stdout.trim() ? name.stdout.trim() : 'docker0'
+  const r = await exec(['ip', '-4', '-o', 'addr', 'show', 'dev', bridge])
+  const address = /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(r.stdout)?.[1]
+  if (r.code !== 0 || !address) throw new Error(`no IPv4 address on Docker's default bridge ${bridge}: ${r.stderr || r.stdout}`)
+  return address
 }

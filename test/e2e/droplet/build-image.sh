@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the "fresh droplet" image for test/e2e/setup-droplet.test.ts: Debian 12 booted by systemd
-# (debootstrap with systemd, dbus, ufw), run without --privileged (see DESIGN.md). Docker itself is
+# (debootstrap with systemd, dbus, ufw), run without --privileged (refused here: CAP_SYS_RESOURCE is not in the host's
+# capability bounding set; SYS_ADMIN, NET_ADMIN and no seccomp are enough for systemd). Docker itself is
 # not installed: the test gives the container the host's Docker socket, docker CLI and compose
 # plugin, so the stand-ins below play the part of the docker.io package:
 #   - docker.service, a oneshot that waits until the host's engine answers through the socket
