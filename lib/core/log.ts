@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import chalk from 'chalk'
 import { redact } from './redact.ts'
+import { dayjs } from './time.ts'
 
 // The contract's line: `[YYYY-MM-DD HH:MM:SS] LEVEL: message`, UTC. INFO goes to stdout (stderr when
 // stdout carries JSON), WARN and ERROR to stderr, and every line, DEBUG included, to the log file.
@@ -24,7 +25,7 @@ export function configureLog(next: Partial<LogSettings>): void {
 }
 
 export function formatLine(level: Level, message: string, now = new Date()): string {
-  const stamp = now.toISOString().slice(0, 19).replace('T', ' ')
+  const stamp = dayjs.utc(now).format('YYYY-MM-DD HH:mm:ss')
   // One event, one line: a multi-line message (an SQL statement, a stack) would break the format.
   return `[${stamp}] ${level}: ${redact(message).trim().replace(/\s*\n\s*/g, ' ')}`
 }

@@ -6,6 +6,7 @@ import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
+import { $read, exitCodeOf, failureMessage, isDryRun, timedOut } from './shell.ts'
 
 // Commands are data (see lib/commands/): pure builders return a Command and this
 // file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
@@ -28,15 +29,7 @@ export interface RunResult {
   stderr: string
 }
 
-let dryRun = false
-
-export function setDryRun(enabled: boolean): void {
-  dryRun = enabled
-}
-
-export function isDryRun(): boolean {
-  return dryRun
-}
+export { isDryRun, setDryRun } from './shell.ts'
 
 export function describe(command: Command): string {
   return redact(command.argv.map(shellQuote).join(' '))
@@ -47,49 +40,24 @@ function shellQuote(arg: string): string {
 }
 
 function skipForDryRun(command: Command): boolean {
-  if (!dryRun || command.mutates === false) return false
+  if (!isDryRun() || command.mutates === false) return false
   process.stdout.write(`[dry-run] ${describe(command)}\n`)
   return true
 }
 
 /**
- * Runs a command whose output is small (it is kept in memory; a dump goes through runStages),
- * spawned directly: no shell between us and the program, so no quoting, no ~/.bashrc, and the
- * timeout is ours to keep. A program that is not installed is exit 127, as a shell would say.
+ * Runs a command whose output is small (zx keeps it in memory; a dump goes through runStages)
+ * through the toolkit's configured `$` (shell.ts): each argument quoted, no ~/.bashrc, logged
+ * redacted with its exit code and duration, killed at its timeout. A program that is not installed
+ * is exit 127, as the shell says.
  */
 export async function tryRun(command: Command): Promise<RunResult> {
   if (skipForDryRun(command)) return { exitCode: 0, stdout: '', stderr: '' }
-  log.debug(`$ ${describe(command)}`)
-  const [program = '', ...args] = command.argv
-  const options = { cwd: command.cwd, env: { ...process.env, ...command.env } }
-  // One spawn per stdio shape: that is how node's types know which of the child's ends are pipes.
-  const child = command.input === undefined
-    ? spawn(program, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(program, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
-  const stdout: Buffer[] = []
-  const stderr: Buffer[] = []
-  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))
-  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk))
-  child.stdin?.on('error', () => undefined) // a program that exits without reading its input
-  child.stdin?.end(command.input)
-  let timedOut = false
-  const timer = command.timeoutMs
-    ? setTimeout(() => {
-        timedOut = true
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref()
-      }, command.timeoutMs)
-    : null
-  const exitCode = await new Promise<number>((resolve) => {
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      stderr.push(Buffer.from(error.code === 'ENOENT' ? `${program}: command not found` : error.message))
-      resolve(127)
-    })
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
-  })
-  if (timer) clearTimeout(timer)
-  if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round((command.timeoutMs ?? 0) / 1000)}s: ${describe(command)}`)
-  return { exitCode, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() }
+  // Past skipForDryRun it runs, change or read alike: `$read` is the tag that never skips.
+  const running = $read({ cwd: command.cwd, env: command.env, input: command.input, timeoutMs: command.timeoutMs, nothrow: true })`${command.argv}`
+  const output = await running
+  if (timedOut(running)) throw new OpsError('timeout', `Timed out after ${Math.round((command.timeoutMs ?? 0) / 1000)}s: ${describe(command)}`)
+  return { exitCode: exitCodeOf(output.exitCode, output.signal), stdout: output.stdout, stderr: output.stderr }
 }
 
 export async function run(command: Command): Promise<RunResult> {
@@ -112,14 +80,8 @@ export class CommandFailed extends OpsError {
   }
 }
 
-/** Names the program first (what an operator searches for), then the whole command, redacted. */
-function commandFailed(command: Command, exitCode: number | null, output: string): CommandFailed {
-  const detail = redact(lastLines(output, 5)) || `exit code ${exitCode}`
-  return new CommandFailed(command, `${command.argv[0]} failed: ${detail} (exit ${exitCode}: ${describe(command)})`)
-}
-
-function lastLines(text: string, count: number): string {
-  return text.trim().split('\n').slice(-count).join(' | ')
+function commandFailed(command: Command, exitCode: number, output: string): CommandFailed {
+  return new CommandFailed(command, failureMessage(describe(command), { exitCode, signal: null, stderr: output, stdout: '' }))
 }
 
 // ---- streaming ---------------------------------------------------------------------------------
@@ -163,7 +125,7 @@ export function startDetached(command: Command): number | null {
  * A file sink is created exclusively: an existing file is never overwritten.
  */
 export async function runStages(stages: Stage[], timeoutMs: number): Promise<void> {
-  if (dryRun) {
+  if (isDryRun()) {
     process.stdout.write(`[dry-run] ${describeStages(stages)}\n`)
     return
   }

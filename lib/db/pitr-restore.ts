@@ -9,6 +9,7 @@ import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatAge, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { progressReporter } from '../core/progress.ts'
+import { dayjs } from '../core/time.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
@@ -29,10 +30,10 @@ export function parseTarget(text: string, now = new Date()): Target {
   const m = ZONED.exec(text.trim())
   if (!m) throw new OpsError('usage', `--to-time "${text}": expected latest or a time with its zone, such as "2026-12-02 10:31:00+00" or 2026-12-02T10:31:00Z`)
   const zone = m[3] === 'Z' || m[3] === 'z' ? 'Z' : (m[3] ?? '').replace(/^([+-]\d{2})(\d{2})$/, '$1:$2').replace(/^([+-]\d{2})$/, '$1:00')
-  const at = new Date(`${m[1]}T${m[2]}${zone}`)
-  if (Number.isNaN(at.getTime())) throw new OpsError('usage', `--to-time "${text}" is not a valid time`)
-  if (at.getTime() > now.getTime()) throw new OpsError('usage', `--to-time ${isoSeconds(at)} is in the future; use --to-time latest for everything archived`)
-  return at
+  const at = dayjs(`${m[1]}T${m[2]}${zone}`)
+  if (!at.isValid()) throw new OpsError('usage', `--to-time "${text}" is not a valid time`)
+  if (at.isAfter(now)) throw new OpsError('usage', `--to-time ${isoSeconds(at.toDate())} is in the future; use --to-time latest for everything archived`)
+  return at.toDate()
 }
 
 export function describeTarget(target: Target): string {
