@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseEnvFile } from '../../lib/core/env-file.ts'
+import { botEnvFile, postgresEnvFile, writeContainerEnvFiles } from '../../lib/core/container-env.ts'
+import { parseEnvFile, readEnvFile } from '../../lib/core/env-file.ts'
 import { exec, ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
 
 export { exec }
@@ -65,7 +66,12 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
     project,
     dir,
     env,
-    compose: (args, extra = {}) => exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ENV_FILE: envFile, ...extra }),
+    compose(args, extra = {}) {
+      // as the toolkit does before each of its compose commands (lib/core/config.ts openContext)
+      writeContainerEnvFiles(envFile, {}, readEnvFile(envFile)?.PITR_ENABLED === 'true')
+      const envFiles = { ENV_FILE: envFile, BOT_ENV_FILE: botEnvFile(envFile), POSTGRES_ENV_FILE: postgresEnvFile(envFile) }
+      return exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ...envFiles, ...extra })
+    },
     async psql(sql, database = DB.name) {
       const r = await stack.compose(['exec', '-T', 'postgres', 'psql', '-U', DB.user, '-d', database, '-Atc', sql])
       if (r.code !== 0) throw new Error(`psql failed: ${r.stderr}`)
