@@ -63,7 +63,7 @@ export function ownershipSql(user: string): string {
     `NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = '${catalog}'::regclass AND d.objid = ${oid} AND d.deptype IN ('e'${extra}))`
   return doBlock(`DECLARE r record; BEGIN
     EXECUTE format('ALTER DATABASE %I OWNER TO %I', current_database(), ${role});
-    FOR r IN SELECT n.nspname FROM pg_namespace n WHERE ${userSchema} AND n.nspowner NOT IN (${mine}, 'pg_database_owner'::regrole) AND ${notExtension('pg_namespace', 'n.oid')} LOOP
+    FOR r IN SELECT n.nspname FROM pg_namespace n WHERE ${userSchema} AND pg_get_userbyid(n.nspowner) NOT IN (${role}, 'pg_database_owner') AND ${notExtension('pg_namespace', 'n.oid')} LOOP
       EXECUTE format('ALTER SCHEMA %I OWNER TO %I', r.nspname, ${role});
     END LOOP;
     FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
