@@ -101,7 +101,7 @@ function writeDerived(file: string, content: string, owner: fs.Stats): void {
   const current = readOrNull(file)
   if (current === content) return
   if (isDryRun()) {
-    log.info(`[dry-run] would write ${file} from ${path.basename(file) === '.env.bot' ? 'the application variables' : 'the PITR settings'} of .env.production`)
+    log.info(`[dry-run] would write ${file} (derived from .env.production)`)
     return
   }
   writeFileAtomic(file, content, 0o600)
