@@ -13,6 +13,7 @@ import { takeDeployLock } from '../lib/core/lock.ts'
 import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
 import { freeMb } from '../lib/core/disk.ts'
 import { assertValid } from '../lib/core/deployment-config.ts'
+import { prepareAppRole } from '../lib/db/app-role.ts'
 import { readEnvFile } from '../lib/core/env-file.ts'
 import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
 import { formatMb } from '../lib/core/format.ts'
@@ -116,6 +117,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await preflight(ctx, opts, modeSwitch)
   await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
   await ensureDataServices(ctx, opts.tag)
+  await prepareAppRole(ctx)
   const attempt = begin(ctx, state, opts)
   await preDeploymentBackup(attempt)
   await checkoutRelease(attempt)

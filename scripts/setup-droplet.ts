@@ -35,6 +35,8 @@ import { looksTransient, retry } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 import { changedAnswers, loadSetupSettings, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
 import { collectPitr, firstBaseBackup, preparePostgres } from '../lib/setup/pitr.ts'
+import { APP_ROLE, prepareAppRole } from '../lib/db/app-role.ts'
+import { writeContainerEnvFiles } from '../lib/core/container-env.ts'
 import { checkMonitoringAnswers, collectMonitoring, configureMonitoring, startHealthMetrics, withMonitoringFlag } from '../lib/setup/monitoring.ts'
 import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNotice } from '../lib/setup/offsite.ts'
 import { recipientsOf } from '../lib/offsite/identity.ts'
@@ -166,6 +168,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   const account = await createApplicationDirectories(s)
   const version = await cloneRepository(plan, account)
   const env = await configureEnvironment(plan, version)
+  writeContainerEnvFiles(s.cfg.envFile, process.env, (process.env.PITR_ENABLED || env.PITR_ENABLED) === 'true')
   const stack = await setUpMonitoring(plan, env, compose, account)
   await configureSsl(plan, env, stack)
   await createSystemdService(s, stack)
@@ -578,7 +581,8 @@ async function collectValues(plan: Plan, version: string): Promise<Record<string
   if (webhookUrl === null) v.TELEGRAM_WEBHOOK_URL = ''
   if (!v.POSTGRES_PASSWORD) v.POSTGRES_PASSWORD = randomString(32, ALNUM)
   v.TELEGRAM_WEBHOOK_SECRET ??= randomString(48, ALNUM + '_-')
-  v.DATABASE_URL ??= composeDatabaseUrl(v.POSTGRES_USER ?? templateDefault('POSTGRES_USER'), v.POSTGRES_PASSWORD, v.POSTGRES_DB ?? templateDefault('POSTGRES_DB'))
+  // The bot's own role, not the superuser (lib/db/app-role.ts creates it before the first migration).
+  v.DATABASE_URL ??= composeDatabaseUrl(APP_ROLE, randomString(32, ALNUM), v.POSTGRES_DB ?? templateDefault('POSTGRES_DB'))
   v.APP_VERSION = version
   // The generated ones too, by the same names every script redacts.
   addSecretsFrom(v)
@@ -754,6 +758,7 @@ async function startServices(s: SetupSettings, compose: ComposeProject, version:
   await preparePostgres(loadConfig(withoutOffsite(s.input)))
   // The database schema first, with only the services the migration needs.
   await run(composeUp(compose, ['postgres', 'redis'], vars))
+  await prepareAppRole(await openContext(withoutOffsite(s.input)))
   log.info(`Running database migrations (${s.cfg.MIGRATE_COMMAND})`)
   await run(firstMigration(compose, s.cfg.MIGRATE_COMMAND, vars))
   // Then the whole stack on this release, as deploy switches: the stack unit only ever starts

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import type { Config } from '../core/config.ts'
+import { botEnvFile, postgresEnvFile } from '../core/container-env.ts'
 import { tryRun, type Command } from '../core/runner.ts'
 
 // Droplets have Compose v2 (`docker compose`); Debian 12's package is v1 (`docker-compose`). The
@@ -62,11 +63,13 @@ export function composeBase(p: ComposeProject): string[] {
 }
 
 /**
- * Any compose subcommand. ENV_FILE goes to compose itself too: the compose file reads the bot's
- * env_file from it. `vars` are interpolation variables such as APP_VERSION (the tag to run).
+ * Any compose subcommand. The compose file finds the bot's and postgres's env_files, derived from
+ * ENV_FILE (lib/core/container-env.ts), by these variables. `vars` are interpolation variables such
+ * as APP_VERSION (the tag to run).
  */
 export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
-  return { argv: [...composeBase(p), ...args], env: { ...(p.envFile ? { ENV_FILE: p.envFile } : {}), ...vars } }
+  const envFiles: Record<string, string> = p.envFile ? { ENV_FILE: p.envFile, BOT_ENV_FILE: botEnvFile(p.envFile), POSTGRES_ENV_FILE: postgresEnvFile(p.envFile) } : {}
+  return { argv: [...composeBase(p), ...args], env: { ...envFiles, ...vars } }
 }
 
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */

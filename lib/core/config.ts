@@ -6,6 +6,7 @@ import { dbFromConfig, type Db } from '../commands/postgres.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
 import { addSecretsFrom } from './redact.ts'
+import { writeContainerEnvFiles } from './container-env.ts'
 import { OFFSITE_VARIABLES, offsiteSettings, type OffsiteSettings } from '../offsite/settings.ts'
 
 export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -71,6 +72,9 @@ const schema = z.object({
   /** the opt-in monitoring stack (deployment/monitoring): every compose command includes its file and profile */
   MONITORING_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
 })
+
+/** Every variable the configuration reads (lib/core/container-env.ts keeps them from the bot). */
+export const CONFIG_KEYS = Object.keys(schema.shape)
 
 type Parsed = z.infer<typeof schema>
 export type Config = Omit<Parsed, 'APP_DIR' | 'ARTIFACTS_FILE' | 'AUDIT_LOG'> & {
@@ -172,6 +176,8 @@ export async function openContext(env: NodeJS.ProcessEnv = process.env): Promise
   const cfg = loadConfig(env)
   const needsCompose = cfg.DB_MODE === 'compose' || cfg.APP_SERVICES.length > 0
   const compose = needsCompose ? await composeProject(cfg) : null
+  // Before any compose command: the bot's and postgres's env_files are derived from .env.production.
+  if (compose?.envFile) writeContainerEnvFiles(compose.envFile, env, cfg.PITR_ENABLED)
   return { cfg, db: dbFromConfig(cfg, compose), compose }
 }
 

@@ -92,16 +92,17 @@ export function validateDeploymentConfig(vars: Record<string, string | undefined
   return problems
 }
 
-// The template's own warning: DATABASE_URL repeats the password. A URL pointing at the compose
-// service with another password would start a bot that cannot log in.
+// A URL pointing at the compose service as POSTGRES_USER (a droplet whose bot is not yet on a role
+// of its own) must repeat its password, or the bot could not log in. The bot's own role has its
+// own password, which the toolkit sets from this URL (lib/db/app-role.ts).
 function databaseUrlConsistency(vars: Record<string, string | undefined>): Problem[] {
   const url = vars.DATABASE_URL
   if (!url || !vars.POSTGRES_PASSWORD || RULES.DATABASE_URL(url)) return []
   const db = parseDatabaseUrl(url)
   if (db.host !== 'postgres') return []
   const wrong: string[] = []
-  if (db.password !== vars.POSTGRES_PASSWORD) wrong.push('POSTGRES_PASSWORD')
-  if (vars.POSTGRES_USER && db.user !== vars.POSTGRES_USER) wrong.push('POSTGRES_USER')
+  const superuser = !vars.POSTGRES_USER || db.user === vars.POSTGRES_USER
+  if (superuser && db.password !== vars.POSTGRES_PASSWORD) wrong.push('POSTGRES_PASSWORD')
   if (vars.POSTGRES_DB && db.database !== vars.POSTGRES_DB) wrong.push('POSTGRES_DB')
   return wrong.length ? [{ key: 'DATABASE_URL', message: `does not match ${wrong.join(', ')} (it points at the compose service "postgres")` }] : []
 }

@@ -5,6 +5,7 @@ import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from '../commands/compose.ts'
 import { requireCompose, type Context } from '../core/config.ts'
 import { exportRowsNotIn } from './data-export.ts'
+import { handRestoredCopyToApp } from './app-role.ts'
 import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatCount } from '../core/format.ts'
@@ -213,6 +214,7 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
     log.info('Verifying restored data')
     const summary = await verifyRestored(ctx.db, scratch, source, restored, ctx.cfg.KEY_TABLES)
     log.info(`Verification successful: ${summary}`)
+    await handRestoredCopyToApp(ctx, scratch)
     return scratch
   } catch (error) {
     log.error(`Restore into scratch database ${scratch} failed; dropping it. The live database was not touched`)

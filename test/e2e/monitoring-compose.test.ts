@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ROOT } from '../support/scripts.ts'
+import { composeEnvFiles } from '../support/stack.ts'
 
 // The monitoring compose file as Compose itself reads it, together with the production file
 // (`compose config` only: nothing is started, so it costs a second of the e2e tier).
@@ -23,7 +24,7 @@ interface Config { services: Record<string, Service> }
 
 function config(files: string[], profiles: string[]): Config {
   const args = ['compose', '-p', 'ttgmonitoring', '--env-file', envFile, ...files.flatMap((f) => ['-f', f]), ...profiles.flatMap((p) => ['--profile', p]), 'config', '--format', 'json']
-  const result = spawnSync('docker', args, { encoding: 'utf8', env: { ...process.env, ENV_FILE: envFile } })
+  const result = spawnSync('docker', args, { encoding: 'utf8', env: { ...process.env, ...composeEnvFiles(envFile) } })
   if (result.status !== 0) throw new Error(`docker ${args.join(' ')} failed: ${result.stderr}`)
   return JSON.parse(result.stdout) as Config
 }

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freePort } from '../support/droplet.ts'
 import { exec, ROOT, tempDir, type ScriptResult } from '../support/scripts.ts'
-import { bedEnv, DB } from '../support/stack.ts'
+import { bedEnv, composeEnvFiles, DB } from '../support/stack.ts'
 
 // The monitoring stack on the bed's stand-ins for the upstream images (Debian 12's Prometheus 2.42,
 // Alertmanager 0.25 and exporters: test/e2e/bed/images), started as README's "Turning it on" does:
@@ -28,7 +28,7 @@ let prometheus = ''
 let alertmanager = ''
 
 const compose = (args: string[], name = project): Promise<ScriptResult> =>
-  exec(['docker', 'compose', '-p', name, '--env-file', envFile, ...FILES.flatMap((f) => ['-f', f]), ...PROFILES.flatMap((p) => ['--profile', p]), ...args], { ENV_FILE: envFile })
+  exec(['docker', 'compose', '-p', name, '--env-file', envFile, ...FILES.flatMap((f) => ['-f', f]), ...PROFILES.flatMap((p) => ['--profile', p]), ...args], composeEnvFiles(envFile))
 
 async function must(pending: Promise<ScriptResult>): Promise<string> {
   const r = await pending

@@ -137,7 +137,10 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
     const env = parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`))
     expect(env).toMatchObject({ TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: STRIPE, TELEGRAM_WEBHOOK_URL: '', APP_VERSION: 'v1.0.0', BOT_IMAGE: bed.BOT_IMAGE })
     expect(env.POSTGRES_PASSWORD).toMatch(/^[A-Za-z0-9]{32}$/)
-    expect(env.DATABASE_URL).toBe(`postgresql://toogoodtogo:${env.POSTGRES_PASSWORD}@postgres:5432/toogoodtogo`)
+    // The bot's own role with a password of its own (issue 21); the containers' env_files are the deploy user's, 600.
+    expect(env.DATABASE_URL).toMatch(/^postgresql:\/\/bot:[A-Za-z0-9]{32}@postgres:5432\/toogoodtogo$/)
+    expect(env.DATABASE_URL).not.toContain(env.POSTGRES_PASSWORD)
+    expect((await d.exec(['stat', '-c', '%a %U', `${d.deployDir}/.env.bot`, `${d.deployDir}/.env.postgres`])).stdout.trim().split('\n')).toEqual(['600 deploy', '600 deploy'])
     expect(JSON.stringify(env)).not.toContain('CHANGE_ME')
 
     // The release setup started is the first deployment (item 5): an event and the current artifact, the deploy user's.
@@ -373,7 +376,7 @@ describe('an interactive run on a terminal (webhook mode, self-signed certificat
 
     const env2 = parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`))
     expect(env2).toMatchObject({ TELEGRAM_BOT_TOKEN: TOKEN, POSTGRES_PASSWORD: password, STRIPE_API_KEY: STRIPE, TELEGRAM_WEBHOOK_URL: 'https://bot.ttg-e2e.test/webhook', DOMAIN: 'bot.ttg-e2e.test' })
-    expect(env2.DATABASE_URL).toBe(`postgresql://toogoodtogo:${password}@postgres:5432/toogoodtogo`)
+    expect(env2.DATABASE_URL).toMatch(/^postgresql:\/\/bot:[A-Za-z0-9]{32}@postgres:5432\/toogoodtogo$/)
     const log = await d.readFile(LOG_FILE)
     for (const secret of [TOKEN, password, STRIPE, env2.TELEGRAM_WEBHOOK_SECRET!]) expect(log).not.toContain(secret)
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseEnvFile } from '../../lib/core/env-file.ts'
+import { botEnvFile, postgresEnvFile, writeContainerEnvFiles } from '../../lib/core/container-env.ts'
+import { parseEnvFile, readEnvFile } from '../../lib/core/env-file.ts'
 import { exec, ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
 
 export { exec }
@@ -65,7 +66,7 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
     project,
     dir,
     env,
-    compose: (args, extra = {}) => exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ENV_FILE: envFile, ...extra }),
+    compose: (args, extra = {}) => exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ...composeEnvFiles(envFile), ...extra }),
     async psql(sql, database = DB.name) {
       const r = await stack.compose(['exec', '-T', 'postgres', 'psql', '-U', DB.user, '-d', database, '-Atc', sql])
       if (r.code !== 0) throw new Error(`psql failed: ${r.stderr}`)
@@ -85,6 +86,15 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
     },
   }
   return stack
+}
+
+/**
+ * The containers' env_files derived from `envFile` as the toolkit derives them before each of its
+ * compose commands (lib/core/config.ts openContext), and the variables that point compose at them.
+ */
+export function composeEnvFiles(envFile: string): Record<string, string> {
+  writeContainerEnvFiles(envFile, {}, readEnvFile(envFile)?.PITR_ENABLED === 'true')
+  return { ENV_FILE: envFile, BOT_ENV_FILE: botEnvFile(envFile), POSTGRES_ENV_FILE: postgresEnvFile(envFile) }
 }
 
 async function must(pending: Promise<ScriptResult>): Promise<ScriptResult> {

@@ -54,7 +54,7 @@ describe('postgres commands', () => {
   it('compose mode runs pg_dump inside the postgres service', () => {
     expect(pgDumpCommand(composeDb)).toEqual({
       argv: [...composeBase(v2), 'exec', '-T', 'postgres', 'pg_dump', '-U', 'ttg', '--format=plain', '--no-owner', '--dbname', 'toogoodtogo'],
-      env: { ENV_FILE: '/opt/toogoodtogo/.env.production' },
+      env: { ENV_FILE: '/opt/toogoodtogo/.env.production', BOT_ENV_FILE: '/opt/toogoodtogo/.env.bot', POSTGRES_ENV_FILE: '/opt/toogoodtogo/.env.postgres' },
       timeoutMs: 600_000,
       mutates: false,
     })

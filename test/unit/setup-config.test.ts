@@ -50,6 +50,11 @@ describe('the data model\'s validation rules', () => {
     expect(validateDeploymentConfig({ ...base, DATABASE_URL: composeDatabaseUrl('toogoodtogo', 'Other1234567', 'toogoodtogo') }, 'polling')).toEqual([
       { key: 'DATABASE_URL', message: 'does not match POSTGRES_PASSWORD (it points at the compose service "postgres")' },
     ])
+    // The bot's own role (lib/db/app-role.ts) has a password of its own; the database must still match.
+    expect(validateDeploymentConfig({ ...base, DATABASE_URL: composeDatabaseUrl('bot', 'B0tOwnPassword', 'toogoodtogo') }, 'polling')).toEqual([])
+    expect(validateDeploymentConfig({ ...base, DATABASE_URL: composeDatabaseUrl('bot', 'B0tOwnPassword', 'other') }, 'polling')).toEqual([
+      { key: 'DATABASE_URL', message: 'does not match POSTGRES_DB (it points at the compose service "postgres")' },
+    ])
     // A managed database is another host: its password is its own.
     expect(validateDeploymentConfig({ ...base, DATABASE_URL: 'postgresql://doadmin:x@db.example.com:25060/app?sslmode=require' }, 'polling')).toEqual([])
   })

@@ -51,6 +51,12 @@ NGINX_HTTP_PORT=127.0.0.1:$HTTP_PORT
 NGINX_HTTPS_PORT=127.0.0.1:$HTTPS_PORT
 EOF
 
+# The containers' env_files, as the toolkit derives them (lib/core/container-env.ts): the bot gets
+# no superuser password; postgres no bucket settings (PITR is off here).
+export BOT_ENV_FILE="$WORK/.env.bot" POSTGRES_ENV_FILE="$WORK/.env.postgres"
+grep -v '^POSTGRES_PASSWORD=' "$ENV_FILE" >"$BOT_ENV_FILE"
+: >"$POSTGRES_ENV_FILE"
+
 c() { "${COMPOSE_CMD[@]}" -p "$PROJECT" --env-file "$ENV_FILE" -f "$REPO_ROOT/deployment/docker-compose.prod.yml" "$@"; }
 psql_c() { c exec -T postgres psql -X -v ON_ERROR_STOP=1 -U ttg "$@"; }
 
