@@ -93,7 +93,6 @@ async function removeStale(file: string, seen: string): Promise<boolean> {
  * never there any more), so a latecomer who claims it again finds other text and removes nothing.
  */
 function removeUnderClaim(file: string, seen: string): 'removed' | 'changed' | 'claimed elsewhere' {
-  if (isDryRun()) return 'changed'
   const claim = claimFile(file, seen)
   if (!createComplete(claim, holderText(`takeover of ${path.basename(file)}`))) return 'claimed elsewhere'
   try {
