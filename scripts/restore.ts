@@ -67,6 +67,9 @@ const spec = {
     'kept directory and start APP_SERVICES. Any failure before the verification puts the kept',
     'directory back as it was. --drill --to-time latest replays into a scratch volume, live untouched;',
     '--drill without an id (the weekly timer) does that too when PITR is on, after the dump drill.',
+    'A restore (not a drill) holds the deploy lock: a second restore, a deploy or a rollback exits 1',
+    'naming it. In compose mode the postgres volume must hold the scratch copy (df inside the',
+    'container) or nothing starts; a query proves the server up before "Restore successful".',
   ],
   examples: ['restore --to-time "2026-12-02 10:31:00+00" --yes', 'restore --to-time latest', 'restore --drill --to-time latest', 'restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
 } satisfies CliSpec
