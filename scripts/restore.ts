@@ -17,8 +17,7 @@ import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, requireServerUp, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { requireRoomForScratchCopy } from '../lib/db/scratch-room.ts'
-import { takeDeployLock, type Lock } from '../lib/core/lock.ts'
-import { onInterrupt } from '../lib/core/interrupts.ts'
+import { releasedOnInterrupt, takeDeployLock, type Lock } from '../lib/core/lock.ts'
 import { isDryRun } from '../lib/core/runner.ts'
 
 const spec = {
@@ -141,14 +140,7 @@ async function pointInTime(ctx: Context, cli: ParsedCli, toTime: string): Promis
 async function holdBackups(ctx: Context, command: string): Promise<Lock> {
   if (isDryRun()) return { release: () => undefined }
   fs.mkdirSync(ctx.cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })
-  const lock = await lockBackups(ctx.cfg.BACKUP_DIR, command)
-  const forget = onInterrupt(() => lock.release())
-  return {
-    release() {
-      forget()
-      lock.release()
-    },
-  }
+  return releasedOnInterrupt(await lockBackups(ctx.cfg.BACKUP_DIR, command))
 }
 
 /**

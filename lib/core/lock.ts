@@ -180,11 +180,16 @@ function isZombie(pid: number): boolean {
   }
 }
 
-// One deploy or rollback at a time on this host. A holder whose process is gone, or older than
-// 30 minutes, is taken over with a warning; Ctrl-C and SIGTERM release it like success and failure.
+// One deploy, rollback or restore at a time on this host. A holder whose process is gone, or
+// older than 30 minutes, is taken over with a warning; Ctrl-C and SIGTERM release it like success
+// and failure.
 export async function takeDeployLock(cfg: Config, command: string): Promise<Lock> {
   if (isDryRun()) return { release: () => undefined }
-  const lock = await acquireLock(path.join(cfg.DEPLOY_DIR, '.deploy.lock'), { command, waitMs: 0, staleAfterMs: 30 * 60_000 })
+  return releasedOnInterrupt(await acquireLock(path.join(cfg.DEPLOY_DIR, '.deploy.lock'), { command, waitMs: 0, staleAfterMs: 30 * 60_000 }))
+}
+
+/** The lock, released by Ctrl-C and SIGTERM too (not only by the code that took it). */
+export function releasedOnInterrupt(lock: Lock): Lock {
   const forget = onInterrupt(() => lock.release())
   return {
     release() {
