@@ -18,6 +18,8 @@ beforeAll(async () => {
     'services:',
     '  postgres:',
     `    image: ${bedEnv().POSTGRES_IMAGE}`,
+    // WAL kept between 32 and 64 MB, so what is free after the rows below is known within that.
+    '    command: postgres -c min_wal_size=32MB -c max_wal_size=64MB',
     '    environment:',
     `      POSTGRES_DB: ${DB.name}`,
     `      POSTGRES_USER: ${DB.user}`,
@@ -51,8 +53,9 @@ it('a scratch copy that would not fit on the postgres volume is refused (exit 1,
   expect(fits.stdout).toMatch(/Database volume: .* available, .* required for the scratch copy/)
   expect(fits.stdout).toContain('Restore successful')
 
-  // Rows that do not compress much, about 60 MB: with the live copy and the dump, past what is free.
-  await psql(`INSERT INTO notes SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 20) i) FROM generate_series(2001, 90000) g`)
+  // About 75 MB of rows (75 as a copy, 71 as dump text): past what is free (at most 256 - 40 for the
+  // cluster - 75 - 32 of WAL = 109 MB), and a real copy would fill the volume: the issue's case.
+  await psql(`INSERT INTO notes SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 20) i) FROM generate_series(2001, 112000) g`)
   const big = await stack.script('backup', ['--json'], env)
   expect(big.code, big.stderr).toBe(0)
   const before = { notes: await psql('SELECT count(*) || md5(string_agg(body, \'\' ORDER BY id)) FROM notes'), databases: await psql(`SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database`) }
