@@ -2,7 +2,7 @@
 // (contract: restore.sh). restore --drill [id]: the same proof on a scratch copy, live untouched.
 import fs from 'node:fs'
 import path from 'node:path'
-import { BACKUP_ID, findBackup, readIndex, updateIndex, type BackupRecord } from '../lib/db/backup-index.ts'
+import { BACKUP_ID, findBackup, lockBackups, readIndex, updateIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { downloadForDrill, localCopyOf } from '../lib/db/offsite.ts'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { drillToTime, parseTarget, restoreToTime } from '../lib/db/pitr-restore.ts'
@@ -15,7 +15,9 @@ import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
-import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
+import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, requireServerUp, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
+import { requireRoomForScratchCopy } from '../lib/db/scratch-room.ts'
+import { releasedOnInterrupt, takeDeployLock, type Lock } from '../lib/core/lock.ts'
 import { isDryRun } from '../lib/core/runner.ts'
 
 const spec = {
@@ -64,6 +66,9 @@ const spec = {
     'kept directory and start APP_SERVICES. Any failure before the verification puts the kept',
     'directory back as it was. --drill --to-time latest replays into a scratch volume, live untouched;',
     '--drill without an id (the weekly timer) does that too when PITR is on, after the dump drill.',
+    'A restore (not a drill) holds the deploy lock: a second restore, a deploy or a rollback exits 1',
+    'naming it. In compose mode the postgres volume must hold the scratch copy (df inside the',
+    'container) or nothing starts; a query proves the server up before "Restore successful".',
   ],
   examples: ['restore --to-time "2026-12-02 10:31:00+00" --yes', 'restore --to-time latest', 'restore --drill --to-time latest', 'restore toogoodtogo_20251227_030010', 'restore /opt/backups/postgres/toogoodtogo_20251227_030010.sql.gz --yes', 'restore latest --yes', 'restore --drill', 'restore --drill --offsite'],
 } satisfies CliSpec
@@ -79,19 +84,26 @@ export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   if (flag(cli, 'offsite')) throw new OpsError('usage', '--offsite goes with --drill; restore <id> fetches an off-site copy by itself when the local one is missing')
   if (!cli.positionals[0]) throw new OpsError('usage', 'Missing the backup file or backup id to restore')
   log.info('Starting database restore')
-  const source = await resolveSource(ctx, cli.positionals[0])
-  log.info(`Backup file: ${source.file}`)
-  verifyIntegrity(source)
-  await checkRestoreAccess(ctx.db, ctx.db.database)
-  requireRoomForSafetyBackup(ctx)
-  await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
-  const scratch = await restoreScratchCopy(ctx, source)
-  const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
+  const lock = await takeDeployLock(ctx.cfg, `restore ${cli.positionals[0]}`)
   try {
-    await restartAppServices(ctx, 'The database was restored, but ')
+    const source = await resolveSource(ctx, cli.positionals[0])
+    log.info(`Backup file: ${source.file}`)
+    verifyIntegrity(source)
+    await checkRestoreAccess(ctx.db, ctx.db.database)
+    requireRoomForSafetyBackup(ctx)
+    await requireRoomForScratchCopy(ctx, source)
+    await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
+    const scratch = await restoreScratchCopy(ctx, source)
+    const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
+    try {
+      await restartAppServices(ctx, 'The database was restored, but ')
+    } finally {
+      // Also when the services fail: the previous data is backed up before its database is dropped.
+      await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })
+    }
+    await requireServerUp(ctx)
   } finally {
-    // Also when the services fail: the previous data is backed up before its database is dropped.
-    await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })
+    lock.release()
   }
   log.info('Restore successful')
 }
@@ -104,8 +116,31 @@ async function pointInTime(ctx: Context, cli: ParsedCli, toTime: string): Promis
     return
   }
   log.info('Starting point-in-time restore')
-  await restoreToTime(ctx, target, flag(cli, 'yes'))
+  const lock = await takeDeployLock(ctx.cfg, `restore --to-time ${toTime}`)
+  try {
+    const backups = await holdBackups(ctx, `restore --to-time ${toTime}`)
+    try {
+      await restoreToTime(ctx, target, flag(cli, 'yes'))
+    } finally {
+      backups.release()
+    }
+  } finally {
+    lock.release()
+  }
   log.info('Restore successful')
+}
+
+/**
+ * The server is stopped or replaying WAL until a --to-time restore ends: a backup that starts
+ * meanwhile waits for it (up to 15 minutes, then fails naming the restore), and one running now
+ * finishes first. A dump restore does not hold it: its swap is one rename, so a backup sees the old
+ * database or the new one (one dumping at that moment is ended and fails, saying so), and its
+ * safety backup takes this lock itself.
+ */
+async function holdBackups(ctx: Context, command: string): Promise<Lock> {
+  if (isDryRun()) return { release: () => undefined }
+  fs.mkdirSync(ctx.cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })
+  return releasedOnInterrupt(await lockBackups(ctx.cfg.BACKUP_DIR, command))
 }
 
 /**
@@ -188,6 +223,7 @@ async function drillOnce(ctx: Context, knownId: string | null, fetch: () => Prom
     if (!knownId) log.info(`Drilling ${id}`)
     verifyIntegrity(source)
     await checkRestoreAccess(ctx.db, null)
+    await requireRoomForScratchCopy(ctx, source)
     const scratch = await restoreScratchCopy(ctx, source)
     await dropDatabase(ctx.db, scratch)
     outcome = 'passed'

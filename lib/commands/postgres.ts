@@ -113,3 +113,8 @@ export function doBlock(statements: string): string {
 export function quoteLiteral(value: string): string {
   return `'${value.replace(/'/g, "''")}'`
 }
+
+/** Free space of the data directory's volume, seen from inside the postgres service (compose mode). */
+export function dataDirectoryFree(compose: ComposeProject): Command {
+  return { ...composeExec(compose, 'postgres', ['sh', '-c', 'df -Pk "${PGDATA:-/var/lib/postgresql/data}"']), mutates: false, timeoutMs: 30_000 }
+}

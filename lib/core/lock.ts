@@ -1,3 +1,4 @@
+import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -30,20 +31,26 @@ export interface Lock {
   release(): void
 }
 
+// A takeover claim is held for a few system calls; one whose process is gone, or this old, was
+// abandoned (a kill -9 at that very moment) and is itself taken over.
+const CLAIM_ABANDONED_MS = 60_000
+
 export async function acquireLock(file: string, options: LockOptions): Promise<Lock> {
   const deadline = Date.now() + options.waitMs
-  const me: LockHolder = { pid: process.pid, host: os.hostname(), command: options.command, started_at: new Date().toISOString() }
+  // The token makes every holder's text unique, so "the lock still holds what I judged stale" can
+  // be decided by comparing text: no later holder ever writes the same bytes.
+  const mine = holderText(options.command)
   for (let announced = false; ; ) {
-    if (createComplete(file, me)) return { release: () => releaseIfMine(file, me) }
-    const holder = readHolder(file)
-    if (!holder && !fs.existsSync(file)) continue // released between our link and our read
+    if (createComplete(file, mine)) return { release: () => void removeUnderClaim(file, mine) }
+    const seen = readText(file)
+    if (seen === null) continue // released between our link and our read
+    const holder = parseHolder(seen)
     const staleReason = holder ? whyStale(holder, options.staleAfterMs) : unreadableAndOld(file, options.staleAfterMs)
     if (staleReason) {
-      log.warn(`Taking over stale lock ${file} (${staleReason}${holder ? `: pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}` : ''})`)
-      fs.rmSync(file, { force: true })
+      if (await removeStale(file, seen)) log.warn(`Taking over stale lock ${file} (${staleReason}${holder ? `: ${describe(holder)}` : ''})`)
       continue
     }
-    const who = holder ? `pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}` : 'a holder whose lock file cannot be read yet'
+    const who = holder ? describe(holder) : 'a holder whose lock file cannot be read yet'
     if (Date.now() >= deadline) throw new OpsError('locked', `Another operation holds ${file}: ${who}`)
     if (!announced) log.info(`Waiting for ${holder ? `pid ${holder.pid} ("${holder.command}")` : 'the holder'} to release ${file}`)
     announced = true
@@ -51,13 +58,63 @@ export async function acquireLock(file: string, options: LockOptions): Promise<L
   }
 }
 
+function holderText(command: string): string {
+  const holder: LockHolder & { token: string } = { pid: process.pid, host: os.hostname(), command, started_at: new Date().toISOString(), token: randomUUID() }
+  return JSON.stringify(holder) + '\n'
+}
+
+function describe(holder: LockHolder): string {
+  return `pid ${holder.pid} on ${holder.host}, "${holder.command}" since ${holder.started_at}`
+}
+
 /**
- * Writes the holder to a private temp file, then link(2)s it into place: the lock appears whole
+ * Removes `file` if it still holds `seen` (a stale holder), and says whether it did. Many processes
+ * may judge the same holder stale at once; removing by name, the second would remove the lock the
+ * first had just taken, and both would hold it. So only the process that claims this holder's
+ * takeover file (O_EXCL) re-reads and removes; the others wait for the claim to go and look again.
+ */
+async function removeStale(file: string, seen: string): Promise<boolean> {
+  const outcome = removeUnderClaim(file, seen)
+  if (outcome !== 'claimed elsewhere') return outcome === 'removed'
+  const claim = claimFile(file, seen)
+  const claimant = readText(claim)
+  if (claimant !== null) {
+    const holder = parseHolder(claimant)
+    const abandoned = holder ? whyStale(holder, CLAIM_ABANDONED_MS) : unreadableAndOld(claim, CLAIM_ABANDONED_MS)
+    if (abandoned) await removeStale(claim, claimant)
+    else await sleep(10)
+  }
+  return false
+}
+
+/**
+ * Under the claim on `seen`, nobody else can remove `file` while it holds `seen`: the holder's own
+ * release claims it too. The claim is then removed: it names content that is gone for good (or was
+ * never there any more), so a latecomer who claims it again finds other text and removes nothing.
+ */
+function removeUnderClaim(file: string, seen: string): 'removed' | 'changed' | 'claimed elsewhere' {
+  const claim = claimFile(file, seen)
+  if (!createComplete(claim, holderText(`takeover of ${path.basename(file)}`))) return 'claimed elsewhere'
+  try {
+    if (readText(file) !== seen) return 'changed'
+    fs.rmSync(file, { force: true })
+    return 'removed'
+  } finally {
+    fs.rmSync(claim, { force: true })
+  }
+}
+
+function claimFile(file: string, seen: string): string {
+  return `${file}.takeover-${createHash('sha256').update(seen).digest('hex').slice(0, 16)}`
+}
+
+/**
+ * Writes the text to a private temp file, then link(2)s it into place: the file appears whole
  * or not at all, so nobody ever reads a lock being written and mistakes it for an abandoned one.
  */
-function createComplete(file: string, me: LockHolder): boolean {
-  const temp = `${file}.${process.pid}.${Date.now()}.tmp`
-  fs.writeFileSync(temp, JSON.stringify(me) + '\n', { flag: 'wx', mode: 0o600 })
+function createComplete(file: string, text: string): boolean {
+  const temp = `${file}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`
+  fs.writeFileSync(temp, text, { flag: 'wx', mode: 0o600 })
   try {
     fs.linkSync(temp, file)
     return true
@@ -69,9 +126,18 @@ function createComplete(file: string, me: LockHolder): boolean {
   }
 }
 
-function readHolder(file: string): LockHolder | null {
+/** The lock's text; null when there is no lock file, '' when it cannot be read (held until old). */
+function readText(file: string): string | null {
   try {
-    return holderSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')))
+    return fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? null : ''
+  }
+}
+
+function parseHolder(text: string): LockHolder | null {
+  try {
+    return holderSchema.parse(JSON.parse(text))
   } catch {
     return null
   }
@@ -114,16 +180,16 @@ function isZombie(pid: number): boolean {
   }
 }
 
-function releaseIfMine(file: string, me: LockHolder): void {
-  const holder = readHolder(file)
-  if (holder && holder.pid === me.pid && holder.started_at === me.started_at) fs.rmSync(file, { force: true })
-}
-
-// One deploy or rollback at a time on this host. A holder whose process is gone, or older than
-// 30 minutes, is taken over with a warning; Ctrl-C and SIGTERM release it like success and failure.
+// One deploy, rollback or restore at a time on this host. A holder whose process is gone, or
+// older than 30 minutes, is taken over with a warning; Ctrl-C and SIGTERM release it like success
+// and failure.
 export async function takeDeployLock(cfg: Config, command: string): Promise<Lock> {
   if (isDryRun()) return { release: () => undefined }
-  const lock = await acquireLock(path.join(cfg.DEPLOY_DIR, '.deploy.lock'), { command, waitMs: 0, staleAfterMs: 30 * 60_000 })
+  return releasedOnInterrupt(await acquireLock(path.join(cfg.DEPLOY_DIR, '.deploy.lock'), { command, waitMs: 0, staleAfterMs: 30 * 60_000 }))
+}
+
+/** The lock, released by Ctrl-C and SIGTERM too (not only by the code that took it). */
+export function releasedOnInterrupt(lock: Lock): Lock {
   const forget = onInterrupt(() => lock.release())
   return {
     release() {

@@ -13,7 +13,8 @@ import { dayjs } from '../core/time.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
-import { restartAppServices } from './restore.ts'
+import { requireServerUp, restartAppServices } from './restore.ts'
+import { requireRoomForRestoredCluster } from './scratch-room.ts'
 
 // restore --to-time: the live data directory replaced by a base backup replayed through the WAL
 // archive to a moment, or to its end. The previous data directory is kept, renamed inside the
@@ -55,6 +56,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
   const repo = chooseRepo(contents, pitrRepos(ctx.cfg))
   const oldest = contents.backups.filter((b) => b.repo === repo)[0]
   log.info(`Restoring to ${describeTarget(target)} from repo${repo}; the earliest moment it holds is ${oldest ? isoSeconds(oldest.stoppedAt) : 'unknown'}`)
+  await requireRoomForRestoredCluster(ctx, contents.backups.filter((b) => b.repo === repo))
   await confirmDestructive(lossStatement(ctx, target), assumeYes)
   await stopServices(ctx, p, ctx.cfg.APP_SERVICES)
   await archiveEverything(ctx, p)
@@ -78,6 +80,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
   // restore undid, such as a DROP, would come back).
   await archiveEverything(ctx, p)
   await restartAppServices(ctx, '')
+  await requireServerUp(ctx)
 }
 
 /**

@@ -309,3 +309,25 @@ export async function restartAppServices(ctx: Context, failurePrefix: string): P
   }
   log.info('Health checks passed')
 }
+
+/**
+ * The last word before "Restore successful": a query on the restored database. The server can go
+ * down after the swap (a disk that filled up: "database system is shut down") while every step
+ * before said success; a server starting up again gets a few seconds.
+ */
+export async function requireServerUp(ctx: Context): Promise<void> {
+  if (isDryRun()) return
+  const query = psqlQuery(ctx.db, ctx.db.database, 'SELECT count(*) FROM pg_class', { mutates: false, timeoutMs: 30_000 })
+  for (let attempt = 1; ; attempt++) {
+    const answer = await tryRun(query).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
+    if (answer.exitCode === 0) break
+    // psql's own line ("connection ... failed: Connection refused"), not the hint after it.
+    const lines = answer.stderr.trim().split('\n')
+    const reason = (lines.find((line) => /error:|FATAL:/.test(line)) ?? lines.pop() ?? '').replace(/^psql: error: /, '') || `psql exit ${answer.exitCode}`
+    if (attempt >= 5 || !/starting up|in recovery mode/.test(reason)) {
+      throw new OpsError('restore_failed', `The database was restored, but the server does not answer a query on ${ctx.db.database}: ${reason}`)
+    }
+    await sleep(2000)
+  }
+  log.info(`The server answers queries on ${ctx.db.database}`)
+}

@@ -6,6 +6,7 @@ import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { isoSeconds } from '../core/format.ts'
+import { redact } from '../core/redact.ts'
 import { isDryRun } from '../core/runner.ts'
 
 // artifacts.json holds the current and previous Deployment Artifact (data model); the audit log
@@ -102,13 +103,17 @@ export function readEvents(file: string): DeployEvent[] {
   return [...latest.values()]
 }
 
-/** One line per write, O_APPEND and fsync: concurrent writers cannot interleave within a line. */
+/**
+ * One line per write, O_APPEND and fsync: concurrent writers cannot interleave within a line. The
+ * error is a command's own words (a migration's may quote DATABASE_URL): redacted as LOG_FILE is.
+ */
 export function appendEvent(file: string, event: DeployEvent): void {
   if (isDryRun()) return
   fs.mkdirSync(path.dirname(file), { recursive: true })
   const fd = fs.openSync(file, 'a', 0o640)
   try {
-    fs.writeSync(fd, JSON.stringify(eventSchema.parse(event)) + '\n')
+    const redacted = { ...event, error_message: event.error_message === null ? null : redact(event.error_message) }
+    fs.writeSync(fd, JSON.stringify(eventSchema.parse(redacted)) + '\n')
     fs.fsyncSync(fd)
   } finally {
     fs.closeSync(fd)
