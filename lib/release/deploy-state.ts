@@ -23,6 +23,11 @@ export const artifactSchema = z.object({
   deployed_at: time.nullable(),
   rollback_from: z.string().nullable(),
   schema_revision: z.string().nullable(),
+  // Added later: files written before them still validate.
+  /** when the image was built (Docker's Created) */
+  created_at: time.nullable().optional(),
+  /** the image's size */
+  size_mb: z.number().int().nonnegative().nullable().optional(),
 })
 export type Artifact = z.infer<typeof artifactSchema>
 
@@ -39,7 +44,8 @@ export const eventSchema = z.object({
   operator: z.string(),
   artifact_id: z.string(),
   previous_artifact_id: z.string().nullable(),
-  status: z.enum(['in_progress', 'success', 'failed', 'rolled_back']),
+  // cancelled: refused at the confirmation, nothing changed (added later; older lines never hold it)
+  status: z.enum(['in_progress', 'success', 'failed', 'rolled_back', 'cancelled']),
   error_message: z.string().nullable(),
   health_check_passed: z.boolean(),
   backup_created: z.boolean(),
@@ -50,6 +56,8 @@ export const eventSchema = z.object({
   schema_revision_after: z.string().nullable(),
   pid: z.number().int(),
   host: z.string(),
+  /** a rollback's: the event of the deploy it undoes (automatic rollbacks; added later, optional) */
+  rollback_of: z.string().uuid().nullable().optional(),
 })
 export type DeployEvent = z.infer<typeof eventSchema>
 
