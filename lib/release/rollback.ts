@@ -184,7 +184,7 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
 async function fail(ctx: Context, r: RollbackRequest, event: DeployEvent | null, trail: DbTrail, error: unknown): Promise<never> {
   const reason = messageOf(error)
   const running = await whatRunsNow(ctx).catch((e: unknown) => `unknown (${messageOf(e)})`)
-  const look = `${path.join(TOOLKIT_DIR, 'scripts', 'status.sh')} (then journal and ${ctx.cfg.LOG_FILE})`
+  const look = path.join(TOOLKIT_DIR, 'scripts', 'status.sh')
   const database = trail.what ?? 'not touched'
   const summary = `Rollback to ${r.target ?? 'nothing'} failed: ${reason}. Running now: ${running}. Database: ${database}. Look further: ${look}`
   log.error(summary)
@@ -255,8 +255,9 @@ async function applyDatabasePlan(ctx: Context, plan: DbPlan, r: RollbackRequest,
       trail.what = `put back from safety backup ${safety.backup_id} after the failed downgrade`
       await settleReplacedDatabase(ctx, await replaceLiveWith(ctx, safety, []), { reason: `safety backup: ${ctx.db.database} after a failed downgrade to ${plan.to}` })
     }
-    // In a blue-green rollback the current version never stopped: only its checkout goes back.
-    if (current) await checkout(ctx, current).then(() => (r.stopFirst ? switchVersion(ctx, current, { stopFirst: true }) : null)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
+    // A recorded release is started again (in a blue-green rollback it never stopped: only its
+    // checkout goes back); a failed deploy's new version is not, its failure path says what runs.
+    if (current && r.recordAs) await checkout(ctx, current).then(() => (r.stopFirst ? switchVersion(ctx, current, { stopFirst: true }) : null)).catch((e) => log.error(`Could not restart ${current}: ${messageOf(e)}`))
     throw new OpsError('restore_failed', `Backup restoration failed (${messageOf(error)}); the database is as it was before the rollback and ${current ?? 'nothing'} restarted`, { cause: error })
   }
 }
