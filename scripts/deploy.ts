@@ -219,7 +219,7 @@ async function abort(a: Attempt, f: Failure): Promise<never> {
   }
   a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}${told ? `; ${outcome}` : ''}`))
   if (!told) await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
-  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true })
+  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /**

@@ -111,7 +111,7 @@ async function rollBack(ctx: Context, w: { tag: string; previous: string; eventI
   } finally {
     lock.release()
   }
-  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true })
+  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /** The deploy's own event, which said success, now says why it did not last. */

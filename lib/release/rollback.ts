@@ -100,9 +100,8 @@ export interface RollbackRequest {
 
 /** The rollback itself failed: already logged, recorded and told; `kind` picks the exit code. */
 export class RollbackFailed extends OpsError {
-  readonly told = true
   constructor(kind: ErrorKind, message: string, cause: unknown) {
-    super(kind, message, { cause, alreadyLogged: true })
+    super(kind, message, { cause, alreadyLogged: true, alreadyNotified: true })
   }
 }
 
