@@ -1,7 +1,6 @@
 // rollback [target-version]: back to an earlier release, the database kept when its schema fits
 // the target and restored from the target's pre-deployment backup when it is ahead
 // (contract: rollback.sh).
-import path from 'node:path'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
@@ -10,8 +9,7 @@ import { OpsError } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { endWatch } from '../lib/release/watch.ts'
-import { isWebhookMode } from '../lib/release/bluegreen.ts'
-import { rollBack } from '../lib/release/rollback.ts'
+import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { isDryRun } from '../lib/core/runner.ts'
 
 const spec = {
@@ -72,24 +70,18 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const current = state.current?.artifact_id ?? null
   const target = determineTarget(ctx, opts.target, current)
   log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
-  await rollBack(ctx, {
+  await rollBack(ctx, fromRecordedRelease(ctx, {
+    state,
     target,
-    from: current,
     triggeredBy: ctx.cfg.TRIGGERED_BY,
     rollbackOf: null,
     undoing: `rollback.sh from ${current ?? 'nothing'}`,
     context: null,
     db: { touched: opts.restoreDb, keepData: opts.keepData },
-    pull: true,
-    safetyBackup: true,
-    confirm: { yes: opts.yes },
-    // Blue-green (webhook mode): the current version serves until the target has passed its gate.
-    stopFirst: opts.stopFirst || !isWebhookMode(ctx.cfg),
-    targetServing: false,
-    swapStops: [],
-    recordAs: { state, message: `Rolled back to ${target} (from ${current ?? 'nothing'})` },
-    exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
-  })
+    yes: opts.yes,
+    stopFirst: opts.stopFirst,
+    message: `Rolled back to ${target} (from ${current ?? 'nothing'})`,
+  }))
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Rollback successful: ${target}`)
 }
 

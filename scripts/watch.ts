@@ -5,7 +5,6 @@
 // as an automated rollback event linked to the deploy, the deploy recorded as rolled_back with the
 // reason, and the channels told once. A new deploy or rollback ends it first (lib/release/watch.ts).
 import os from 'node:os'
-import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
@@ -15,10 +14,9 @@ import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { completeEvent, readEvents, readState } from '../lib/release/deploy-state.ts'
-import { isWebhookMode } from '../lib/release/bluegreen.ts'
 import { checkHealth, unhealthyLines } from '../lib/release/health.ts'
 import { record } from '../lib/release/release.ts'
-import { rollBack as rollBackTo } from '../lib/release/rollback.ts'
+import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { forgetWatch, stillWatching } from '../lib/release/watch.ts'
 
 const spec = {
@@ -59,7 +57,7 @@ export async function watch(cli: ParsedCli<typeof spec>): Promise<void> {
     forgetWatch(ctx.cfg, process.pid)
     return
   }
-  await rollBack(ctx, { tag, previous, eventId, reason })
+  await rollBackRelease(ctx, { tag, previous, eventId, reason })
 }
 
 /** Why the bot went unhealthy, or null once the window passed (or a new deploy took over). */
@@ -78,7 +76,7 @@ async function unhealthyWithin(ctx: Context, seconds: number): Promise<string | 
   return null
 }
 
-async function rollBack(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }): Promise<void> {
+async function rollBackRelease(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }): Promise<void> {
   // A deploy or rollback holding the lock ends this watch anyway: leave the host to it.
   const lock = await takeDeployLock(ctx.cfg, `watch rollback of ${w.tag}`).catch(() => null)
   if (!lock || !stillWatching(ctx.cfg, process.pid)) return
@@ -86,23 +84,19 @@ async function rollBack(ctx: Context, w: { tag: string; previous: string; eventI
   log.error(`Watch: ${w.tag} ${w.reason}; rolling back to ${w.previous}`)
   const told = `Watch: ${w.tag} ${w.reason} on ${os.hostname()};`
   try {
-    await rollBackTo(ctx, {
+    await rollBack(ctx, fromRecordedRelease(ctx, {
+      state: readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile),
       target: w.previous,
-      from: w.tag,
       triggeredBy: 'automated',
       rollbackOf: w.eventId,
       undoing: `the watch of ${w.tag}`,
       context: told,
       db: { touched: false, keepData: false },
-      pull: true,
-      safetyBackup: true,
-      confirm: { yes: true },
-      stopFirst: !isWebhookMode(ctx.cfg),
-      targetServing: false,
-      swapStops: [],
-      recordAs: { state: readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile), message: null },
-      exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
-    })
+      yes: true,
+      stopFirst: false,
+      // the watcher tells the outcome itself, once
+      message: null,
+    }))
     markDeploy(ctx, w.eventId, 'rolled_back', `watch: ${w.reason}; rolled back to ${w.previous}`)
     await notify(ctx.cfg, `${told} rolled back to ${w.previous}.`)
   } catch (error) {

@@ -15,6 +15,7 @@ import { notify } from '../core/notify.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import { completeEvent, newEvent, type DeployEvent, type DeployState } from './deploy-state.ts'
+import { isWebhookMode } from './bluegreen.ts'
 import { checkHealth } from './health.ts'
 import { registerWebhook } from './mode.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
@@ -96,6 +97,31 @@ export interface RollbackRequest {
   recordAs: { state: DeployState; message: string | null } | null
   /** where rows the restored backup lacks are exported, by event */
   exportRoot: string
+}
+
+/**
+ * rollback.sh's and the watcher's rollback: from the recorded release back to an earlier one,
+ * whose image may be gone from this host, a safety backup first, artifacts.json moved to it.
+ */
+export function fromRecordedRelease(ctx: Context, o: Pick<RollbackRequest, 'triggeredBy' | 'rollbackOf' | 'undoing' | 'context' | 'db'> & { state: DeployState; target: string; yes: boolean; stopFirst: boolean; message: string | null }): RollbackRequest {
+  return {
+    target: o.target,
+    from: o.state.current?.artifact_id ?? null,
+    triggeredBy: o.triggeredBy,
+    rollbackOf: o.rollbackOf,
+    undoing: o.undoing,
+    context: o.context,
+    db: o.db,
+    pull: true,
+    safetyBackup: true,
+    confirm: { yes: o.yes },
+    // Blue-green (webhook mode): the current version serves until the target has passed its gate.
+    stopFirst: o.stopFirst || !isWebhookMode(ctx.cfg),
+    targetServing: false,
+    swapStops: [],
+    recordAs: { state: o.state, message: o.message },
+    exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
+  }
 }
 
 /** The rollback itself failed: already logged, recorded and told; `kind` picks the exit code. */
