@@ -131,7 +131,7 @@ describe('deploy', () => {
     expect(await runningVersion()).toBe('v1.1.0')
     expect((await stack.script('health-check', [], env)).code).toBe(0)
     expect(lastDeploy().deploy).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
-    expect(lastDeploy().rollback).toMatchObject({ artifact_id: 'v1.1.0', triggered_by: 'automated', status: 'success', migration_applied: false })
+    expect(lastDeploy().rollback).toMatchObject({ artifact_id: 'v1.1.0', triggered_by: 'automated', status: 'success', migration_applied: true })
     // What the DeployFailed alert reads, and the release still running.
     const metrics = fs.readFileSync(path.join(env.METRICS_DIR!, 'toogoodtogo_deploy.prom'), 'utf8')
     expect(metrics).toMatch(/^toogoodtogo_deploy_last_outcome\{event="deploy",outcome="rolled_back"\} 1$/m)
