@@ -151,7 +151,9 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
   let event = record(ctx, { ...newEvent('rollback', target, r.from, r.triggeredBy), rollback_of: r.rollbackOf })
   try {
     if (r.pull) {
-      await pullImage(requireCompose(ctx), target, null)
+      await pullImage(requireCompose(ctx), target, null).catch((error: unknown) => {
+        throw new OpsError('command_failed', `the image of ${target} could not be pulled (nothing was changed): ${messageOf(error)}`, { cause: error })
+      })
       if (ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
     }
     const revision = await schemaRevision(ctx.db)
@@ -207,7 +209,8 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
  * event is closed `failed` with the reason. Exit 3 when the database step failed, else 1.
  */
 async function fail(ctx: Context, r: RollbackRequest, event: DeployEvent | null, trail: DbTrail, error: unknown): Promise<never> {
-  const reason = messageOf(error)
+  // one line: the log's ERROR line and the notification carry it whole
+  const reason = messageOf(error).replace(/\s*\n\s*/g, ' ').trim()
   const running = await whatRunsNow(ctx).catch((e: unknown) => `unknown (${messageOf(e)})`)
   const look = path.join(TOOLKIT_DIR, 'scripts', 'status.sh')
   const database = trail.what ?? 'not touched'

@@ -93,7 +93,7 @@ describe('rollback.sh when the rollback itself fails', () => {
     const before = hook.received.length
     const result = await stack.script('rollback', ['--yes'], env)
     expect(result.code, result.stdout + result.stderr).toBe(1)
-    expect(result.stderr).toMatch(new RegExp(`ERROR: Rollback to v1\\.0\\.0 failed: .*\\. Running now: v1\\.1\\.0 \\(bot healthy: .*\\)\\. Database: not touched\\. ${LOOK}`))
+    expect(result.stderr).toMatch(new RegExp(`ERROR: Rollback to v1\\.0\\.0 failed: the image of v1\\.0\\.0 could not be pulled \\(nothing was changed\\): [\\s\\S]*\\. Running now: v1\\.1\\.0 \\(bot healthy: .*\\)\\. Database: not touched\\. ${LOOK}`))
     const rollback = events().filter((e) => e.event_type === 'rollback').at(-1)
     expect(rollback).toMatchObject({ artifact_id: 'v1.0.0', previous_artifact_id: 'v1.1.0', status: 'failed', triggered_by: 'manual' })
     expect(String(rollback?.error_message)).toMatch(/running now: v1\.1\.0 \(bot healthy.*; database: not touched$/)
