@@ -67,4 +67,15 @@ describe('rollback.sh when the rollback fails', () => {
     // the recorded release did not move
     expect(JSON.parse(fs.readFileSync(path.join(deployDir, 'artifacts.json'), 'utf8')).current.artifact_id).toBe('v1.1.0')
   })
+
+  it('a deploy refused before anything changed leaves its event, closed failed with the reason', async () => {
+    // No application checkout at APP_DIR: refused before the backup, nothing changed.
+    const r = await runScript('deploy', ['v1.0.0', '--yes'], env())
+    expect(r.code, r.stdout + r.stderr).toBe(1)
+    const deploys = fs.readFileSync(path.join(logDir, 'deployments.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.artifact_id === 'v1.0.0' && e.event_type === 'deploy' && e.previous_artifact_id === 'v1.1.0')
+    expect(deploys.map((e) => e.status)).toEqual(['in_progress', 'failed'])
+    const reason = String(deploys.at(-1)?.error_message)
+    expect(reason.length).toBeGreaterThan(0)
+    expect(r.stderr).toContain(`ERROR: ${reason.split('\n')[0]}`)
+  })
 })
