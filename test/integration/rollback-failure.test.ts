@@ -7,7 +7,8 @@ import { runScript, tempDir } from '../support/scripts.ts'
 // rollback.sh's one failure path with no Docker at all (DOCKER_HOST points at no socket): the
 // target's image cannot be pulled. The rollback event the run opened is closed `failed` with the
 // reason (never left `in_progress`), one notification says what runs now (here: unknown, Docker
-// does not answer), that the database was not touched and where to look; exit 1.
+// does not answer), that the database was not touched and where to look; exit 1. A deploy refused
+// before anything changed leaves its event too (the contract creates it when the script starts).
 const dir = tempDir('rollback-failure-')
 const deployDir = path.join(dir, 'deploy')
 const logDir = path.join(dir, 'log')
@@ -51,7 +52,7 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true })
 })
 
-describe('rollback.sh when the rollback fails', () => {
+describe('with Docker unreachable, every run closes the event it opened', () => {
   it('closes its event failed, tells once what runs now and that the database was not touched, exits 1', async () => {
     const r = await runScript('rollback', ['--yes'], env())
     expect(r.code, r.stdout + r.stderr).toBe(1)
