@@ -84,6 +84,19 @@ export function readState(file: string, legacyFile?: string): DeployState {
   return parsed.data
 }
 
+/**
+ * The version running now by artifacts.json, for a backup's artifact_id (data model: the
+ * application version at the time of the backup); null when none is recorded, or when the file
+ * cannot be read: a backup never fails for it, deploy and status report it where they read it.
+ */
+export function runningArtifactId(file: string, legacyFile?: string): string | null {
+  try {
+    return readState(file, legacyFile).current?.artifact_id ?? null
+  } catch {
+    return null
+  }
+}
+
 export function writeState(file: string, state: DeployState): void {
   if (isDryRun()) return
   fs.mkdirSync(path.dirname(file), { recursive: true })
