@@ -7,6 +7,7 @@ import { OpsError } from '../../lib/core/errors.ts'
 import { artifactSchema, eventSchema, newEvent, readEvents, readState } from '../../lib/release/deploy-state.ts'
 import { parseImageFacts } from '../../lib/release/release.ts'
 import { planDatabase, preDeploymentBackupOf, type DbFacts } from '../../lib/release/rollback.ts'
+import { parseMemUsage, parseStats } from '../../lib/release/resources.ts'
 
 // The one rollback's rules (code only, or code and data), and the records it writes staying
 // readable next to the ones written before them.
@@ -107,5 +108,16 @@ describe('the records', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe("health-check --json: each service's restart_count and memory_usage_mb", () => {
+  it("reads docker stats' memory use in whole MB (of 1024 * 1024 bytes), and nothing it cannot read", () => {
+    expect(parseMemUsage('12.5MiB / 512MiB')).toBe(13)
+    expect(parseMemUsage('1.5GiB / 2GiB')).toBe(1536)
+    expect(parseMemUsage('900KiB / 512MiB')).toBe(1)
+    expect(parseMemUsage('0B / 0B')).toBe(0)
+    expect(parseMemUsage('--')).toBeNull()
+    expect(parseStats('abc 20MiB / 512MiB\ndef -- / --\n')).toEqual(new Map([['abc', 20], ['def', null]]))
   })
 })
