@@ -99,6 +99,8 @@ describe('deploy', () => {
     expect(last.downtime_seconds).toEqual(expect.any(Number))
     expect(state().current).toMatchObject({ artifact_id: 'v1.1.0', deployed: true, git_tag: 'v1.1.0' })
     expect(String(state().current!.docker_image_digest)).toMatch(/^sha256:/)
+    // the image's build time and size (Deployment Artifact)
+    expect(state().current).toMatchObject({ created_at: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/), size_mb: expect.any(Number) })
     expect(state().previous).toMatchObject({ artifact_id: 'v1.0.0', deployed: false })
     expect((await stack.script('health-check', [], env)).code).toBe(0)
     expect(await runningVersion()).toBe('v1.1.0')
