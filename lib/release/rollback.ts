@@ -223,7 +223,7 @@ async function fail(ctx: Context, r: RollbackRequest, event: DeployEvent | null,
 }
 
 /** The bot containers running now, by the tag of their image and their health. */
-export async function whatRunsNow(ctx: Context): Promise<string> {
+async function whatRunsNow(ctx: Context): Promise<string> {
   if (isDryRun()) return 'unchanged (dry run)'
   const running = (await serviceContainers(requireCompose(ctx), 'bot')).filter((c) => c.status === 'running')
   if (running.length === 0) return 'no bot (stopped)'
