@@ -11,6 +11,7 @@ import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { applyRemoteRetention } from '../lib/offsite/retention.ts'
 import { describePhysical, pitrRepos, pitrUnavailable, readPitrState, repoContents, takePhysicalBackups, type PhysicalBackup, type PhysicalRun } from '../lib/db/pitr.ts'
+import { runningArtifactId } from '../lib/release/deploy-state.ts'
 
 const spec = {
   name: 'backup',
@@ -84,7 +85,7 @@ export async function backup(cli: ParsedCli<typeof spec>): Promise<void> {
   // The catch-up first: a copy the last run could not make goes before tonight's.
   if (type === 'scheduled' && ctx.cfg.offsite) failures.push(...(await syncOffsite(ctx.cfg, ctx.cfg.offsite)).failed.map(describeFailure))
   log.info(`Starting database backup (type: ${type})`)
-  const record = await createBackup(ctx.cfg, ctx.db, { type, artifactId: stringOption(cli, 'artifact') ?? null, reason: null })
+  const record = await createBackup(ctx.cfg, ctx.db, { type, artifactId: stringOption(cli, 'artifact') ?? runningArtifactId(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile), reason: null })
   if (record.offsite_error) failures.push(describeFailure(record))
   await cleanUpOldBackups(ctx)
   failures.push(...(await cleanUpOffsite(ctx)))

@@ -5,7 +5,7 @@ import path from 'node:path'
 import { createBackup } from '../lib/db/backup.ts'
 import { findBackup, readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { composeConfigCheck, composeStop } from '../lib/commands/compose.ts'
+import { composeConfigCheck } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
 import { containerImage, dockerInfo, findContainer, manifestInspect } from '../lib/commands/docker.ts'
 import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
@@ -28,7 +28,7 @@ import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { gitFetch, gitResolve } from '../lib/commands/git.ts'
 import { checkout, dataServicesUpCommand, healthGate, isHealthyNow, migrateCommand, pullImage, record, recordDeployed, requireImage, schemaRevision, switchVersion } from '../lib/release/release.ts'
-import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
+import { rollBack as rollBackTo, RollbackFailed } from '../lib/release/rollback.ts'
 import { retry, looksTransient } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
 
@@ -105,28 +105,35 @@ if (isEntryPoint(import.meta.url)) {
   })
 }
 
-/** The steps of a deploy, in order; every way one can end is in `abort`, below. */
+/** The steps of a deploy, in order; every way one can end is in `abort`, below, or `settleEvent`. */
 export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await endWatch(ctx.cfg, `a new deploy of ${opts.tag}`)
   settleInterruptedRuns(ctx)
-  validateEnvironment(ctx)
-  const sha = await resolveTag(ctx, opts.tag)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
-  const modeSwitch = await modeSwitchAhead(ctx)
-  if (!opts.force && !modeSwitch && (await alreadyRunning(ctx, state, opts.tag))) return
-  await preflight(ctx, opts, modeSwitch)
-  await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
-  await ensureDataServices(ctx, opts.tag)
-  await prepareAppRole(ctx)
   const attempt = begin(ctx, state, opts)
-  await preDeploymentBackup(attempt)
-  await checkoutRelease(attempt)
-  await pullImages(attempt, opts.build)
-  await runMigrations(attempt)
-  await switchToRelease(attempt)
-  await runHealthChecks(attempt)
-  await registerWebhook(ctx.cfg)
-  await recordSuccess(attempt)
+  try {
+    validateEnvironment(ctx)
+    const sha = await resolveTag(ctx, opts.tag)
+    const modeSwitch = await modeSwitchAhead(ctx)
+    if (!opts.force && !modeSwitch && (await alreadyRunning(ctx, state, opts.tag))) return settleEvent(attempt, 'success', null)
+    await preflight(ctx, opts, modeSwitch)
+    await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
+    await ensureDataServices(ctx, opts.tag)
+    await prepareAppRole(ctx)
+    await preDeploymentBackup(attempt)
+    await checkoutRelease(attempt)
+    await pullImages(attempt, opts.build)
+    await runMigrations(attempt)
+    await switchToRelease(attempt)
+    await runHealthChecks(attempt)
+    await registerWebhook(ctx.cfg)
+    await recordSuccess(attempt)
+  } catch (error) {
+    // Refused before anything changed (pre-flight, confirmation, validation) or a step with no
+    // rollback of its own: the event the run opened says so, never `in_progress`.
+    settleEvent(attempt, error instanceof OpsError && error.kind === 'refused' ? 'cancelled' : 'failed', messageOf(error))
+    throw error
+  }
   watchRelease(attempt)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
@@ -158,6 +165,12 @@ function update(a: Attempt, changes: Partial<DeployEvent>): void {
   a.event = record(a.ctx, { ...a.event, ...changes })
 }
 
+/** Closes the run's event unless a step already did (abort, the backup, the success). */
+function settleEvent(a: Attempt, status: DeployEvent['status'], reason: string | null): void {
+  if (a.event.status !== 'in_progress') return
+  a.event = record(a.ctx, completeEvent(status === 'success' ? { ...a.event, health_check_passed: true } : a.event, status, reason))
+}
+
 // ---- the one failure path ------------------------------------------------------------------------
 
 type Stage = 'checkout' | 'pull' | 'migration' | 'switch' | 'health'
@@ -165,8 +178,6 @@ type Stage = 'checkout' | 'pull' | 'migration' | 'switch' | 'health'
 interface Failure {
   stage: Stage
   reason: string
-  /** put the database back to the pre-deployment backup (migrations changed it) */
-  restoreDb: boolean
   /** blue-green: the new version never took over, the previous one still runs and serves */
   previousServing?: boolean
 }
@@ -192,63 +203,60 @@ async function abort(a: Attempt, f: Failure): Promise<never> {
   log.error(`${headline}: ${f.reason}`)
   let status: DeployEvent['status'] = 'failed'
   let outcome = `${a.previous ?? 'Nothing'} is still running.`
+  let told = false
   if (f.stage === 'checkout' || f.stage === 'pull') {
     if (a.previous) await checkout(a.ctx, a.previous).catch((e) => log.warn(`Could not check out ${a.previous} again: ${messageOf(e)}`))
   } else {
     log.error('Deployment failed - initiating rollback')
-    const rolledBack = await rollBack(a, { restoreDb: f.restoreDb, previousServing: f.previousServing ?? false })
-    status = rolledBack ? 'rolled_back' : 'failed'
-    outcome = rolledBack ? `Rolled back to ${a.previous ?? 'nothing'}${f.restoreDb ? ', database restored' : ''}.` : 'ROLLBACK FAILED: see the log.'
+    try {
+      const rolledBack = await rollBack(a, f)
+      status = 'rolled_back'
+      outcome = `Rolled back to ${a.previous ?? 'nothing'}${rolledBack?.migration_applied ? ', database restored' : ''}.`
+    } catch (error) {
+      // the rollback's own failure path has logged, recorded and told what runs now
+      if (!(error instanceof RollbackFailed)) throw error
+      outcome = `ROLLBACK FAILED: ${error.message}`
+      told = true
+    }
   }
-  a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}`))
-  await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
-  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true })
+  a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}${told ? `; ${outcome}` : ''}`))
+  if (!told) await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
+  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /**
- * Back to the previous version. A database the migrations changed is replaced by the
- * pre-deployment backup: restored beside the live one while the bot still runs, swapped in once
- * it is stopped, and only then is every row the backup lacks exported from the replaced database
- * (nothing can write to it any more) before it is dumped as a safety backup and dropped.
- * Returns false, loudly, when the rollback itself fails.
+ * Back to the previous version, by the one rollback (lib/release/rollback.ts), as an automated
+ * rollback event of its own linked to this deploy. The database goes back to the pre-deployment
+ * backup when the migrations changed it (or failed halfway): restored beside the live one while
+ * the bot still runs, swapped in once it is stopped, and only then is every row the backup lacks
+ * exported from the replaced database before it is dumped as a safety backup and dropped.
  */
-async function rollBack(a: Attempt, { restoreDb, previousServing }: { restoreDb: boolean; previousServing: boolean }): Promise<boolean> {
+async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
   const { ctx, previous } = a
-  const backup = restoreDb && a.backup ? fresh(ctx, a.backup) : null
-  let aside: string | null = null
   log.info(previous ? `Rolling back to ${previous}` : 'Rolling back (no previous version: the bot stays stopped)')
-  try {
-    if (backup) {
-      log.info('Restoring database backup')
-      // A previous version still serving runs with the schema the backup holds: it keeps serving
-      // while the swap (which ends every session) puts its database back; it reconnects.
-      aside = await replaceLiveWith(ctx, backup, previousServing ? [] : ['bot'])
-    }
-    if (previous) {
-      await checkout(ctx, previous)
-      if (!previousServing) await switchVersion(ctx, previous, { stopFirst: a.stopFirst })
-      const gate = await healthGate(ctx)
-      if (!gate.passed) throw new OpsError('health_failed', `${previous} is not healthy after the rollback either: ${gate.reason}`)
-      // A failed switch into webhook mode leaves the previous version in it: Telegram must reach it.
-      await registerWebhook(ctx.cfg)
-    } else if (!previousServing) {
-      await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
-    }
-    if (backup) await settleReplacedDatabase(ctx, aside, { reason: `safety backup: ${ctx.db.database} as the failed deploy of ${a.tag} left it`, exportSince: { backup, dir: exportDir(ctx, a.event) } })
-    log.info('Rollback complete')
-    return true
-  } catch (error) {
-    log.error(`Rollback failed: ${messageOf(error)}. Inspect with health-check; the pre-deployment backup is ${a.backup?.backup_id ?? 'missing'}${aside ? `; the database as the deploy left it is kept as ${aside}` : ''}`)
-    return false
-  }
+  const previousServing = f.previousServing ?? false
+  return rollBackTo(ctx, {
+    target: previous,
+    from: a.tag,
+    triggeredBy: 'automated',
+    rollbackOf: a.event.event_id,
+    undoing: `the failed deploy of ${a.tag}`,
+    context: `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}.`,
+    // A failed migration may have changed data without moving the revision (one transaction per migration).
+    db: { touched: f.stage === 'migration', keepData: false, expects: a.event.schema_revision_before, backup: a.backup ? fresh(ctx, a.backup) : null },
+    pull: false,
+    safetyBackup: false,
+    confirm: null,
+    stopFirst: a.stopFirst,
+    targetServing: previousServing,
+    swapStops: previousServing ? [] : ['bot'],
+    recordAs: null,
+    exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
+  })
 }
 
 function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
   return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
-}
-
-function exportDir(ctx: Context, event: DeployEvent): string {
-  return path.join(ctx.cfg.BACKUP_DIR, 'exports', event.event_id)
 }
 
 // ---- the steps -----------------------------------------------------------------------------------
@@ -360,15 +368,15 @@ async function preDeploymentBackup(a: Attempt): Promise<void> {
 
 async function checkoutRelease(a: Attempt): Promise<void> {
   log.info(`Checking out tag ${a.tag}`)
-  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error), restoreDb: false }))
+  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error) }))
 }
 
 /** A registry that stays down after the retries: nothing has changed yet but the checkout. */
 async function pullImages(a: Attempt, build: boolean): Promise<void> {
   log.info(build ? 'Building Docker images' : 'Pulling Docker images')
-  await pullImage(requireCompose(a.ctx), a.tag, build ? { appDir: a.ctx.cfg.APP_DIR } : null).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error), restoreDb: false }))
+  await pullImage(requireCompose(a.ctx), a.tag, build ? { appDir: a.ctx.cfg.APP_DIR } : null).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error) }))
   // postgres runs POSTGRES_IMAGE with pgBackRest, built on this host: rebuilt only when missing or changed.
-  if (a.ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(a.ctx.cfg.POSTGRES_IMAGE).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error), restoreDb: false }))
+  if (a.ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(a.ctx.cfg.POSTGRES_IMAGE).catch((error: unknown) => abort(a, { stage: 'pull', reason: messageOf(error) }))
 }
 
 /** Migrations run with the new image while the old version still serves. */
@@ -378,7 +386,7 @@ async function runMigrations(a: Attempt): Promise<void> {
   const result = await tryRun(migrateCommand(requireCompose(a.ctx), a.tag, a.ctx.cfg.MIGRATE_COMMAND))
   const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
   update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
-  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}`, restoreDb: true })
+  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
   if (!isDryRun()) log.info('Migrations applied successfully')
 }
 
@@ -400,15 +408,15 @@ async function switchToRelease(a: Attempt): Promise<void> {
     update(a, { downtime_seconds: downtime })
     log.info(`Services started${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}`)
   } catch (error) {
-    if (error instanceof OldVersionServing) await abort(a, { stage: error.stage, reason: error.message, restoreDb: a.event.migration_applied, previousServing: true })
-    await abort(a, { stage: 'switch', reason: messageOf(error), restoreDb: a.event.migration_applied })
+    if (error instanceof OldVersionServing) await abort(a, { stage: error.stage, reason: error.message, previousServing: true })
+    await abort(a, { stage: 'switch', reason: messageOf(error) })
   }
 }
 
 async function runHealthChecks(a: Attempt): Promise<void> {
   log.info('Running health checks')
   const gate = await healthGate(a.ctx)
-  if (!gate.passed) await abort(a, { stage: 'health', reason: gate.reason, restoreDb: a.event.migration_applied })
+  if (!gate.passed) await abort(a, { stage: 'health', reason: gate.reason })
   log.info('All services healthy')
 }
 

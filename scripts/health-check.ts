@@ -7,6 +7,7 @@ import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
 import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
+import { addResources } from '../lib/release/resources.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { recordHealth } from '../lib/core/metrics.ts'
@@ -57,6 +58,8 @@ export async function healthCheck(cli: ParsedCli<typeof spec>): Promise<void> {
     : await waitUntilHealthy(ctx, services, waitSeconds * 1000)
   await addArchiving(ctx, report)
   await addWebhookDelivery(ctx, report)
+  // restart_count and memory_usage_mb (the Service Instance's): one `docker stats` sample, for the JSON only
+  if (flag(cli, 'json')) await addResources(ctx, report)
   printReport(report)
   // Only a check of every service is published: `health-check redis` must not make the others'
   // gauges vanish. The BotUnhealthy alert reads it (deployment/monitoring/rules).

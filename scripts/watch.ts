@@ -1,23 +1,23 @@
 // watch <tag> --previous <tag> --event <id> --seconds N: the watch window after a switch. Started by
 // deploy (detached; it outlives the deploy command), not by hand. Every 5 s it checks the bot; three
 // unhealthy checks in a row within the window and the release is rolled back to the one before, by
-// the automatic rollback's rules (rollback.ts: the data restored only if the schema changed), the
-// deploy recorded as rolled_back with the reason, and the channels told. A new deploy or rollback
-// ends it first (lib/release/watch.ts).
+// the one rollback (lib/release/rollback.ts: the data restored only if the schema changed), recorded
+// as an automated rollback event linked to the deploy, the deploy recorded as rolled_back with the
+// reason, and the channels told once. A new deploy or rollback ends it first (lib/release/watch.ts).
 import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
-import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { OpsError } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
-import { completeEvent, readEvents } from '../lib/release/deploy-state.ts'
+import { completeEvent, readEvents, readState } from '../lib/release/deploy-state.ts'
 import { checkHealth, unhealthyLines } from '../lib/release/health.ts'
 import { record } from '../lib/release/release.ts'
+import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { forgetWatch, stillWatching } from '../lib/release/watch.ts'
-import { rollback } from './rollback.ts'
 
 const spec = {
   name: 'watch',
@@ -57,7 +57,7 @@ export async function watch(cli: ParsedCli<typeof spec>): Promise<void> {
     forgetWatch(ctx.cfg, process.pid)
     return
   }
-  await rollBack(ctx, { tag, previous, eventId, reason })
+  await rollBackRelease(ctx, { tag, previous, eventId, reason })
 }
 
 /** Why the bot went unhealthy, or null once the window passed (or a new deploy took over). */
@@ -76,27 +76,40 @@ async function unhealthyWithin(ctx: Context, seconds: number): Promise<string | 
   return null
 }
 
-async function rollBack(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }): Promise<void> {
+async function rollBackRelease(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }): Promise<void> {
   // A deploy or rollback holding the lock ends this watch anyway: leave the host to it.
   const lock = await takeDeployLock(ctx.cfg, `watch rollback of ${w.tag}`).catch(() => null)
   if (!lock || !stillWatching(ctx.cfg, process.pid)) return
   forgetWatch(ctx.cfg, process.pid)
   log.error(`Watch: ${w.tag} ${w.reason}; rolling back to ${w.previous}`)
+  const told = `Watch: ${w.tag} ${w.reason} on ${os.hostname()};`
   try {
-    await rollback(ctx, { target: w.previous, yes: true, restoreDb: false, keepData: false, stopFirst: false })
-    markRolledBack(ctx, w.eventId, `watch: ${w.reason}; rolled back to ${w.previous}`)
-    await notify(ctx.cfg, `Watch: ${w.tag} ${w.reason} on ${os.hostname()}; rolled back to ${w.previous}.`)
+    await rollBack(ctx, fromRecordedRelease(ctx, {
+      state: readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile),
+      target: w.previous,
+      triggeredBy: 'automated',
+      rollbackOf: w.eventId,
+      undoing: `the watch of ${w.tag}`,
+      context: told,
+      db: { touched: false, keepData: false },
+      yes: true,
+      stopFirst: false,
+      // the watcher tells the outcome itself, once
+      message: null,
+    }))
+    markDeploy(ctx, w.eventId, 'rolled_back', `watch: ${w.reason}; rolled back to ${w.previous}`)
+    await notify(ctx.cfg, `${told} rolled back to ${w.previous}.`)
   } catch (error) {
-    await notify(ctx.cfg, `Watch: ${w.tag} ${w.reason} on ${os.hostname()}; the rollback to ${w.previous} FAILED: ${messageOf(error)}`)
+    markDeploy(ctx, w.eventId, 'failed', `watch: ${w.reason}; the rollback to ${w.previous} failed`)
     throw error
   } finally {
     lock.release()
   }
-  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true })
+  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /** The deploy's own event, which said success, now says why it did not last. */
-function markRolledBack(ctx: Context, eventId: string, reason: string): void {
+function markDeploy(ctx: Context, eventId: string, status: 'rolled_back' | 'failed', reason: string): void {
   const event = readEvents(ctx.cfg.AUDIT_LOG).reverse().find((e) => e.event_id === eventId)
-  if (event) record(ctx, completeEvent(event, 'rolled_back', reason))
+  if (event) record(ctx, completeEvent(event, status, reason))
 }

@@ -126,6 +126,16 @@ export function containerLogs(id: string, lines: number): Command {
   return { argv: ['docker', 'logs', '--tail', String(lines), id], mutates: false, timeoutMs: 30_000 }
 }
 
+/** One sample of each container's memory use: `<full id> 12.5MiB / 512MiB` a line. */
+export function containerStatsCommand(ids: string[]): Command {
+  return { argv: ['docker', 'stats', '--no-stream', '--no-trunc', '--format', '{{.ID}} {{.MemUsage}}', ...ids], mutates: false, timeoutMs: 30_000 }
+}
+
+/** A local image's build time and size in bytes: `2026-12-01T10:00:00.123Z 123456789`. */
+export function imageCreatedAndSize(image: string): Command {
+  return { argv: ['docker', 'image', 'inspect', '--format', '{{.Created}} {{.Size}}', image], mutates: false, timeoutMs: 30_000 }
+}
+
 export function imageRepoDigests(image: string): Command {
   return { argv: ['docker', 'image', 'inspect', '--format', '{{range .RepoDigests}}{{println .}}{{end}}', image], mutates: false, timeoutMs: 30_000 }
 }

@@ -24,6 +24,11 @@ export const artifactSchema = z.object({
   deployed_at: time.nullable(),
   rollback_from: z.string().nullable(),
   schema_revision: z.string().nullable(),
+  // Added later: files written before them still validate.
+  /** when the image was built (Docker's Created) */
+  created_at: time.nullable().optional(),
+  /** the image's size */
+  size_mb: z.number().int().nonnegative().nullable().optional(),
 })
 export type Artifact = z.infer<typeof artifactSchema>
 
@@ -40,7 +45,8 @@ export const eventSchema = z.object({
   operator: z.string(),
   artifact_id: z.string(),
   previous_artifact_id: z.string().nullable(),
-  status: z.enum(['in_progress', 'success', 'failed', 'rolled_back']),
+  // cancelled: refused at the confirmation, nothing changed (added later; older lines never hold it)
+  status: z.enum(['in_progress', 'success', 'failed', 'rolled_back', 'cancelled']),
   error_message: z.string().nullable(),
   health_check_passed: z.boolean(),
   backup_created: z.boolean(),
@@ -51,6 +57,8 @@ export const eventSchema = z.object({
   schema_revision_after: z.string().nullable(),
   pid: z.number().int(),
   host: z.string(),
+  /** a rollback's: the event of the deploy it undoes (automatic rollbacks; added later, optional) */
+  rollback_of: z.string().uuid().nullable().optional(),
 })
 export type DeployEvent = z.infer<typeof eventSchema>
 
@@ -75,6 +83,19 @@ export function readState(file: string, legacyFile?: string): DeployState {
     throw new OpsError('corrupt_state', `${file} is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}; it was left untouched`)
   }
   return parsed.data
+}
+
+/**
+ * The version running now by artifacts.json, for a backup's artifact_id (data model: the
+ * application version at the time of the backup); null when none is recorded, or when the file
+ * cannot be read: a backup never fails for it, deploy and status report it where they read it.
+ */
+export function runningArtifactId(file: string, legacyFile?: string): string | null {
+  try {
+    return readState(file, legacyFile).current?.artifact_id ?? null
+  } catch {
+    return null
+  }
 }
 
 export function writeState(file: string, state: DeployState): void {

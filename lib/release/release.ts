@@ -2,7 +2,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
-import { copyFromContainer, execInContainer, findContainer, imageRepoDigests } from '../commands/docker.ts'
+import { copyFromContainer, execInContainer, findContainer, imageCreatedAndSize, imageRepoDigests } from '../commands/docker.ts'
 import { gitCheckout, gitResolve } from '../commands/git.ts'
 import { psqlQuery, type Db } from '../commands/postgres.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
@@ -71,6 +71,14 @@ export async function schemaRevision(db: Db): Promise<string | null> {
 export async function imageDigest(image: string): Promise<string | null> {
   const result = await tryRun(imageRepoDigests(image))
   return /sha256:[0-9a-f]{64}/.exec(result.stdout)?.[0] ?? null
+}
+
+/** The Deployment Artifact's created_at and size_mb from `docker image inspect`; nulls for what it does not say. */
+export function parseImageFacts(output: string): { created_at: string | null; size_mb: number | null } {
+  const [created = '', size = ''] = output.trim().split(/\s+/)
+  const at = Date.parse(created)
+  const bytes = /^\d+$/.test(size) ? Number(size) : NaN
+  return { created_at: Number.isFinite(at) ? isoSeconds(new Date(at)) : null, size_mb: Number.isFinite(bytes) ? Math.round(bytes / (1024 * 1024)) : null }
 }
 
 // ---- downtime ------------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ export function record(ctx: Context, event: DeployEvent): DeployEvent {
 /** A finished deploy or rollback, for the alert on failed deploys and the release on the dashboard. */
 function publishOutcome(ctx: Context, event: DeployEvent): void {
   const outcome = event.status
-  if (outcome === 'in_progress' || (event.event_type !== 'deploy' && event.event_type !== 'rollback')) return
+  if (outcome === 'in_progress' || outcome === 'cancelled' || (event.event_type !== 'deploy' && event.event_type !== 'rollback')) return
   let current: DeployState['current'] = null
   try {
     current = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile).current
@@ -214,6 +222,7 @@ export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom:
     git_tag: /^v\d+\.\d+\.\d+$/.test(ref) ? ref : null,
     docker_image_uri: image,
     docker_image_digest: await imageDigest(image),
+    ...parseImageFacts((await tryRun(imageCreatedAndSize(image))).stdout),
     deployed: true,
     deployed_at: isoSeconds(new Date()),
     rollback_from: at.rollbackFrom,
@@ -227,8 +236,8 @@ export interface Deployed {
   event: DeployEvent
   /** the version a rollback left (null for a deploy) */
   rollbackFrom: string | null
-  /** the notification's text */
-  message: string
+  /** the notification's text; null when the caller tells the outcome itself (the watcher) */
+  message: string | null
 }
 
 /**
@@ -242,5 +251,5 @@ export async function recordDeployed(ctx: Context, d: Deployed): Promise<void> {
   writeState(ctx.cfg.ARTIFACTS_FILE, { current: artifact, previous: d.state.current ? { ...d.state.current, deployed: false } : null })
   setEnvValue(ctx.cfg.envFile, 'APP_VERSION', d.tag)
   record(ctx, completeEvent({ ...d.event, health_check_passed: true }, 'success', null))
-  await notify(ctx.cfg, `${d.message} on ${os.hostname()}.`)
+  if (d.message !== null) await notify(ctx.cfg, `${d.message} on ${os.hostname()}.`)
 }

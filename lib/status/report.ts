@@ -160,7 +160,9 @@ function releaseFrom(cfg: Config): ReleaseStatus | null {
 }
 
 function lastDeploy(auditLog: string): DeployStatus | null {
-  const events = readEvents(auditLog).filter((e) => e.event_type === 'deploy' || e.event_type === 'rollback')
+  // An automatic rollback (rollback_of: its deploy) is told by the deploy's own event, closed after it
+  // as rolled_back or failed: that is the outcome to read first, not the rollback's success.
+  const events = readEvents(auditLog).filter((e) => (e.event_type === 'deploy' || e.event_type === 'rollback') && !e.rollback_of)
   const last = events.at(-1)
   if (!last) return null
   return {

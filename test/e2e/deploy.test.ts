@@ -65,6 +65,12 @@ function events(): Record<string, unknown>[] {
   return [...latest.values()]
 }
 
+/** The last deploy's event, and the automatic rollback event linked to it (if any). */
+function lastDeploy(): { deploy: Record<string, unknown> | undefined; rollback: Record<string, unknown> | undefined } {
+  const deploy = events().filter((e) => e.event_type === 'deploy').at(-1)
+  return { deploy, rollback: events().find((e) => e.event_type === 'rollback' && e.rollback_of === deploy?.event_id) }
+}
+
 function state(): { current: Record<string, unknown> | null; previous: Record<string, unknown> | null } {
   return JSON.parse(fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'))
 }
@@ -93,6 +99,8 @@ describe('deploy', () => {
     expect(last.downtime_seconds).toEqual(expect.any(Number))
     expect(state().current).toMatchObject({ artifact_id: 'v1.1.0', deployed: true, git_tag: 'v1.1.0' })
     expect(String(state().current!.docker_image_digest)).toMatch(/^sha256:/)
+    // the image's build time and size (Deployment Artifact)
+    expect(state().current).toMatchObject({ created_at: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/), size_mb: expect.any(Number) })
     expect(state().previous).toMatchObject({ artifact_id: 'v1.0.0', deployed: false })
     expect((await stack.script('health-check', [], env)).code).toBe(0)
     expect(await runningVersion()).toBe('v1.1.0')
@@ -110,7 +118,9 @@ describe('deploy', () => {
     expect(await stackChecksums(stack)).toEqual(before)
     expect(await runningVersion()).toBe('v1.1.0')
     expect((await stack.script('health-check', [], env)).code).toBe(0)
-    expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.2.0', status: 'rolled_back' })
+    expect(lastDeploy().deploy).toMatchObject({ artifact_id: 'v1.2.0', status: 'rolled_back' })
+    // the automatic rollback is an event of its own, linked to the deploy
+    expect(lastDeploy().rollback).toMatchObject({ artifact_id: 'v1.1.0', previous_artifact_id: 'v1.2.0', triggered_by: 'automated', status: 'success', migration_applied: true })
     expect(state().current).toMatchObject({ artifact_id: 'v1.1.0' })
   })
 
@@ -122,7 +132,8 @@ describe('deploy', () => {
     expect(result.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
     expect(await runningVersion()).toBe('v1.1.0')
     expect((await stack.script('health-check', [], env)).code).toBe(0)
-    expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+    expect(lastDeploy().deploy).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+    expect(lastDeploy().rollback).toMatchObject({ artifact_id: 'v1.1.0', triggered_by: 'automated', status: 'success', migration_applied: true })
     // What the DeployFailed alert reads, and the release still running.
     const metrics = fs.readFileSync(path.join(env.METRICS_DIR!, 'toogoodtogo_deploy.prom'), 'utf8')
     expect(metrics).toMatch(/^toogoodtogo_deploy_last_outcome\{event="deploy",outcome="rolled_back"\} 1$/m)
@@ -135,6 +146,17 @@ describe('deploy', () => {
     expect(result.code).toBe(0)
     expect(result.stdout).toContain('v1.1.0 is already deployed and healthy; nothing to do')
     expect(fs.readdirSync(stack.env.BACKUP_DIR!).length).toBe(backups)
+    expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.1.0', status: 'success', backup_created: false })
+  })
+
+  it('14. refused at pre-flight or at the confirmation: nothing changes, and the event the run opened says why', async () => {
+    const noGo = await stack.script('deploy', ['v1.0.0', '--yes'], { ...env, MIN_FREE_DISK_MB: '999999999' })
+    expect(noGo.code).toBe(1)
+    expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'failed', error_message: expect.stringMatching(/^Pre-flight checks failed \(nothing changed\): disk: /) })
+    const refused = await stack.script('deploy', ['v1.0.0'], env)
+    expect(refused.code).toBe(1)
+    expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'cancelled', error_message: expect.stringMatching(/^Refusing to continue without confirmation/) })
+    expect(await runningVersion()).toBe('v1.1.0')
   })
 
   it('9. --dry-run prints the plan and changes nothing', async () => {
@@ -248,7 +270,8 @@ describe('webhook mode (nginx in front)', () => {
       expect(failed.stdout).toContain('Starting v1.3.0 beside the running bot (blue-green)')
       expect(failed.stdout).toMatch(/INFO: Rolling back to v1.1.0[\s\S]*INFO: Rollback complete/)
       expect(await runningVersion()).toBe('v1.1.0')
-      expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+      expect(lastDeploy().deploy).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+      expect(lastDeploy().rollback).toMatchObject({ artifact_id: 'v1.1.0', triggered_by: 'automated', status: 'success' })
       expect(await containerId('nginx')).toBe(nginx)
       expect(await post()).toBe('200')
     } finally {

@@ -58,13 +58,16 @@ describe('the watch window after a switch', () => {
     }
     expect(deployEvent?.status).toBe('rolled_back')
     expect(String(deployEvent?.error_message)).toMatch(/^watch: the bot turned unhealthy \d+s after the switch: bot: unhealthy .*; rolled back to v1\.0\.0$/)
-    const rollback = (await events()).find((e) => e.event_type === 'rollback' && e.artifact_id === 'v1.0.0')
-    expect(rollback?.status).toBe('success')
+    // the watcher's rollback: an automated event of its own, linked to the deploy it undid
+    const rollback = (await events()).find((e) => e.event_type === 'rollback' && e.rollback_of === deployEvent?.event_id)
+    expect(rollback).toMatchObject({ artifact_id: 'v1.0.0', previous_artifact_id: 'v1.1.0', triggered_by: 'automated', status: 'success' })
     // the schema v1.1.0 added is gone again: the pre-deployment backup was restored
     expect(await stack.psql('SELECT version_num FROM alembic_version')).toBe('0001')
     const health = await stack.script('health-check', ['bot', '--json'], env)
     expect(JSON.parse(health.stdout).services.bot.version).toBe('v1.0.0')
-    expect(hook.received.some((n) => n.includes('Watch: v1.1.0 the bot turned unhealthy'))).toBe(true)
+    // told once: the watcher's line, not also the rollback's own "Rolled back to"
+    expect(hook.received.filter((n) => n.includes('Watch: v1.1.0 the bot turned unhealthy'))).toHaveLength(1)
+    expect(hook.received.some((n) => n.includes('Rolled back to v1.0.0'))).toBe(false)
     expect((await watchFile()).code).not.toBe(0)
     for (let i = 0; i < 20 && processAlive(watcher.pid); i++) await new Promise((res) => setTimeout(res, 500))
     expect(processAlive(watcher.pid)).toBe(false)

@@ -51,7 +51,7 @@ let alertmanager: http.Server
 let alertmanagerUrl = ''
 beforeAll(async () => {
   fs.writeFileSync(path.join(deployDir, 'artifacts.json'), JSON.stringify({ current: artifact('v1.2.0', hoursAgo(30)), previous: artifact('v1.1.0', hoursAgo(80)) }))
-  fs.writeFileSync(path.join(logDir, 'deployments.log'), [event('1', 'v1.2.0', 'success', hoursAgo(30)), event('2', 'v1.3.0', 'rolled_back', hoursAgo(2))].map((e) => JSON.stringify(e)).join('\n') + '\n')
+  fs.writeFileSync(path.join(logDir, 'deployments.log'), [event('1', 'v1.2.0', 'success', hoursAgo(30)), event('2', 'v1.3.0', 'rolled_back', hoursAgo(2)), { ...event('3', 'v1.2.0', 'success', hoursAgo(2)), event_type: 'rollback', triggered_by: 'automated', rollback_of: event('2', 'v1.3.0', 'rolled_back', hoursAgo(2)).event_id }].map((e) => JSON.stringify(e)).join('\n') + '\n')
   fs.writeFileSync(
     path.join(backupDir, 'backup_index.json'),
     JSON.stringify({
