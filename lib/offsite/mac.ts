@@ -1,7 +1,7 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
-import fs from 'node:fs'
 import { addSecret } from '../core/redact.ts'
 import { OffsiteError } from './errors.ts'
+import { identityOf } from './identity.ts'
 import type { Sidecar } from './sidecar.ts'
 
 // age authenticates nothing about who encrypted: the public recipient is enough to make a copy that
@@ -12,7 +12,8 @@ export const MAC_SCHEME = 'hmac-sha256/hkdf-sha256(age-identity)'
 const HKDF_INFO = 'toogoodtogo off-site backup authentication v1'
 
 export function macKeyFromIdentity(identity: string): Buffer {
-  const key = Buffer.from(hkdfSync('sha256', Buffer.from(identity, 'utf8'), Buffer.alloc(0), HKDF_INFO, 32))
+  // bech32 is one case throughout: a copy saved in lowercase is still the same identity
+  const key = Buffer.from(hkdfSync('sha256', Buffer.from(identity.trim().toUpperCase(), 'utf8'), Buffer.alloc(0), HKDF_INFO, 32))
   addSecret(key.toString('hex'))
   return key
 }
@@ -22,21 +23,8 @@ export function macKeyFromIdentity(identity: string): Buffer {
  * to it; null when this droplet does not hold that identity (it was set up with the public key only).
  */
 export async function macKeyFor(identityFile: string | null, recipient: string): Promise<Buffer | null> {
-  if (!identityFile) return null
-  let text: string
-  try {
-    text = fs.readFileSync(identityFile, 'utf8')
-  } catch {
-    return null
-  }
-  const { identityToRecipient } = await import('age-encryption')
-  for (const line of text.split('\n').map((l) => l.trim())) {
-    if (!line.startsWith('AGE-SECRET-KEY-')) continue
-    addSecret(line)
-    const held = await identityToRecipient(line).catch(() => null)
-    if (held === recipient) return macKeyFromIdentity(line)
-  }
-  return null
+  const identity = identityFile ? await identityOf(identityFile, recipient) : null
+  return identity ? macKeyFromIdentity(identity) : null
 }
 
 export function hmacHex(key: Buffer, data: string | Buffer): string {
