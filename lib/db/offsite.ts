@@ -117,7 +117,9 @@ export async function localCopyOf(cfg: Config, idOrLatest: string, options: { tr
     if (candidate && !latest && isFutureDated(candidate.sidecar)) log.warn(`Off-site backup ${candidate.backupId} is dated ${candidate.sidecar.created_at}, after this droplet's clock; restoring it because it was named`)
     if (candidate && (!record || candidate.sidecar.created_at > record.created_at)) {
       remote = candidate
-      record = findBackup(index, candidate.backupId)
+      // its record here may name a file not its own: then the download, in BACKUP_DIR, replaces it
+      const known = findBackup(index, candidate.backupId)
+      record = known && !foreignFileProblem(cfg.BACKUP_DIR, known) ? known : undefined
     }
     // neither here nor there: the error lists what the bucket holds
     if (!record && !candidate) pickRemoteBackup(catalog, idOrLatest, settings.bucket)

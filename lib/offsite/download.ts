@@ -136,8 +136,9 @@ function altered(key: string, detail: string): OffsiteError {
 function receiveFailure(key: string, settings: OffsiteSettings, cipher: Meter, reason: unknown): OffsiteError {
   if (cipher.errored instanceof OffsiteError) return cipher.errored
   if (reason instanceof OffsiteError) return reason
-  if (!isPrematureClose(reason) && !isSystemError(reason)) return offsiteFailure(reason, { action: `download of ${key}`, settings, midTransfer: true })
-  return new OffsiteError('local', `Off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
+  // A file that cannot be written (ENOSPC, EACCES) is this droplet's; anything else, the transfer's.
+  if (isSystemError(reason)) return new OffsiteError('local', `Off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
+  return offsiteFailure(reason, { action: `download of ${key}`, settings, midTransfer: true })
 }
 
 function decryptFailure(key: string, sidecar: Sidecar, reason: unknown): OffsiteError {
@@ -152,11 +153,8 @@ function decryptFailure(key: string, sidecar: Sidecar, reason: unknown): Offsite
   return new OffsiteError('local', `Decrypting the off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
 }
 
-/** A local file that cannot be written (ENOSPC, EACCES) is this droplet's problem, not the server's. */
-function isSystemError(error: unknown): boolean {
-  return typeof (error as NodeJS.ErrnoException | null)?.syscall === 'string'
-}
+const WRITE_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EEXIST', 'EIO'])
 
-function isPrematureClose(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | null)?.code === 'ERR_STREAM_PREMATURE_CLOSE'
+function isSystemError(error: unknown): boolean {
+  return WRITE_ERRORS.has((error as NodeJS.ErrnoException | null)?.code ?? '')
 }
