@@ -161,7 +161,7 @@ async function drill(ctx: Context, id: string | undefined, offsite: boolean): Pr
 
 async function drillLocal(ctx: Context, id: string | undefined): Promise<void> {
   const index = readIndex(ctx.cfg.BACKUP_DIR)
-  const record = id ? findBackup(index, id) : newestOf(ctx.cfg, index.backups)
+  const record = id ? findBackup(index, id) : newestOf(ctx.cfg, index.backups, { safetyBackups: true })
   if (!record) throw new OpsError('not_found', id ? `Backup ${id} is not in the index` : 'There are no backups to drill')
   if (id) trustedExplicitly(ctx.cfg, record)
   log.info(`Starting restore drill of ${record.backup_id}`)

@@ -175,8 +175,8 @@ async function trustedNewest(cfg: Config, settings: OffsiteSettings, catalog: Re
  * pre-deployment backup has a reason too ("before deploying v1.2.0") but is a copy of the live
  * data like a scheduled one, often the newest there is.
  */
-export function newestOf(cfg: Config, backups: BackupRecord[]): BackupRecord | undefined {
-  const candidates = backups.filter((b) => !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id))
+export function newestOf(cfg: Config, backups: BackupRecord[], options: { safetyBackups?: boolean } = {}): BackupRecord | undefined {
+  const candidates = backups.filter((b) => options.safetyBackups || !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id))
   // Never silently: a record dated ahead of the clock, or pointing at a file not its own, is named.
   for (let newest = candidates.at(-1); newest; newest = candidates.at(-1)) {
     const problem = isFutureDated(newest) ? `it is dated ${newest.created_at}, after this droplet's clock` : foreignFileProblem(cfg.BACKUP_DIR, newest)
