@@ -1,7 +1,7 @@
 // backup [type]: a verified, compressed database backup, indexed and rotated (contract: backup.sh),
 // and its encrypted off-site copy when OFFSITE_S3_BUCKET is set.
 import { applyRetention, createBackup, markFailed, markVerified, verifyBackupFile } from '../lib/db/backup.ts'
-import { BACKUP_TYPES, findBackup, readIndex, type BackupRecord, type BackupType } from '../lib/db/backup-index.ts'
+import { BACKUP_TYPES, findBackup, foreignFileProblem, readIndex, type BackupRecord, type BackupType } from '../lib/db/backup-index.ts'
 import { listingTable, mergeListing, remoteBackupsOrReason, syncOffsite } from '../lib/db/offsite.ts'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/core/config.ts'
@@ -228,6 +228,8 @@ async function reverify(ctx: Context, which: string): Promise<void> {
   const failures: string[] = []
   for (const record of targets) {
     try {
+      const foreign = foreignFileProblem(ctx.cfg.BACKUP_DIR, record)
+      if (foreign) throw new OpsError('verify_failed', `not trusted: ${foreign}; the file was not read`)
       await verifyBackupFile(record.file_path, { sha256: record.sha256, rowCounts: record.row_counts })
       await markVerified(ctx.cfg, record.backup_id, new Date())
       log.info(`${record.backup_id}: verified`)

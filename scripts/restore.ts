@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { BACKUP_ID, findBackup, lockBackups, readIndex, updateIndex, type BackupRecord } from '../lib/db/backup-index.ts'
-import { downloadForDrill, localCopyOf } from '../lib/db/offsite.ts'
+import { downloadForDrill, localCopyOf, newestOf, trustedExplicitly } from '../lib/db/offsite.ts'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { drillToTime, parseTarget, restoreToTime } from '../lib/db/pitr-restore.ts'
 import { pitrUnavailable } from '../lib/db/pitr.ts'
@@ -31,6 +31,7 @@ const spec = {
     'dry-run': { type: 'boolean', short: 'n', description: 'Print the commands that would run; change nothing' },
     drill: { type: 'boolean', description: 'Restore the newest (or given) backup into a scratch database, verify, drop it; live untouched' },
     'to-time': { type: 'string', value: 'TIME', description: 'Point-in-time recovery (PITR_ENABLED=true): the cluster as it was at TIME (with its zone), or latest: everything archived' },
+    'trust-unauthenticated': { type: 'boolean', description: 'With a backup id: accept its off-site copy without a MAC (made before copies were authenticated); never one whose MAC is wrong' },
     offsite: { type: 'boolean', description: 'With --drill: download the newest off-site copy (decrypt, verify) and drill that (the default for --drill without an id when off-site copies are on)' },
   },
   exitCodes: [
@@ -86,7 +87,7 @@ export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   log.info('Starting database restore')
   const lock = await takeDeployLock(ctx.cfg, `restore ${cli.positionals[0]}`)
   try {
-    const source = await resolveSource(ctx, cli.positionals[0])
+    const source = await resolveSource(ctx, cli.positionals[0], flag(cli, 'trust-unauthenticated'))
     log.info(`Backup file: ${source.file}`)
     verifyIntegrity(source)
     await checkRestoreAccess(ctx.db, ctx.db.database)
@@ -148,10 +149,11 @@ async function holdBackups(ctx: Context, command: string): Promise<Lock> {
  * with off-site copies on, in the bucket: a copy missing here or failing its checksum is downloaded
  * and verified first. Anything else is a path.
  */
-async function resolveSource(ctx: Context, arg: string): Promise<Source> {
+async function resolveSource(ctx: Context, arg: string, trustUnauthenticated: boolean): Promise<Source> {
   if (!arg.includes('/') && !arg.endsWith('.gz')) {
     if (arg !== 'latest' && !BACKUP_ID.test(arg)) throw new OpsError('not_found', `"${arg}" is neither a backup id (like toogoodtogo_20251228_030010), latest, nor a file path`)
-    const found = await localCopyOf(ctx.cfg, arg)
+    if (arg === 'latest' && trustUnauthenticated) throw new OpsError('usage', '--trust-unauthenticated goes with a backup id, never with latest')
+    const found = await localCopyOf(ctx.cfg, arg, { trustUnauthenticated })
     if (found) return found
     const where = `${ctx.cfg.BACKUP_DIR}/backup_index.json${ctx.cfg.offsite ? ` nor in bucket ${ctx.cfg.offsite.bucket}` : ''}`
     throw new OpsError('not_found', arg === 'latest' ? `There are no backups in ${where}` : `Backup ${arg} is not in ${where}`)
@@ -194,8 +196,9 @@ async function drill(ctx: Context, id: string | undefined, offsite: boolean): Pr
 
 async function drillLocal(ctx: Context, id: string | undefined): Promise<void> {
   const index = readIndex(ctx.cfg.BACKUP_DIR)
-  const record = id ? findBackup(index, id) : index.backups.at(-1)
+  const record = id ? findBackup(index, id) : newestOf(ctx.cfg, index.backups, { safetyBackups: true })
   if (!record) throw new OpsError('not_found', id ? `Backup ${id} is not in the index` : 'There are no backups to drill')
+  if (id) trustedExplicitly(ctx.cfg, record)
   log.info(`Starting restore drill of ${record.backup_id}`)
   await drillOnce(ctx, record.backup_id, async () => ({ file: record.file_path, record }), 'restored into a scratch database, every row accounted for')
 }

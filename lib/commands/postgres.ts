@@ -93,8 +93,12 @@ export function psqlQuery(db: Db, database: string, sql: string, opts: { mutates
  * read rows of their own transaction and leave the pages as COPY wrote them; across transactions
  * they set hint bits on every page, and the whole table is written out a second time.
  */
-export function psqlRestore(db: Db, database: string, opts: { singleTransaction: boolean }): Command {
-  return onDb(db, 'psql', [...PSQL_FLAGS, ...(opts.singleTransaction ? ['--single-transaction'] : []), '--dbname', database], {
+export function psqlRestore(db: Db, database: string, opts: { singleTransaction: boolean; restrictKey: string }): Command {
+  // `\restrict KEY` first, then the dump on stdin: psql refuses every backslash command but
+  // `\unrestrict KEY` from then on, and the dump, written before KEY was drawn, cannot know it.
+  // The key is in argv: a local user who reads it learns nothing the dump's author could use.
+  const input = ['--command', `\\restrict ${opts.restrictKey}`, '--file', '-']
+  return onDb(db, 'psql', [...PSQL_FLAGS, ...(opts.singleTransaction ? ['--single-transaction'] : []), '--dbname', database, ...input], {
     PGOPTIONS: '-c maintenance_work_mem=256MB -c synchronous_commit=off',
   })
 }

@@ -78,6 +78,40 @@ export function isSafetyBackup(b: { backup_type?: unknown; reason?: unknown }): 
   return b.backup_type === 'manual' && Boolean(b.reason)
 }
 
+/**
+ * Why a record's `file_path` is not the backup's own file, or null when it is: the file named after
+ * its id in BACKUP_DIR (the directory's real path, so BACKUP_DIR may itself be a link), not a link.
+ * The index is a file others can edit: a path anywhere else is never read, restored or deleted.
+ */
+export function foreignFileProblem(backupDir: string, record: Pick<BackupRecord, 'backup_id' | 'file_path'>): string | null {
+  const own = `${record.backup_id}.sql.gz`
+  const file = record.file_path
+  if (path.basename(file) !== own) return `its file_path ${file} is not ${own}, the file named after its id`
+  let dir: string | null
+  let base: string | null
+  try {
+    dir = fs.realpathSync(path.dirname(path.resolve(file)))
+    base = fs.realpathSync(backupDir)
+  } catch {
+    dir = base = null
+  }
+  if (dir === null || dir !== base) return `its file_path ${file} is not in BACKUP_DIR ${backupDir}`
+  try {
+    if (fs.lstatSync(file).isSymbolicLink()) return `its file ${file} is a symbolic link`
+  } catch {
+    // missing: each caller has its own words for that
+  }
+  return null
+}
+
+// A backup made by this droplet cannot be dated after its clock; a few minutes allow for a clock
+// that was stepped back since (NTP). Anything later is a clock that jumped, or an edited record.
+export const CLOCK_SKEW_MS = 5 * 60_000
+
+export function isFutureDated(record: { created_at: string }, now = new Date()): boolean {
+  return Date.parse(record.created_at) > now.getTime() + CLOCK_SKEW_MS
+}
+
 const indexSchema = z.object({ backups: z.array(backupRecordSchema) })
 export type BackupIndex = z.infer<typeof indexSchema>
 

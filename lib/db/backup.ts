@@ -4,6 +4,7 @@ import { fsyncDir, fsyncFile } from '../core/atomic-file.ts'
 import {
   BACKUP_ID,
   findBackup,
+  foreignFileProblem,
   lockBackups,
   newestVerified,
   readIndex,
@@ -288,18 +289,27 @@ export interface RetentionResult {
   deleted: BackupRecord[]
   missing: BackupRecord[]
   partials: string[]
+  /** records whose file_path is not their own file in BACKUP_DIR: named, left alone, never deleted */
+  foreign: { record: BackupRecord; problem: string }[]
 }
 
 export async function applyRetention(cfg: Config, now = new Date()): Promise<RetentionResult> {
-  const result: RetentionResult = { deleted: [], missing: [], partials: [] }
+  const result: RetentionResult = { deleted: [], missing: [], partials: [], foreign: [] }
   const lock = await lockBackups(cfg.BACKUP_DIR, 'backup retention')
   try {
     for (const name of fs.readdirSync(cfg.BACKUP_DIR)) {
       if (name.endsWith('.partial')) result.partials.push(path.join(cfg.BACKUP_DIR, name))
     }
     const index = readIndex(cfg.BACKUP_DIR)
-    result.missing = index.backups.filter((b) => !fs.existsSync(b.file_path))
-    const remaining = { backups: index.backups.filter((b) => !result.missing.includes(b)) }
+    const own: BackupRecord[] = []
+    for (const record of index.backups) {
+      const problem = foreignFileProblem(cfg.BACKUP_DIR, record)
+      if (problem) result.foreign.push({ record, problem })
+      else own.push(record)
+    }
+    for (const { record, problem } of result.foreign) log.warn(`Backup ${record.backup_id} in the index is not trusted: ${problem}; retention leaves it and its path alone (fix or remove the record)`)
+    result.missing = own.filter((b) => !fs.existsSync(b.file_path))
+    const remaining = { backups: own.filter((b) => !result.missing.includes(b)) }
     result.deleted = chooseExpired(remaining, now, cfg.BACKUP_RETENTION_COUNT)
     if (isDryRun()) return result
     for (const partial of result.partials) {

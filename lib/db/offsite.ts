@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Config } from '../core/config.ts'
-import { messageOf } from '../core/errors.ts'
+import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { recordOffsiteCopy } from '../core/metrics.ts'
@@ -11,10 +11,11 @@ import { sha256OfFile } from '../core/streams.ts'
 import { listRemoteBackups, pickRemoteBackup, type RemoteBackup, type RemoteCatalog } from '../offsite/catalog.ts'
 import { downloadBackup } from '../offsite/download.ts'
 import { OffsiteError } from '../offsite/errors.ts'
+import { macKeyFor, sidecarAuthenticity } from '../offsite/mac.ts'
 import type { OffsiteSettings } from '../offsite/settings.ts'
-import { localRecordFrom } from '../offsite/sidecar.ts'
+import { localRecordFrom, signedContentOf } from '../offsite/sidecar.ts'
 import { uploadBackup, type OffsiteCopy } from '../offsite/upload.ts'
-import { BACKUP_ID, findBackup, isSafetyBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from './backup-index.ts'
+import { BACKUP_ID, findBackup, foreignFileProblem, isFutureDated, isSafetyBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from './backup-index.ts'
 
 // The index's side of the off-site copies: what lib/offsite does to the bucket, recorded in
 // backup_index.json. An off-site failure never costs a local backup: copyOffsite never throws.
@@ -93,18 +94,19 @@ export interface LocalCopy {
  * verified on the way) and recorded in the index. Returns null when off-site cannot help (it is off
  * and the backup is not local), for the caller's own "not found".
  */
-export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<LocalCopy | null> {
+export async function localCopyOf(cfg: Config, idOrLatest: string, options: { trustUnauthenticated?: boolean } = {}): Promise<LocalCopy | null> {
   const settings = cfg.offsite
   const index = readIndex(cfg.BACKUP_DIR)
   const latest = idOrLatest === 'latest'
-  let record = latest ? newestOf(index.backups) : findBackup(index, idOrLatest)
+  let record = latest ? newestOf(cfg, index.backups) : findBackup(index, idOrLatest)
+  if (record && !latest) trustedExplicitly(cfg, record)
   let remote: RemoteBackup | null = null
   if (settings && (!record || latest)) {
     // `latest` is the newest in the index or the bucket, whichever is newer: an index that was lost
     // or rebuilt (a new droplet) knows fewer backups than the bucket does.
     let catalog: RemoteCatalog
     try {
-      catalog = latest ? withoutSafetyBackups(await catalogOf(settings)) : await catalogOf(settings)
+      catalog = latest ? await trustedNewest(cfg, settings, withoutSafetyBackups(await catalogOf(settings))) : await catalogOf(settings)
     } catch (error) {
       // A bucket out of reach must not stand between the operator and a good local backup.
       if (!record) throw error
@@ -112,9 +114,12 @@ export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<Loca
       catalog = { backups: [], unconfirmed: [], orphanSidecars: [], invalid: [] }
     }
     const candidate = pickRemoteOrNull(catalog, idOrLatest)
+    if (candidate && !latest && isFutureDated(candidate.sidecar)) log.warn(`Off-site backup ${candidate.backupId} is dated ${candidate.sidecar.created_at}, after this droplet's clock; restoring it because it was named`)
     if (candidate && (!record || candidate.sidecar.created_at > record.created_at)) {
       remote = candidate
-      record = findBackup(index, candidate.backupId)
+      // its record here may name a file not its own: then the download, in BACKUP_DIR, replaces it
+      const known = findBackup(index, candidate.backupId)
+      record = known && !foreignFileProblem(cfg.BACKUP_DIR, known) ? known : undefined
     }
     // neither here nor there: the error lists what the bucket holds
     if (!record && !candidate) pickRemoteBackup(catalog, idOrLatest, settings.bucket)
@@ -122,7 +127,45 @@ export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<Loca
   if (record && (await isIntactLocally(record, settings !== null))) return { file: record.file_path, record }
   if (!settings || (!record && !remote)) return null
   remote ??= pickRemoteBackup(await catalogOf(settings), record?.backup_id ?? idOrLatest, settings.bucket)
-  return fetchIntoBackupDir(cfg, settings, remote, record)
+  return fetchIntoBackupDir(cfg, settings, remote, record, options.trustUnauthenticated ?? false)
+}
+
+/** A backup named by its id is used as named, unless its record points at a file not its own. */
+export function trustedExplicitly(cfg: Config, record: BackupRecord): void {
+  const problem = foreignFileProblem(cfg.BACKUP_DIR, record)
+  if (problem) throw new OpsError('verify_failed', `Backup ${record.backup_id} in the index is not trusted: ${problem}; nothing was restored`)
+  if (isFutureDated(record)) log.warn(`Backup ${record.backup_id} is dated ${record.created_at}, after this droplet's clock; restoring it because it was named`)
+}
+
+/**
+ * The bucket's copies `latest` may pick, newest first: a copy dated after this droplet's clock, or
+ * one this droplet's key did not sign (forged with the public key, altered, or older than
+ * authentication) is passed over, named in a warning and a notification, until one that is
+ * signed. A copy whose identity this droplet lacks is left for the download to name the key.
+ */
+async function trustedNewest(cfg: Config, settings: OffsiteSettings, catalog: RemoteCatalog): Promise<RemoteCatalog> {
+  const backups = [...catalog.backups]
+  const passedOver: string[] = []
+  for (let newest = backups.at(-1); newest; newest = backups.at(-1)) {
+    let problem: string | null = null
+    if (isFutureDated(newest.sidecar)) problem = `dated ${newest.sidecar.created_at}, after this droplet's clock`
+    else {
+      const macKey = await macKeyFor(settings.identityFile, newest.sidecar.encryption.recipient)
+      if (!macKey) break
+      const verdict = sidecarAuthenticity(newest.sidecar, signedContentOf(newest.sidecar), macKey)
+      if (verdict.authentic) break
+      problem = `not authentic: ${verdict.reason}`
+    }
+    passedOver.push(`${newest.backupId} (${problem})`)
+    backups.pop()
+  }
+  if (passedOver.length) {
+    const using = backups.at(-1)
+    const text = `Off-site copies passed over as the newest: ${passedOver.join('; ')}. ${using ? `Using ${using.backupId}.` : 'No other copy is left to use.'}`
+    log.warn(text)
+    await notify(cfg, text)
+  }
+  return { ...catalog, backups }
 }
 
 /**
@@ -132,8 +175,16 @@ export async function localCopyOf(cfg: Config, idOrLatest: string): Promise<Loca
  * pre-deployment backup has a reason too ("before deploying v1.2.0") but is a copy of the live
  * data like a scheduled one, often the newest there is.
  */
-function newestOf(backups: BackupRecord[]): BackupRecord | undefined {
-  return backups.filter((b) => !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id)).at(-1)
+export function newestOf(cfg: Config, backups: BackupRecord[], options: { safetyBackups?: boolean } = {}): BackupRecord | undefined {
+  const candidates = backups.filter((b) => options.safetyBackups || !isSafetyBackup(b)).sort((a, b) => a.created_at.localeCompare(b.created_at) || a.backup_id.localeCompare(b.backup_id))
+  // Never silently: a record dated ahead of the clock, or pointing at a file not its own, is named.
+  for (let newest = candidates.at(-1); newest; newest = candidates.at(-1)) {
+    const problem = isFutureDated(newest) ? `it is dated ${newest.created_at}, after this droplet's clock` : foreignFileProblem(cfg.BACKUP_DIR, newest)
+    if (!problem) return newest
+    log.warn(`Backup ${newest.backup_id} is passed over as the newest: ${problem}`)
+    candidates.pop()
+  }
+  return undefined
 }
 
 async function catalogOf(settings: OffsiteSettings): Promise<RemoteCatalog> {
@@ -181,14 +232,14 @@ async function isIntactLocally(record: BackupRecord, canFetch: boolean): Promise
 }
 
 /** Downloads, decrypts and verifies a copy into BACKUP_DIR and records it in the index. */
-async function fetchIntoBackupDir(cfg: Config, settings: OffsiteSettings, remote: RemoteBackup, known: BackupRecord | undefined): Promise<LocalCopy> {
+async function fetchIntoBackupDir(cfg: Config, settings: OffsiteSettings, remote: RemoteBackup, known: BackupRecord | undefined, trustUnauthenticated: boolean): Promise<LocalCopy> {
   if (!BACKUP_ID.test(remote.backupId)) throw new OffsiteError('verify', `Off-site key ${remote.key} does not name a backup id`)
   if (!isDryRun()) fs.mkdirSync(cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })
-  // The file name comes from the (validated) id, never from the bucket's sidecar.
-  const file = known?.file_path ?? path.join(cfg.BACKUP_DIR, `${remote.backupId}.sql.gz`)
+  // The file name comes from the (validated) id, never from the bucket's sidecar nor the index.
+  const file = path.join(cfg.BACKUP_DIR, `${remote.backupId}.sql.gz`)
   log.info(`Downloading off-site backup ${remote.backupId} from ${settings.bucket}/${remote.key} (${remote.size} bytes encrypted)`)
   // A damaged local file of this name has just been found useless: the verified download replaces it.
-  await downloadBackup(settings, remote.key, file, { overwrite: fs.existsSync(file) })
+  await downloadBackup(settings, remote.key, file, { overwrite: fs.existsSync(file), trustUnauthenticated })
   const copy: OffsiteCopy = { key: remote.key, uploaded_at: remote.sidecar.uploaded_at, size: remote.sidecar.ciphertext.size, sha256: remote.sidecar.ciphertext.sha256 }
   const record: BackupRecord = { ...(known ?? localRecordFrom(remote.sidecar, file)), file_path: file, offsite: copy, offsite_error: null }
   if (isDryRun()) return { file, record }
@@ -203,7 +254,7 @@ async function fetchIntoBackupDir(cfg: Config, settings: OffsiteSettings, remote
 
 /** restore --drill --offsite: the newest off-site copy, downloaded into `dir` (the caller removes it). */
 export async function downloadForDrill(cfg: Config, settings: OffsiteSettings, dir: string): Promise<LocalCopy> {
-  const remote = pickRemoteBackup(withoutSafetyBackups(await catalogOf(settings)), 'latest', settings.bucket)
+  const remote = pickRemoteBackup(await trustedNewest(cfg, settings, withoutSafetyBackups(await catalogOf(settings))), 'latest', settings.bucket)
   const file = path.join(dir, `${remote.backupId}.sql.gz`)
   log.info(`Downloading the newest off-site backup ${remote.backupId} from ${settings.bucket}/${remote.key}`)
   await downloadBackup(settings, remote.key, file, { overwrite: true })
@@ -218,6 +269,8 @@ export interface ListedBackup {
   backup_type: string
   created_at: string
   size_bytes: number
+  /** dated after this droplet's clock (and its skew): never `latest` without a warning */
+  future_dated: boolean
   /** local: only in BACKUP_DIR; off-site: only in the bucket; both; missing: indexed, file gone, not in the bucket */
   where: 'local' | 'off-site' | 'both' | 'missing'
   verified: boolean
@@ -240,6 +293,7 @@ export function mergeListing(local: BackupRecord[], remote: RemoteBackup[] | nul
       backup_id: record.backup_id,
       backup_type: record.backup_type,
       created_at: record.created_at,
+      future_dated: isFutureDated(record),
       size_bytes: record.file_size_bytes,
       where: here ? (there ? 'both' : 'local') : there ? 'off-site' : 'missing',
       verified: record.verified,
@@ -255,6 +309,7 @@ export function mergeListing(local: BackupRecord[], remote: RemoteBackup[] | nul
       backup_id: copy.backupId,
       backup_type: copy.sidecar.backup_type,
       created_at: copy.sidecar.created_at,
+      future_dated: isFutureDated(copy.sidecar),
       size_bytes: copy.sidecar.plaintext.size,
       where: 'off-site',
       // verified when it was made, and its checksums since by the server and the sidecar
@@ -283,7 +338,7 @@ export function listingTable(rows: ListedBackup[], now: Date): string {
     r.backup_id,
     r.backup_type,
     formatBytes(r.size_bytes),
-    formatAge((now.getTime() - Date.parse(r.created_at)) / 1000),
+    isFutureDated(r, now) ? 'FUTURE-DATED' : formatAge((now.getTime() - Date.parse(r.created_at)) / 1000),
     r.where,
     r.verified ? 'yes' : 'no',
     r.last_drill ? `${r.last_drill.outcome} ${r.last_drill.at.slice(0, 10)}` : '-',

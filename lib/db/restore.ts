@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
@@ -6,7 +7,7 @@ import { composeStart, composeStop } from '../commands/compose.ts'
 import { requireCompose, type Context } from '../core/config.ts'
 import { exportRowsNotIn } from './data-export.ts'
 import { handRestoredCopyToApp } from './app-role.ts'
-import { DumpInspector, type DumpFacts } from './dump-inspector.ts'
+import { DumpInspector, MetaCommandGuard, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatCount } from '../core/format.ts'
 import { FAST_GZIP_LEVEL, fileDecompressor } from '../commands/gzip.ts'
@@ -69,14 +70,23 @@ export interface Restored {
  */
 export async function restoreInto(db: Db, database: string, source: Source): Promise<Restored> {
   const inspector = source.record ? null : new DumpInspector()
+  // Every file, the toolkit's own too: a record proves only that the bytes are the ones indexed,
+  // and the index and the bucket can be written by others than this toolkit.
+  const guard = new MetaCommandGuard()
   const tags = new CopyTagCollector()
   const gunzip = await fileDecompressor(source.file)
   const hashing = source.record && !isDryRun() ? sha256OfFile(source.file) : Promise.resolve('')
-  const psql = psqlRestore(db, database, { singleTransaction: fitsInOneTransaction(source) })
+  const psql = psqlRestore(db, database, { singleTransaction: fitsInOneTransaction(source), restrictKey: randomBytes(24).toString('hex') })
   try {
-    await runStages([gunzip, ...(inspector ? [inspector] : []), psql, tags], db.timeoutMs)
+    await runStages([gunzip, ...(inspector ? [inspector] : []), guard, psql, tags], db.timeoutMs)
   } catch (error) {
     await hashing.catch(() => undefined)
+    if (guard.found) throw metaCommandIn(source.file, `line ${guard.found.line} is the psql meta-command ${guard.found.command}`)
+    if (error instanceof CommandFailed && error.command === psql) {
+      // one the guard could not see (in the middle of a line): psql refused it under the key
+      const refused = RESTRICTED.exec(error.message)
+      if (refused) throw metaCommandIn(source.file, `psql refused a meta-command at line ${Number(refused[1])}`)
+    }
     if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
     // psql also fails on a dump cut off mid-statement; that the whole file was read without its
     // trailer is the real story.
@@ -85,6 +95,12 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
   }
   const facts = inspector?.facts() ?? { rowCounts: source.record!.row_counts, pgDumpVersion: source.record!.pg_dump_version, complete: true, bytes: 0 }
   return { facts, copyTags: tags.counts, sha256: await hashing }
+}
+
+const RESTRICTED = /psql:<stdin>:(\d+): error: backslash commands are restricted/
+
+function metaCommandIn(file: string, where: string): OpsError {
+  return new OpsError('verify_failed', `Backup ${file} holds a psql meta-command, code that would run on this host: ${where}. Not restored; the live database was not touched`)
 }
 
 // One transaction holds a lock on every table, index and sequence it creates until it commits, and

@@ -5,21 +5,25 @@ import { pipeline } from 'node:stream/promises'
 import { GetObjectCommand, type GetObjectCommandOutput } from '@aws-sdk/client-s3'
 import { fsyncDir, fsyncFile } from '../core/atomic-file.ts'
 import { messageOf } from '../core/errors.ts'
+import { log } from '../core/log.ts'
 import { CommandFailed, describeStages, isDryRun, runStages, type Stage } from '../core/runner.ts'
 import { ageDecryptCommand, NO_IDENTITY_MATCHED } from './age.ts'
 import { readSidecar, sidecarMismatch, type Bucket } from './bucket.ts'
 import { OffsiteError } from './errors.ts'
 import { identityFileFor } from './identity.ts'
+import { macKeyFor, notAuthentic, sameMac, sidecarAuthenticity } from './mac.ts'
 import { sidecarKey } from './keys.ts'
 import { measureFile, Meter } from './meter.ts'
 import { createS3Client, offsiteFailure } from './s3.ts'
 import type { OffsiteSettings } from './settings.ts'
-import type { Sidecar } from './sidecar.ts'
+import { signedContentOf, type Sidecar } from './sidecar.ts'
 import type { TransferOptions } from './upload.ts'
 
 export interface DownloadOptions extends TransferOptions {
   /** replace a file already at the destination (a local copy that failed its checksum) */
   overwrite?: boolean
+  /** accept a copy without a MAC (made before copies were authenticated); never one whose MAC is wrong */
+  trustUnauthenticated?: boolean
 }
 
 export interface DownloadedBackup {
@@ -30,10 +34,12 @@ export interface DownloadedBackup {
 const DEFAULT_TIMEOUT_MS = 6 * 3600_000
 
 /**
- * Fetches one off-site copy into `destFile`: the object streams through sha256 (it must be the
- * ciphertext the sidecar recorded) into `age --decrypt`, which writes `<dest>.partial`; that is
- * hashed (it must be the plaintext the backup had), fsynced, and put in place only when both
- * match. Whatever fails, nothing is left at `destFile`.
+ * Fetches one off-site copy into `destFile`. The sidecar must carry this droplet's MAC (the key
+ * derived from the identity); the object streams through sha256 and the HMAC into
+ * `<dest>.age.partial`, and must be the ciphertext the sidecar recorded and signed before
+ * `age --decrypt` reads it and writes `<dest>.partial`; that is hashed (it must be the plaintext
+ * the backup had), fsynced, and put in place only when it matches. Whatever fails, nothing is
+ * left at `destFile`.
  */
 export async function downloadBackup(settings: OffsiteSettings, key: string, destFile: string, options: DownloadOptions = {}): Promise<DownloadedBackup> {
   const bucket: Bucket = { client: options.client ?? createS3Client(settings), settings }
@@ -42,6 +48,13 @@ export async function downloadBackup(settings: OffsiteSettings, key: string, des
   if (sidecar.key !== key) throw new OffsiteError('verify', `Sidecar ${sidecarKey(key)} describes ${sidecar.key}, not ${key}: the bucket was altered`)
   // Before a byte is downloaded: the wrong key would only fail after the whole transfer.
   const identity = await identityFileFor(settings.identityFile, sidecar.encryption.recipient, `Off-site backup ${sidecar.backup_id}`)
+  const macKey = await macKeyFor(identity, sidecar.encryption.recipient)
+  if (!macKey) throw new OffsiteError('identity', `BACKUP_AGE_IDENTITY_FILE=${identity} no longer holds the identity of ${sidecar.encryption.recipient}`, { variable: 'BACKUP_AGE_IDENTITY_FILE' })
+  const authenticity = sidecarAuthenticity(sidecar, signedContentOf(sidecar), macKey)
+  if (!authenticity.authentic) {
+    if (!authenticity.legacy || !options.trustUnauthenticated) throw notAuthentic(key, authenticity.reason, authenticity.legacy ? `; if you know it is an older copy of yours, restore it by its id with --trust-unauthenticated` : '')
+    log.warn(`Off-site backup ${key} is not authenticated (${authenticity.reason}); used as --trust-unauthenticated asks, checked against its sidecar's checksums only`)
+  }
   if (!options.overwrite && fs.existsSync(destFile)) throw new OffsiteError('local', `${destFile} already exists; not overwritten`)
   const partial = `${destFile}.partial`
   const decrypt = ageDecryptCommand(identity, partial)
@@ -63,17 +76,34 @@ export async function downloadBackup(settings: OffsiteSettings, key: string, des
     throw altered(key, mismatch)
   }
 
-  // A .partial of this name is an earlier download that was interrupted: ours to replace. It is
-  // created here, owner-only, for age to write into (age would create it world-readable).
+  // The ciphertext lands in a file first and is proven there (size, sha256, MAC): not a byte
+  // reaches age before the whole object is known to be the one this droplet's key signed.
+  // A .partial of either name is an earlier download that was interrupted: ours to replace. Both
+  // are created here, owner-only (age would create its output world-readable).
+  const encrypted = `${destFile}.age.partial`
+  fs.rmSync(encrypted, { force: true })
   fs.rmSync(partial, { force: true })
-  fs.closeSync(fs.openSync(partial, 'wx', 0o600))
-  const cipher = new Meter({ expect: { measured: sidecar.ciphertext, mismatch: () => altered(key, 'its sha256 is not the one recorded when it was uploaded') } })
-  const receiving = pipeline(body, cipher)
-  const stages: Stage[] = [cipher, decrypt]
-  const [received, decrypted] = await Promise.allSettled([receiving, runStages(stages, options.timeoutMs ?? DEFAULT_TIMEOUT_MS)])
-  if (received.status === 'rejected' || decrypted.status === 'rejected') {
+  try {
+    const cipher = new Meter({ macKey, expect: { measured: sidecar.ciphertext, mismatch: () => altered(key, 'its sha256 is not the one recorded when it was uploaded') } })
+    const received = await pipeline(body, cipher, fs.createWriteStream(encrypted, { flags: 'wx', mode: 0o600 })).then(
+      () => null,
+      (error: unknown) => error,
+    )
+    if (received !== null) throw receiveFailure(key, settings, cipher, received)
+    const expectedMac = sidecar.authentication?.ciphertext_mac
+    if (expectedMac && !sameMac(cipher.measured().mac ?? '', expectedMac)) throw notAuthentic(key, 'its MAC does not match the one its sidecar records (replaced in the bucket)')
+    fs.closeSync(fs.openSync(partial, 'wx', 0o600))
+    const stages: Stage[] = [{ readFrom: encrypted }, decrypt]
+    const decrypted = await runStages(stages, options.timeoutMs ?? DEFAULT_TIMEOUT_MS).then(
+      () => null,
+      (error: unknown) => error,
+    )
+    if (decrypted !== null) throw decryptFailure(key, sidecar, decrypted)
+  } catch (error) {
     fs.rmSync(partial, { force: true })
-    throw downloadFailure({ key, settings, sidecar, cipher, received, decrypted })
+    throw error
+  } finally {
+    fs.rmSync(encrypted, { force: true })
   }
   // age wrote the plaintext itself (it never crossed node); read back from the page cache, it must
   // be the backup that was uploaded, byte for byte.
@@ -102,34 +132,29 @@ function altered(key: string, detail: string): OffsiteError {
   return new OffsiteError('verify', `Off-site backup ${key} was altered or damaged in the bucket: ${detail}; not used`)
 }
 
-/** The first cause, not the pipe breaking it left behind in the other stages. */
-function downloadFailure(state: {
-  key: string
-  settings: OffsiteSettings
-  sidecar: Sidecar
-  cipher: Meter
-  received: PromiseSettledResult<void>
-  decrypted: PromiseSettledResult<void>
-}): OffsiteError {
-  const { key, settings, sidecar, cipher, received, decrypted } = state
-  // The ciphertext's checksum is the first evidence: when it is wrong, age's complaint only
-  // follows from it.
+/** The download's first cause: the checksum the Meter found wrong, else the transfer's own error. */
+function receiveFailure(key: string, settings: OffsiteSettings, cipher: Meter, reason: unknown): OffsiteError {
   if (cipher.errored instanceof OffsiteError) return cipher.errored
-  if (received.status === 'rejected' && !isPrematureClose(received.reason)) {
-    return offsiteFailure(received.reason, { action: `download of ${key}`, settings, midTransfer: true })
-  }
-  const reason = decrypted.status === 'rejected' ? decrypted.reason : received.status === 'rejected' ? received.reason : null
+  if (reason instanceof OffsiteError) return reason
+  // A file that cannot be written (ENOSPC, EACCES) is this droplet's; anything else, the transfer's.
+  if (isSystemError(reason)) return new OffsiteError('local', `Off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
+  return offsiteFailure(reason, { action: `download of ${key}`, settings, midTransfer: true })
+}
+
+function decryptFailure(key: string, sidecar: Sidecar, reason: unknown): OffsiteError {
   if (reason instanceof CommandFailed) {
     if (NO_IDENTITY_MATCHED.test(reason.message)) {
       return new OffsiteError('identity', `BACKUP_AGE_IDENTITY_FILE cannot decrypt ${key}: it was encrypted for ${sidecar.encryption.recipient}`, { cause: reason, variable: 'BACKUP_AGE_IDENTITY_FILE' })
     }
-    // age authenticates every 64 KiB: it stops at the first altered chunk, before the checksum could.
+    // age authenticates every 64 KiB: it stops at the first altered chunk.
     return altered(key, `age refused it (${reason.message})`)
   }
   if (reason instanceof OffsiteError) return reason
-  return new OffsiteError('local', `Off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
+  return new OffsiteError('local', `Decrypting the off-site download of ${key} failed: ${messageOf(reason)}`, { cause: reason })
 }
 
-function isPrematureClose(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | null)?.code === 'ERR_STREAM_PREMATURE_CLOSE'
+const WRITE_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EEXIST', 'EIO'])
+
+function isSystemError(error: unknown): boolean {
+  return WRITE_ERRORS.has((error as NodeJS.ErrnoException | null)?.code ?? '')
 }

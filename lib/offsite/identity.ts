@@ -41,16 +41,31 @@ export async function recipientsOf(identityFile: string): Promise<string[]> {
   } catch (error) {
     throw new OffsiteError('identity', `Cannot read BACKUP_AGE_IDENTITY_FILE=${identityFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, { variable: 'BACKUP_AGE_IDENTITY_FILE' })
   }
-  const recipients: string[] = []
+  return (await keysIn(text)).map((k) => k.recipient)
+}
+
+/** The identity in `identityFile` whose public key is `recipient`; null when it holds none (or cannot be read). */
+export async function identityOf(identityFile: string, recipient: string): Promise<string | null> {
+  let text: string
+  try {
+    text = fs.readFileSync(identityFile, 'utf8')
+  } catch {
+    return null
+  }
+  return (await keysIn(text)).find((k) => k.recipient === recipient)?.identity ?? null
+}
+
+async function keysIn(text: string): Promise<{ identity: string; recipient: string }[]> {
+  const keys: { identity: string; recipient: string }[] = []
   for (const line of text.split('\n').map((l) => l.trim())) {
     if (!line.startsWith('AGE-SECRET-KEY-')) continue
     addSecret(line)
     try {
       const { identityToRecipient } = await import('age-encryption')
-      recipients.push(await identityToRecipient(line))
+      keys.push({ identity: line, recipient: await identityToRecipient(line) })
     } catch {
-      // a damaged line: it cannot decrypt anything, and the error above will say what is needed
+      // a damaged line: it cannot decrypt anything, and the callers' errors say what is needed
     }
   }
-  return recipients
+  return keys
 }

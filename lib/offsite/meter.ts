@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, createHmac, type Hmac } from 'node:crypto'
 import fs from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { Measured } from './sidecar.ts'
@@ -8,6 +8,8 @@ export interface MeterOptions {
   expect?: { measured: Measured; mismatch: (actual: Measured) => Error }
   /** a last check before the stream may end; an error returned fails it instead */
   beforeEnd?: () => Promise<Error | null>
+  /** also an HMAC of the bytes, under this key */
+  macKey?: Buffer | null
 }
 
 /**
@@ -17,15 +19,18 @@ export interface MeterOptions {
  */
 export class Meter extends Transform {
   private readonly hash = createHash('sha256')
+  private readonly hmac: Hmac | null
   private bytes = 0
   private result: Measured | null = null
 
   constructor(private readonly options: MeterOptions = {}) {
     super()
+    this.hmac = options.macKey ? createHmac('sha256', options.macKey) : null
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk)
+    this.hmac?.update(chunk)
     this.bytes += chunk.length
     done(null, chunk)
   }
@@ -41,7 +46,7 @@ export class Meter extends Transform {
 
   /** size and sha256 of everything that passed: call it once the stream has ended (it seals the hash) */
   measured(): Measured {
-    this.result ??= { size: this.bytes, sha256: this.hash.digest('hex') }
+    this.result ??= { size: this.bytes, sha256: this.hash.digest('hex'), ...(this.hmac ? { mac: this.hmac.digest('hex') } : {}) }
     return this.result
   }
 }

@@ -2,6 +2,7 @@ import path from 'node:path'
 import { z } from 'zod'
 import { BACKUP_ID, BACKUP_TYPES, backupRecordSchema, type BackupRecord } from '../db/backup-index.ts'
 import { OffsiteError } from './errors.ts'
+import { hmacHex, MAC_SCHEME, sidecarMacInput } from './mac.ts'
 
 // The sidecar `<key>.json` is what makes the bucket self-describing: a new droplet with an empty
 // BACKUP_DIR lists the prefix, reads these, and knows every backup's id, age, tables and rows,
@@ -29,6 +30,16 @@ export const sidecarSchema = z.object({
   encryption: z.object({ scheme: z.literal('age'), recipient: z.string().startsWith('age1') }),
   /** the index record as it was when uploaded, so a new droplet can index the download in full */
   record: z.record(z.string(), z.unknown()),
+  /** absent on copies made before they were authenticated (lib/offsite/mac.ts) */
+  authentication: z
+    .object({
+      scheme: z.literal(MAC_SCHEME),
+      /** HMAC of the object's bytes */
+      ciphertext_mac: sha256,
+      /** HMAC of this sidecar with this field left out (sidecarMacInput) */
+      sidecar_mac: sha256,
+    })
+    .optional(),
 })
 
 export type Sidecar = z.infer<typeof sidecarSchema>
@@ -36,6 +47,8 @@ export type Sidecar = z.infer<typeof sidecarSchema>
 export interface Measured {
   size: number
   sha256: string
+  /** HMAC of the bytes, when they were measured with a MAC key */
+  mac?: string
 }
 
 export function buildSidecar(input: {
@@ -46,12 +59,14 @@ export function buildSidecar(input: {
   plaintext: Measured
   ciphertext: Measured
   recipient: string
+  /** the MAC key (null: this droplet holds only the public key, and the copy is not authenticated) */
+  macKey?: Buffer | null
 }): Sidecar {
   const { record } = input
   // The local path means nothing on another machine; the download names its own. Whether and where
   // it was copied off-site is this droplet's bookkeeping: the sidecar itself is that record.
   const { file_path: _path, offsite: _copy, offsite_error: _failure, ...portable } = record
-  return {
+  const sidecar: Sidecar = {
     format: SIDECAR_FORMAT,
     key: input.key,
     uploaded_at: input.uploadedAt,
@@ -66,6 +81,19 @@ export function buildSidecar(input: {
     encryption: { scheme: 'age', recipient: input.recipient },
     record: portable,
   }
+  const { macKey, ciphertext } = input
+  if (!macKey || !ciphertext.mac) return sidecar
+  const covered = { scheme: MAC_SCHEME, ciphertext_mac: ciphertext.mac } as const
+  // through JSON and back, as the reader will see it (JSON.parse orders integer-like keys first)
+  const sidecarMac = hmacHex(macKey, sidecarMacInput(JSON.parse(JSON.stringify({ ...sidecar, authentication: covered }))))
+  return { ...sidecar, authentication: { ...covered, sidecar_mac: sidecarMac } }
+}
+
+// What each parsed sidecar's MAC covers, as it was read: the parsed object drops unknown fields.
+const signed = new WeakMap<Sidecar, string>()
+
+export function signedContentOf(sidecar: Sidecar): string {
+  return signed.get(sidecar) ?? sidecarMacInput(JSON.parse(JSON.stringify(sidecar)))
 }
 
 /** A sidecar read back from the bucket; anything else is named, not trusted. */
@@ -81,6 +109,7 @@ export function parseSidecar(key: string, text: string): Sidecar {
     const issue = parsed.error.issues[0]
     throw new OffsiteError('verify', `Sidecar ${key} is invalid at ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`)
   }
+  signed.set(parsed.data, sidecarMacInput(json))
   return parsed.data
 }
 

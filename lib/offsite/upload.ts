@@ -13,7 +13,8 @@ import { measureFile, Meter } from './meter.ts'
 import { MultipartUpload } from './multipart.ts'
 import { createS3Client, isTransient, offsiteFailure } from './s3.ts'
 import type { OffsiteSettings } from './settings.ts'
-import { buildSidecar } from './sidecar.ts'
+import { macKeyFor, sidecarAuthenticity } from './mac.ts'
+import { buildSidecar, signedContentOf } from './sidecar.ts'
 
 /** What the index records as the backup's `offsite` field: the object and its ciphertext. */
 export interface OffsiteCopy {
@@ -52,13 +53,19 @@ export async function uploadBackup(settings: OffsiteSettings, localFile: string,
     return { key, uploaded_at: isoSeconds(new Date()), size: 0, sha256: '0'.repeat(64) }
   }
   const bucket: Bucket = { client: options.client ?? createS3Client(settings), settings }
+  const macKey = await macKeyFor(settings.identityFile, settings.recipient)
+  if (!macKey) {
+    log.warn(`BACKUP_AGE_IDENTITY_FILE does not hold the identity of ${settings.recipient} on this droplet: the copy of ${record.backup_id} cannot be authenticated, and restore latest and the drill will pass over it (README, off-site copies)`)
+  }
 
   // An earlier run may have copied this backup already (the index lost its `offsite` field, or a
   // new droplet syncs again): the same bytes for the same key are kept, not sent twice. Anything
   // else under this id loses its sidecar first, so no sidecar ever describes an object being replaced.
   const existing = await readSidecar(bucket, metaKey)
   if (existing) {
-    if (existing.plaintext.sha256 === record.sha256 && existing.encryption.recipient === settings.recipient) {
+    // A copy without this droplet's MAC (an older one) is sent again, authenticated this time.
+    const authentic = macKey ? sidecarAuthenticity(existing, signedContentOf(existing), macKey).authentic : !existing.authentication
+    if (authentic && existing.plaintext.sha256 === record.sha256 && existing.encryption.recipient === settings.recipient) {
       const head = await headObject(bucket, key)
       if (head?.size === existing.ciphertext.size) {
         log.info(`Off-site copy of ${record.backup_id} is already in the bucket (${key}); not sent again`)
@@ -76,6 +83,7 @@ export async function uploadBackup(settings: OffsiteSettings, localFile: string,
   // awaited only at the end of the ciphertext: a read error must not count as unhandled before then
   plaintext.catch(() => undefined)
   const cipher = new Meter({
+    macKey,
     beforeEnd: async () => {
       const actual = await plaintext
       if (actual.size === record.file_size_bytes && actual.sha256 === record.sha256) return null
@@ -120,7 +128,7 @@ export async function uploadBackup(settings: OffsiteSettings, localFile: string,
   const ciphertext = cipher.measured()
   await verifyOnServer(bucket, key, { size: ciphertext.size, token, plaintextSha256: record.sha256 })
   const uploadedAt = isoSeconds(new Date())
-  const sidecar = buildSidecar({ key, uploadedAt, record, localFile, plaintext: await plaintext, ciphertext, recipient: settings.recipient })
+  const sidecar = buildSidecar({ key, uploadedAt, record, localFile, plaintext: await plaintext, ciphertext, recipient: settings.recipient, macKey })
   try {
     await writeSidecar(bucket, sidecar, metaKey)
   } catch (error) {

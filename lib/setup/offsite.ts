@@ -30,7 +30,8 @@ export function identityNotice(identity: string, recipient: string, file: string
   return [
     rule,
     'OFF-SITE BACKUP KEY: save this identity somewhere off this droplet NOW (a password manager).',
-    'Every off-site copy is encrypted to it; if this droplet is lost, only this line can decrypt them.',
+    'Every off-site copy is encrypted to it and authenticated with a key derived from it; if this',
+    'droplet is lost, only this line can decrypt them and tell them from forgeries.',
     'It is shown once and never logged. On this droplet it is stored at:',
     `  ${file} (mode 600)`,
     `Public key (BACKUP_AGE_RECIPIENT): ${recipient}`,

@@ -122,7 +122,9 @@ describe('restore refuses bad backups before changing anything', () => {
   })
 
   it('the same failure in a recorded backup, restored in one transaction, leaves everything as it was', async () => {
-    const file = rewriteDump((sql) => sql.replace('-- PostgreSQL database dump complete', 'INSERT INTO no_such_table VALUES (1);\n-- PostgreSQL database dump complete'))
+    // in BACKUP_DIR, named after its id: a record naming any other file is refused (issue 21)
+    const file = path.join(env.BACKUP_DIR!, 'shop_20200101_000000.sql.gz')
+    fs.copyFileSync(rewriteDump((sql) => sql.replace('-- PostgreSQL database dump complete', 'INSERT INTO no_such_table VALUES (1);\n-- PostgreSQL database dump complete')), file)
     const indexFile = path.join(env.BACKUP_DIR!, 'backup_index.json')
     const index = JSON.parse(fs.readFileSync(indexFile, 'utf8'))
     const recorded = { ...index.backups[0], backup_id: 'shop_20200101_000000', file_path: file, file_size_bytes: fs.statSync(file).size }

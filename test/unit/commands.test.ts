@@ -71,9 +71,9 @@ describe('postgres commands', () => {
     ])
   })
   it('a restore is not quiet (the COPY tags are read) and stops on the first error', () => {
-    const cmd = psqlRestore(composeDb, 'scratch', { singleTransaction: false })
-    expect(cmd.argv).toEqual([...composeBase(v2), 'exec', '-T', '-e', 'PGOPTIONS=-c maintenance_work_mem=256MB -c synchronous_commit=off', 'postgres', 'psql', '-U', 'ttg', '--no-psqlrc', '--set', 'ON_ERROR_STOP=1', '--dbname', 'scratch'])
-    expect(psqlRestore(composeDb, 'scratch', { singleTransaction: true }).argv.slice(-4)).toEqual(['ON_ERROR_STOP=1', '--single-transaction', '--dbname', 'scratch'])
+    const cmd = psqlRestore(composeDb, 'scratch', { singleTransaction: false, restrictKey: 'k3y' })
+    expect(cmd.argv).toEqual([...composeBase(v2), 'exec', '-T', '-e', 'PGOPTIONS=-c maintenance_work_mem=256MB -c synchronous_commit=off', 'postgres', 'psql', '-U', 'ttg', '--no-psqlrc', '--set', 'ON_ERROR_STOP=1', '--dbname', 'scratch', '--command', '\\restrict k3y', '--file', '-'])
+    expect(psqlRestore(composeDb, 'scratch', { singleTransaction: true, restrictKey: 'k3y' }).argv.slice(-8, -4)).toEqual(['ON_ERROR_STOP=1', '--single-transaction', '--dbname', 'scratch'])
   })
   it('rejects database URLs it cannot use safely', () => {
     expect(() => parseDatabaseUrl('mysql://a:b@h/db')).toThrow(/must start with postgresql/)
