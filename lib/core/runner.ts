@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import { Duplex, type Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { OpsError } from './errors.ts'
@@ -162,7 +163,10 @@ export function startDetached(command: Command): number | null {
  * the database. Every child must exit 0; the first failing child's stderr becomes the error.
  * A file sink is created exclusively: an existing file is never overwritten.
  */
-export async function runStages(stages: Stage[], timeoutMs: number): Promise<void> {
+/** how long a stage gets to end after SIGTERM (a timeout, or a pipe its neighbour broke) before SIGKILL */
+export const KILL_GRACE_MS = 10_000
+
+export async function runStages(stages: Stage[], timeoutMs: number, killGraceMs = KILL_GRACE_MS): Promise<void> {
   if (dryRun) {
     process.stdout.write(`[dry-run] ${describeStages(stages)}\n`)
     return
@@ -187,13 +191,13 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
-    for (const { child } of children) child.kill('SIGTERM')
+    terminate(children, killGraceMs)
   }, timeoutMs)
   try {
     const flowing = streams.length ? pipeline(streams as [Readable, ...Writable[]]) : Promise.resolve()
     // A child that dies early (psql on ON_ERROR_STOP) breaks the pipe; its stderr is the real story.
     const streamError = await flowing.then(() => null, (error: unknown) => error as Error)
-    if (streamError) for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM')
+    if (streamError) terminate(children, killGraceMs)
     const codes = await Promise.all(exits)
     if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round(timeoutMs / 1000)}s: ${describeStages(stages)}`)
     // A sink that cannot write (ENOSPC, EACCES) is the cause; the children only saw the pipe break.
@@ -206,6 +210,26 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     if (streamError) throw streamError
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/**
+ * SIGTERM, then SIGKILL for a stage still alive after the grace period: a child that ignores
+ * SIGTERM would otherwise hold the backup (and its lock) forever. A grandchild that ignored it too
+ * keeps the pipes open after its parent died, so our ends are closed for 'close' to come.
+ */
+function terminate(children: Child[], graceMs: number): void {
+  for (const { child } of children) {
+    if (child.exitCode !== null || child.signalCode !== null) continue
+    child.kill('SIGTERM')
+    const escalate = setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) {
+        log.warn(`${child.spawnargs[0] ?? 'a stage'} ignored SIGTERM for ${graceMs / 1000}s: killing it`)
+        child.kill('SIGKILL')
+      }
+      for (const end of [child.stdin, child.stdout, child.stderr]) end?.destroy()
+    }, graceMs)
+    child.once('close', () => clearTimeout(escalate))
   }
 }
 
@@ -275,7 +299,8 @@ function isSystemError(error: Error): boolean {
 function exitOf(child: ChildProcess): Promise<number> {
   return new Promise((resolve) => {
     child.on('error', () => resolve(127))
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+    // A death by signal N is 128+N, as a shell reports it (SIGKILL: 137).
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)))
   })
 }
 
