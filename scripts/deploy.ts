@@ -200,7 +200,7 @@ async function abort(a: Attempt, f: Failure): Promise<never> {
   }
   a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}`))
   await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
-  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true })
+  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /**

@@ -15,6 +15,7 @@ import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
+import { restoreNotice } from '../lib/core/notices.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { isDryRun } from '../lib/core/runner.ts'
 
@@ -69,7 +70,7 @@ const spec = {
 } satisfies CliSpec
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
-if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, restore)
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true, failureNotice: restoreNotice }, restore)
 
 export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()

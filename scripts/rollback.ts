@@ -15,6 +15,7 @@ import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { formatAge, formatCount } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
+import { rollbackNotice } from '../lib/core/notices.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { endWatch } from '../lib/release/watch.ts'
 import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
@@ -64,7 +65,7 @@ export interface RollbackOptions {
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
 if (isEntryPoint(import.meta.url)) {
-  await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
+  await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true, failureNotice: rollbackNotice }, async (cli) => {
     const opts = rollbackOptions(cli)
     const ctx = await openContext()
     const lock = await takeDeployLock(ctx.cfg, `rollback ${opts.target ?? ''}`.trim())

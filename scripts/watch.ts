@@ -88,11 +88,11 @@ async function rollBack(ctx: Context, w: { tag: string; previous: string; eventI
     await notify(ctx.cfg, `Watch: ${w.tag} ${w.reason} on ${os.hostname()}; rolled back to ${w.previous}.`)
   } catch (error) {
     await notify(ctx.cfg, `Watch: ${w.tag} ${w.reason} on ${os.hostname()}; the rollback to ${w.previous} FAILED: ${messageOf(error)}`)
-    throw error
+    throw new OpsError('command_failed', `The rollback to ${w.previous} failed: ${messageOf(error)}`, { cause: error, alreadyNotified: true })
   } finally {
     lock.release()
   }
-  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true })
+  throw new OpsError('health_failed', `${w.tag} rolled back to ${w.previous} by the watch`, { alreadyLogged: true, alreadyNotified: true })
 }
 
 /** The deploy's own event, which said success, now says why it did not last. */

@@ -23,15 +23,18 @@ export class OpsError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    options?: { cause?: unknown; alreadyLogged?: boolean },
+    options?: { cause?: unknown; alreadyLogged?: boolean; alreadyNotified?: boolean },
   ) {
     super(message, options)
     this.name = 'OpsError'
     this.alreadyLogged = options?.alreadyLogged ?? false
+    this.alreadyNotified = options?.alreadyNotified ?? false
   }
 
   /** the script has already told the story line by line; the top level adds only its last line */
   readonly alreadyLogged: boolean
+  /** the script has already sent the notification for this failure; runMain sends none */
+  readonly alreadyNotified: boolean
 }
 
 export type ExitCodes = Partial<Record<ErrorKind, number>>
