@@ -209,7 +209,7 @@ describe('systemd units', () => {
   const byName = Object.fromEntries(renderUnits(values).map((f) => [path.basename(f.file), f.content]))
 
   it('renders every template completely', () => {
-    expect(Object.keys(byName).sort()).toEqual(['toogoodtogo', 'toogoodtogo-backup.service', 'toogoodtogo-backup.timer', 'toogoodtogo-healthcheck.service', 'toogoodtogo-restore-drill.service', 'toogoodtogo-restore-drill.timer', 'toogoodtogo.service'])
+    expect(Object.keys(byName).sort()).toEqual(['toogoodtogo', 'toogoodtogo-backup.service', 'toogoodtogo-backup.timer', 'toogoodtogo-failure@.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-notify-failure', 'toogoodtogo-restore-drill.service', 'toogoodtogo-restore-drill.timer', 'toogoodtogo.service'])
     for (const [name, content] of Object.entries(byName)) expect(content, name).not.toMatch(/@[A-Z_]+@/)
   })
   it('the stack unit requires Docker, brings the stack up and stops it', () => {
