@@ -82,7 +82,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded.map((c) => c.argv)).toEqual([
       ['apt-get', 'update', '-q'],
       ['apt-get', 'upgrade', '-y', '-q', ...keep],
-      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age', 'curl'],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'docker.io', 'docker-compose'],
       ['systemctl', 'enable', '--now', 'docker.service'],
       ['groupadd', '--system', 'docker'],
