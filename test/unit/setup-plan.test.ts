@@ -130,7 +130,9 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       '[dry-run] write /etc/systemd/system/toogoodtogo-backup.timer (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.service (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.timer (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-failure@.service (mode 644)',
       '[dry-run] write /etc/logrotate.d/toogoodtogo (mode 644)',
+      '[dry-run] write /usr/local/lib/toogoodtogo-notify-failure (mode 644)',
       `[dry-run] write ${deploy}/.setup-complete (mode 644)`,
     ])
     // Nothing was written, not even the log file (a plan is not an event), and no secret reached the output.
