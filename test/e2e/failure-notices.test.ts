@@ -107,6 +107,10 @@ describe('a failed unit on a droplet is told once', () => {
     expect(told[0]).toMatch(/^restore --drill failed on ttg-droplet \(exit 2\): .+ The live database was not touched; the failed drill is recorded as last_drill in backup_index\.json\. Look further: backup\.sh --list$/)
     const after = JSON.parse(await d.readFile(`${BACKUP_DIR}/backup_index.json`)) as { backups: { backup_id: string; last_drill: { outcome: string } | null }[] }
     expect(after.backups.find((b) => b.backup_id === newest?.backup_id)?.last_drill?.outcome).toBe('failed')
+    // status.sh, the screen the operator opens next, says the same.
+    const status = await d.exec([`${d.toolkitDir}/scripts/status.sh`], { user: 'deploy', env: { DEPLOY_DIR: d.deployDir, NO_COLOR: '1' } })
+    expect(status.stdout).toContain(`FAILED on ${newest?.backup_id}`)
+    expect(status.stdout).toContain('last restore drill failed')
   })
 
   it('3. a hotfix that does not parse: the toolkit cannot start, the OnFailure= notifier tells it with the journal', async () => {

@@ -77,6 +77,10 @@ describe('a failure is told once through the configured channel', () => {
     // The record the message points to says the same.
     const after = JSON.parse(fs.readFileSync(path.join(env.BACKUP_DIR!, 'backup_index.json'), 'utf8')).backups.find((b: { backup_id: string }) => b.backup_id === backupId)
     expect(after.last_drill.outcome).toBe('failed')
+    const status = await runScript('status', ['--json'], env)
+    expect(JSON.parse(status.stdout).last_drill).toMatchObject({ outcome: 'failed', backup_id: backupId })
+    expect(status.stderr + status.stdout).not.toContain(hook.url)
+    expect(told()).toHaveLength(1)
   })
 
   it('a confirmation nobody could give (no terminal, no --yes) is told; a mistyped flag is not', async () => {
