@@ -158,14 +158,15 @@ export function startDetached(command: Command): number | null {
   if (child.pid === undefined) throw new OpsError('command_failed', `${describe(command)} did not start`)
   return child.pid
 }
+
+/** how long a stage gets to end after SIGTERM (a timeout, or a pipe its neighbour broke) before SIGKILL */
+export const KILL_GRACE_MS = 10_000
+
 /**
  * Streams data through the stages with backpressure, so memory stays flat whatever the size of
  * the database. Every child must exit 0; the first failing child's stderr becomes the error.
  * A file sink is created exclusively: an existing file is never overwritten.
  */
-/** how long a stage gets to end after SIGTERM (a timeout, or a pipe its neighbour broke) before SIGKILL */
-export const KILL_GRACE_MS = 10_000
-
 export async function runStages(stages: Stage[], timeoutMs: number, killGraceMs = KILL_GRACE_MS): Promise<void> {
   if (dryRun) {
     process.stdout.write(`[dry-run] ${describeStages(stages)}\n`)
