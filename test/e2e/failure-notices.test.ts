@@ -1,7 +1,6 @@
-import http from 'node:http'
-import type net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startHookServer, type HookServer } from '../support/hook.ts'
 import { createDroplet, ensureDropletImage, gitHostOverSsh, type Droplet } from '../support/droplet.ts'
 import { bridgeGateway } from '../support/pitr-stack.ts'
 import { stopAfterFirstFailure } from '../support/sequence.ts'
@@ -19,24 +18,12 @@ const IMAGES = { BOT_IMAGE: bed.BOT_IMAGE!, APP_VERSION: 'v1.0.0', POSTGRES_IMAG
 
 describe('a failed unit on a droplet is told once', () => {
   let d: Droplet
-  let receiver: http.Server
-  let hookUrl: string
-  const received: string[] = []
-  const texts = () => received.map((b) => (JSON.parse(b) as { text: string }).text)
+  let hook: HookServer
+  const texts = () => hook.received.map((b) => (JSON.parse(b) as { text: string }).text)
 
   beforeAll(async () => {
     const image = ensureDropletImage()
-    receiver = http.createServer((req, res) => {
-      let body = ''
-      req.on('data', (chunk) => (body += chunk))
-      req.on('end', () => {
-        received.push(body)
-        res.end('ok')
-      })
-    })
-    const gateway = await bridgeGateway()
-    await new Promise<void>((resolve) => receiver.listen(0, gateway, resolve))
-    hookUrl = `http://${gateway}:${(receiver.address() as net.AddressInfo).port}/hook`
+    hook = await startHookServer(await bridgeGateway())
     d = await createDroplet(image, 'n')
     const repo = await gitHostOverSsh(d, bed.APP_REPO!)
     d.env.APP_REPO_URL = repo.url
@@ -50,21 +37,21 @@ describe('a failed unit on a droplet is told once', () => {
     const setup = await d.setup(['--env-file', file, '--yes'])
     expect(setup.code, setup.stdout + setup.stderr).toBe(0)
     // The operator adds the channel to .env.production, as the README says.
-    expect((await d.sh(`printf 'NOTIFY_WEBHOOK_URL=%s\\n' '${hookUrl}' >> ${d.deployDir}/.env.production`)).code).toBe(0)
+    expect((await d.sh(`printf 'NOTIFY_WEBHOOK_URL=%s\\n' '${hook.url}' >> ${d.deployDir}/.env.production`)).code).toBe(0)
   })
   afterAll(async () => {
     await d?.destroy()
-    receiver?.close()
+    hook?.close()
   })
   stopAfterFirstFailure()
 
   /** Starts a oneshot unit (it fails), then waits for what reaches the receiver, and a while longer for a second telling. */
   async function failUnit(unit: string): Promise<string[]> {
-    received.length = 0
+    hook.received.length = 0
     const r = await d.exec(['systemctl', 'start', unit])
     expect(r.code, `${unit} should fail`).not.toBe(0)
     const deadline = Date.now() + 60_000
-    while (received.length === 0 && Date.now() < deadline) await sleep(250)
+    while (hook.received.length === 0 && Date.now() < deadline) await sleep(250)
     // The OnFailure= notifier has run by the time it is inactive again.
     await d.sh(`for i in $(seq 1 120); do state=$(systemctl show -p ActiveState --value 'toogoodtogo-failure@${unit}.service'); [ "$state" = activating ] || exit 0; sleep 0.5; done`)
     await sleep(2_000)
@@ -92,10 +79,10 @@ describe('a failed unit on a droplet is told once', () => {
   })
 
   it('2. the drill unit with a damaged backup: told once, the live database untouched, the index records the failed drill', async () => {
-    received.length = 0
+    hook.received.length = 0
     const made = await d.exec(['systemctl', 'start', 'toogoodtogo-backup.service'])
     expect(made.code, (await d.exec(['journalctl', '--no-pager', '-n', '30', '-u', 'toogoodtogo-backup.service'])).stdout).toBe(0)
-    expect(received).toEqual([])
+    expect(hook.received).toEqual([])
     const index = JSON.parse(await d.readFile(`${BACKUP_DIR}/backup_index.json`)) as { backups: { backup_id: string; file_path: string }[] }
     const newest = index.backups.at(-1)
     expect(newest).toBeDefined()
