@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { startHookServer, type HookServer } from '../support/hook.ts'
 import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { seedSampleData } from '../support/sample-data.ts'
-import { runScript, tempDir } from '../support/scripts.ts'
+import { exec, ROOT, runScript, tempDir } from '../support/scripts.ts'
 
 // Issue 22, item 1: every failure reaches the configured channel once, with the host, what failed,
 // the state it left and the command to look further. The channel is set in .env.production only
@@ -111,6 +111,22 @@ describe('a failure is told once through the configured channel', () => {
     expect(result.code).toBe(2)
     expect(result.stderr).toMatch(/WARN: webhook notification failed/)
     expect(fs.readdirSync(runtime)).toEqual([])
+  })
+
+  it('a script that told its failure itself is not told again; the marker says it was told', async () => {
+    const fixture = (how: string, runtime: string) => exec([path.join(ROOT, 'node_modules/.bin/tsx'), path.join(ROOT, 'test/fixtures/notify/told.ts'), how], { ...env, RUNTIME_DIRECTORY: runtime, INVOCATION_ID: 'c'.repeat(32) })
+    for (const how of ['told', 'quiet']) {
+      const runtime = tempDir('ttg-run-')
+      expect((await fixture(how, runtime)).code).toBe(5)
+      expect(told()).toEqual([`the fixture told its own failure (${how})`])
+      expect(fs.readdirSync(runtime)).toEqual([`told-${'c'.repeat(32)}`])
+      hook.received.length = 0
+    }
+    // Told nothing itself: runMain tells it, with the state the script declares.
+    const runtime = tempDir('ttg-run-')
+    expect((await fixture('untold', runtime)).code).toBe(5)
+    expect(told()).toEqual([`told untold failed on ${os.hostname()} (exit 5): the fixture failed. Fixture state. Look further: tail -n 50 ${env.LOG_FILE}`])
+    expect(fs.readdirSync(runtime)).toHaveLength(1)
   })
 
   // Last: it stops the cluster.
