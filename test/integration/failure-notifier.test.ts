@@ -66,6 +66,15 @@ describe('the unit failure notifier', () => {
     expect(fs.readdirSync(path.join(work, 'run'))).toEqual([])
   })
 
+  it('a unit systemd is about to restart is told only once it stays failed', async () => {
+    fs.writeFileSync(envFile, `NOTIFY_WEBHOOK_URL=${hook.url}\n`)
+    fs.writeFileSync(path.join(bin, 'systemctl'), '#!/bin/sh\ncase "$*" in *SubState*) echo auto-restart ;; esac\n', { mode: 0o755 })
+    const result = await notifier()
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('systemd restarts it')
+    expect(hook.received).toEqual([])
+  })
+
   it('with no channel set it says so and tells nobody; a receiver that fails makes the notifier fail', async () => {
     fs.writeFileSync(envFile, 'NOTIFY_WEBHOOK_URL=\n')
     const none = await notifier()
