@@ -26,7 +26,7 @@ beforeEach(() => {
   fs.mkdirSync(path.join(work, 'run'))
   fs.writeFileSync(path.join(bin, 'systemctl'), `#!/bin/sh\ncase "$*" in *InvocationID*) echo ${INVOCATION} ;; *ExecMainStatus*) echo 1 ;; *Result*) echo exit-code ;; esac\n`, { mode: 0o755 })
   // A line with everything JSON must escape: quotes, a backslash, a tab.
-  fs.writeFileSync(path.join(bin, 'journalctl'), `#!/bin/sh\nprintf '%s\\n' 'file:///opt/toogoodtogo/deployment/scripts/backup.ts:3' 'SyntaxError: Unexpected token "}" in C:\\\\x\tend'\n`, { mode: 0o755 })
+  fs.writeFileSync(path.join(bin, 'journalctl'), `#!/bin/sh\nprintf '%s\\n' 'file:///opt/toogoodtogo/deployment/scripts/backup.ts:3' 'SyntaxError: Unexpected token "}" in C:\\\\x\tend' a b c d e f g 'Node.js v20'\n`, { mode: 0o755 })
   envFile = path.join(work, '.env.production')
   hook.received.length = 0
 })
@@ -52,7 +52,7 @@ describe('the unit failure notifier', () => {
     expect(hook.received).toHaveLength(2)
     const [webhook, telegram] = hook.received.map((b) => JSON.parse(b) as { text: string; chat_id?: string })
     const host = (await exec(['hostname'])).stdout.trim()
-    expect(webhook?.text).toBe(`toogoodtogo-backup.service failed on ${host} (exit-code, exit status 1). Last lines:\nfile:///opt/toogoodtogo/deployment/scripts/backup.ts:3\nSyntaxError: Unexpected token "}" in C:\\\\x end\nLook further: journalctl -u toogoodtogo-backup.service`)
+    expect(webhook?.text).toBe(`toogoodtogo-backup.service failed on ${host} (exit-code, exit status 1). Last lines:\nSyntaxError: Unexpected token "}" in C:\\\\x end\n...\na\nb\nc\nd\ne\nf\ng\nNode.js v20\nLook further: journalctl -u toogoodtogo-backup.service`)
     expect(telegram).toMatchObject({ chat_id: '-1004242', text: webhook?.text })
   })
 
