@@ -52,7 +52,7 @@ describe('the unit failure notifier', () => {
     expect(hook.received).toHaveLength(2)
     const [webhook, telegram] = hook.received.map((b) => JSON.parse(b) as { text: string; chat_id?: string })
     const host = (await exec(['hostname'])).stdout.trim()
-    expect(webhook?.text).toBe(`toogoodtogo-backup.service failed on ${host} (exit-code, exit status 1). Last lines:\nSyntaxError: Unexpected token "}" in C:\\\\x end\n...\na\nb\nc\nd\ne\nf\ng\nNode.js v20\nLook further: journalctl -u toogoodtogo-backup.service`)
+    expect(webhook?.text).toBe(`toogoodtogo-backup.service failed on ${host} (exit-code, exit status 1). Last lines:\nSyntaxError: Unexpected token "}" in C:\\\\x end\na\n...\na\nb\nc\nd\ne\nf\ng\nNode.js v20\nLook further: journalctl -u toogoodtogo-backup.service`)
     expect(telegram).toMatchObject({ chat_id: '-1004242', text: webhook?.text })
   })
 
