@@ -1,5 +1,6 @@
 // backup [type]: a verified, compressed database backup, indexed and rotated (contract: backup.sh),
 // and its encrypted off-site copy when OFFSITE_S3_BUCKET is set.
+import os from 'node:os'
 import { applyRetention, createBackup, markFailed, markVerified, verifyBackupFile } from '../lib/db/backup.ts'
 import { BACKUP_TYPES, findBackup, foreignFileProblem, readIndex, type BackupRecord, type BackupType } from '../lib/db/backup-index.ts'
 import { listingTable, mergeListing, remoteBackupsOrReason, syncOffsite } from '../lib/db/offsite.ts'
@@ -9,6 +10,7 @@ import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
+import { backupNotice } from '../lib/core/notices.ts'
 import { applyRemoteRetention } from '../lib/offsite/retention.ts'
 import { describePhysical, pitrRepos, pitrUnavailable, readPitrState, repoContents, takePhysicalBackups, type PhysicalBackup, type PhysicalRun } from '../lib/db/pitr.ts'
 import { runningArtifactId } from '../lib/release/deploy-state.ts'
@@ -72,6 +74,7 @@ if (isEntryPoint(import.meta.url)) await runMain(spec, {
   failureLine: (error) => (error instanceof OpsError && error.kind === 'backup_failed' ? OFFSITE_FAILED : 'Backup failed'),
   jsonFlag: 'json',
   asDeployUser: true,
+  failureNotice: backupNotice,
 }, backup)
 
 export async function backup(cli: ParsedCli<typeof spec>): Promise<void> {
@@ -121,6 +124,7 @@ async function scheduledPhysical(ctx: Context): Promise<string[]> {
     await takePhysicalBackups(ctx, 'auto')
     return []
   } catch (error) {
+    if (!(error instanceof OpsError && error.alreadyNotified)) await notify(ctx.cfg, `Physical backup failed on ${os.hostname()}: ${messageOf(error)}`)
     return [messageOf(error)]
   }
 }

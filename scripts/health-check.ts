@@ -46,7 +46,7 @@ const spec = {
 } satisfies CliSpec
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
-if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true }, healthCheck)
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { timeout: 2 }, jsonFlag: 'json', asDeployUser: true, failureNotice: false }, healthCheck)
 
 export async function healthCheck(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()

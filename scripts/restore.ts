@@ -18,6 +18,7 @@ import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, requireServerUp, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { requireRoomForScratchCopy } from '../lib/db/scratch-room.ts'
 import { releasedOnInterrupt, takeDeployLock, type Lock } from '../lib/core/lock.ts'
+import { restoreNotice } from '../lib/core/notices.ts'
 import { isDryRun } from '../lib/core/runner.ts'
 
 const spec = {
@@ -75,7 +76,7 @@ const spec = {
 } satisfies CliSpec
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
-if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true }, restore)
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: { not_found: 2, verify_failed: 2, connection: 3 }, failureLine: 'Restore failed', asDeployUser: true, failureNotice: restoreNotice }, restore)
 
 export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()

@@ -8,6 +8,7 @@ import { deployedVersions, lastGoodBefore, readEvents, readState } from '../lib/
 import { OpsError } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
+import { rollbackNotice } from '../lib/core/notices.ts'
 import { endWatch } from '../lib/release/watch.ts'
 import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { isDryRun } from '../lib/core/runner.ts'
@@ -51,7 +52,7 @@ export interface RollbackOptions {
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
 if (isEntryPoint(import.meta.url)) {
-  await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true }, async (cli) => {
+  await runMain(spec, { exitCodes: { target_not_found: 2, restore_failed: 3 }, asDeployUser: true, failureNotice: rollbackNotice }, async (cli) => {
     const opts = rollbackOptions(cli)
     const ctx = await openContext()
     const lock = await takeDeployLock(ctx.cfg, `rollback ${opts.target ?? ''}`.trim())

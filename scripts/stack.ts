@@ -41,7 +41,7 @@ const spec = {
 } satisfies CliSpec
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
-if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: {}, asDeployUser: true }, stack)
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: {}, asDeployUser: true, failureNotice: false }, stack)
 
 export async function stack(cli: ParsedCli<typeof spec>): Promise<void> {
   const [action, ...services] = cli.positionals

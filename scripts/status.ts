@@ -34,7 +34,7 @@ const spec = {
 } satisfies CliSpec
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
-if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: {}, jsonFlag: 'json', asDeployUser: true }, status)
+if (isEntryPoint(import.meta.url)) await runMain(spec, { exitCodes: {}, jsonFlag: 'json', asDeployUser: true, failureNotice: false }, status)
 
 export async function status(cli: ParsedCli<typeof spec>): Promise<void> {
   // A screen read many times a day is not an event: nothing goes to LOG_FILE (the runner would

@@ -155,7 +155,7 @@ export function namedProfiles(given: string | undefined): string[] {
   return (given ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 }
 
-const FILE_KEYS = ['MONITORING_ENABLED', 'ALERTMANAGER_URL', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', ...OFFSITE_VARIABLES]
+const FILE_KEYS = ['MONITORING_ENABLED', 'ALERTMANAGER_URL', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', 'NOTIFY_WEBHOOK_URL', 'TELEGRAM_NOTIFY_CHAT_ID', 'TELEGRAM_API_BASE', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))

@@ -6,7 +6,7 @@ import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
-import { $read, exitCodeOf, failureMessage, isDryRun, timedOut } from './shell.ts'
+import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, timedOut } from './shell.ts'
 
 // Commands are data (see lib/commands/): pure builders return a Command and this
 // file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
@@ -119,12 +119,13 @@ export function startDetached(command: Command): number | null {
   if (child.pid === undefined) throw new OpsError('command_failed', `${describe(command)} did not start`)
   return child.pid
 }
+
 /**
  * Streams data through the stages with backpressure, so memory stays flat whatever the size of
  * the database. Every child must exit 0; the first failing child's stderr becomes the error.
  * A file sink is created exclusively: an existing file is never overwritten.
  */
-export async function runStages(stages: Stage[], timeoutMs: number): Promise<void> {
+export async function runStages(stages: Stage[], timeoutMs: number, killGraceMs = KILL_GRACE_MS): Promise<void> {
   if (isDryRun()) {
     process.stdout.write(`[dry-run] ${describeStages(stages)}\n`)
     return
@@ -149,13 +150,13 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
-    for (const { child } of children) child.kill('SIGTERM')
+    terminate(children, killGraceMs)
   }, timeoutMs)
   try {
     const flowing = streams.length ? pipeline(streams as [Readable, ...Writable[]]) : Promise.resolve()
     // A child that dies early (psql on ON_ERROR_STOP) breaks the pipe; its stderr is the real story.
     const streamError = await flowing.then(() => null, (error: unknown) => error as Error)
-    if (streamError) for (const { child } of children) if (child.exitCode === null) child.kill('SIGTERM')
+    if (streamError) terminate(children, killGraceMs)
     const codes = await Promise.all(exits)
     if (timedOut) throw new OpsError('timeout', `Timed out after ${Math.round(timeoutMs / 1000)}s: ${describeStages(stages)}`)
     // A sink that cannot write (ENOSPC, EACCES) is the cause; the children only saw the pipe break.
@@ -168,6 +169,26 @@ export async function runStages(stages: Stage[], timeoutMs: number): Promise<voi
     if (streamError) throw streamError
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/**
+ * SIGTERM, then SIGKILL for a stage still alive after the grace period: a child that ignores
+ * SIGTERM would otherwise hold the backup (and its lock) forever. A grandchild that ignored it too
+ * keeps the pipes open after its parent died, so our ends are closed for 'close' to come.
+ */
+function terminate(children: Child[], graceMs: number): void {
+  for (const { child } of children) {
+    if (child.exitCode !== null || child.signalCode !== null) continue
+    child.kill('SIGTERM')
+    const escalate = setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) {
+        log.warn(`${child.spawnargs[0] ?? 'a stage'} ignored SIGTERM for ${graceMs / 1000}s: killing it`)
+        child.kill('SIGKILL')
+      }
+      for (const end of [child.stdin, child.stdout, child.stderr]) end?.destroy()
+    }, graceMs)
+    child.once('close', () => clearTimeout(escalate))
   }
 }
 
@@ -237,7 +258,7 @@ function isSystemError(error: Error): boolean {
 function exitOf(child: ChildProcess): Promise<number> {
   return new Promise((resolve) => {
     child.on('error', () => resolve(127))
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+    child.on('close', (code, signal) => resolve(code === null && signal === null ? 1 : exitCodeOf(code, signal)))
   })
 }
 

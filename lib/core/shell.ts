@@ -39,7 +39,8 @@ export interface Shell extends Tag {
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000
-export const KILL_GRACE_MS = 5000
+/** how long a child has between SIGTERM and SIGKILL, for `$` and runStages alike */
+export const KILL_GRACE_MS = 10_000
 
 let dryRun = false
 

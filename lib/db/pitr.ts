@@ -192,7 +192,7 @@ export async function takePhysicalBackups(ctx: Context, requested: PhysicalBacku
   const failed = runs.filter((r) => r.outcome === 'failed')
   if (failed.length) {
     await notify(ctx.cfg, `Physical backup failed on ${os.hostname()}: ${failed.map((r) => `repo${r.repo}: ${r.detail}`).join('; ')}`)
-    throw new OpsError('command_failed', `Physical backup failed: ${failed.map((r) => `repo${r.repo}: ${r.detail}`).join('; ')}`)
+    throw new OpsError('command_failed', `Physical backup failed: ${failed.map((r) => `repo${r.repo}: ${r.detail}`).join('; ')}`, { alreadyNotified: true })
   }
   return runs
 }

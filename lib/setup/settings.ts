@@ -24,9 +24,10 @@ const schema = z.object({
   /**
    * what every host gets: the firewall, git and ssh for the clone (and ssh-keygen for the deploy
    * key), openssl for --self-signed, logrotate, and age, which encrypts every off-site copy
-   * (installed even with off-site off: turning it on later is a line in .env.production)
+   * (installed even with off-site off: turning it on later is a line in .env.production), and curl,
+   * with which a failed unit is told even when the toolkit cannot start (toogoodtogo-failure@)
    */
-  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age']),
+  SETUP_BASE_PACKAGES: packageList.default(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age', 'curl']),
   /** empty: docker.io and whichever Compose package apt offers (see lib/commands/apt.ts) */
   SETUP_DOCKER_PACKAGES: packageList.default([]),
   /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */

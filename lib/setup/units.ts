@@ -17,7 +17,14 @@ export const UNIT_FILES = [
   BACKUP_TIMER,
   'toogoodtogo-restore-drill.service',
   DRILL_TIMER,
+  'toogoodtogo-failure@.service',
 ] as const
+
+/**
+ * The OnFailure= notifier's script (a POSIX shell script with curl, run as root): installed outside
+ * the deploy user's checkout, so that a deploy user cannot change what root runs.
+ */
+export const FAILURE_NOTIFIER = { template: 'toogoodtogo-notify-failure', file: '/usr/local/lib/toogoodtogo-notify-failure' } as const
 
 /** Installed with monitoring only: the health check every minute that the BotUnhealthy alert reads. */
 export const HEALTH_METRICS_TIMER = 'toogoodtogo-health-metrics.timer'
@@ -80,5 +87,6 @@ export function renderUnits(values: UnitValues, options: { monitoring?: boolean;
     content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'systemd', name), 'utf8'), vars, name),
   }))
   const logrotate = { file: LOGROTATE_FILE, content: renderTemplate(fs.readFileSync(path.join(templateRoot, 'logrotate', 'toogoodtogo'), 'utf8'), vars, 'logrotate/toogoodtogo') }
-  return [...units, logrotate]
+  const notifier = { file: FAILURE_NOTIFIER.file, content: fs.readFileSync(path.join(templateRoot, 'systemd', FAILURE_NOTIFIER.template), 'utf8') }
+  return [...units, logrotate, notifier]
 }

@@ -7,7 +7,8 @@ export interface HookServer {
   close(): void
 }
 
-export async function startHookServer(): Promise<HookServer> {
+/** On `host` (default loopback; Docker's bridge address for a receiver a droplet container reaches). */
+export async function startHookServer(host = '127.0.0.1'): Promise<HookServer> {
   const received: string[] = []
   const server = http.createServer((req, res) => {
     let body = ''
@@ -17,6 +18,6 @@ export async function startHookServer(): Promise<HookServer> {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`, received, close: () => server.close() }
+  await new Promise<void>((resolve) => server.listen(0, host, resolve))
+  return { url: `http://${host}:${(server.address() as { port: number }).port}/hook`, received, close: () => server.close() }
 }

@@ -98,7 +98,7 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'DEPLOY_USER=ops\nSTRIPE_API_KEY=sk_test_file\nSETUP_EXTRA_PACKAGES=htop jq\n')
     const s = loadSetupSettings({ DEPLOY_DIR: '/srv/ttg', STRIPE_API_KEY: 'sk_test_env' }, answers)
     expect(s).toMatchObject({ DEPLOY_USER: 'ops', appDir: '/srv/ttg/app', SSH_PORT: 22, SETUP_EXTRA_PACKAGES: ['htop', 'jq'], markerFile: '/srv/ttg/.setup-complete', logDir: '/var/log/toogoodtogo' })
-    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age'])
+    expect(s.SETUP_BASE_PACKAGES).toEqual(['ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age', 'curl'])
     expect(s.input.STRIPE_API_KEY).toBe('sk_test_env')
     expect(() => loadSetupSettings({ DEPLOY_USER: 'root' }, undefined)).toThrow(/Invalid DEPLOY_USER="root": must not be root/)
     expect(() => loadSetupSettings({ SETUP_EXTRA_PACKAGES: 'ok; rm -rf /' }, undefined)).toThrow(/Invalid SETUP_EXTRA_PACKAGES/)
@@ -214,7 +214,7 @@ describe('systemd units', () => {
   const byName = Object.fromEntries(renderUnits(values).map((f) => [path.basename(f.file), f.content]))
 
   it('renders every template completely', () => {
-    expect(Object.keys(byName).sort()).toEqual(['toogoodtogo', 'toogoodtogo-backup.service', 'toogoodtogo-backup.timer', 'toogoodtogo-healthcheck.service', 'toogoodtogo-restore-drill.service', 'toogoodtogo-restore-drill.timer', 'toogoodtogo.service'])
+    expect(Object.keys(byName).sort()).toEqual(['toogoodtogo', 'toogoodtogo-backup.service', 'toogoodtogo-backup.timer', 'toogoodtogo-failure@.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-notify-failure', 'toogoodtogo-restore-drill.service', 'toogoodtogo-restore-drill.timer', 'toogoodtogo.service'])
     for (const [name, content] of Object.entries(byName)) expect(content, name).not.toMatch(/@[A-Z_]+@/)
   })
   it('the stack unit requires Docker, brings the stack up and stops it', () => {

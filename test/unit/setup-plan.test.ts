@@ -82,7 +82,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded.map((c) => c.argv)).toEqual([
       ['apt-get', 'update', '-q'],
       ['apt-get', 'upgrade', '-y', '-q', ...keep],
-      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'ufw', 'git', 'openssh-client', 'ca-certificates', 'openssl', 'logrotate', 'age', 'curl'],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'docker.io', 'docker-compose'],
       ['systemctl', 'enable', '--now', 'docker.service'],
       ['groupadd', '--system', 'docker'],
@@ -130,7 +130,9 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       '[dry-run] write /etc/systemd/system/toogoodtogo-backup.timer (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.service (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-restore-drill.timer (mode 644)',
+      '[dry-run] write /etc/systemd/system/toogoodtogo-failure@.service (mode 644)',
       '[dry-run] write /etc/logrotate.d/toogoodtogo (mode 644)',
+      '[dry-run] write /usr/local/lib/toogoodtogo-notify-failure (mode 644)',
       `[dry-run] write ${deploy}/.setup-complete (mode 644)`,
     ])
     // Nothing was written, not even the log file (a plan is not an event), and no secret reached the output.
