@@ -11,7 +11,7 @@ import { requireCompose, type Config, type Context } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
-import { publishMetrics, recordWalArchive } from '../core/metrics.ts'
+import { recordPhysicalBackup, recordWalArchive } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import type { ServiceHealth } from '../release/health.ts'
@@ -201,11 +201,8 @@ function recordRuns(cfg: Config, runs: PhysicalRun[]): void {
   const state = readPitrState(cfg)
   const repos = new Set(runs.map((r) => r.repo))
   writePitrState(cfg, { ...state, last_runs: [...state.last_runs.filter((r) => !repos.has(r.repo)), ...runs].sort((a, b) => a.repo - b.repo) })
-  const succeeded = runs.filter((r) => r.outcome === 'success')
-  if (succeeded.length) {
-    // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
-    publishMetrics(cfg, 'physical-backup', succeeded.map((r) => ({ name: 'toogoodtogo_physical_backup_last_success_timestamp_seconds', labels: { repo: `repo${r.repo}` }, value: Math.floor(Date.parse(r.at) / 1000) })))
-  }
+  // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
+  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, new Date(r.at))
 }
 
 function lastLines(text: string): string {
