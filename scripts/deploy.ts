@@ -22,6 +22,7 @@ import { modeChecks, pendingModeSwitch, registerWebhook, webhookProfileProblem, 
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { armArchiveTimeout } from '../lib/db/pitr.ts'
 import { endWatch, startWatch } from '../lib/release/watch.ts'
+import { pruneOldReleases } from '../lib/release/prune.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -126,6 +127,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await registerWebhook(ctx.cfg)
   await recordSuccess(attempt)
   watchRelease(attempt)
+  await pruneOldReleases(ctx)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
 
