@@ -20,7 +20,7 @@ import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
 import { modeChecks, pendingModeSwitch, registerWebhook, webhookProfileProblem, type ModeSwitch } from '../lib/release/mode.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
-import { armArchiveTimeout } from '../lib/db/pitr.ts'
+import { armArchiveTimeout, ensurePitrRepo, ensureStanza } from '../lib/db/pitr.ts'
 import { endWatch, startWatch } from '../lib/release/watch.ts'
 import { pruneOldReleases } from '../lib/release/prune.ts'
 import { log } from '../lib/core/log.ts'
@@ -116,6 +116,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   if (!opts.force && !modeSwitch && (await alreadyRunning(ctx, state, opts.tag))) return
   await preflight(ctx, opts, modeSwitch)
   await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
+  await ensurePitrRepo(ctx.cfg)
   await ensureDataServices(ctx, opts.tag)
   const attempt = begin(ctx, state, opts)
   await preDeploymentBackup(attempt)
@@ -344,6 +345,8 @@ async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
   // a postgres (re)started just now (a rebuilt image, a reboot) archives on archive_timeout only after a checkpoint
   await armArchiveTimeout(ctx)
+  // PITR just turned on in .env.production: nothing is archived until the stanza exists
+  await ensureStanza(ctx)
 }
 
 async function preDeploymentBackup(a: Attempt): Promise<void> {

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import { tryRun, type Command } from '../core/runner.ts'
 
@@ -14,6 +15,8 @@ export interface ComposeProject {
   envFile: string | null
   /** enabled with --profile on every command (Config.composeProfiles) */
   profiles: string[]
+  /** interpolation variables the toolkit fills in for every command (PITR_REPO_DIR) */
+  vars?: Record<string, string>
 }
 
 export function composeVersion(flavor: ComposeFlavor): Command {
@@ -51,7 +54,13 @@ export async function composeProject(cfg: Config): Promise<ComposeProject> {
     project: cfg.COMPOSE_PROJECT_NAME,
     envFile: fs.existsSync(cfg.envFile) ? cfg.envFile : null,
     profiles: cfg.composeProfiles,
+    vars: { PITR_REPO_DIR: pitrRepoDir(cfg) },
   }
+}
+
+/** pgBackRest's repo1 on the host, which the postgres service bind-mounts (never a Docker volume). */
+export function pitrRepoDir(cfg: Pick<Config, 'PITR_REPO_DIR' | 'BACKUP_DIR'>): string {
+  return cfg.PITR_REPO_DIR ?? path.join(cfg.BACKUP_DIR, 'pgbackrest')
 }
 
 export function composeBase(p: ComposeProject): string[] {
@@ -66,7 +75,7 @@ export function composeBase(p: ComposeProject): string[] {
  * env_file from it. `vars` are interpolation variables such as APP_VERSION (the tag to run).
  */
 export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
-  return { argv: [...composeBase(p), ...args], env: { ...(p.envFile ? { ENV_FILE: p.envFile } : {}), ...vars } }
+  return { argv: [...composeBase(p), ...args], env: { ...(p.envFile ? { ENV_FILE: p.envFile } : {}), ...p.vars, ...vars } }
 }
 
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */
