@@ -17,7 +17,8 @@ import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { endWatch } from '../lib/release/watch.ts'
-import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { checkout, downgradeCommand, healthGate, migrationHeadCommand, record, recordDeployed, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { releaseImageForRollback } from '../lib/release/prune.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../lib/db/restore.ts'
 import { isWebhookMode } from '../lib/release/bluegreen.ts'
 import { registerWebhook } from '../lib/release/mode.ts'
@@ -83,7 +84,7 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const current = state.current?.artifact_id ?? null
   const target = determineTarget(ctx, opts.target, current)
   log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
-  await pullImage(requireCompose(ctx), target, null)
+  await releaseImageForRollback(ctx, target)
   if (ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
   const revision = await schemaRevision(ctx.db)
   const plan = await planDatabase(ctx, target, current, revision, opts)

@@ -4,7 +4,7 @@ import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { capture, run, tryRun, type Command } from '../core/runner.ts'
 import { readEvents, readState, TAG, type DeployEvent } from './deploy-state.ts'
-import { requireImage } from './release.ts'
+import { pullImage, requireImage } from './release.ts'
 
 // After a successful deploy: the disk must not fill with old releases (the data model keeps an
 // artifact 30 days for rollbacks, then prunes it). A release's image goes once it is neither among
@@ -93,13 +93,14 @@ export function pruneDanglingImages(): Command {
 /** After a successful deploy. Every part is tried; what fails is one warning naming the cleanup by hand. */
 export async function pruneOldReleases(ctx: Context): Promise<void> {
   const problems: string[] = []
-  const removed = await pruneReleaseImages(ctx, problems).catch((error: unknown) => {
-    problems.push(`release images: ${messageOf(error)}`)
-    return []
-  })
+  // the containers first: an image a stopped container still uses cannot be removed
   const oneOffs = await pruneOneOffs(ctx).catch((error: unknown) => {
     problems.push(`one-off containers: ${messageOf(error)}`)
     return 0
+  })
+  const removed = await pruneReleaseImages(ctx, problems).catch((error: unknown) => {
+    problems.push(`release images: ${messageOf(error)}`)
+    return []
   })
   const dangling = await tryRun(pruneDanglingImages())
   if (dangling.exitCode !== 0) problems.push(`dangling images: ${dangling.stderr.trim() || `exit ${dangling.exitCode}`}`)
@@ -131,4 +132,22 @@ async function pruneOneOffs(ctx: Context): Promise<number> {
   const ids = (await capture(listStoppedOneOffs(requireCompose(ctx)))).split('\n').filter(Boolean)
   if (ids.length) await run(removeContainers(ids))
   return ids.length
+}
+
+/** Exit 0 when the image is on this host. */
+export function inspectLocalImage(image: string): Command {
+  return { argv: ['docker', 'image', 'inspect', '--format', '{{.Id}}', image], mutates: false, timeoutMs: 30_000 }
+}
+
+/**
+ * A rollback's image: the one kept on this host when it is there (the running and previous
+ * releases always are), pulled otherwise. A rollback must not depend on the registry being up.
+ */
+export async function releaseImageForRollback(ctx: Context, tag: string): Promise<void> {
+  const image = `${requireImage(ctx.cfg)}:${tag}`
+  if ((await tryRun(inspectLocalImage(image))).exitCode === 0) {
+    log.info(`Using ${image} kept on this host (no pull)`)
+    return
+  }
+  await pullImage(requireCompose(ctx), tag, null)
 }
