@@ -360,9 +360,16 @@ export async function ensurePitrRepo(cfg: Config): Promise<void> {
 /** Once postgres runs with archiving on: the stanza (idempotent), without which no segment is archived. */
 export async function ensureStanza(ctx: Context): Promise<void> {
   if (pitrUnavailable(ctx.cfg)) return
-  await run(stanzaCreate(requireCompose(ctx)))
+  const created = await tryRun(stanzaCreate(requireCompose(ctx)))
+  if (created.exitCode !== 0) {
+    throw new OpsError('config', `Point-in-time recovery is on but pgbackrest stanza-create failed (the running version is untouched; WAL archiving fails until this is fixed): ${lastLines(created.stderr || created.stdout)}`)
+  }
   if (isDryRun()) return
-  if (!(await repoContents(ctx)).backups.some((b) => b.repo === 1)) log.warn('Point-in-time recovery: repo1 holds no base backup yet, so there is nothing to replay WAL onto: run backup.sh --physical full now (the nightly backup takes one otherwise)')
+  const contents = await repoContents(ctx).catch((error: unknown) => {
+    log.warn(`Cannot read what pgBackRest's repositories hold: ${messageOf(error)}`)
+    return null
+  })
+  if (contents && !contents.backups.some((b) => b.repo === 1)) log.warn('Point-in-time recovery: repo1 holds no base backup yet, so there is nothing to replay WAL onto: run backup.sh --physical full now (the nightly backup takes one otherwise)')
 }
 
 /**

@@ -139,6 +139,8 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   }
   // The slow parts (docker probes, an HTTP call) start first and run while the files are read.
   const health = section(report, 'health', null, () => healthInParallel(ctx, options.healthTimeoutMs ?? 15_000))
+  // `docker system df` sizes every volume: seconds on a large one
+  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf(await capture(systemDf())))
   const alerts = cfg.ALERTMANAGER_URL ? section(report, `alerts (${cfg.ALERTMANAGER_URL})`, null, () => firingAlerts(cfg.ALERTMANAGER_URL ?? '', options.alertsTimeoutMs ?? 5_000)) : Promise.resolve(null)
 
   report.release = await section(report, `running version (${cfg.ARTIFACTS_FILE})`, null, () => releaseFrom(cfg))
@@ -155,7 +157,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
     const disk = await section(report, `free disk (${dir})`, null, () => diskOf(dir))
     if (disk) report.disks.push(disk)
   }
-  report.docker_disk = await section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf(await capture(systemDf())))
+  report.docker_disk = await dockerDisk
   report.health = await health
   report.alerts = await alerts
   return report
