@@ -21,8 +21,9 @@ import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
 import { modeChecks, pendingModeSwitch, registerWebhook, webhookProfileProblem, type ModeSwitch } from '../lib/release/mode.ts'
 import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
-import { armArchiveTimeout } from '../lib/db/pitr.ts'
+import { armArchiveTimeout, ensurePitrRepo, ensureStanza } from '../lib/db/pitr.ts'
 import { endWatch, startWatch } from '../lib/release/watch.ts'
+import { pruneOldReleases } from '../lib/release/prune.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -118,6 +119,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
     if (!opts.force && !modeSwitch && (await alreadyRunning(ctx, state, opts.tag))) return settleEvent(attempt, 'success', null)
     await preflight(ctx, opts, modeSwitch)
     await confirmDestructive(`Deploy ${opts.tag} (${sha.slice(0, 12)}) replacing ${state.current?.artifact_id ?? 'nothing'}.`, opts.yes)
+    await ensurePitrRepo(ctx.cfg)
     await ensureDataServices(ctx, opts.tag)
     await prepareAppRole(ctx)
     await preDeploymentBackup(attempt)
@@ -135,6 +137,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
     throw error
   }
   watchRelease(attempt)
+  await pruneOldReleases(ctx)
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
 
@@ -352,6 +355,8 @@ async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
   // a postgres (re)started just now (a rebuilt image, a reboot) archives on archive_timeout only after a checkpoint
   await armArchiveTimeout(ctx)
+  // PITR just turned on in .env.production: nothing is archived until the stanza exists
+  await ensureStanza(ctx)
 }
 
 async function preDeploymentBackup(a: Attempt): Promise<void> {

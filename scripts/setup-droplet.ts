@@ -33,7 +33,8 @@ import { registerWebhook, webhookProfileProblem } from '../lib/release/mode.ts'
 import { webhookStateFile } from '../lib/release/webhook.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
 import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
-import { changedAnswers, loadSetupSettings, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
+import { TSX_COMMAND, TSX_MARK, tsxWrapper } from '../lib/setup/tsx-command.ts'
+import { changedAnswers, initialisedValues, loadSetupSettings, setupEverCompleted, setupStateContent, setupStateFile, withoutOffsite, type SetupSettings } from '../lib/setup/settings.ts'
 import { collectPitr, firstBaseBackup, preparePostgres } from '../lib/setup/pitr.ts'
 import { APP_ROLE, prepareAppRole } from '../lib/db/app-role.ts'
 import { writeContainerEnvFiles } from '../lib/core/container-env.ts'
@@ -172,6 +173,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   const stack = await setUpMonitoring(plan, env, compose, account)
   await configureSsl(plan, env, stack)
   await createSystemdService(s, stack)
+  installTsxCommand()
   const event = await startServices(s, stack, version)
   const ctx = await runHealthChecks(plan, version)
   await registerTelegramWebhook(plan, ctx, account)
@@ -201,9 +203,15 @@ function alreadyConfigured(s: SetupSettings): boolean {
     log.info(`To run setup again anyway, remove ${s.markerFile}`)
     return true
   }
-  if (fs.existsSync(s.cfg.envFile)) log.info(`No existing configuration found (an earlier run stopped before the end: ${s.cfg.envFile} exists and is kept)`)
+  if (keptEnvFile(s)) log.info(`No existing configuration found (setup completed here before: ${s.cfg.envFile} is kept)`)
+  else if (fs.existsSync(s.cfg.envFile)) log.info(`No existing configuration found (an earlier run stopped before the end: this run's answers replace its ${s.cfg.envFile}, but for what it already initialised)`)
   else log.info('No existing configuration found')
   return false
+}
+
+/** .env.production once setup has completed here: the operator's from then on. Before that, null: the answers write it. */
+function keptEnvFile(s: SetupSettings): Record<string, string> | null {
+  return setupEverCompleted(s.cfg.DEPLOY_DIR, s.markerFile, s.cfg.ARTIFACTS_FILE) ? readEnvFile(s.cfg.envFile) : null
 }
 
 function markerTime(file: string): string | null {
@@ -221,7 +229,7 @@ function preflight(s: SetupSettings, opts: SetupOptions): Plan {
   if (process.getuid?.() !== 0 && !isDryRun()) {
     throw new OpsError('config', 'setup-droplet must run as root (sudo ./setup-droplet.sh): it installs packages, configures the firewall and writes systemd units')
   }
-  const existing = readEnvFile(s.cfg.envFile)
+  const existing = keptEnvFile(s)
   const urlGiven = existing ? existing.TELEGRAM_WEBHOOK_URL : s.input.TELEGRAM_WEBHOOK_URL
   if (existing && opts.webhook && !existing.TELEGRAM_WEBHOOK_URL) {
     throw new OpsError('config', `--webhook, but ${s.cfg.envFile} (kept from an earlier run) has no TELEGRAM_WEBHOOK_URL: set it there, or run without --webhook`)
@@ -525,7 +533,7 @@ function rerunLine(): string {
 async function configureEnvironment(plan: Plan, version: string): Promise<Record<string, string>> {
   step('Configuring environment variables')
   const file = plan.s.cfg.envFile
-  const existing = readEnvFile(file)
+  const existing = keptEnvFile(plan.s)
   let env: Record<string, string>
   if (existing) {
     // Kept as it is, never regenerated: its POSTGRES_PASSWORD already initialised the database
@@ -546,7 +554,7 @@ async function configureEnvironment(plan: Plan, version: string): Promise<Record
     }
     env = { ...existing, APP_VERSION: version }
   } else {
-    const values = await collectValues(plan, version)
+    const values = await collectValues(plan, version, await keptFromFailedRun(plan.s))
     const content = renderEnvFile(fs.readFileSync(templateFile(), 'utf8'), values, `# Written by setup-droplet on ${isoSeconds(new Date())} from deployment/.env.production.template.\n# Mode 600: it holds the secrets; the services read it when their containers are created (deploy).`)
     env = parseEnvFile(content)
     // A dry run on a fresh host names the newest tag only by a placeholder: not a value to judge.
@@ -560,9 +568,26 @@ async function configureEnvironment(plan: Plan, version: string): Promise<Record
   return env
 }
 
-/** The given answers, then prompts for the missing ones, then what can be generated. */
-async function collectValues(plan: Plan, version: string): Promise<Record<string, string>> {
-  const v = answersForEnvFile(plan.s)
+/**
+ * A re-run after a run that failed (setup never completed): its .env.production gives way to this
+ * run's answers, but for what has initialised something, which is kept and named.
+ */
+async function keptFromFailedRun(s: SetupSettings): Promise<Record<string, string>> {
+  const earlier = readEnvFile(s.cfg.envFile)
+  if (!earlier) return {}
+  const volume = `${s.cfg.COMPOSE_PROJECT_NAME}_postgres_data`
+  const initialised = s.cfg.DB_MODE === 'compose' && (await tryRun({ argv: ['docker', 'volume', 'inspect', volume], mutates: false, timeoutMs: 30_000 })).exitCode === 0
+  const kept = initialisedValues(earlier, initialised)
+  const names = Object.keys(kept)
+  log.info(`Applying this run's answers to ${s.cfg.envFile} (written by an earlier run that did not complete)${names.length ? `; kept from it: ${names.join(', ')} (the database in volume ${volume} was initialised with them)` : ''}`)
+  const overruled = changedAnswers(answersForEnvFile(s), kept).filter((key) => key in kept)
+  if (overruled.length) log.warn(`Answers NOT applied: ${overruled.join(', ')}: the database was initialised with the earlier values. To change them, change them in PostgreSQL first, or remove the volume ${volume} if it holds nothing yet`)
+  return kept
+}
+
+/** The given answers (with what an earlier run initialised), then prompts for the missing ones, then what can be generated. */
+async function collectValues(plan: Plan, version: string, kept: Record<string, string>): Promise<Record<string, string>> {
+  const v = { ...answersForEnvFile(plan.s), ...kept }
   v.TELEGRAM_BOT_TOKEN ??= await ask('Enter Telegram Bot Token', { secret: true, validate: RULES.TELEGRAM_BOT_TOKEN })
   const webhookUrl = plan.mode === 'webhook' ? (v.TELEGRAM_WEBHOOK_URL ??= await ask('Enter Telegram Webhook URL', { validate: RULES.TELEGRAM_WEBHOOK_URL })) : null
   if (!v.POSTGRES_PASSWORD && canPrompt()) {
@@ -737,6 +762,16 @@ async function createSystemdService(s: SetupSettings, stack: ComposeProject): Pr
   await run(systemctl('daemon-reload'))
 }
 
+/** `tsx` on PATH (lib/setup/tsx-command.ts), unless someone else's tsx is there already. */
+function installTsxCommand(): void {
+  const current = fs.existsSync(TSX_COMMAND) ? fs.readFileSync(TSX_COMMAND, 'utf8') : null
+  if (current !== null && !current.includes(TSX_MARK)) {
+    log.warn(`${TSX_COMMAND} exists and is not the toolkit's: left alone. Run the scripts with ${path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx')} or the .sh wrappers`)
+    return
+  }
+  writeFileIfChanged(TSX_COMMAND, tsxWrapper(process.execPath, TOOLKIT_DIR), 0o755)
+}
+
 function servicePath(): string {
   const dirs = [path.dirname(process.execPath), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
   return [...new Set(dirs)].join(':')
@@ -875,8 +910,11 @@ async function writeCompletionMarker(plan: Plan, account: Account, version: stri
   const { s } = plan
   const marker = { completed_at: isoSeconds(new Date()), mode: plan.mode, app_version: version, compose_project: s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
   writeFile(s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
+  // Kept when the marker is removed to run setup again: .env.production is the operator's from now on.
+  const state = setupStateFile(s.cfg.DEPLOY_DIR)
+  if (!fs.existsSync(state)) writeFile(state, setupStateContent(marker.completed_at), 0o644)
   // Everything in DEPLOY_DIR but the toolkit checkout belongs to the deploy user.
-  await run(chown(account.user, [s.markerFile]))
+  await run(chown(account.user, [s.markerFile, state]))
 }
 
 // ---- files -------------------------------------------------------------------------------------

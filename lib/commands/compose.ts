@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import { botEnvFile, postgresEnvFile } from '../core/container-env.ts'
 import { tryRun, type Command } from '../core/runner.ts'
@@ -15,6 +16,8 @@ export interface ComposeProject {
   envFile: string | null
   /** enabled with --profile on every command (Config.composeProfiles) */
   profiles: string[]
+  /** interpolation variables the toolkit fills in for every command (PITR_REPO_DIR) */
+  vars?: Record<string, string>
 }
 
 export function composeVersion(flavor: ComposeFlavor): Command {
@@ -52,7 +55,13 @@ export async function composeProject(cfg: Config): Promise<ComposeProject> {
     project: cfg.COMPOSE_PROJECT_NAME,
     envFile: fs.existsSync(cfg.envFile) ? cfg.envFile : null,
     profiles: cfg.composeProfiles,
+    vars: { PITR_REPO_DIR: pitrRepoDir(cfg) },
   }
+}
+
+/** pgBackRest's repo1 on the host, which the postgres service bind-mounts (never a Docker volume). */
+export function pitrRepoDir(cfg: Pick<Config, 'PITR_REPO_DIR' | 'BACKUP_DIR'>): string {
+  return cfg.PITR_REPO_DIR ?? path.join(cfg.BACKUP_DIR, 'pgbackrest')
 }
 
 export function composeBase(p: ComposeProject): string[] {
@@ -69,7 +78,7 @@ export function composeBase(p: ComposeProject): string[] {
  */
 export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
   const envFiles: Record<string, string> = p.envFile ? { ENV_FILE: p.envFile, BOT_ENV_FILE: botEnvFile(p.envFile), POSTGRES_ENV_FILE: postgresEnvFile(p.envFile) } : {}
-  return { argv: [...composeBase(p), ...args], env: { ...envFiles, ...vars } }
+  return { argv: [...composeBase(p), ...args], env: { ...envFiles, ...p.vars, ...vars } }
 }
 
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */

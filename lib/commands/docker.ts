@@ -108,11 +108,6 @@ export function buildImage(image: string, context: string, buildArgs: Record<str
   return { argv: ['docker', 'build', '--quiet', ...args, ...labelFlags, '--tag', image, context], timeoutMs: 20 * 60_000 }
 }
 
-/** The numeric uid (or gid) of `user` in an image: the owner a bind-mounted directory needs. */
-export function userIdInImage(image: string, user: string, which: 'u' | 'g'): Command {
-  return { argv: ['docker', 'run', '--rm', '--entrypoint', 'id', image, `-${which}`, user], mutates: false, timeoutMs: 2 * 60_000 }
-}
-
 export function createVolume(name: string, labels: Record<string, string> = {}): Command {
   return { argv: ['docker', 'volume', 'create', ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), name], timeoutMs: 60_000 }
 }

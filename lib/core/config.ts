@@ -50,6 +50,10 @@ const schema = z.object({
   WATCH_SECONDS: z.coerce.number().int().nonnegative().default(300),
   /** seconds the bot gets to finish in-flight updates when it is stopped (compose's stop_grace_period) */
   STOP_TIMEOUT: seconds.default(20),
+  /** release images kept after a deploy besides the running and previous ones (lib/release/prune.ts) */
+  KEEP_RELEASES: z.coerce.number().int().min(1, 'at least 1').default(3),
+  /** days a release's image is kept after it was last used, whatever KEEP_RELEASES says (the data model's 30) */
+  RELEASE_RETENTION_DAYS: z.coerce.number().int().nonnegative().default(30),
   COMPOSE_PROFILES: z.string().optional(),
   TRIGGERED_BY: z.enum(['manual', 'automated', 'github_action']).default('manual'),
   NOTIFY_WEBHOOK_URL: z.url().optional(),

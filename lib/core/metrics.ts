@@ -192,6 +192,14 @@ export function recordWalArchive(target: MetricsTarget, lastArchivedAt: Date): b
   return publishMetrics(target, 'wal', [{ name: 'toogoodtogo_wal_last_archived_timestamp_seconds', value: seconds(lastArchivedAt) }])
 }
 
+/**
+ * After a pgBackRest base backup into repository `repo` succeeded. One file per repository: a run
+ * that fails for repo2 must leave repo1's time standing, and repo2's age growing until it alerts.
+ */
+export function recordPhysicalBackup(target: MetricsTarget, repo: number, finishedAt: Date): boolean {
+  return publishMetrics(target, `physical_backup_repo${repo}`, [{ name: 'toogoodtogo_physical_backup_last_success_timestamp_seconds', labels: { repo: `repo${repo}` }, value: seconds(finishedAt) }])
+}
+
 /** After a health check: one gauge per service that is deployed (nginx outside webhook mode is not). */
 export function recordHealth(target: MetricsTarget, checkedAt: Date, services: readonly { service: string; healthy: boolean }[]): boolean {
   return publishMetrics(target, 'health', [

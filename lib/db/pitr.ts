@@ -2,7 +2,6 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
-import { userIdInImage } from '../commands/docker.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psqlQuery } from '../commands/postgres.ts'
@@ -11,9 +10,11 @@ import { requireCompose, type Config, type Context } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
-import { publishMetrics, recordWalArchive } from '../core/metrics.ts'
+import { recordPhysicalBackup, recordWalArchive } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { readEnvFile, setEnvValue } from '../core/env-file.ts'
+import { pitrRepoDir } from '../commands/compose.ts'
 import type { ServiceHealth } from '../release/health.ts'
 
 // Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
@@ -201,11 +202,8 @@ function recordRuns(cfg: Config, runs: PhysicalRun[]): void {
   const state = readPitrState(cfg)
   const repos = new Set(runs.map((r) => r.repo))
   writePitrState(cfg, { ...state, last_runs: [...state.last_runs.filter((r) => !repos.has(r.repo)), ...runs].sort((a, b) => a.repo - b.repo) })
-  const succeeded = runs.filter((r) => r.outcome === 'success')
-  if (succeeded.length) {
-    // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
-    publishMetrics(cfg, 'physical-backup', succeeded.map((r) => ({ name: 'toogoodtogo_physical_backup_last_success_timestamp_seconds', labels: { repo: `repo${r.repo}` }, value: Math.floor(Date.parse(r.at) / 1000) })))
-  }
+  // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
+  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, new Date(r.at))
 }
 
 function lastLines(text: string): string {
@@ -319,19 +317,59 @@ export async function withArchiving(ctx: Context, postgres: ServiceHealth): Prom
 
 /**
  * repo1 lives under BACKUP_DIR on the host but is written by the server's own user inside the
- * container (uid 999 in the official image): setup (as root) creates it with that owner, 0700.
+ * container (uid 999 in the official image, 101 in the bed's): created with that owner, 0700. Done
+ * as root in a container of the server's image, so that deploy (the deploy user, who cannot chown)
+ * prepares it exactly as setup (root) does; the uid is the one that image gives its postgres user.
  */
 export async function preparePitrRepoDir(cfg: Config): Promise<string> {
-  const dir = cfg.PITR_REPO_DIR ?? path.join(cfg.BACKUP_DIR, 'pgbackrest')
+  const dir = pitrRepoDir(cfg)
   const image = await ensurePostgresImage(cfg.POSTGRES_IMAGE)
-  const uid = Number(await capture(userIdInImage(image, 'postgres', 'u')))
-  const gid = Number(await capture(userIdInImage(image, 'postgres', 'g')))
-  if (isDryRun()) return dir
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  fs.chownSync(dir, uid, gid)
-  fs.chmodSync(dir, 0o700)
-  log.info(`pgBackRest repo1: ${dir} (owned by uid ${uid}, the server's user in ${image})`)
+  if (!isDryRun()) fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 })
+  const owner = (await capture(repoDirCommand(image, dir))).trim()
+  log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
   return dir
+}
+
+/** mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text. */
+export function repoDirCommand(image: string, dir: string): Command {
+  const script = 'owner="$(id -u postgres):$(id -g postgres)" && mkdir -p "$1" && chown "$owner" "$1" && chmod 700 "$1" && echo "$owner"'
+  const inside = path.posix.join('/repo-parent', path.basename(dir))
+  return { argv: ['docker', 'run', '--rm', '--user', '0', '--entrypoint', 'sh', '--volume', `${path.dirname(dir)}:/repo-parent`, image, '-c', script, 'sh', inside], timeoutMs: 2 * 60_000 }
+}
+
+/**
+ * Turning PITR on by editing .env.production and deploying: repo1 prepared as setup prepares it,
+ * its path written to the file when it is not there (what compose mounts, also when an operator
+ * runs compose by hand), before postgres is recreated with archiving on. A repository that cannot
+ * be prepared stops the deploy before anything changed: archiving into it would fail on every
+ * segment.
+ */
+export async function ensurePitrRepo(cfg: Config): Promise<void> {
+  if (pitrUnavailable(cfg)) return
+  try {
+    const dir = await preparePitrRepoDir(cfg)
+    if (!isDryRun() && readEnvFile(cfg.envFile)?.PITR_REPO_DIR === undefined) {
+      setEnvValue(cfg.envFile, 'PITR_REPO_DIR', dir)
+      log.info(`PITR_REPO_DIR=${dir} written to ${cfg.envFile}`)
+    }
+  } catch (error) {
+    throw new OpsError('config', `Point-in-time recovery is on but its repository ${pitrRepoDir(cfg)} could not be prepared (nothing was changed): ${messageOf(error)}`, { cause: error })
+  }
+}
+
+/** Once postgres runs with archiving on: the stanza (idempotent), without which no segment is archived. */
+export async function ensureStanza(ctx: Context): Promise<void> {
+  if (pitrUnavailable(ctx.cfg)) return
+  const created = await tryRun(stanzaCreate(requireCompose(ctx)))
+  if (created.exitCode !== 0) {
+    throw new OpsError('config', `Point-in-time recovery is on but pgbackrest stanza-create failed (the running version is untouched; WAL archiving fails until this is fixed): ${lastLines(created.stderr || created.stdout)}`)
+  }
+  if (isDryRun()) return
+  const contents = await repoContents(ctx).catch((error: unknown) => {
+    log.warn(`Cannot read what pgBackRest's repositories hold: ${messageOf(error)}`)
+    return null
+  })
+  if (contents && !contents.backups.some((b) => b.repo === 1)) log.warn('Point-in-time recovery: repo1 holds no base backup yet, so there is nothing to replay WAL onto: run backup.sh --physical full now (the nightly backup takes one otherwise)')
 }
 
 /**

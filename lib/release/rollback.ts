@@ -18,7 +18,8 @@ import { completeEvent, newEvent, type DeployEvent, type DeployState } from './d
 import { isWebhookMode } from './bluegreen.ts'
 import { checkHealth } from './health.ts'
 import { registerWebhook } from './mode.ts'
-import { checkout, downgradeCommand, healthGate, migrationHeadCommand, pullImage, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
+import { checkout, downgradeCommand, healthGate, migrationHeadCommand, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
+import { releaseImageForRollback } from './prune.ts'
 
 // The one rollback, for deploy's automatic rollback, rollback.sh and the watcher: one set of rules
 // deciding whether the database goes back with the code (planDatabase), one order of steps, and
@@ -151,7 +152,7 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
   let event = record(ctx, { ...newEvent('rollback', target, r.from, r.triggeredBy), rollback_of: r.rollbackOf })
   try {
     if (r.pull) {
-      await pullImage(requireCompose(ctx), target, null).catch((error: unknown) => {
+      await releaseImageForRollback(ctx, target).catch((error: unknown) => {
         throw new OpsError('command_failed', `the image of ${target} could not be pulled (nothing was changed): ${messageOf(error)}`, { cause: error })
       })
       if (ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)

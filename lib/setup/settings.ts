@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
 import { loadConfig, type Config } from '../core/config.ts'
@@ -93,4 +94,53 @@ export function changedAnswers(given: Record<string, string>, kept: Record<strin
   return Object.keys(given)
     .filter((key) => !ignore.includes(key) && (kept[key] ?? '') !== given[key])
     .sort()
+}
+
+// ---- a re-run before setup has once completed ---------------------------------------------------
+
+const setupStateSchema = z.object({ setup_completed_at: z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/) })
+
+/** Where setup records that it completed once; unlike the marker, never removed to run setup again. */
+export function setupStateFile(deployDir: string): string {
+  return path.join(deployDir, 'setup_state.json')
+}
+
+/**
+ * Whether setup has ever completed on this host: its state file, else (a host set up before the
+ * state file existed) the marker or a recorded deployment. Until then a re-run applies the new
+ * answers; from then on .env.production is the operator's and is kept.
+ */
+export function setupEverCompleted(deployDir: string, markerFile: string, artifactsFile: string): boolean {
+  const file = setupStateFile(deployDir)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new OpsError('corrupt_state', `Cannot read ${file}: ${(error as Error).message}`)
+    return fs.existsSync(markerFile) || fs.existsSync(artifactsFile)
+  }
+  let parsed: unknown = null
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    // reported below
+  }
+  if (!setupStateSchema.safeParse(parsed).success) throw new OpsError('corrupt_state', `${file} is invalid (expected {"setup_completed_at": "<UTC time>"}); fix or remove it, it was left untouched`)
+  return true
+}
+
+export function setupStateContent(completedAt: string): string {
+  return JSON.stringify(setupStateSchema.parse({ setup_completed_at: completedAt }), null, 2) + '\n'
+}
+
+/**
+ * What an earlier, failed run wrote that has initialised something and must survive a re-run
+ * with new answers: the database's credentials once its volume holds a database (initdb created
+ * that user with that password; a new one would lock the bot out).
+ */
+export const DATABASE_KEYS = ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB', 'DATABASE_URL'] as const
+
+export function initialisedValues(earlier: Record<string, string>, databaseInitialised: boolean): Record<string, string> {
+  if (!databaseInitialised) return {}
+  return Object.fromEntries(DATABASE_KEYS.flatMap((key) => (earlier[key] === undefined ? [] : [[key, earlier[key]]])))
 }

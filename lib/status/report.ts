@@ -5,6 +5,7 @@ import type { Config, Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, formatMb } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
+import { capture, type Command } from '../core/runner.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../release/health.ts'
@@ -60,6 +61,15 @@ export interface DiskStatus {
   free_percent: number
 }
 
+/** One row of `docker system df`: sizes as Docker prints them (1.183GB). */
+export interface DockerDiskUse {
+  type: string
+  total: number
+  active: number
+  size: string
+  reclaimable: string
+}
+
 export interface AlertStatus {
   name: string
   severity: string
@@ -82,6 +92,8 @@ export interface StatusReport {
   /** how the last pgBackRest base backup into each repository ended; null: point-in-time recovery off */
   base_backups: PhysicalRun[] | null
   disks: DiskStatus[]
+  /** Docker's disk use (images, containers, volumes, build cache); null: Docker could not be asked */
+  docker_disk: DockerDiskUse[] | null
   health: HealthReport | null
   /** null: no ALERTMANAGER_URL (monitoring off) */
   alerts: AlertStatus[] | null
@@ -120,12 +132,15 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
     wal_archived_at: null,
     base_backups: null,
     disks: [],
+    docker_disk: null,
     health: null,
     alerts: null,
     unreadable: [],
   }
   // The slow parts (docker probes, an HTTP call) start first and run while the files are read.
   const health = section(report, 'health', null, () => healthInParallel(ctx, options.healthTimeoutMs ?? 15_000))
+  // `docker system df` sizes every volume: seconds on a large one
+  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf(await capture(systemDf())))
   const alerts = cfg.ALERTMANAGER_URL ? section(report, `alerts (${cfg.ALERTMANAGER_URL})`, null, () => firingAlerts(cfg.ALERTMANAGER_URL ?? '', options.alertsTimeoutMs ?? 5_000)) : Promise.resolve(null)
 
   report.release = await section(report, `running version (${cfg.ARTIFACTS_FILE})`, null, () => releaseFrom(cfg))
@@ -142,6 +157,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
     const disk = await section(report, `free disk (${dir})`, null, () => diskOf(dir))
     if (disk) report.disks.push(disk)
   }
+  report.docker_disk = await dockerDisk
   report.health = await health
   report.alerts = await alerts
   return report
@@ -227,6 +243,20 @@ function walArchivedAt(cfg: Config): string | null {
   const match = /^toogoodtogo_wal_last_archived_timestamp_seconds\s+(\d+(?:\.\d+)?)$/m.exec(text)
   if (!match?.[1]) throw new Error(`no timestamp in ${metricsFile(cfg, 'wal')}`)
   return new Date(Number(match[1]) * 1000).toISOString().slice(0, 19) + 'Z'
+}
+
+export function systemDf(): Command {
+  return { argv: ['docker', 'system', 'df', '--format', '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'], mutates: false, timeoutMs: 30_000 }
+}
+
+export function parseSystemDf(text: string): DockerDiskUse[] {
+  // Docker's text reaches the screen: only the characters a size or a type name has.
+  const clean = (s: string): string => s.replace(/[^\w .%()]/g, '').slice(0, 40)
+  return text.split('\n').flatMap((line): DockerDiskUse[] => {
+    const [type, total, active, size, reclaimable] = line.split('\t')
+    if (!type || size === undefined || reclaimable === undefined) return []
+    return [{ type: clean(type), total: Number(total) || 0, active: Number(active) || 0, size: clean(size), reclaimable: clean(reclaimable) }]
+  })
 }
 
 function uniqueDirs(dirs: string[]): string[] {
@@ -377,6 +407,7 @@ export function formatStatus(r: StatusReport, now: Date): string {
   }
 
   row('Disk', r.disks.length === 0 ? 'unknown' : r.disks.map((d) => `${d.path} ${formatMb(d.free_mb)} free (${d.free_percent}%)`).join(', '))
+  if (r.docker_disk) row('Docker', r.docker_disk.map((d) => `${d.type.toLowerCase().replace('local ', '')} ${d.size} (${d.reclaimable.replace(/ \(.*\)$/, '')} reclaimable)`).join(', '))
 
   if (r.health) {
     const services = checked(r.health.services)

@@ -100,7 +100,7 @@ beforeAll(async () => {
     `POSTGRES_IMAGE=${bed.POSTGRES_IMAGE}`, `REDIS_IMAGE=${bed.REDIS_IMAGE}`, `NGINX_IMAGE=${bed.NGINX_IMAGE}`,
     ...IMAGES.map((name) => `${name}=${bed[name]}`),
     `PROMETHEUS_PORT=${prometheusPort}`, `ALERTMANAGER_PORT=${alertmanagerPort}`, `ALERTMANAGER_SECRETS_DIR=${secrets}`,
-    'DOMAIN=localhost', `LETSENCRYPT_DIR=${certs}`, `CERTBOT_WEBROOT=${path.join(dir, 'certbot')}`,
+    'DOMAIN=localhost', `LETSENCRYPT_DIR=${certs}`, `CERTBOT_WEBROOT=${path.join(dir, 'certbot')}`, `PITR_REPO_DIR=${path.join(dir, 'pgbackrest')}`,
     `NGINX_HTTP_PORT=127.0.0.1:${httpPort}`, `NGINX_HTTPS_PORT=127.0.0.1:${httpsPort}`,
     '',
   ].join('\n'), { mode: 0o600 })

@@ -472,24 +472,41 @@ describe("a step that fails (the operator's own deploy key)", () => {
     expect((await d.exec(['test', '-e', `${d.deployDir}/.setup-complete`])).code).not.toBe(0)
   })
 
-  it('10. the re-run with a fixed answer: the kept .env.production is named with the answers it does not apply (names, no values); APP_VERSION is the release started; it completes', async () => {
+  it('10. until setup has completed, a re-run applies the fixed answers: a typo in BOT_IMAGE fails (exit 1, "Fix the cause and run setup-droplet again") keeping only the database credentials its volume was initialised with; the file fixed, the re-run completes with the new BOT_IMAGE', async () => {
+    const envFile = `${d.deployDir}/.env.production`
+    const earlier = parseEnvFile(await d.readFile(envFile))
+    const typo = `${bed.BOT_IMAGE}-typo`
+    const fixed = 'sk_test_fixed_after_first_run'
+    const given = { TELEGRAM_BOT_TOKEN: TOKEN, STRIPE_API_KEY: fixed, ...IMAGES, DEPLOY_KEY_FILE: '/root/bot_deploy_key' }
+    const failed = await d.setup(['--yes', '--env-file', await writeAnswers(d, { ...given, BOT_IMAGE: typo })])
+    expect(failed.code, failed.stdout + failed.stderr).toBe(1)
+    expect(failed.stdout).toContain(`INFO: Applying this run's answers to ${envFile} (written by an earlier run that did not complete); kept from it: POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, DATABASE_URL (the database in volume ${d.name}_postgres_data was initialised with them)`)
+    expect(failed.stderr).toMatch(/ERROR: Setup failed at: Starting services\. Fix the cause and run setup-droplet again/)
+    expect(parseEnvFile(await d.readFile(envFile))).toMatchObject({ BOT_IMAGE: typo, STRIPE_API_KEY: fixed, POSTGRES_PASSWORD: earlier.POSTGRES_PASSWORD, DATABASE_URL: earlier.DATABASE_URL })
+
     // v1.3.0 migrated the database past what v1.0.0 knows: start over with an empty one, as an
-    // operator would (`docker compose down --volumes`); .env.production and its password stay.
+    // operator would (`docker compose down --volumes`): then nothing initialised is left to keep.
     expect((await d.exec(['systemctl', 'stop', 'toogoodtogo.service'])).code).toBe(0)
     removeStack(d)
-    const fixed = 'sk_test_fixed_after_first_run'
-    const again = await d.setup(['--yes', '--env-file', answers], { STRIPE_API_KEY: fixed })
+    const again = await d.setup(['--yes', '--env-file', await writeAnswers(d, given)])
     expect(again.code, again.stdout + again.stderr).toBe(0)
-    expect(again.stdout).toContain(`INFO: Keeping ${d.deployDir}/.env.production from an earlier run: it is not rewritten from this run's answers`)
-    expect(again.stderr).toContain(`WARN: Answers that differ from the kept ${d.deployDir}/.env.production and are NOT applied: STRIPE_API_KEY. To change them, edit ${d.deployDir}/.env.production`)
-    expect(again.stdout).toContain(`INFO: Setting APP_VERSION=v1.0.0 in ${d.deployDir}/.env.production (was v1.3.0)`)
-    expect(again.stdout + again.stderr).not.toContain(fixed)
+    expect(again.stdout).toMatch(/INFO: Applying this run's answers to \S+\/\.env\.production \(written by an earlier run that did not complete\)$/m)
+    expect(again.stdout + again.stderr + failed.stdout + failed.stderr).not.toContain(fixed)
     expect(again.stdout).toContain('Setup complete - system ready for production')
-    const env = parseEnvFile(await d.readFile(`${d.deployDir}/.env.production`))
-    expect(env).toMatchObject({ STRIPE_API_KEY: STRIPE, APP_VERSION: 'v1.0.0' })
-    expect((await d.exec(['stat', '-c', '%a %U', `${d.deployDir}/.env.production`])).stdout.trim()).toBe('600 deploy')
+    const env = parseEnvFile(await d.readFile(envFile))
+    expect(env).toMatchObject({ BOT_IMAGE: bed.BOT_IMAGE, STRIPE_API_KEY: fixed, APP_VERSION: 'v1.0.0' })
+    expect((await d.exec(['stat', '-c', '%a %U', envFile])).stdout.trim()).toBe('600 deploy')
+    expect(JSON.parse(await d.readFile(`${d.deployDir}/setup_state.json`))).toMatchObject({ setup_completed_at: expect.stringMatching(/^\d{4}-/) })
     expect((await healthCheck(d)).code).toBe(0)
     expect(await botVersion(d)).toBe('v1.0.0')
+  })
+
+  it('10b. `tsx scripts/deploy.ts --help` works from the toolkit directory, for root and the deploy user (the design card\'s line)', async () => {
+    for (const user of [undefined, 'deploy']) {
+      const r = await d.exec(['sh', '-c', `cd ${d.toolkitDir} && tsx scripts/deploy.ts --help`], user ? { user } : {})
+      expect(r.code, `${user ?? 'root'}: ${r.stdout}${r.stderr}`).toBe(0)
+      expect(r.stdout).toContain('Usage: deploy <git-tag>')
+    }
   })
 
   it('every step is idempotent: over a finished host without its marker, a run changes nothing else', async () => {

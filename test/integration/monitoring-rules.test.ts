@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { TOOLKIT_DIR } from '../../lib/core/config.ts'
-import { metricsFile, recordBackup, recordDeploy, recordDrill, recordHealth, recordOffsiteCopy, recordWalArchive } from '../../lib/core/metrics.ts'
+import { metricsFile, recordBackup, recordDeploy, recordDrill, recordHealth, recordOffsiteCopy, recordPhysicalBackup, recordWalArchive } from '../../lib/core/metrics.ts'
 
 // The monitoring configuration checked by the tools that will load it: promtool (Debian package
 // `prometheus`) runs the alert rules' unit tests and checks the Prometheus config; amtool
@@ -66,10 +66,11 @@ describe('monitoring configuration', () => {
       recordDrill(t, { finishedAt: at, passed: true })
       recordDeploy(t, { event: 'deploy', outcome: 'success', finishedAt: at, downtimeSeconds: 2.5, running: { version: 'v1.2.0', deployedAt: at } })
       recordWalArchive(t, at)
+      recordPhysicalBackup(t, 1, at)
       recordHealth(t, at, [{ service: 'bot', healthy: true }])
       const rules = fs.readFileSync(path.join(MONITORING, 'rules', 'toogoodtogo.rules.yml'), 'utf8')
       const published = new Set<string>()
-      for (const name of ['backup_scheduled', 'offsite', 'drill', 'deploy', 'wal', 'health']) {
+      for (const name of ['backup_scheduled', 'offsite', 'drill', 'deploy', 'wal', 'physical_backup_repo1', 'health']) {
         const text = fs.readFileSync(metricsFile(t, name), 'utf8')
         const result = run(promtool, ['check', 'metrics'], text)
         // check metrics lints too (e.g. a gauge named *_total); a lint finding is printed, exit 3

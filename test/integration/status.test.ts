@@ -90,6 +90,7 @@ describe('status.sh', () => {
     // Docker unreachable: each service says so; the screen goes on
     expect(r.stdout).toMatch(/^Health {7}every service: unhealthy \(docker: .*Cannot connect to the Docker daemon.*\)$/m)
     expect(r.stdout).toContain('Alerts       monitoring not configured (ALERTMANAGER_URL)')
+    expect(r.stdout).toMatch(/^Unreadable {3}Docker disk use \(docker system df\): .*Cannot connect to the Docker daemon/m)
     expect(r.stdout).toMatch(/^Needs attention: last deploy rolled_back; .*bot unhealthy/m)
     expect(r.stderr).not.toMatch(/ERROR|at .*\.ts:\d+/)
     // a screen, not an event: nothing in LOG_FILE

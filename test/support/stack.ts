@@ -1,6 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { botEnvFile, postgresEnvFile, writeContainerEnvFiles } from '../../lib/core/container-env.ts'
+import { pitrRepoDir } from '../../lib/commands/compose.ts'
+import { loadConfig } from '../../lib/core/config.ts'
 import { parseEnvFile, readEnvFile } from '../../lib/core/env-file.ts'
 import { exec, ROOT, runScript, tempDir, type ScriptResult } from './scripts.ts'
 
@@ -66,7 +68,8 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
     project,
     dir,
     env,
-    compose: (args, extra = {}) => exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ...composeEnvFiles(envFile), ...extra }),
+    // PITR_REPO_DIR as the toolkit passes it (lib/commands/compose.ts): the same mounts, no recreation between the two
+    compose: (args, extra = {}) => exec([...head, '--project-name', project, '--file', composeFile, '--env-file', envFile, ...args], { ...composeEnvFiles(envFile), PITR_REPO_DIR: pitrRepoDir(loadConfig(env)), ...extra }),
     async psql(sql, database = DB.name) {
       const r = await stack.compose(['exec', '-T', 'postgres', 'psql', '-U', DB.user, '-d', database, '-Atc', sql])
       if (r.code !== 0) throw new Error(`psql failed: ${r.stderr}`)

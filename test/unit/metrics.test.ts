@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from 'vitest'
 import { setDryRun } from '../../lib/core/runner.ts'
-import { formatMetrics, metricsFile, publishMetrics, recordBackup, recordDeploy, recordDrill, recordHealth, recordOffsiteCopy, recordWalArchive } from '../../lib/core/metrics.ts'
+import { formatMetrics, metricsFile, publishMetrics, recordBackup, recordDeploy, recordDrill, recordHealth, recordOffsiteCopy, recordPhysicalBackup, recordWalArchive } from '../../lib/core/metrics.ts'
 
 let dir: string
 beforeEach(() => {
@@ -71,6 +71,19 @@ describe('the exposition format', () => {
     const health = fs.readFileSync(metricsFile(t, 'health'), 'utf8')
     expect(health).toContain('toogoodtogo_service_healthy{service="bot"} 1\n')
     expect(health).toContain('toogoodtogo_service_healthy{service="redis"} 0\n')
+  })
+
+  it('a base backup publishes per repository, without a warning (its name passes the file name check)', () => {
+    const t = { METRICS_DIR: dir }
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true)
+    expect(recordPhysicalBackup(t, 1, at)).toBe(true)
+    expect(recordPhysicalBackup(t, 2, new Date('2026-11-30T03:00:00Z'))).toBe(true)
+    expect(stderr).not.toHaveBeenCalled()
+    expect(fs.readdirSync(dir).sort()).toEqual(['toogoodtogo_physical_backup_repo1.prom', 'toogoodtogo_physical_backup_repo2.prom'])
+    expect(fs.readFileSync(metricsFile(t, 'physical_backup_repo1'), 'utf8')).toContain('toogoodtogo_physical_backup_last_success_timestamp_seconds{repo="repo1"} 1796094010\n')
+    // a later run into repo1 alone leaves repo2's time standing
+    recordPhysicalBackup(t, 1, at)
+    expect(fs.readFileSync(metricsFile(t, 'physical_backup_repo2'), 'utf8')).toContain('{repo="repo2"} 1796007600\n')
   })
 })
 

@@ -112,7 +112,7 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       [...compose, 'up', '--detach', '--remove-orphans'],
       ['systemctl', 'enable', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
       ['systemctl', 'start', 'toogoodtogo.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
-      ['chown', 'deploy:deploy', `${deploy}/.setup-complete`],
+      ['chown', 'deploy:deploy', `${deploy}/.setup-complete`, `${deploy}/setup_state.json`],
     ])
     // Every git command: no credential prompt; the stack runs the tag it was told, as deploy passes it.
     const program = (c: Command) => (c.argv[0] === 'setpriv' ? c.argv[c.argv.indexOf('--') + 1] : c.argv[0])
@@ -133,7 +133,10 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       '[dry-run] write /etc/systemd/system/toogoodtogo-failure@.service (mode 644)',
       '[dry-run] write /etc/logrotate.d/toogoodtogo (mode 644)',
       '[dry-run] write /usr/local/lib/toogoodtogo-notify-failure (mode 644)',
+      // `tsx scripts/deploy.ts v1.2.0` from the toolkit directory, as the design card says
+      '[dry-run] write /usr/local/bin/tsx (mode 755)',
       `[dry-run] write ${deploy}/.setup-complete (mode 644)`,
+      `[dry-run] write ${deploy}/setup_state.json (mode 644)`,
     ])
     // Nothing was written, not even the log file (a plan is not an event), and no secret reached the output.
     expect(fs.existsSync(deploy)).toBe(false)
@@ -222,6 +225,8 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const kept = { ...ANSWERS, APP_VERSION: 'v1.0.0', POSTGRES_PASSWORD: 'KeptPassword1234', DATABASE_URL: 'postgresql://toogoodtogo:KeptPassword1234@postgres:5432/toogoodtogo', TELEGRAM_WEBHOOK_URL: '', TELEGRAM_WEBHOOK_SECRET: 'kept_secret' }
     const template = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/.env.production.template'), 'utf8')
     fs.writeFileSync(path.join(deploy, '.env.production'), renderEnvFile(template, kept, '# kept'), { mode: 0o600 })
+    // setup completed here once (the marker since removed to run it again)
+    fs.writeFileSync(path.join(deploy, 'setup_state.json'), '{"setup_completed_at": "2026-12-01T10:00:00Z"}\n')
     const before = fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')
     expect(await dryRun([], { ...ANSWERS, STRIPE_API_KEY: 'sk_test_fixed', BOT_IMAGE: 'registry.example.com/team/bot2' })).toBe('configured')
     const out = stdout.join('') + stderr.join('')
@@ -231,6 +236,30 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     for (const value of ['sk_test_fixed', 'sk_test_plan', 'KeptPassword1234']) expect(out).not.toContain(value)
     // A dry run: the file is as it was.
     expect(fs.readFileSync(path.join(deploy, '.env.production'), 'utf8')).toBe(before)
+  })
+
+  it('a re-run after a failed first run applies the fixed answers, keeping the database credentials once its volume holds a database', async () => {
+    const deploy = path.join(dir, 'opt/toogoodtogo')
+    fs.mkdirSync(deploy, { recursive: true })
+    const earlier = { ...ANSWERS, BOT_IMAGE: 'registry.example.com/team/bto', POSTGRES_PASSWORD: 'EarlierPassword1234', DATABASE_URL: 'postgresql://toogoodtogo:EarlierPassword1234@postgres:5432/toogoodtogo', TELEGRAM_WEBHOOK_URL: '', TELEGRAM_WEBHOOK_SECRET: 'earlier_secret' }
+    const template = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/.env.production.template'), 'utf8')
+    fs.writeFileSync(path.join(deploy, '.env.production'), renderEnvFile(template, earlier, '# the failed run'), { mode: 0o600 })
+    // no volume yet (the failed run stopped before postgres started): nothing is kept
+    expect(await dryRun([], ANSWERS)).toBe('configured')
+    let out = stdout.join('') + stderr.join('')
+    expect(out).toContain(`INFO: Applying this run's answers to ${deploy}/.env.production (written by an earlier run that did not complete)\n`)
+    expect(out).not.toContain('Keeping')
+    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())[0]).toBe(`[dry-run] write ${deploy}/.env.production (mode 600)`)
+
+    // the volume holds the database the earlier password initialised: that password stays, and a different one given is named
+    stdout.length = 0
+    stderr.length = 0
+    answer = (argv) => (argv.join(' ') === 'docker volume inspect toogoodtogo_postgres_data' ? { exitCode: 0, stdout: '[]', stderr: '' } : freshDebian12(argv))
+    expect(await dryRun([], { ...ANSWERS, POSTGRES_PASSWORD: 'AnotherPassword9876' })).toBe('configured')
+    out = stdout.join('') + stderr.join('')
+    expect(out).toContain(`; kept from it: POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, DATABASE_URL (the database in volume toogoodtogo_postgres_data was initialised with them)`)
+    expect(stderr.join('')).toContain('WARN: Answers NOT applied: POSTGRES_PASSWORD: the database was initialised with the earlier values')
+    for (const value of ['EarlierPassword1234', 'AnotherPassword9876']) expect(out).not.toContain(value)
   })
 
   it('off-site answers: an age key pair for the deploy user (identity 600, never shown or logged in a plan), the secrets never in the output', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { formatAge } from '../../lib/core/format.ts'
-import { formatStatus, needsAttention, newestBackup, newestOffsite, parseAlerts, type StatusReport } from '../../lib/status/report.ts'
+import { formatStatus, needsAttention, newestBackup, newestOffsite, parseAlerts, parseSystemDf, type StatusReport } from '../../lib/status/report.ts'
 import type { BackupRecord } from '../../lib/db/backup-index.ts'
 
 const now = new Date('2026-12-02T08:00:00Z')
@@ -17,6 +17,7 @@ function report(overrides: Partial<StatusReport> = {}): StatusReport {
     wal_archived_at: null,
     base_backups: null,
     disks: [{ path: '/opt/backups/postgres', free_mb: 12_600, free_percent: 41.2 }],
+    docker_disk: parseSystemDf('Images\t5\t2\t1.183GB\t745.2MB (62%)\nContainers\t3\t2\t12kB\t0B (0%)\nLocal Volumes\t2\t2\t48.5MB\t0B\nBuild Cache\t0\t0\t0B\t0B\n'),
     health: {
       timestamp: '2026-12-02T08:00:00Z',
       overall_status: 'healthy',
@@ -46,6 +47,7 @@ describe('status screen', () => {
         'Off-site     toogoodtogo_20261202_030010 (246MB), 2026-12-02 03:02 UTC, 4h 58m ago',
         'Drill        PASSED on toogoodtogo_20261129_030010, 2026-11-29 04:00 UTC, 3d 4h ago',
         'Disk         /opt/backups/postgres 12.3GB free (41.2%)',
+        'Docker       images 1.183GB (745.2MB reclaimable), containers 12kB (0B reclaimable), volumes 48.5MB (0B reclaimable), build cache 0B (0B reclaimable)',
         'Health       bot: healthy (response: 45ms)',
         '             postgres: healthy (response: 12ms)',
         '             redis: healthy (response: 3ms)',
