@@ -1,6 +1,7 @@
 import { defineConfig } from 'vitest/config'
 
-// Three tiers (README.md, "Tests"): unit is pure and fast; integration uses real PostgreSQL, Redis, git and
+// Three tiers (README.md, "The two commands"): unit is pure and fast and spawns no process;
+// integration uses real processes, PostgreSQL, Redis, git and
 // files on the host; e2e uses a real Docker Engine. Integration and e2e files each start their own
 // servers, so they run one file at a time to stay within two cores.
 export default defineConfig({

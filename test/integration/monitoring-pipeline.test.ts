@@ -146,11 +146,16 @@ describe('metrics -> node_exporter -> Prometheus -> Alertmanager -> webhook', ()
     const message = await until('the webhook to receive BackupMissing', async () => received.find((b) => b.includes('No successful backup for over 26 hours')) ?? null)
     const slack = JSON.parse(message) as { attachments?: { title?: string; text?: string }[] }
     expect(slack.attachments?.[0]?.title).toMatch(/^FIRING: /)
-    await until('the webhook to receive DeployFailed', async () => received.find((b) => b.includes('The last deploy ended rolled_back')) ?? null)
+    const deployFailed = await until('the webhook to receive DeployFailed', async () => received.find((b) => b.includes('The last deploy ended rolled_back')) ?? null)
+    expect((JSON.parse(deployFailed) as { attachments?: { title?: string }[] }).attachments?.[0]?.title).toMatch(/^FIRING: /)
   })
 
   it('a fresh backup clears BackupMissing', async () => {
     recordBackup(target, { type: 'scheduled', finishedAt: new Date(), sizeBytes: 3000 })
-    await until('BackupMissing to clear', async () => ((await alerts()).some((a) => a.labels.alertname === 'BackupMissing') ? null : true))
+    const names = await until('BackupMissing to clear', async () => {
+      const now = (await alerts()).map((a) => a.labels.alertname ?? '')
+      return now.includes('BackupMissing') ? null : now
+    })
+    expect(names).not.toContain('BackupMissing')
   })
 })
