@@ -40,13 +40,15 @@ import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNoti
 import { recipientsOf } from '../lib/offsite/identity.ts'
 import { isAgeRecipient, offsiteSettings } from '../lib/offsite/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../lib/commands/git.ts'
-import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
+import { addToGroup, asUser, certbotCertonly, certificatePaths, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, groupExists, installDir, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
 import { aptInstall, aptPolicy, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
 import { dockerInfo } from '../lib/commands/docker.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
 import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, LOGROTATE_FILE, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
 import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
+import { lstatOrNull, setOwnerAndMode } from '../lib/core/no-follow.ts'
+import { ensureDir, handOver, installFileAs } from '../lib/setup/hand-over.ts'
 import { isFileWithAccess } from '../lib/core/which.ts'
 
 export const spec = {
@@ -367,14 +369,11 @@ async function createApplicationDirectories(s: SetupSettings): Promise<Account> 
   if (!groups.includes('docker')) await run(addToGroup(user, 'docker'))
   // The deploy user runs the units and the scripts, so it owns what they write; nobody else reads
   // backups (they hold every row) or the logs.
-  await run(installDir(s.cfg.DEPLOY_DIR, '0750', user))
-  await run(installDir(s.cfg.BACKUP_DIR, '0700', user))
-  await run(installDir(s.logDir, '0750', user))
-  // This run's own lines created the log file as root.
-  if (fs.existsSync(s.cfg.LOG_FILE)) {
-    await run(chown(user, [s.cfg.LOG_FILE]))
-    await run(chmod('0640', [s.cfg.LOG_FILE]))
-  }
+  await ensureDir(s.cfg.DEPLOY_DIR, 0o750, user)
+  await ensureDir(s.cfg.BACKUP_DIR, 0o700, user)
+  await ensureDir(s.logDir, 0o750, user)
+  // This run's own lines created the log file as root (a link planted there was refused).
+  if (lstatOrNull(s.cfg.LOG_FILE)) await handOver(user, s.cfg.LOG_FILE, 0o640)
   return deployAccount(user)
 }
 
@@ -467,11 +466,11 @@ async function newestTag(account: Account, dir: string, what: string): Promise<s
 async function repositoryAccess(s: SetupSettings, account: Account, url: string): Promise<string | null> {
   if (!isSshUrl(url)) return null
   const key = deployKeyPath(account.home, Boolean(s.DEPLOY_KEY_FILE))
-  await run(installDir(path.dirname(key), '0700', account.user))
+  await ensureDir(path.dirname(key), 0o700, account.user)
   if (s.DEPLOY_KEY_FILE) {
     if (!sameContent(s.DEPLOY_KEY_FILE, key)) {
       log.info(`Installing the deploy key ${s.DEPLOY_KEY_FILE} for ${account.user} as ${key}`)
-      await run(installFile(s.DEPLOY_KEY_FILE, key, '0600', account.user))
+      await installFileAs(s.DEPLOY_KEY_FILE, key, 0o600, account.user)
     }
   } else if (!fs.existsSync(key)) {
     log.info(`Creating an SSH deploy key for ${account.user}: ${key}`)
@@ -552,8 +551,7 @@ async function configureEnvironment(plan: Plan, version: string): Promise<Record
     log.info(`Writing ${file} (mode 600)`)
     writeFile(file, content, 0o600)
   }
-  await run(chown(plan.s.DEPLOY_USER, [file]))
-  await run(chmod('0600', [file]))
+  await handOver(plan.s.DEPLOY_USER, file, 0o600)
   return env
 }
 
@@ -617,8 +615,7 @@ async function collectOffsite(s: SetupSettings, v: Record<string, string>): Prom
     }
     v.BACKUP_AGE_RECIPIENT ??= held[0] ?? ''
     log.info(`Using the age identity in ${file} (public key ${v.BACKUP_AGE_RECIPIENT}) for off-site copies`)
-    await run(chown(owner, [file]))
-    await run(chmod('0600', [file]))
+    await handOver(owner, file, 0o600)
   } else if (v.BACKUP_AGE_RECIPIENT) {
     if (!isAgeRecipient(v.BACKUP_AGE_RECIPIENT)) throw new OpsError('config', 'BACKUP_AGE_RECIPIENT must be an age public key (age1..., from `age-keygen -y`)')
     log.warn(`BACKUP_AGE_IDENTITY_FILE=${file} does not exist: this droplet encrypts off-site copies to ${v.BACKUP_AGE_RECIPIENT} but cannot decrypt them; put the identity there to restore from the bucket`)
@@ -627,7 +624,7 @@ async function collectOffsite(s: SetupSettings, v: Record<string, string>): Prom
     v.BACKUP_AGE_RECIPIENT = pair.recipient
     log.info(`Generated the age key pair for off-site copies: public key ${pair.recipient}, identity ${file}`)
     writeFile(file, identityFileContent(pair.identity, pair.recipient, isoSeconds(new Date())), 0o600)
-    await run(chown(owner, [file]))
+    await handOver(owner, file, 0o600)
     if (isDryRun()) return
     // stdout, not the log: the log file is read by more people, and for longer, than this screen.
     process.stdout.write(identityNotice(pair.identity, pair.recipient, file))
@@ -820,7 +817,7 @@ async function registerTelegramWebhook(plan: Plan, ctx: Context | null, account:
   await registerWebhook(ctx.cfg)
   // What was registered (a hash) is the deploy user's from now on: deploy replaces it.
   const state = webhookStateFile(ctx.cfg.DEPLOY_DIR)
-  if (fs.existsSync(state)) await run(chown(account.user, [state]))
+  if (fs.existsSync(state)) await handOver(account.user, state, 0o600)
 }
 
 // ---- 13. the first deployment -------------------------------------------------------------------
@@ -860,7 +857,8 @@ async function recordDeployment(s: SetupSettings, { account, version, event, ctx
   }, 'success', null)
   appendEvent(cfg.AUDIT_LOG, completed)
   writeState(cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
-  await run(chown(account.user, [cfg.AUDIT_LOG, cfg.ARTIFACTS_FILE]))
+  await handOver(account.user, cfg.AUDIT_LOG, 0o640)
+  await handOver(account.user, cfg.ARTIFACTS_FILE, 0o644)
   log.info(`Recorded ${artifactId} (${sha.slice(0, 12)}) as the current deployment: the first deploy can roll back to it`)
 }
 
@@ -871,7 +869,7 @@ async function writeCompletionMarker(plan: Plan, account: Account, version: stri
   const marker = { completed_at: isoSeconds(new Date()), mode: plan.mode, app_version: version, compose_project: s.cfg.COMPOSE_PROJECT_NAME, toolkit_dir: TOOLKIT_DIR }
   writeFile(s.markerFile, JSON.stringify(marker, null, 2) + '\n', 0o644)
   // Everything in DEPLOY_DIR but the toolkit checkout belongs to the deploy user.
-  await run(chown(account.user, [s.markerFile]))
+  await handOver(account.user, s.markerFile, 0o644)
 }
 
 // ---- files -------------------------------------------------------------------------------------
@@ -883,7 +881,7 @@ function writeFile(file: string, content: string, mode: number): void {
     return
   }
   writeFileAtomic(file, content, mode)
-  fs.chmodSync(file, mode)
+  setOwnerAndMode(file, null, mode)
 }
 
 function writeFileIfChanged(file: string, content: string, mode: number): void {

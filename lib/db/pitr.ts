@@ -7,6 +7,7 @@ import { ensurePostgresImage } from './pitr-image.ts'
 import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
+import { makeDirNoFollow } from '../core/no-follow.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
@@ -327,9 +328,8 @@ export async function preparePitrRepoDir(cfg: Config): Promise<string> {
   const uid = Number(await capture(userIdInImage(image, 'postgres', 'u')))
   const gid = Number(await capture(userIdInImage(image, 'postgres', 'g')))
   if (isDryRun()) return dir
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  fs.chownSync(dir, uid, gid)
-  fs.chmodSync(dir, 0o700)
+  // Under BACKUP_DIR, the deploy user's: a link planted at its name is refused, never chowned.
+  makeDirNoFollow(dir, 0o700, { uid, gid })
   log.info(`pgBackRest repo1: ${dir} (owned by uid ${uid}, the server's user in ${image})`)
   return dir
 }

@@ -64,6 +64,11 @@ afterEach(() => {
   process.env = { ...savedEnv }
 })
 
+/** The directories and files root hands over (lib/setup/hand-over.ts), as the dry run prints them. */
+function handOvers(): string[] {
+  return stdout.filter((l) => /^\[dry-run\] (install|chown) /.test(l)).map((l) => l.trim())
+}
+
 /** The command with the options its CLI would give it (`--` first, as scripts/run.sh passes them). */
 function dryRun(args: string[], env: Record<string, string>): Promise<SetupOutcome> {
   process.env = { PATH: savedEnv.PATH, DEPLOY_DIR: path.join(dir, 'opt/toogoodtogo'), BACKUP_DIR: path.join(dir, 'backups'), LOG_FILE: path.join(dir, 'log/deployment.log'), ...env }
@@ -92,17 +97,12 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       ['ufw', '--force', 'enable'],
       ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'deploy'],
       ['usermod', '--append', '--groups', 'docker', 'deploy'],
-      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', deploy],
-      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'backups')],
-      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'log')],
-      // (no chown of the log file: a dry run does not write it)
+      // (the directories and owners: printed below, done without following a link)
       // As the deploy user, with its own access to the repository, never root's.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
       [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--detach', '--force', '--quiet', 'v1.2.0'],
       ['mv', '--no-target-directory', `${deploy}/app.partial`, `${deploy}/app`],
       ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
-      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
-      ['chmod', '0600', `${deploy}/.env.production`],
       ['systemctl', 'daemon-reload'],
       // postgres's image is built here, not pulled: POSTGRES_IMAGE with pgBackRest
       [...compose, 'pull', 'bot', 'redis'],
@@ -112,7 +112,14 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       [...compose, 'up', '--detach', '--remove-orphans'],
       ['systemctl', 'enable', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
       ['systemctl', 'start', 'toogoodtogo.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
-      ['chown', 'deploy:deploy', `${deploy}/.setup-complete`],
+    ])
+    // What root hands to the deploy user (no chown of the log file: a dry run does not write it).
+    expect(handOvers()).toEqual([
+      `[dry-run] install -d -m 0750 -o deploy -g deploy ${deploy}`,
+      `[dry-run] install -d -m 0700 -o deploy -g deploy ${path.join(dir, 'backups')}`,
+      `[dry-run] install -d -m 0750 -o deploy -g deploy ${path.join(dir, 'log')}`,
+      `[dry-run] chown deploy:deploy ${deploy}/.env.production; chmod 0600 ${deploy}/.env.production`,
+      `[dry-run] chown deploy:deploy ${deploy}/.setup-complete; chmod 0644 ${deploy}/.setup-complete`,
     ])
     // Every git command: no credential prompt; the stack runs the tag it was told, as deploy passes it.
     const program = (c: Command) => (c.argv[0] === 'setpriv' ? c.argv[c.argv.indexOf('--') + 1] : c.argv[0])
@@ -182,8 +189,8 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const ssh = 'ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes'
     const argvs = recorded.map((c) => c.argv)
     const clone = argvs.findIndex((a) => a.includes('clone'))
-    expect(argvs.slice(clone - 2, clone + 2)).toEqual([
-      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', '/home/deploy/.ssh'],
+    expect(handOvers()).toContain('[dry-run] install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh')
+    expect(argvs.slice(clone - 1, clone + 2)).toEqual([
       [...asDeploy, 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', expect.stringMatching(/^deploy@.* toogoodtogo deploy key$/), '-f', '/home/deploy/.ssh/id_ed25519'],
       // The clone keeps the key in its own config: deploy's later fetch uses it with nothing set.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', `${deploy}/app.partial`],
@@ -238,11 +245,11 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     expect(await dryRun([], { ...ANSWERS, ...offsite }), stderr.join('')).toBe('configured')
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const identity = `${deploy}/backup-age-identity.txt`
-    const argv = recorded.map((c) => c.argv)
     // The identity goes to the deploy user just before .env.production, which names it.
-    const at = argv.findIndex((a) => a.join(' ') === `chown deploy:deploy ${identity}`)
+    const owned = handOvers()
+    const at = owned.indexOf(`[dry-run] chown deploy:deploy ${identity}; chmod 0600 ${identity}`)
     expect(at).toBeGreaterThan(0)
-    expect(argv[at + 1]).toEqual(['chown', 'deploy:deploy', `${deploy}/.env.production`])
+    expect(owned[at + 1]).toEqual(`[dry-run] chown deploy:deploy ${deploy}/.env.production; chmod 0600 ${deploy}/.env.production`)
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim()).slice(0, 2)).toEqual([
       `[dry-run] write ${identity} (mode 600)`,
       `[dry-run] write ${deploy}/.env.production (mode 600)`,
@@ -278,23 +285,23 @@ describe('setup-droplet --monitoring --dry-run on a fresh Debian 12 droplet', ()
     const base = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--file', path.join(TOOLKIT_DIR, 'deployment/monitoring/docker-compose.monitoring.yml'), '--env-file', `${deploy}/.env.production`, '--profile', 'monitoring']
     const argv = recorded.map((c) => c.argv)
     const from = argv.findIndex((a) => a.includes('prometheus-node-exporter'))
-    expect(argv.slice(from - 2, from + 8)).toEqual([
-      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
-      ['chmod', '0600', `${deploy}/.env.production`],
+    expect(argv.slice(from - 1, from + 5)).toEqual([
+      ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'prometheus-node-exporter'],
       ['dpkg-statoverride', '--update', '--add', 'root', 'deploy', '2775', '/var/lib/prometheus/node-exporter'],
       ['systemctl', 'enable', '--now', 'prometheus-node-exporter.service'],
       ['ufw', 'allow', 'from', '172.30.77.0/24', 'to', 'any', 'port', '9100', 'proto', 'tcp'],
-      ['install', '-d', '-m', '0700', '-o', '65534', '-g', '65534', `${deploy}/monitoring-secrets`],
-      ['chown', '65534:65534', `${deploy}/monitoring-secrets/slack_webhook_url`],
-      ['chmod', '0600', `${deploy}/monitoring-secrets/slack_webhook_url`],
       [...base, 'pull', 'prometheus', 'alertmanager', 'postgres-exporter', 'redis-exporter'],
     ])
     // The stack starts with the monitoring services (the same files and profile as deploy's `up --remove-orphans`).
     expect(argv).toContainEqual([...base, 'up', '--detach', '--remove-orphans'])
-    expect(argv.at(-2)).toEqual(['systemctl', 'enable', '--now', 'toogoodtogo-health-metrics.timer'])
+    expect(argv.at(-1)).toEqual(['systemctl', 'enable', '--now', 'toogoodtogo-health-metrics.timer'])
     const writes = stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())
     expect(writes).toContain(`[dry-run] write ${deploy}/monitoring-secrets/slack_webhook_url (mode 600)`)
+    expect(handOvers()).toEqual(expect.arrayContaining([
+      `[dry-run] install -d -m 0700 -o 65534 -g 65534 ${deploy}/monitoring-secrets`,
+      `[dry-run] chown 65534:65534 ${deploy}/monitoring-secrets/slack_webhook_url; chmod 0600 ${deploy}/monitoring-secrets/slack_webhook_url`,
+    ]))
     expect(writes).toContain('[dry-run] write /etc/systemd/system/toogoodtogo-health-metrics.timer (mode 644)')
     const all = stdout.join('') + stderr.join('')
     expect(all).toContain(`INFO: Writing Alertmanager's webhook URL (ALERT_WEBHOOK_URL) to ${deploy}/monitoring-secrets/slack_webhook_url (mode 600`)
