@@ -110,6 +110,8 @@ export function makeDirNoFollow(dir: string, mode: number, owner: Ids | null): v
   // appeared since, so the owner and mode land on this very directory or nowhere.
   const stat = fs.lstatSync(dir)
   const trusted = stat.isSymbolicLink() && stat.uid === 0 && fs.statSync(path.dirname(path.resolve(dir))).uid === 0
+  // (O_NOFOLLOW with O_DIRECTORY says ENOTDIR for a link: named here instead)
+  if (stat.isSymbolicLink() && !trusted) throw linkRefused(dir)
   let fd: number
   try {
     fd = fs.openSync(dir, O_RDONLY | O_DIRECTORY | (trusted ? 0 : O_NOFOLLOW))
