@@ -49,6 +49,7 @@ import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/co
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
 import { lstatOrNull, setOwnerAndMode } from '../lib/core/no-follow.ts'
 import { ensureDir, handOver, installFileAs } from '../lib/setup/hand-over.ts'
+import { checkSshAccess, enableUnattendedUpgrades, hardenSsh } from '../lib/setup/hardening.ts'
 import { isFileWithAccess } from '../lib/core/which.ts'
 
 export const spec = {
@@ -63,6 +64,8 @@ export const spec = {
     'self-signed': { type: 'boolean', description: 'Webhook mode on a host without a public name: a self-signed certificate instead of certbot' },
     staging: { type: 'boolean', description: "Webhook mode: certbot against Let's Encrypt's staging server (untrusted test certificates)" },
     monitoring: { type: 'boolean', description: 'Prometheus, Alertmanager and the exporters (compose), node_exporter on the host (also MONITORING_ENABLED=true)' },
+    'no-ssh-hardening': { type: 'boolean', description: 'Leave sshd as it is (default: a drop-in turning password login off, root by key only; also SETUP_SSH_HARDENING=false)' },
+    'no-unattended-upgrades': { type: 'boolean', description: 'Do not turn on unattended security upgrades (also SETUP_UNATTENDED_UPGRADES=false)' },
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print every command and file write that would happen; change nothing' },
   },
@@ -86,12 +89,15 @@ export const spec = {
     ['SETUP_DOCKER_PACKAGES', 'packages for Docker (default: docker.io and the Compose package apt offers)'],
     ['SETUP_WEBHOOK_PACKAGES', 'webhook mode packages (certbot; nginx runs as the compose service)'],
     ['SETUP_EXTRA_PACKAGES', 'more packages to install with the base ones'],
+    ['SETUP_SSH_HARDENING', 'false: leave sshd as it is (as --no-ssh-hardening); true by default, refused while root has no authorized key'],
+    ['SETUP_UNATTENDED_UPGRADES', 'false: no unattended security upgrades (as --no-unattended-upgrades)'],
     ['ALERT_WEBHOOK_URL', 'monitoring: the Slack-compatible webhook Alertmanager posts to (default NOTIFY_WEBHOOK_URL); written to a file, mode 600'],
     ['TELEGRAM_BOT_TOKEN, ...', 'any key of deployment/.env.production.template: answers its prompt'],
     ['TELEGRAM_API_BASE', "the Bot API webhook mode's setWebhook goes to (https://api.telegram.org)"],
   ],
   notes: [
-    'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, the deploy user and',
+    'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, sshd (keys only) and',
+    'unattended security upgrades (each unless opted out), the deploy user and',
     'directories, clone, .env.production, (monitoring) node_exporter, its ufw rule and the alert webhook',
     'URL file, (webhook) TLS, systemd units, start, health check, (webhook)',
     "Telegram's webhook set through TELEGRAM_API_BASE, marker.",
@@ -124,6 +130,10 @@ export interface SetupOptions {
   staging: boolean
   /** MONITORING_ENABLED=true for this run */
   monitoring: boolean
+  /** false: --no-ssh-hardening */
+  sshHardening: boolean
+  /** false: --no-unattended-upgrades */
+  unattendedUpgrades: boolean
   yes: boolean
 }
 
@@ -136,6 +146,9 @@ interface Plan {
   readonly selfSigned: boolean
   readonly staging: boolean
   readonly assumeYes: boolean
+  /** harden sshd: on, not opted out, and a key keeps the operator's way in (checked in preflight) */
+  readonly sshHardening: boolean
+  readonly unattendedUpgrades: boolean
   /** APP_VERSION as given or kept in .env.production; null: the newest release tag, known once cloned */
   readonly requestedVersion: string | null
 }
@@ -159,12 +172,13 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
   const s = loadSetupSettings(withMonitoringFlag(process.env, opts.monitoring), opts.envFile)
   if (alreadyConfigured(s)) return 'already_configured'
-  const plan = preflight(s, opts)
+  const plan = await preflight(s, opts)
   await confirm(plan)
   await updateSystemPackages(s)
   const compose = await installDocker(plan)
   await installNginxAndCertbot(plan)
   await configureFirewall(plan)
+  await hardenHost(plan)
   const account = await createApplicationDirectories(s)
   const version = await cloneRepository(plan, account)
   const env = await configureEnvironment(plan, version)
@@ -182,7 +196,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
 }
 
 export function setupOptions(cli: ParsedCli<typeof spec>): SetupOptions {
-  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), yes: flag(cli, 'yes') }
+  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), sshHardening: !flag(cli, 'no-ssh-hardening'), unattendedUpgrades: !flag(cli, 'no-unattended-upgrades'), yes: flag(cli, 'yes') }
 }
 
 function step(line: string): void {
@@ -216,7 +230,7 @@ function markerTime(file: string): string | null {
 // ---- before changing anything ------------------------------------------------------------------
 
 /** Everything that can be known wrong before the first change: root, mode, missing or bad answers. */
-function preflight(s: SetupSettings, opts: SetupOptions): Plan {
+async function preflight(s: SetupSettings, opts: SetupOptions): Promise<Plan> {
   if (process.getuid?.() !== 0 && !isDryRun()) {
     throw new OpsError('config', 'setup-droplet must run as root (sudo ./setup-droplet.sh): it installs packages, configures the firewall and writes systemd units')
   }
@@ -231,7 +245,11 @@ function preflight(s: SetupSettings, opts: SetupOptions): Plan {
   if ((opts.selfSigned || opts.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
   if (opts.selfSigned && opts.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
   log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
-  const plan: Plan = { s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null }
+  const sshHardening = opts.sshHardening && s.SETUP_SSH_HARDENING && (await checkSshAccess(process.env.SUDO_USER))
+  const plan: Plan = {
+    s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null,
+    sshHardening, unattendedUpgrades: opts.unattendedUpgrades && s.SETUP_UNATTENDED_UPGRADES,
+  }
   if (!existing) checkAnswers(plan)
   checkMonitoringAnswers(s.input, existing ?? {}, s.cfg)
   if (s.DEPLOY_KEY_FILE && !isFileWithAccess(s.DEPLOY_KEY_FILE, fs.constants.R_OK)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
@@ -353,6 +371,23 @@ async function configureFirewall(plan: Plan): Promise<void> {
   const added = parseUfwAdded((await tryRun(ufwShowAdded()).catch(() => ({ stdout: '' }))).stdout)
   for (const command of firewallCommands(added, { webhook: plan.mode === 'webhook', sshPort: s.SSH_PORT })) await run(command)
   log.info(`Firewall: incoming denied except ${s.SSH_PORT}/tcp (SSH)${plan.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
+}
+
+// ---- 5b. sshd and security updates (lib/setup/hardening.ts) --------------------------------------
+
+async function hardenHost(plan: Plan): Promise<void> {
+  if (plan.sshHardening) {
+    step('Hardening SSH')
+    await hardenSsh()
+  } else {
+    log.info('SSH: left as it is (--no-ssh-hardening, SETUP_SSH_HARDENING=false, or no SSH server installed)')
+  }
+  if (plan.unattendedUpgrades) {
+    step('Enabling unattended security upgrades')
+    await enableUnattendedUpgrades()
+  } else {
+    log.info('Unattended upgrades: left as they are (--no-unattended-upgrades or SETUP_UNATTENDED_UPGRADES=false)')
+  }
 }
 
 // ---- 6. deploy user and directories ------------------------------------------------------------

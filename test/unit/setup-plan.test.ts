@@ -39,6 +39,10 @@ function freshDebian12(argv: string[]): RunResult {
   const line = argv.join(' ')
   const no = { exitCode: 1, stdout: '', stderr: '' }
   if (line.startsWith('apt-cache policy')) return { exitCode: 0, stdout: DEBIAN_12_COMPOSE_POLICY, stderr: '' }
+  // DigitalOcean's image: an SSH server, root's key given when the droplet was created
+  if (line === 'dpkg-query --show --showformat=${Status} openssh-server') return { exitCode: 0, stdout: 'install ok installed', stderr: '' }
+  if (line.startsWith('dpkg-query ')) return no
+  if (line === 'getent passwd root') return { exitCode: 0, stdout: `root:x:0:0:root:${dir}/root:/bin/bash\n`, stderr: '' }
   if (line.startsWith('docker ') || line.startsWith('docker-compose ') || line.startsWith('ufw ')) return { exitCode: 127, stdout: '', stderr: 'command not found' }
   if (line.startsWith('id ') || line.startsWith('getent ') || line.startsWith('git config')) return no
   throw new Error(`unexpected probe on a fresh host: ${line}`)
@@ -53,6 +57,8 @@ beforeEach(() => {
   recorded.length = 0
   answer = freshDebian12
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-plan-'))
+  fs.mkdirSync(path.join(dir, 'root/.ssh'), { recursive: true })
+  fs.writeFileSync(path.join(dir, 'root/.ssh/authorized_keys'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanKeyOfTheOperator0000000000000000000000 operator@laptop\n')
   stdout = []
   stderr = []
   vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true))
@@ -95,6 +101,9 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       ['ufw', 'default', 'allow', 'outgoing'],
       ['ufw', 'allow', '22/tcp'],
       ['ufw', '--force', 'enable'],
+      // sshd keys only (the drop-in below), unattended security upgrades
+      ['systemctl', 'try-reload-or-restart', 'ssh.service'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'unattended-upgrades'],
       ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'deploy'],
       ['usermod', '--append', '--groups', 'docker', 'deploy'],
       // (the directories and owners: printed below, done without following a link)
@@ -130,6 +139,8 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([
+      '[dry-run] write /etc/ssh/sshd_config.d/01-toogoodtogo-hardening.conf (mode 644)',
+      '[dry-run] write /etc/apt/apt.conf.d/20auto-upgrades (mode 644)',
       `[dry-run] write ${deploy}/.env.production (mode 600)`,
       '[dry-run] write /etc/systemd/system/toogoodtogo.service (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-healthcheck.service (mode 644)',
@@ -166,6 +177,18 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       'Missing STRIPE_API_KEY, BOT_IMAGE: set them in the environment or in --env-file FILE, or run on a terminal to be asked. Nothing was changed',
     )
     expect(recorded).toEqual([])
+  })
+
+  it('ssh hardening: refused before any change while root (and the sudo user) has no authorized key; the opt-outs skip both steps', async () => {
+    fs.writeFileSync(path.join(dir, 'root/.ssh/authorized_keys'), '# no key yet\n')
+    await expect(dryRun([], ANSWERS)).rejects.toThrow('SSH hardening turns password login off, but root has no key in ~/.ssh/authorized_keys: that would lock you out. Add your public key (ssh-copy-id root@this-host), or keep password login with --no-ssh-hardening (SETUP_SSH_HARDENING=false). Nothing was changed')
+    expect(recorded).toEqual([])
+    expect(await dryRun(['--no-ssh-hardening', '--no-unattended-upgrades'], ANSWERS)).toBe('configured')
+    expect(recorded.map((c) => c.argv.join(' ')).filter((l) => /ssh\.service|unattended/.test(l))).toEqual([])
+    expect(stdout.join('')).toContain('INFO: SSH: left as it is (--no-ssh-hardening')
+    recorded.length = 0
+    expect(await dryRun([], { ...ANSWERS, SETUP_SSH_HARDENING: 'false', SETUP_UNATTENDED_UPGRADES: 'false' })).toBe('configured')
+    expect(recorded.map((c) => c.argv.join(' ')).filter((l) => /ssh\.service|unattended/.test(l))).toEqual([])
   })
 
   it('a finished host (marker present): already configured (exit 2), nothing run', async () => {
@@ -250,7 +273,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const at = owned.indexOf(`[dry-run] chown deploy:deploy ${identity}; chmod 0600 ${identity}`)
     expect(at).toBeGreaterThan(0)
     expect(owned[at + 1]).toEqual(`[dry-run] chown deploy:deploy ${deploy}/.env.production; chmod 0600 ${deploy}/.env.production`)
-    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim()).slice(0, 2)).toEqual([
+    expect(stdout.filter((l) => l.startsWith(`[dry-run] write ${deploy}`)).map((l) => l.trim()).slice(0, 2)).toEqual([
       `[dry-run] write ${identity} (mode 600)`,
       `[dry-run] write ${deploy}/.env.production (mode 600)`,
     ])
