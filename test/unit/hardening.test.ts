@@ -1,4 +1,7 @@
+import fs from 'node:fs'
+import path from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { TOOLKIT_DIR } from '../../lib/core/config.ts'
 import { autoUpgradesContent, hasAuthorizedKey, sshdDropIn, sshdSettingsNotApplied } from '../../lib/setup/hardening.ts'
 
 describe('host hardening (issue 21)', () => {
@@ -23,5 +26,14 @@ describe('host hardening (issue 21)', () => {
 
   it('unattended upgrades: lists refreshed and the upgrade run daily', () => {
     expect(autoUpgradesContent()).toBe('APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n')
+  })
+
+  it('nginx: TLS 1.2 and 1.3 only; the TLS 1.2 suites are forward-secret (ECDHE/DHE) and AEAD (GCM, ChaCha20-Poly1305), client order', () => {
+    const conf = fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment/nginx/ssl.conf.template'), 'utf8')
+    expect(conf).toMatch(/^\s*ssl_protocols TLSv1\.2 TLSv1\.3;$/m)
+    expect(conf).toMatch(/^\s*ssl_prefer_server_ciphers off;$/m)
+    const suites = /^\s*ssl_ciphers ([^;]+);$/m.exec(conf)?.[1]?.split(':') ?? []
+    expect(suites.length).toBeGreaterThan(0)
+    for (const suite of suites) expect(suite).toMatch(/^(ECDHE-(ECDSA|RSA)|DHE-RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$/)
   })
 })
