@@ -43,13 +43,16 @@ import { defaultIdentityFile, generateKeyPair, identityFileContent, identityNoti
 import { recipientsOf } from '../lib/offsite/identity.ts'
 import { isAgeRecipient, offsiteSettings } from '../lib/offsite/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../lib/commands/git.ts'
-import { addToGroup, asUser, certbotCertonly, certificatePaths, chmod, chown, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, groupExists, installDir, installFile, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
+import { addToGroup, asUser, certbotCertonly, certificatePaths, createSystemGroup, createUser, DEFAULT_LETSENCRYPT_DIR, deployKeyPath, groupExists, installDir, move, newestReleaseTag, parsePasswd, passwdEntry, removeTree, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey, userExists, userGroups, type Account } from '../lib/setup/host.ts'
 import { aptInstall, aptPolicy, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
 import { dockerInfo } from '../lib/commands/docker.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
 import { BACKUP_TIMER, DRILL_TIMER, ENABLED_UNITS, LOGROTATE_FILE, renderUnits, STACK_UNIT } from '../lib/setup/units.ts'
 import { systemctl, unitWarnings, verifyLogrotate, verifyUnits } from '../lib/commands/systemd.ts'
 import { writeFileAtomic } from '../lib/core/atomic-file.ts'
+import { lstatOrNull, setOwnerAndMode } from '../lib/core/no-follow.ts'
+import { ensureDir, handOver, installFileAs } from '../lib/setup/hand-over.ts'
+import { checkSshAccess, enableUnattendedUpgrades, hardenSsh } from '../lib/setup/hardening.ts'
 import { isFileWithAccess } from '../lib/core/which.ts'
 
 export const spec = {
@@ -64,6 +67,8 @@ export const spec = {
     'self-signed': { type: 'boolean', description: 'Webhook mode on a host without a public name: a self-signed certificate instead of certbot' },
     staging: { type: 'boolean', description: "Webhook mode: certbot against Let's Encrypt's staging server (untrusted test certificates)" },
     monitoring: { type: 'boolean', description: 'Prometheus, Alertmanager and the exporters (compose), node_exporter on the host (also MONITORING_ENABLED=true)' },
+    'no-ssh-hardening': { type: 'boolean', description: 'Leave sshd as it is (default: a drop-in turning password login off, root by key only; also SETUP_SSH_HARDENING=false)' },
+    'no-unattended-upgrades': { type: 'boolean', description: 'Do not turn on unattended security upgrades (also SETUP_UNATTENDED_UPGRADES=false)' },
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print every command and file write that would happen; change nothing' },
   },
@@ -87,12 +92,15 @@ export const spec = {
     ['SETUP_DOCKER_PACKAGES', 'packages for Docker (default: docker.io and the Compose package apt offers)'],
     ['SETUP_WEBHOOK_PACKAGES', 'webhook mode packages (certbot; nginx runs as the compose service)'],
     ['SETUP_EXTRA_PACKAGES', 'more packages to install with the base ones'],
+    ['SETUP_SSH_HARDENING', 'false: leave sshd as it is (as --no-ssh-hardening); true by default, refused while root has no authorized key'],
+    ['SETUP_UNATTENDED_UPGRADES', 'false: no unattended security upgrades (as --no-unattended-upgrades)'],
     ['ALERT_WEBHOOK_URL', 'monitoring: the Slack-compatible webhook Alertmanager posts to (default NOTIFY_WEBHOOK_URL); written to a file, mode 600'],
     ['TELEGRAM_BOT_TOKEN, ...', 'any key of deployment/.env.production.template: answers its prompt'],
     ['TELEGRAM_API_BASE', "the Bot API webhook mode's setWebhook goes to (https://api.telegram.org)"],
   ],
   notes: [
-    'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, the deploy user and',
+    'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, sshd (keys only) and',
+    'unattended security upgrades (each unless opted out), the deploy user and',
     'directories, clone, .env.production, (monitoring) node_exporter, its ufw rule and the alert webhook',
     'URL file, (webhook) TLS, systemd units, start, health check, (webhook)',
     "Telegram's webhook set through TELEGRAM_API_BASE, marker.",
@@ -125,6 +133,10 @@ export interface SetupOptions {
   staging: boolean
   /** MONITORING_ENABLED=true for this run */
   monitoring: boolean
+  /** false: --no-ssh-hardening */
+  sshHardening: boolean
+  /** false: --no-unattended-upgrades */
+  unattendedUpgrades: boolean
   yes: boolean
 }
 
@@ -137,6 +149,9 @@ interface Plan {
   readonly selfSigned: boolean
   readonly staging: boolean
   readonly assumeYes: boolean
+  /** harden sshd: on, not opted out, and a key keeps the operator's way in (checked in preflight) */
+  readonly sshHardening: boolean
+  readonly unattendedUpgrades: boolean
   /** APP_VERSION as given or kept in .env.production; null: the newest release tag, known once cloned */
   readonly requestedVersion: string | null
 }
@@ -160,12 +175,13 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
   const s = loadSetupSettings(withMonitoringFlag(process.env, opts.monitoring), opts.envFile)
   if (alreadyConfigured(s)) return 'already_configured'
-  const plan = preflight(s, opts)
+  const plan = await preflight(s, opts)
   await confirm(plan)
   await updateSystemPackages(s)
   const compose = await installDocker(plan)
   await installNginxAndCertbot(plan)
   await configureFirewall(plan)
+  await hardenHost(plan)
   const account = await createApplicationDirectories(s)
   const version = await cloneRepository(plan, account)
   const env = await configureEnvironment(plan, version)
@@ -185,7 +201,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
 }
 
 export function setupOptions(cli: ParsedCli<typeof spec>): SetupOptions {
-  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), yes: flag(cli, 'yes') }
+  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), sshHardening: !flag(cli, 'no-ssh-hardening'), unattendedUpgrades: !flag(cli, 'no-unattended-upgrades'), yes: flag(cli, 'yes') }
 }
 
 function step(line: string): void {
@@ -225,7 +241,7 @@ function markerTime(file: string): string | null {
 // ---- before changing anything ------------------------------------------------------------------
 
 /** Everything that can be known wrong before the first change: root, mode, missing or bad answers. */
-function preflight(s: SetupSettings, opts: SetupOptions): Plan {
+async function preflight(s: SetupSettings, opts: SetupOptions): Promise<Plan> {
   if (process.getuid?.() !== 0 && !isDryRun()) {
     throw new OpsError('config', 'setup-droplet must run as root (sudo ./setup-droplet.sh): it installs packages, configures the firewall and writes systemd units')
   }
@@ -240,7 +256,11 @@ function preflight(s: SetupSettings, opts: SetupOptions): Plan {
   if ((opts.selfSigned || opts.staging) && mode !== 'webhook') throw new OpsError('usage', '--self-signed and --staging apply to webhook mode only (--webhook or TELEGRAM_WEBHOOK_URL)')
   if (opts.selfSigned && opts.staging) throw new OpsError('usage', '--self-signed and --staging exclude each other')
   log.info(`Mode: ${mode === 'webhook' ? 'webhook (nginx with TLS on ports 80 and 443)' : 'long polling (outbound only, no public ingress)'}`)
-  const plan: Plan = { s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null }
+  const sshHardening = opts.sshHardening && s.SETUP_SSH_HARDENING && (await checkSshAccess(process.env.SUDO_USER))
+  const plan: Plan = {
+    s, mode, selfSigned: opts.selfSigned, staging: opts.staging, assumeYes: opts.yes, requestedVersion: s.input.APP_VERSION ?? existing?.APP_VERSION ?? null,
+    sshHardening, unattendedUpgrades: opts.unattendedUpgrades && s.SETUP_UNATTENDED_UPGRADES,
+  }
   if (!existing) checkAnswers(plan)
   checkMonitoringAnswers(s.input, existing ?? {}, s.cfg)
   if (s.DEPLOY_KEY_FILE && !isFileWithAccess(s.DEPLOY_KEY_FILE, fs.constants.R_OK)) throw new OpsError('config', `DEPLOY_KEY_FILE ${s.DEPLOY_KEY_FILE} is not a readable file. Nothing was changed`)
@@ -364,6 +384,23 @@ async function configureFirewall(plan: Plan): Promise<void> {
   log.info(`Firewall: incoming denied except ${s.SSH_PORT}/tcp (SSH)${plan.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
 }
 
+// ---- 5b. sshd and security updates (lib/setup/hardening.ts) --------------------------------------
+
+async function hardenHost(plan: Plan): Promise<void> {
+  if (plan.sshHardening) {
+    step('Hardening SSH')
+    await hardenSsh()
+  } else {
+    log.info('SSH: left as it is (--no-ssh-hardening, SETUP_SSH_HARDENING=false, or no SSH server installed)')
+  }
+  if (plan.unattendedUpgrades) {
+    step('Enabling unattended security upgrades')
+    await enableUnattendedUpgrades()
+  } else {
+    log.info('Unattended upgrades: left as they are (--no-unattended-upgrades or SETUP_UNATTENDED_UPGRADES=false)')
+  }
+}
+
 // ---- 6. deploy user and directories ------------------------------------------------------------
 
 /** The deploy user (in the docker group) and the directories it owns; returns its account. */
@@ -378,14 +415,11 @@ async function createApplicationDirectories(s: SetupSettings): Promise<Account> 
   if (!groups.includes('docker')) await run(addToGroup(user, 'docker'))
   // The deploy user runs the units and the scripts, so it owns what they write; nobody else reads
   // backups (they hold every row) or the logs.
-  await run(installDir(s.cfg.DEPLOY_DIR, '0750', user))
-  await run(installDir(s.cfg.BACKUP_DIR, '0700', user))
-  await run(installDir(s.logDir, '0750', user))
-  // This run's own lines created the log file as root.
-  if (fs.existsSync(s.cfg.LOG_FILE)) {
-    await run(chown(user, [s.cfg.LOG_FILE]))
-    await run(chmod('0640', [s.cfg.LOG_FILE]))
-  }
+  await ensureDir(s.cfg.DEPLOY_DIR, 0o750, user)
+  await ensureDir(s.cfg.BACKUP_DIR, 0o700, user)
+  await ensureDir(s.logDir, 0o750, user)
+  // This run's own lines created the log file as root (a link planted there was refused).
+  if (lstatOrNull(s.cfg.LOG_FILE)) await handOver(user, s.cfg.LOG_FILE, 0o640)
   return deployAccount(user)
 }
 
@@ -478,11 +512,11 @@ async function newestTag(account: Account, dir: string, what: string): Promise<s
 async function repositoryAccess(s: SetupSettings, account: Account, url: string): Promise<string | null> {
   if (!isSshUrl(url)) return null
   const key = deployKeyPath(account.home, Boolean(s.DEPLOY_KEY_FILE))
-  await run(installDir(path.dirname(key), '0700', account.user))
+  await ensureDir(path.dirname(key), 0o700, account.user)
   if (s.DEPLOY_KEY_FILE) {
     if (!sameContent(s.DEPLOY_KEY_FILE, key)) {
       log.info(`Installing the deploy key ${s.DEPLOY_KEY_FILE} for ${account.user} as ${key}`)
-      await run(installFile(s.DEPLOY_KEY_FILE, key, '0600', account.user))
+      await installFileAs(s.DEPLOY_KEY_FILE, key, 0o600, account.user)
     }
   } else if (!fs.existsSync(key)) {
     log.info(`Creating an SSH deploy key for ${account.user}: ${key}`)
@@ -563,8 +597,7 @@ async function configureEnvironment(plan: Plan, version: string): Promise<Record
     log.info(`Writing ${file} (mode 600)`)
     writeFile(file, content, 0o600)
   }
-  await run(chown(plan.s.DEPLOY_USER, [file]))
-  await run(chmod('0600', [file]))
+  await handOver(plan.s.DEPLOY_USER, file, 0o600)
   return env
 }
 
@@ -646,8 +679,7 @@ async function collectOffsite(s: SetupSettings, v: Record<string, string>): Prom
     }
     v.BACKUP_AGE_RECIPIENT ??= held[0] ?? ''
     log.info(`Using the age identity in ${file} (public key ${v.BACKUP_AGE_RECIPIENT}) for off-site copies`)
-    await run(chown(owner, [file]))
-    await run(chmod('0600', [file]))
+    await handOver(owner, file, 0o600)
   } else if (v.BACKUP_AGE_RECIPIENT) {
     if (!isAgeRecipient(v.BACKUP_AGE_RECIPIENT)) throw new OpsError('config', 'BACKUP_AGE_RECIPIENT must be an age public key (age1..., from `age-keygen -y`)')
     log.warn(`BACKUP_AGE_IDENTITY_FILE=${file} does not exist: this droplet encrypts off-site copies to ${v.BACKUP_AGE_RECIPIENT} but cannot decrypt them; put the identity there to restore from the bucket`)
@@ -656,7 +688,7 @@ async function collectOffsite(s: SetupSettings, v: Record<string, string>): Prom
     v.BACKUP_AGE_RECIPIENT = pair.recipient
     log.info(`Generated the age key pair for off-site copies: public key ${pair.recipient}, identity ${file}`)
     writeFile(file, identityFileContent(pair.identity, pair.recipient, isoSeconds(new Date())), 0o600)
-    await run(chown(owner, [file]))
+    await handOver(owner, file, 0o600)
     if (isDryRun()) return
     // stdout, not the log: the log file is read by more people, and for longer, than this screen.
     process.stdout.write(identityNotice(pair.identity, pair.recipient, file))
@@ -860,7 +892,7 @@ async function registerTelegramWebhook(plan: Plan, ctx: Context | null, account:
   await registerWebhook(ctx.cfg)
   // What was registered (a hash) is the deploy user's from now on: deploy replaces it.
   const state = webhookStateFile(ctx.cfg.DEPLOY_DIR)
-  if (fs.existsSync(state)) await run(chown(account.user, [state]))
+  if (fs.existsSync(state)) await handOver(account.user, state, 0o600)
 }
 
 // ---- 13. the first deployment -------------------------------------------------------------------
@@ -900,7 +932,8 @@ async function recordDeployment(s: SetupSettings, { account, version, event, ctx
   }, 'success', null)
   appendEvent(cfg.AUDIT_LOG, completed)
   writeState(cfg.ARTIFACTS_FILE, { current: artifact, previous: state.current ? { ...state.current, deployed: false } : null })
-  await run(chown(account.user, [cfg.AUDIT_LOG, cfg.ARTIFACTS_FILE]))
+  await handOver(account.user, cfg.AUDIT_LOG, 0o640)
+  await handOver(account.user, cfg.ARTIFACTS_FILE, 0o644)
   log.info(`Recorded ${artifactId} (${sha.slice(0, 12)}) as the current deployment: the first deploy can roll back to it`)
 }
 
@@ -914,7 +947,8 @@ async function writeCompletionMarker(plan: Plan, account: Account, version: stri
   const state = setupStateFile(s.cfg.DEPLOY_DIR)
   if (!fs.existsSync(state)) writeFile(state, setupStateContent(marker.completed_at), 0o644)
   // Everything in DEPLOY_DIR but the toolkit checkout belongs to the deploy user.
-  await run(chown(account.user, [s.markerFile, state]))
+  await handOver(account.user, s.markerFile, 0o644)
+  await handOver(account.user, state, 0o644)
 }
 
 // ---- files -------------------------------------------------------------------------------------
@@ -926,7 +960,7 @@ function writeFile(file: string, content: string, mode: number): void {
     return
   }
   writeFileAtomic(file, content, mode)
-  fs.chmodSync(file, mode)
+  setOwnerAndMode(file, null, mode)
 }
 
 function writeFileIfChanged(file: string, content: string, mode: number): void {

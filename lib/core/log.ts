@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import chalk from 'chalk'
+import { appendNoFollow } from './no-follow.ts'
 import { redact } from './redact.ts'
 import { dayjs } from './time.ts'
 
@@ -43,7 +44,8 @@ function appendToFile(line: string): void {
   if (!settings.file || fileFailed) return
   try {
     ensureDir(path.dirname(settings.file))
-    fs.appendFileSync(settings.file, line + '\n', { mode: 0o640 })
+    // Never through a link: root (setup-droplet) appends here, in the deploy user's directory.
+    appendNoFollow(settings.file, line + '\n', 0o640)
   } catch (error) {
     // A read-only or full log disk must not stop a backup: say so once and carry on.
     fileFailed = true

@@ -1,6 +1,8 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { log } from './log.ts'
+import { CREATE_NEW_FLAGS, openNoFollow } from './no-follow.ts'
 import { isDryRun } from './runner.ts'
 
 // Prometheus metrics published through node_exporter's textfile collector: each script writes its
@@ -91,7 +93,8 @@ export function metricsFile(target: MetricsTarget, name: string): string {
 export function publishMetrics(target: MetricsTarget, name: string, samples: readonly Sample[]): boolean {
   const file = metricsFile(target, name)
   // Not `.prom`: the collector must never see the temp file, whatever happens to it.
-  const temp = path.join(target.METRICS_DIR, `.toogoodtogo_${name}.prom.${process.pid}.tmp`)
+  // Random and created new (O_EXCL): the directory is group-writable, a predictable name could be a planted link.
+  const temp = path.join(target.METRICS_DIR, `.toogoodtogo_${name}.prom.${crypto.randomBytes(8).toString('hex')}.tmp`)
   // A dry run changes nothing, metrics included: Prometheus would believe a backup happened.
   if (isDryRun()) return false
   // No directory: node_exporter is not installed (monitoring is opt-in), which is not worth a
@@ -102,7 +105,7 @@ export function publishMetrics(target: MetricsTarget, name: string, samples: rea
   }
   try {
     if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`invalid metrics file name "${name}"`)
-    const fd = fs.openSync(temp, 'w')
+    const fd = openNoFollow(temp, CREATE_NEW_FLAGS, 0o644)
     try {
       fs.writeFileSync(fd, formatMetrics(samples))
       // 0644 whatever the umask (systemd units may run with 027): node_exporter runs as its own

@@ -6,6 +6,7 @@ import { ensurePostgresImage } from './pitr-image.ts'
 import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
+import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
@@ -324,7 +325,12 @@ export async function withArchiving(ctx: Context, postgres: ServiceHealth): Prom
 export async function preparePitrRepoDir(cfg: Config): Promise<string> {
   const dir = pitrRepoDir(cfg)
   const image = await ensurePostgresImage(cfg.POSTGRES_IMAGE)
-  if (!isDryRun()) fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 })
+  if (!isDryRun()) {
+    // BACKUP_DIR is the deploy user's: a link planted at repo1's name is refused, never chowned.
+    refuseUntrustedLinks(dir)
+    if (lstatOrNull(dir)?.isSymbolicLink()) throw linkRefused(dir)
+    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 })
+  }
   const owner = (await capture(repoDirCommand(image, dir))).trim()
   log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
   return dir

@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
+import { APPEND_FLAGS, openNoFollow } from '../core/no-follow.ts'
 import { OpsError } from '../core/errors.ts'
 import { isoSeconds } from '../core/format.ts'
 import { redact } from '../core/redact.ts'
@@ -131,7 +132,7 @@ export function readEvents(file: string): DeployEvent[] {
 export function appendEvent(file: string, event: DeployEvent): void {
   if (isDryRun()) return
   fs.mkdirSync(path.dirname(file), { recursive: true })
-  const fd = fs.openSync(file, 'a', 0o640)
+  const fd = openNoFollow(file, APPEND_FLAGS, 0o640)
   try {
     const redacted = { ...event, error_message: event.error_message === null ? null : redact(event.error_message) }
     fs.writeSync(fd, JSON.stringify(eventSchema.parse(redacted)) + '\n')

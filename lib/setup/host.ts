@@ -31,17 +31,13 @@ export function addToGroup(user: string, group: string): Command {
   return { argv: ['usermod', '--append', '--groups', group, user], timeoutMs: 30_000 }
 }
 
-/** Creates the directory or, when it exists, sets its owner and mode: the same end state either way. */
+/**
+ * Creates the directory or, when it exists, sets its owner and mode: the same end state either way.
+ * It follows a link at `dir`: only for root's own places (/etc/letsencrypt); a directory in one
+ * the deploy user owns is lib/setup/hand-over.ts's ensureDir.
+ */
 export function installDir(dir: string, mode: string, owner: string): Command {
   return { argv: ['install', '-d', '-m', mode, '-o', owner, '-g', owner, dir], timeoutMs: 30_000 }
-}
-
-export function chown(owner: string, files: string[], recursive = false): Command {
-  return { argv: ['chown', ...(recursive ? ['-R'] : []), `${owner}:${owner}`, ...files], timeoutMs: 5 * 60_000 }
-}
-
-export function chmod(mode: string, files: string[]): Command {
-  return { argv: ['chmod', mode, ...files], timeoutMs: 30_000 }
 }
 
 // ---- running as the deploy user -----------------------------------------------------------------
@@ -100,11 +96,6 @@ export function sshKeygen(keyFile: string, comment: string): Command {
 export function sshPublicKey(keyFile: string): Command {
   // -P '': a key with a passphrase fails here instead of asking for it.
   return { argv: ['ssh-keygen', '-y', '-P', '', '-f', keyFile], mutates: false, timeoutMs: 30_000 }
-}
-
-/** Copies a file into place with its owner and mode in one step (never readable by others in between). */
-export function installFile(from: string, to: string, mode: string, owner: string): Command {
-  return { argv: ['install', '-m', mode, '-o', owner, '-g', owner, from, to], timeoutMs: 30_000 }
 }
 
 export function move(from: string, to: string): Command {

@@ -13,7 +13,7 @@ import { ask, canPrompt } from '../core/prompt.ts'
 import { looksTransient, retry } from '../core/retry.ts'
 import { isDryRun, run, tryRun, type Command } from '../core/runner.ts'
 import { HEALTH_METRICS_TIMER, SYSTEMD_DIR } from './units.ts'
-import { chmod, chown, installDir } from './host.ts'
+import { ensureDir, handOver } from './hand-over.ts'
 
 // The opt-in monitoring stack on a droplet (setup-droplet --monitoring; README "Monitoring and
 // status"). Prometheus, Alertmanager and the exporters are compose services
@@ -258,7 +258,7 @@ async function disableHealthMetrics(): Promise<void> {
  */
 async function installWebhookUrl(dir: string, given: Record<string, string>): Promise<void> {
   const file = path.join(dir, WEBHOOK_URL_FILE)
-  await run(installDir(dir, '0700', ALERTMANAGER_UID))
+  await ensureDir(dir, 0o700, ALERTMANAGER_UID)
   const current = readOrNull(file)
   const answer = alertWebhookAnswer(given)
   if (!answer && current !== null) {
@@ -271,8 +271,7 @@ async function installWebhookUrl(dir: string, given: Record<string, string>): Pr
       else writeFileAtomic(file, `${url}\n`, 0o600)
     }
   }
-  await run(chown(ALERTMANAGER_UID, [file]))
-  await run(chmod('0600', [file]))
+  await handOver(ALERTMANAGER_UID, file, 0o600)
 }
 
 function writeEnvValues(envFile: string, kept: Record<string, string>, wanted: Partial<Record<string, string | null>>): void {

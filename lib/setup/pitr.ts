@@ -1,10 +1,9 @@
 import crypto from 'node:crypto'
 import path from 'node:path'
-import { chown } from './host.ts'
+import { handOver } from './hand-over.ts'
 import type { Config, Context } from '../core/config.ts'
 import { log } from '../core/log.ts'
 import { ask, canPrompt } from '../core/prompt.ts'
-import { run } from '../core/runner.ts'
 import { ensurePostgresImage } from '../db/pitr-image.ts'
 import { preparePitrRepoDir, takePhysicalBackups } from '../db/pitr.ts'
 
@@ -41,5 +40,5 @@ export async function preparePostgres(cfg: Config): Promise<void> {
 export async function firstBaseBackup(ctx: Context, owner: string): Promise<void> {
   if (!ctx.cfg.PITR_ENABLED) return
   await takePhysicalBackups(ctx, 'full')
-  await run(chown(owner, [path.join(ctx.cfg.BACKUP_DIR, 'pitr_state.json')]))
+  await handOver(owner, path.join(ctx.cfg.BACKUP_DIR, 'pitr_state.json'), 0o600)
 }

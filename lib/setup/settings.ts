@@ -12,6 +12,7 @@ import { OFFSITE_VARIABLES } from '../offsite/settings.ts'
 // over the --env-file answers file (as the environment wins over .env.production in config.ts).
 const list = z.string().transform((s) => s.split(/[\s,]+/).filter(Boolean))
 const packageList = list.pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9+.:~-]*$/, 'Debian package names')))
+const onOff = z.enum(['true', 'false']).transform((v) => v === 'true')
 const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')
 
 const schema = z.object({
@@ -34,6 +35,10 @@ const schema = z.object({
   /** webhook mode with Let's Encrypt; nginx itself is the compose service, not a host package */
   SETUP_WEBHOOK_PACKAGES: packageList.default(['certbot']),
   SETUP_EXTRA_PACKAGES: packageList.default([]),
+  /** false: sshd is the operator's own (lib/setup/hardening.ts); also --no-ssh-hardening */
+  SETUP_SSH_HARDENING: onOff.default(true),
+  /** false: updates are the operator's own; also --no-unattended-upgrades */
+  SETUP_UNATTENDED_UPGRADES: onOff.default(true),
 })
 
 export type SetupEnv = z.infer<typeof schema>

@@ -271,6 +271,54 @@ describe("a fresh droplet, non-interactive (polling mode): the droplet's real fl
     const journal = await d.exec(['journalctl', '--no-pager', '-b', '-u', 'toogoodtogo-healthcheck.service'])
     expect(journal.stdout).toContain('All services healthy')
   })
+
+  it('the host is hardened (issue 21): sshd by key only (checked, applied), unattended security upgrades on', async () => {
+    expect(await d.readFile('/etc/ssh/sshd_config.d/01-toogoodtogo-hardening.conf')).toMatch(/^PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n$/m)
+    const applied = await d.exec(['sshd', '-T'])
+    expect(applied.stdout).toMatch(/^passwordauthentication no$/m)
+    expect(applied.stdout).toMatch(/^kbdinteractiveauthentication no$/m)
+    expect(applied.stdout).toMatch(/^permitrootlogin (prohibit-password|without-password)$/m)
+    expect(await d.readFile('/etc/apt/apt.conf.d/20auto-upgrades')).toBe('APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n')
+    expect((await d.exec(['dpkg-query', '--show', '--showformat=${Status}', 'unattended-upgrades'])).stdout).toBe('install ok installed')
+  })
+
+  it('root never follows a link the deploy user planted (issue 21): at the log file, the PITR repository, the monitoring secrets; each re-run (--monitoring, PITR on) exits 1 naming the link, its root-only target untouched', async () => {
+    // The targets: root's, mode 600 and 700, which the deploy user can name but not read.
+    expect((await d.sh("umask 077; printf 'root only\\n' > /root/ttg-target && mkdir /root/ttg-target-dir")).code).toBe(0)
+    const targets = () => d.sh("stat -c '%a %U:%G %s %n' /root/ttg-target /root/ttg-target-dir && sha256sum /root/ttg-target && ls -A /root/ttg-target-dir")
+    const before = (await targets()).stdout
+    expect(before).toMatch(/^600 root:root 10 \/root\/ttg-target\n700 root:root /)
+    const asDeploy = async (script: string) => {
+      const r = await d.exec(['bash', '-c', script], { user: 'deploy' })
+      expect(r.code, r.stderr).toBe(0)
+    }
+    const rerun = async (args: string[], link: string, failedAt: string) => {
+      expect((await d.exec(['rm', '-f', `${d.deployDir}/.setup-complete`])).code).toBe(0)
+      const r = await d.setup(['--yes', '--env-file', answers, ...args], args.includes('--monitoring') ? { ALERT_WEBHOOK_URL: 'https://hooks.example.com/services/e2e' } : {})
+      expect(r.code, r.stdout + r.stderr).toBe(1)
+      expect(r.stderr).toContain(`ERROR: Refusing to write ${link}: it is a symbolic link to /root/ttg-target`)
+      expect(r.stderr).toContain(`Setup failed at: ${failedAt}`)
+      expect((await targets()).stdout).toBe(before)
+      return r
+    }
+    const pitrRepo = `${d.deployDir}/pgbackrest`
+
+    // The log file: root's lines are not appended through it (a warning says so), nor is it chowned.
+    await asDeploy(`mv ${LOG_FILE} ${LOG_FILE}.kept && ln -s /root/ttg-target ${LOG_FILE}`)
+    const logged = await rerun(['--monitoring'], LOG_FILE, 'Creating application directories')
+    expect(logged.stderr).toContain(`warning: cannot write log file ${LOG_FILE}: Refusing to write ${LOG_FILE}: it is a symbolic link to /root/ttg-target`)
+    await asDeploy(`rm ${LOG_FILE} && mv ${LOG_FILE}.kept ${LOG_FILE}`)
+
+    // PITR's repo1 (the server's uid owns it, in the deploy directory): never created or chowned through a link.
+    await asDeploy(`mv ${pitrRepo} ${pitrRepo}.kept && ln -s /root/ttg-target-dir ${pitrRepo}`)
+    await rerun([], pitrRepo, 'Starting services')
+    await asDeploy(`rm ${pitrRepo} && mv ${pitrRepo}.kept ${pitrRepo}`)
+
+    // Alertmanager's secrets directory (uid 65534's, in the deploy directory), with --monitoring.
+    await asDeploy(`ln -s /root/ttg-target-dir ${d.deployDir}/monitoring-secrets`)
+    await rerun(['--monitoring'], `${d.deployDir}/monitoring-secrets`, 'Configuring monitoring')
+    expect((await d.exec(['stat', '-c', '%a %U', LOG_FILE])).stdout.trim()).toBe('640 deploy')
+  })
 })
 
 function stackContainersOf(d: Droplet, service: string): Promise<string> {

@@ -39,6 +39,10 @@ function freshDebian12(argv: string[]): RunResult {
   const line = argv.join(' ')
   const no = { exitCode: 1, stdout: '', stderr: '' }
   if (line.startsWith('apt-cache policy')) return { exitCode: 0, stdout: DEBIAN_12_COMPOSE_POLICY, stderr: '' }
+  // DigitalOcean's image: an SSH server, root's key given when the droplet was created
+  if (line === 'dpkg-query --show --showformat=${Status} openssh-server') return { exitCode: 0, stdout: 'install ok installed', stderr: '' }
+  if (line.startsWith('dpkg-query ')) return no
+  if (line === 'getent passwd root') return { exitCode: 0, stdout: `root:x:0:0:root:${dir}/root:/bin/bash\n`, stderr: '' }
   if (line.startsWith('docker ') || line.startsWith('docker-compose ') || line.startsWith('ufw ')) return { exitCode: 127, stdout: '', stderr: 'command not found' }
   if (line.startsWith('id ') || line.startsWith('getent ') || line.startsWith('git config')) return no
   throw new Error(`unexpected probe on a fresh host: ${line}`)
@@ -53,6 +57,8 @@ beforeEach(() => {
   recorded.length = 0
   answer = freshDebian12
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-plan-'))
+  fs.mkdirSync(path.join(dir, 'root/.ssh'), { recursive: true })
+  fs.writeFileSync(path.join(dir, 'root/.ssh/authorized_keys'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanKeyOfTheOperator0000000000000000000000 operator@laptop\n')
   stdout = []
   stderr = []
   vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true))
@@ -63,6 +69,11 @@ afterEach(() => {
   vi.restoreAllMocks()
   process.env = { ...savedEnv }
 })
+
+/** The directories and files root hands over (lib/setup/hand-over.ts), as the dry run prints them. */
+function handOvers(): string[] {
+  return stdout.filter((l) => /^\[dry-run\] (install|chown) /.test(l)).map((l) => l.trim())
+}
 
 /** The command with the options its CLI would give it (`--` first, as scripts/run.sh passes them). */
 function dryRun(args: string[], env: Record<string, string>): Promise<SetupOutcome> {
@@ -90,19 +101,17 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       ['ufw', 'default', 'allow', 'outgoing'],
       ['ufw', 'allow', '22/tcp'],
       ['ufw', '--force', 'enable'],
+      // sshd keys only (the drop-in below), unattended security upgrades
+      ['systemctl', 'try-reload-or-restart', 'ssh.service'],
+      ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'unattended-upgrades'],
       ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'deploy'],
       ['usermod', '--append', '--groups', 'docker', 'deploy'],
-      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', deploy],
-      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'backups')],
-      ['install', '-d', '-m', '0750', '-o', 'deploy', '-g', 'deploy', path.join(dir, 'log')],
-      // (no chown of the log file: a dry run does not write it)
+      // (the directories and owners: printed below, done without following a link)
       // As the deploy user, with its own access to the repository, never root's.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', 'https://git.example.com/team/bot.git', `${deploy}/app.partial`],
       [...asDeploy, 'git', '-C', `${deploy}/app.partial`, 'checkout', '--detach', '--force', '--quiet', 'v1.2.0'],
       ['mv', '--no-target-directory', `${deploy}/app.partial`, `${deploy}/app`],
       ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
-      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
-      ['chmod', '0600', `${deploy}/.env.production`],
       ['systemctl', 'daemon-reload'],
       // postgres's image is built here, not pulled: POSTGRES_IMAGE with pgBackRest
       [...compose, 'pull', 'bot', 'redis'],
@@ -112,7 +121,15 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
       [...compose, 'up', '--detach', '--remove-orphans'],
       ['systemctl', 'enable', 'toogoodtogo.service', 'toogoodtogo-healthcheck.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
       ['systemctl', 'start', 'toogoodtogo.service', 'toogoodtogo-backup.timer', 'toogoodtogo-restore-drill.timer'],
-      ['chown', 'deploy:deploy', `${deploy}/.setup-complete`, `${deploy}/setup_state.json`],
+    ])
+    // What root hands to the deploy user (no chown of the log file: a dry run does not write it).
+    expect(handOvers()).toEqual([
+      `[dry-run] install -d -m 0750 -o deploy -g deploy ${deploy}`,
+      `[dry-run] install -d -m 0700 -o deploy -g deploy ${path.join(dir, 'backups')}`,
+      `[dry-run] install -d -m 0750 -o deploy -g deploy ${path.join(dir, 'log')}`,
+      `[dry-run] chown deploy:deploy ${deploy}/.env.production; chmod 0600 ${deploy}/.env.production`,
+      `[dry-run] chown deploy:deploy ${deploy}/.setup-complete; chmod 0644 ${deploy}/.setup-complete`,
+      `[dry-run] chown deploy:deploy ${deploy}/setup_state.json; chmod 0644 ${deploy}/setup_state.json`,
     ])
     // Every git command: no credential prompt; the stack runs the tag it was told, as deploy passes it.
     const program = (c: Command) => (c.argv[0] === 'setpriv' ? c.argv[c.argv.indexOf('--') + 1] : c.argv[0])
@@ -123,6 +140,8 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([
+      '[dry-run] write /etc/ssh/sshd_config.d/01-toogoodtogo-hardening.conf (mode 644)',
+      '[dry-run] write /etc/apt/apt.conf.d/20auto-upgrades (mode 644)',
       `[dry-run] write ${deploy}/.env.production (mode 600)`,
       '[dry-run] write /etc/systemd/system/toogoodtogo.service (mode 644)',
       '[dry-run] write /etc/systemd/system/toogoodtogo-healthcheck.service (mode 644)',
@@ -166,6 +185,18 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded).toEqual([])
   })
 
+  it('ssh hardening: refused before any change while root (and the sudo user) has no authorized key; the opt-outs skip both steps', async () => {
+    fs.writeFileSync(path.join(dir, 'root/.ssh/authorized_keys'), '# no key yet\n')
+    await expect(dryRun([], ANSWERS)).rejects.toThrow('SSH hardening turns password login off, but root has no key in ~/.ssh/authorized_keys: that would lock you out. Add your public key (ssh-copy-id root@this-host), or keep password login with --no-ssh-hardening (SETUP_SSH_HARDENING=false). Nothing was changed')
+    expect(recorded).toEqual([])
+    expect(await dryRun(['--no-ssh-hardening', '--no-unattended-upgrades'], ANSWERS)).toBe('configured')
+    expect(recorded.map((c) => c.argv.join(' ')).filter((l) => /ssh\.service|unattended/.test(l))).toEqual([])
+    expect(stdout.join('')).toContain('INFO: SSH: left as it is (--no-ssh-hardening')
+    recorded.length = 0
+    expect(await dryRun([], { ...ANSWERS, SETUP_SSH_HARDENING: 'false', SETUP_UNATTENDED_UPGRADES: 'false' })).toBe('configured')
+    expect(recorded.map((c) => c.argv.join(' ')).filter((l) => /ssh\.service|unattended/.test(l))).toEqual([])
+  })
+
   it('a finished host (marker present): already configured (exit 2), nothing run', async () => {
     fs.mkdirSync(path.join(dir, 'opt/toogoodtogo'), { recursive: true })
     fs.writeFileSync(path.join(dir, 'opt/toogoodtogo/.setup-complete'), '{"completed_at":"2026-01-01T00:00:00Z"}\n')
@@ -187,8 +218,8 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     const ssh = 'ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes'
     const argvs = recorded.map((c) => c.argv)
     const clone = argvs.findIndex((a) => a.includes('clone'))
-    expect(argvs.slice(clone - 2, clone + 2)).toEqual([
-      ['install', '-d', '-m', '0700', '-o', 'deploy', '-g', 'deploy', '/home/deploy/.ssh'],
+    expect(handOvers()).toContain('[dry-run] install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh')
+    expect(argvs.slice(clone - 1, clone + 2)).toEqual([
       [...asDeploy, 'ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', expect.stringMatching(/^deploy@.* toogoodtogo deploy key$/), '-f', '/home/deploy/.ssh/id_ed25519'],
       // The clone keeps the key in its own config: deploy's later fetch uses it with nothing set.
       [...asDeploy, 'git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', `${deploy}/app.partial`],
@@ -249,7 +280,7 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     let out = stdout.join('') + stderr.join('')
     expect(out).toContain(`INFO: Applying this run's answers to ${deploy}/.env.production (written by an earlier run that did not complete)\n`)
     expect(out).not.toContain('Keeping')
-    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())[0]).toBe(`[dry-run] write ${deploy}/.env.production (mode 600)`)
+    expect(stdout.map((l) => l.trim())).toContain(`[dry-run] write ${deploy}/.env.production (mode 600)`)
 
     // the volume holds the database the earlier password initialised: that password stays, and a different one given is named
     stdout.length = 0
@@ -269,12 +300,12 @@ describe('setup-droplet --dry-run: the rough edges of issue 11', () => {
     expect(await dryRun([], { ...ANSWERS, ...offsite }), stderr.join('')).toBe('configured')
     const deploy = path.join(dir, 'opt/toogoodtogo')
     const identity = `${deploy}/backup-age-identity.txt`
-    const argv = recorded.map((c) => c.argv)
     // The identity goes to the deploy user just before .env.production, which names it.
-    const at = argv.findIndex((a) => a.join(' ') === `chown deploy:deploy ${identity}`)
+    const owned = handOvers()
+    const at = owned.indexOf(`[dry-run] chown deploy:deploy ${identity}; chmod 0600 ${identity}`)
     expect(at).toBeGreaterThan(0)
-    expect(argv[at + 1]).toEqual(['chown', 'deploy:deploy', `${deploy}/.env.production`])
-    expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim()).slice(0, 2)).toEqual([
+    expect(owned[at + 1]).toEqual(`[dry-run] chown deploy:deploy ${deploy}/.env.production; chmod 0600 ${deploy}/.env.production`)
+    expect(stdout.filter((l) => l.startsWith(`[dry-run] write ${deploy}`)).map((l) => l.trim()).slice(0, 2)).toEqual([
       `[dry-run] write ${identity} (mode 600)`,
       `[dry-run] write ${deploy}/.env.production (mode 600)`,
     ])
@@ -309,23 +340,23 @@ describe('setup-droplet --monitoring --dry-run on a fresh Debian 12 droplet', ()
     const base = ['docker', 'compose', '--project-name', 'toogoodtogo', '--file', expect.stringMatching(/\/deployment\/docker-compose\.prod\.yml$/), '--file', path.join(TOOLKIT_DIR, 'deployment/monitoring/docker-compose.monitoring.yml'), '--env-file', `${deploy}/.env.production`, '--profile', 'monitoring']
     const argv = recorded.map((c) => c.argv)
     const from = argv.findIndex((a) => a.includes('prometheus-node-exporter'))
-    expect(argv.slice(from - 2, from + 8)).toEqual([
-      ['chown', 'deploy:deploy', `${deploy}/.env.production`],
-      ['chmod', '0600', `${deploy}/.env.production`],
+    expect(argv.slice(from - 1, from + 5)).toEqual([
+      ['git', 'config', '--system', '--add', 'safe.directory', `${deploy}/app`],
       ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...keep, 'prometheus-node-exporter'],
       ['dpkg-statoverride', '--update', '--add', 'root', 'deploy', '2775', '/var/lib/prometheus/node-exporter'],
       ['systemctl', 'enable', '--now', 'prometheus-node-exporter.service'],
       ['ufw', 'allow', 'from', '172.30.77.0/24', 'to', 'any', 'port', '9100', 'proto', 'tcp'],
-      ['install', '-d', '-m', '0700', '-o', '65534', '-g', '65534', `${deploy}/monitoring-secrets`],
-      ['chown', '65534:65534', `${deploy}/monitoring-secrets/slack_webhook_url`],
-      ['chmod', '0600', `${deploy}/monitoring-secrets/slack_webhook_url`],
       [...base, 'pull', 'prometheus', 'alertmanager', 'postgres-exporter', 'redis-exporter'],
     ])
     // The stack starts with the monitoring services (the same files and profile as deploy's `up --remove-orphans`).
     expect(argv).toContainEqual([...base, 'up', '--detach', '--remove-orphans'])
-    expect(argv.at(-2)).toEqual(['systemctl', 'enable', '--now', 'toogoodtogo-health-metrics.timer'])
+    expect(argv.at(-1)).toEqual(['systemctl', 'enable', '--now', 'toogoodtogo-health-metrics.timer'])
     const writes = stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())
     expect(writes).toContain(`[dry-run] write ${deploy}/monitoring-secrets/slack_webhook_url (mode 600)`)
+    expect(handOvers()).toEqual(expect.arrayContaining([
+      `[dry-run] install -d -m 0700 -o 65534 -g 65534 ${deploy}/monitoring-secrets`,
+      `[dry-run] chown 65534:65534 ${deploy}/monitoring-secrets/slack_webhook_url; chmod 0600 ${deploy}/monitoring-secrets/slack_webhook_url`,
+    ]))
     expect(writes).toContain('[dry-run] write /etc/systemd/system/toogoodtogo-health-metrics.timer (mode 644)')
     const all = stdout.join('') + stderr.join('')
     expect(all).toContain(`INFO: Writing Alertmanager's webhook URL (ALERT_WEBHOOK_URL) to ${deploy}/monitoring-secrets/slack_webhook_url (mode 600`)

@@ -115,6 +115,10 @@ export async function createDroplet(image: string, label: string): Promise<Dropl
     await waitForBoot(droplet)
     const node = await exec(['node', '--version'])
     if (node.code !== 0) throw new Error(`the host's node (${process.execPath}) does not run inside the droplet container: ${node.stderr}`)
+    // A droplet created with the operator's SSH key, as DigitalOcean's form asks for one: setup
+    // hardens sshd to keys only and refuses to while root has none (it would lock the operator out).
+    const key = await droplet.sh("install -d -m 700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -C e2e-operator -f /root/.ssh/operator_key && cat /root/.ssh/operator_key.pub >> /root/.ssh/authorized_keys")
+    if (key.code !== 0) throw new Error(`giving root an authorized key in ${name}: ${key.stderr}`)
     await registry.start(droplet)
   } catch (error) {
     // The caller never gets the droplet to destroy: nothing of it may outlive this failure.
@@ -199,8 +203,8 @@ export async function hostSnapshot(d: Droplet): Promise<string> {
   const units = 'toogoodtogo.service toogoodtogo-healthcheck.service toogoodtogo-backup.timer toogoodtogo-restore-drill.timer'
   const r = await d.sh([
     'set -euo pipefail',
-    `cd /; find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /opt/backups /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -printf '%m %u:%g %p\\n' | sort`,
-    `find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -type f -print0 | sort -z | xargs -0 sha256sum`,
+    `cd /; find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /etc/ssh/sshd_config.d /opt/backups /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -printf '%m %u:%g %p\\n' | sort`,
+    `find "${d.deployDir}" /etc/systemd/system /etc/logrotate.d /etc/ufw /etc/ssh/sshd_config.d /etc/gitconfig /etc/passwd /etc/group -xdev \\( -path "${d.toolkitDir}" -prune \\) -o -type f -print0 | sort -z | xargs -0 sha256sum`,
     `systemctl show --property=Id,ActiveState,SubState,UnitFileState,ActiveEnterTimestamp ${units}`,
     'ufw status verbose',
   ].join('\n'))

@@ -102,7 +102,7 @@ describe('publishing', () => {
     // written beside it under a name the collector ignores, then renamed over it
     expect(renames).toHaveBeenCalledTimes(1)
     const [from, to] = renames.mock.calls[0] ?? []
-    expect(String(from)).toMatch(/\/\.toogoodtogo_drill\.prom\.\d+\.tmp$/)
+    expect(String(from)).toMatch(/\/\.toogoodtogo_drill\.prom\.[0-9a-f]{16}\.tmp$/)
     expect(to).toBe(file)
     expect(fs.statSync(file).ino).not.toBe(inodeBefore)
     expect(fs.readdirSync(dir)).toEqual(['toogoodtogo_drill.prom'])

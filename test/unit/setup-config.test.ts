@@ -8,7 +8,7 @@ import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
 import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
 import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitEnv, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../../lib/commands/git.ts'
-import { asUser, certbotCertonly, deployKeyPath, installFile, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
+import { asUser, certbotCertonly, deployKeyPath, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine, sshKeygen, sshPublicKey } from '../../lib/setup/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
 import { composeBase, firstMigration, type ComposeProject } from '../../lib/commands/compose.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
@@ -293,7 +293,6 @@ describe('the deploy user reaches the application repository on its own', () => 
     expect(deployKeyPath('/home/deploy/', true)).toBe('/home/deploy/.ssh/toogoodtogo_deploy_key')
     expect(sshKeygen('/home/deploy/.ssh/id_ed25519', 'deploy@droplet toogoodtogo deploy key').argv).toEqual(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'deploy@droplet toogoodtogo deploy key', '-f', '/home/deploy/.ssh/id_ed25519'])
     expect(sshPublicKey('/k')).toMatchObject({ argv: ['ssh-keygen', '-y', '-P', '', '-f', '/k'], mutates: false })
-    expect(installFile('/root/key', '/home/deploy/.ssh/toogoodtogo_deploy_key', '0600', 'deploy').argv).toEqual(['install', '-m', '0600', '-o', 'deploy', '-g', 'deploy', '/root/key', '/home/deploy/.ssh/toogoodtogo_deploy_key'])
   })
 
   it('ssh: the deploy key only, host key accepted on first use, never a prompt', () => {
