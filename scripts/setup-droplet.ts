@@ -825,7 +825,9 @@ async function startServices(s: SetupSettings, compose: ComposeProject, version:
   await preparePostgres(loadConfig(withoutOffsite(s.input)))
   // The database schema first, with only the services the migration needs.
   await run(composeUp(compose, ['postgres', 'redis'], vars))
-  await prepareAppRole(await openContext(withoutOffsite(s.input)))
+  const data = await openContext(withoutOffsite(s.input))
+  await waitForDataServices(data)
+  await prepareAppRole(data)
   log.info(`Running database migrations (${s.cfg.MIGRATE_COMMAND})`)
   await run(firstMigration(compose, s.cfg.MIGRATE_COMMAND, vars))
   // Then the whole stack on this release, as deploy switches: the stack unit only ever starts
@@ -838,6 +840,13 @@ async function startServices(s: SetupSettings, compose: ComposeProject, version:
   await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
   await startHealthMetrics(compose)
   return event
+}
+
+/** `up` returns once the containers run; the bot's role is made by a query, so the server must answer. */
+async function waitForDataServices(ctx: Context): Promise<void> {
+  if (isDryRun()) return
+  const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], STARTUP_WAIT_MS)
+  if (waitedOut) throw new OpsError('health_failed', `PostgreSQL or Redis did not become healthy: ${JSON.stringify(report.services)}`)
 }
 
 /** With point-in-time recovery on, the first full base backup: WAL is replayed onto it. */

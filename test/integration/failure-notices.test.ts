@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { startHookServer, type HookServer } from '../support/hook.ts'
 import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { seedSampleData } from '../support/sample-data.ts'
-import { exec, ROOT, runScript, tempDir } from '../support/scripts.ts'
+import { exec, ROOT, runScript, tempDir, urlModeEnv } from '../support/scripts.ts'
 
 // Issue 22, item 1: every failure reaches the configured channel once, with the host, what failed,
 // the state it left and the command to look further. The channel is set in .env.production only
@@ -31,15 +31,7 @@ afterAll(() => {
 beforeEach(async () => {
   work = tempDir('ttg-told-')
   fs.writeFileSync(path.join(work, '.env.production'), `# as setup-droplet writes it\nNOTIFY_WEBHOOK_URL=${hook.url}\n`, { mode: 0o600 })
-  env = {
-    DB_MODE: 'url',
-    DATABASE_URL: cluster.adminUrl('shop'),
-    BACKUP_DIR: path.join(work, 'backups'),
-    LOG_FILE: path.join(work, 'deployment.log'),
-    DEPLOY_DIR: work,
-    APP_SERVICES: '',
-    MIN_FREE_DISK_MB: '1',
-  }
+  env = urlModeEnv(cluster.adminUrl('shop'), work)
   const made = await runScript('backup', ['--json'], env)
   expect(made.code).toBe(0)
   backupId = JSON.parse(made.stdout).backup_id

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { fileStamp } from '../../lib/core/format.ts'
 import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { seedSampleData, tableChecksums } from '../support/sample-data.ts'
-import { readLog, runScript, tempDir } from '../support/scripts.ts'
+import { readLog, runScript, tempDir, urlModeEnv } from '../support/scripts.ts'
 
 // Bad input and bad days: each case ends with a clear message, the contract's exit code, and the
 // live database, the index and the older backups exactly as they were.
@@ -25,15 +25,7 @@ afterAll(() => cluster?.stop())
 
 beforeEach(async () => {
   work = tempDir('ttg-fail-')
-  env = {
-    DB_MODE: 'url',
-    DATABASE_URL: cluster.adminUrl('shop'),
-    BACKUP_DIR: path.join(work, 'backups'),
-    LOG_FILE: path.join(work, 'deployment.log'),
-    DEPLOY_DIR: work,
-    APP_SERVICES: '',
-    MIN_FREE_DISK_MB: '1',
-  }
+  env = urlModeEnv(cluster.adminUrl('shop'), work)
   const made = await runScript('backup', ['--json'], env)
   expect(made.code).toBe(0)
   goodBackup = JSON.parse(made.stdout)

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { acquireLock } from '../../lib/core/lock.ts'
 import { startCluster, type Cluster } from '../support/pg-cluster.ts'
 import { seedSampleData, tableChecksums } from '../support/sample-data.ts'
-import { ROOT, runScript, tempDir, type ScriptResult } from '../support/scripts.ts'
+import { ROOT, runScript, tempDir, type ScriptResult, urlModeEnv } from '../support/scripts.ts'
 
 // restore under the deploy lock, and no success while the server is down (url mode, a real
 // PostgreSQL). The first restore is held at its safety backup (the test holds the backup lock), so
@@ -19,15 +19,7 @@ beforeAll(async () => {
   await cluster.query('CREATE DATABASE shop')
   await seedSampleData(cluster, 'shop', 200)
   work = tempDir('ttg-restore-lock-')
-  env = {
-    DB_MODE: 'url',
-    DATABASE_URL: cluster.adminUrl('shop'),
-    BACKUP_DIR: path.join(work, 'backups'),
-    LOG_FILE: path.join(work, 'deployment.log'),
-    DEPLOY_DIR: work,
-    APP_SERVICES: '',
-    MIN_FREE_DISK_MB: '1',
-  }
+  env = urlModeEnv(cluster.adminUrl('shop'), work)
 })
 afterAll(() => cluster?.stop())
 

@@ -58,3 +58,16 @@ export async function waitFor(check: () => boolean, timeoutMs: number, everyMs =
     await new Promise((resolve) => setTimeout(resolve, everyMs))
   }
 }
+
+/** A script's environment against a database reached by URL, with its state in `work`. */
+export function urlModeEnv(databaseUrl: string, work: string): Record<string, string> {
+  return {
+    DB_MODE: 'url',
+    DATABASE_URL: databaseUrl,
+    BACKUP_DIR: path.join(work, 'backups'),
+    LOG_FILE: path.join(work, 'deployment.log'),
+    DEPLOY_DIR: work,
+    APP_SERVICES: '',
+    MIN_FREE_DISK_MB: '1',
+  }
+}
