@@ -128,7 +128,11 @@ describe('a droplet lost and recovered from off-site, as docs/runbook.md says; d
     expect(failed.job.code).toBe(3)
     expect(failed.summary).toBe('deploy.sh v1.2.0 exited with 3\n')
     expect(failed.keyLeft).toBe(false)
-    expect((await auditEvents(a)).at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.2.0', triggered_by: 'github_action', status: 'rolled_back', error_message: expect.stringMatching(/^migration failed: /) })
+    // the deploy's event, then the automatic rollback's own, linked to it
+    const events = await auditEvents(a)
+    const failedDeploy = events.filter((e) => e.event_type === 'deploy').at(-1)
+    expect(failedDeploy).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.2.0', triggered_by: 'github_action', status: 'rolled_back', error_message: expect.stringMatching(/^migration failed: /) })
+    expect(events.at(-1)).toMatchObject({ event_type: 'rollback', artifact_id: 'v1.1.0', triggered_by: 'automated', rollback_of: failedDeploy?.event_id })
     expect(await stackChecksums(database(a))).toEqual(atBackup)
     expect(JSON.parse(await a.readFile(`${a.deployDir}/artifacts.json`)).current.artifact_id).toBe('v1.1.0')
     // Every backup went off-site, the deploys' own over the ssh session's environment. The newest
