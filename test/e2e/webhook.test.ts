@@ -207,7 +207,10 @@ describe('blue-green under load', () => {
       const failed = await step('deploy v1.3.0 (never healthy)', () => deploy(['v1.3.0']), 1)
       expect(failed.stderr).toMatch(/the bot reports a failed startup check: .*PAYMENTS_WEBHOOK_SECRET/)
       expect(failed.stdout).toMatch(/INFO: Rolling back to v1.0.0[\s\S]*INFO: Rollback complete/)
-      expect(events().at(-1)).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+      const failedDeploy = events().filter((e) => e.event_type === 'deploy').at(-1)
+      expect(failedDeploy).toMatchObject({ artifact_id: 'v1.3.0', status: 'rolled_back' })
+      // the automatic rollback is an event of its own, linked to the deploy it undid
+      expect(events().at(-1)).toMatchObject({ event_type: 'rollback', artifact_id: 'v1.0.0', triggered_by: 'automated', rollback_of: failedDeploy?.event_id })
     } finally {
       watching = false
       await watcher
