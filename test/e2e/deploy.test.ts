@@ -150,17 +150,30 @@ describe('deploy', () => {
   })
 
   it('14. refused at pre-flight or at the confirmation: nothing changes, and the event the run opened says why', async () => {
+    // each failure is told once (here on the Slack-compatible channel; the Telegram chat gets the
+    // same text), naming the host, the exit code and where to look
+    const toldSince = (mark: number) => received.slice(mark).filter((r) => r.path === '/hook').map((r) => r.body).filter((b) => b.includes(' failed on '))
+    let mark = received.length
     const noGo = await stack.script('deploy', ['v1.0.0', '--yes'], { ...env, MIN_FREE_DISK_MB: '999999999' })
     expect(noGo.code).toBe(1)
     expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'failed', error_message: expect.stringMatching(/^Pre-flight checks failed \(nothing changed\): disk: /) })
+    expect(toldSince(mark)).toHaveLength(1)
+    expect(toldSince(mark)[0]).toMatch(/deploy v1\.0\.0 --yes failed on \S+ \(exit 1\): Pre-flight checks failed \(nothing changed\): disk: .*Look further: tail -n 50 /)
+    mark = received.length
     const refused = await stack.script('deploy', ['v1.0.0'], env)
     expect(refused.code).toBe(1)
     expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'cancelled', error_message: expect.stringMatching(/^Refusing to continue without confirmation/) })
+    // no terminal and no --yes (automation that forgot it): told as well
+    expect(toldSince(mark)).toHaveLength(1)
     expect(await runningVersion()).toBe('v1.1.0')
   })
 
   it('9. --dry-run prints the plan and changes nothing', async () => {
-    const before = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    // The stack's own images (other test files may build theirs meanwhile): nothing pulled, built or removed.
+    const { BOT_IMAGE = '', POSTGRES_IMAGE = '' } = bedEnv()
+    const repositories = [BOT_IMAGE, POSTGRES_IMAGE.slice(0, POSTGRES_IMAGE.lastIndexOf(':'))]
+    const stackImages = async () => (await exec(['docker', 'images', '--format', '{{.Repository}} {{.Tag}} {{.ID}}'])).stdout.split('\n').filter((l) => repositories.includes(l.split(' ')[0] ?? '')).sort()
+    const before = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), await stackImages()]
     const result = await stack.script('deploy', ['v1.0.0', '--dry-run'], env)
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/\[dry-run\] pg_dump|\[dry-run\] docker compose .* exec -T postgres pg_dump/)
@@ -170,7 +183,7 @@ describe('deploy', () => {
     expect(result.stdout).toMatch(/INFO: Dry run complete: nothing was changed\n$/)
     expect(result.stdout).not.toMatch(/Backup created|Migrations applied|Deployment successful/)
     // The log file is the record of what happened: a plan leaves nothing in it.
-    const after = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), (await exec(['docker', 'images', '-q'])).stdout]
+    const after = [fs.readFileSync(stack.env.LOG_FILE!, 'utf8'), await stackChecksums(stack), fs.readFileSync(path.join(stack.dir, 'deployments.log'), 'utf8'), fs.readFileSync(path.join(stack.dir, 'artifacts.json'), 'utf8'), await stackImages()]
     expect(after).toEqual(before)
     expect(await runningVersion()).toBe('v1.1.0')
   })
