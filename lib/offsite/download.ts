@@ -83,9 +83,10 @@ export async function downloadBackup(settings: OffsiteSettings, key: string, des
   const encrypted = `${destFile}.age.partial`
   fs.rmSync(encrypted, { force: true })
   fs.rmSync(partial, { force: true })
+  const sink = fs.createWriteStream(encrypted, { flags: 'wx', mode: 0o600 })
   try {
     const cipher = new Meter({ macKey, expect: { measured: sidecar.ciphertext, mismatch: () => altered(key, 'its sha256 is not the one recorded when it was uploaded') } })
-    const received = await pipeline(body, cipher, fs.createWriteStream(encrypted, { flags: 'wx', mode: 0o600 })).then(
+    const received = await pipeline(body, cipher, sink).then(
       () => null,
       (error: unknown) => error,
     )
@@ -103,6 +104,9 @@ export async function downloadBackup(settings: OffsiteSettings, key: string, des
     fs.rmSync(partial, { force: true })
     throw error
   } finally {
+    // The file is opened asynchronously: a pipeline that failed early can see it created after
+    // its rejection, so it is removed once the stream has closed, not before.
+    if (!sink.closed) await new Promise<void>((resolve) => sink.once('close', () => resolve()).destroy())
     fs.rmSync(encrypted, { force: true })
   }
   // age wrote the plaintext itself (it never crossed node); read back from the page cache, it must
