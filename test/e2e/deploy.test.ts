@@ -165,6 +165,13 @@ describe('deploy', () => {
     expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'cancelled', error_message: expect.stringMatching(/^Refusing to continue without confirmation/) })
     // no terminal and no --yes (automation that forgot it): told as well
     expect(toldSince(mark)).toHaveLength(1)
+    // the pre-deployment backup fails (no room for it, the pre-flight skipped): exit 2, told once
+    mark = received.length
+    const noBackup = await stack.script('deploy', ['v1.0.0', '--yes', '--skip-checks'], { ...env, MIN_FREE_DISK_MB: '999999999' })
+    expect(noBackup.code, noBackup.stdout + noBackup.stderr).toBe(2)
+    expect(events().at(-1)).toMatchObject({ event_type: 'deploy', artifact_id: 'v1.0.0', status: 'failed' })
+    expect(toldSince(mark)).toHaveLength(1)
+    expect(toldSince(mark)[0]).toMatch(/deploy v1\.0\.0 --yes --skip-checks failed on \S+ \(exit 2\): .*Look further: /)
     expect(await runningVersion()).toBe('v1.1.0')
   })
 
