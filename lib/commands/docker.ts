@@ -139,3 +139,31 @@ export function imageRepoDigests(image: string): Command {
 export function copyFromContainer(id: string, file: string): Command {
   return { argv: ['docker', 'cp', `${id}:${file}`, '-'], mutates: false, timeoutMs: 30_000 }
 }
+
+// What a deploy prunes (lib/release/prune.ts).
+export function listReleaseImages(repository: string): Command {
+  return { argv: ['docker', 'image', 'ls', '--format', '{{.Tag}}\t{{.CreatedAt}}', repository], mutates: false, timeoutMs: 60_000 }
+}
+
+/** By name, without --force: an image a container still uses stays, and a shared ID is only untagged. */
+export function removeImage(image: string): Command {
+  return { argv: ['docker', 'image', 'rm', image], timeoutMs: 2 * 60_000 }
+}
+
+/** This project's one-off containers (`compose run`) that are not running. */
+export function listStoppedOneOffs(p: ComposeProject): Command {
+  return {
+    argv: ['docker', 'ps', '--all', '--quiet', '--filter', `label=com.docker.compose.project=${p.project}`, '--filter', 'label=com.docker.compose.oneoff=True', '--filter', 'status=exited', '--filter', 'status=created', '--filter', 'status=dead'],
+    mutates: false,
+    timeoutMs: 30_000,
+  }
+}
+
+export function removeContainers(ids: string[]): Command {
+  return { argv: ['docker', 'rm', ...ids], timeoutMs: 2 * 60_000 }
+}
+
+/** Untagged images nothing uses (a tag pulled again leaves its old image dangling). */
+export function pruneDanglingImages(): Command {
+  return { argv: ['docker', 'image', 'prune', '--force'], timeoutMs: 10 * 60_000 }
+}

@@ -1,8 +1,8 @@
-import type { ComposeProject } from '../commands/compose.ts'
+import { imageCreatedAndSize, listReleaseImages, listStoppedOneOffs, pruneDanglingImages, removeContainers, removeImage } from '../commands/docker.ts'
 import { requireCompose, type Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, run, tryRun, type Command } from '../core/runner.ts'
+import { capture, run, tryRun } from '../core/runner.ts'
 import { readEvents, readState, TAG, type DeployEvent } from './deploy-state.ts'
 import { pullImage, requireImage } from './release.ts'
 
@@ -63,33 +63,6 @@ export function parseReleaseImages(text: string): LocalRelease[] {
   })
 }
 
-export function listReleaseImages(repository: string): Command {
-  return { argv: ['docker', 'image', 'ls', '--format', '{{.Tag}}\t{{.CreatedAt}}', repository], mutates: false, timeoutMs: 60_000 }
-}
-
-/** By name, without --force: an image a container still uses stays, and a shared ID is only untagged. */
-export function removeImage(image: string): Command {
-  return { argv: ['docker', 'image', 'rm', image], timeoutMs: 2 * 60_000 }
-}
-
-/** This project's one-off containers (`compose run`) that are not running. */
-export function listStoppedOneOffs(p: ComposeProject): Command {
-  return {
-    argv: ['docker', 'ps', '--all', '--quiet', '--filter', `label=com.docker.compose.project=${p.project}`, '--filter', 'label=com.docker.compose.oneoff=True', '--filter', 'status=exited', '--filter', 'status=created', '--filter', 'status=dead'],
-    mutates: false,
-    timeoutMs: 30_000,
-  }
-}
-
-export function removeContainers(ids: string[]): Command {
-  return { argv: ['docker', 'rm', ...ids], timeoutMs: 2 * 60_000 }
-}
-
-/** Untagged images nothing uses (a tag pulled again leaves its old image dangling). */
-export function pruneDanglingImages(): Command {
-  return { argv: ['docker', 'image', 'prune', '--force'], timeoutMs: 10 * 60_000 }
-}
-
 /** After a successful deploy. Every part is tried; what fails is one warning naming the cleanup by hand. */
 export async function pruneOldReleases(ctx: Context): Promise<void> {
   const problems: string[] = []
@@ -134,18 +107,13 @@ async function pruneOneOffs(ctx: Context): Promise<number> {
   return ids.length
 }
 
-/** Exit 0 when the image is on this host. */
-export function inspectLocalImage(image: string): Command {
-  return { argv: ['docker', 'image', 'inspect', '--format', '{{.Id}}', image], mutates: false, timeoutMs: 30_000 }
-}
-
 /**
  * A rollback's image: the one kept on this host when it is there (the running and previous
  * releases always are), pulled otherwise. A rollback must not depend on the registry being up.
  */
 export async function releaseImageForRollback(ctx: Context, tag: string): Promise<void> {
   const image = `${requireImage(ctx.cfg)}:${tag}`
-  if ((await tryRun(inspectLocalImage(image))).exitCode === 0) {
+  if ((await tryRun(imageCreatedAndSize(image))).exitCode === 0) {
     log.info(`Using ${image} kept on this host (no pull)`)
     return
   }

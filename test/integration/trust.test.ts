@@ -10,7 +10,7 @@ import { startHookServer, type HookServer } from '../support/hook.ts'
 import { requireCommands } from '../support/require-commands.ts'
 import { startS3Server, type S3TestServer } from '../support/s3-server.ts'
 import { seedSampleData, tableChecksums } from '../support/sample-data.ts'
-import { runScript, tempDir, type ScriptResult } from '../support/scripts.ts'
+import { runScript, tempDir, type ScriptResult, urlModeEnv } from '../support/scripts.ts'
 
 // Issue 21, as an attacker would try it, in url mode against a real PostgreSQL, the real S3 test
 // server and the real `age`: what the bucket, a dump, the index and the clock hand the toolkit is
@@ -56,13 +56,8 @@ afterAll(async () => {
 function droplet(prefix: string | null, c: Cluster = cluster): Record<string, string> {
   const dir = fs.mkdtempSync(path.join(work, 'droplet-'))
   return {
-    DB_MODE: 'url',
-    DATABASE_URL: c.adminUrl('shop'),
-    BACKUP_DIR: path.join(dir, 'backups'),
+    ...urlModeEnv(c.adminUrl('shop'), dir),
     LOG_FILE: path.join(dir, 'log', 'deployment.log'),
-    DEPLOY_DIR: dir,
-    APP_SERVICES: '',
-    MIN_FREE_DISK_MB: '1',
     KEY_TABLES: 'users,businesses',
     NOTIFY_WEBHOOK_URL: hook.url,
     NODE_EXTRA_CA_CERTS: server.caFile,

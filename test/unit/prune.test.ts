@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { newEvent, type DeployEvent } from '../../lib/release/deploy-state.ts'
-import { listStoppedOneOffs, parseCreatedAt, parseReleaseImages, releasesToRemove } from '../../lib/release/prune.ts'
+import { listStoppedOneOffs } from '../../lib/commands/docker.ts'
+import { parseCreatedAt, parseReleaseImages, releasesToRemove } from '../../lib/release/prune.ts'
 
 const now = new Date('2026-12-07T05:00:00Z')
 const daysAgo = (d: number): Date => new Date(now.getTime() - d * 86_400_000)
