@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import { backupRecordSchema } from '../lib/db/backup-index.ts'
 import { downloadBackup } from '../lib/offsite/download.ts'
-import { offsiteSettings } from '../lib/offsite/settings.ts'
+import { offsiteSettings } from '../lib/core/offsite-config.ts'
 import { uploadBackup } from '../lib/offsite/upload.ts'
 
 const [operation, first = '', second = ''] = process.argv.slice(2)

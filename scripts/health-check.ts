@@ -1,12 +1,12 @@
 // health-check [service] [--json] [--wait [seconds]]: the health of the stack (contract:
 // health-check.sh). The same code is deploy's health gate and the post-boot check.
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { openContext, type Context } from '../lib/core/config.ts'
+import { openContext, type Context } from '../lib/stack/context.ts'
 import { withArchiving } from '../lib/db/pitr.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
-import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/release/health.ts'
+import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/stack/health.ts'
 import { addResources } from '../lib/release/resources.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'

@@ -2,7 +2,7 @@
 // the target and restored from the target's pre-deployment backup when it is ahead
 // (contract: rollback.sh).
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { openContext, type Context } from '../lib/core/config.ts'
+import { openContext, type Context } from '../lib/stack/context.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
 import { deployedVersions, lastGoodBefore, readEvents, readState } from '../lib/release/deploy-state.ts'
 import { OpsError } from '../lib/core/errors.ts'

@@ -5,7 +5,7 @@
 // without rewriting the unit (which the deploy user could not).
 import type { CliSpec, ParsedCli } from '../lib/core/cli.ts'
 import { composeBootUp, composeStart, composeStopAll } from '../lib/commands/compose.ts'
-import { openContext, requireCompose } from '../lib/core/config.ts'
+import { openContext, requireCompose } from '../lib/stack/context.ts'
 import { OpsError } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'

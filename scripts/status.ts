@@ -3,7 +3,7 @@
 // alerts firing. It reads state files and probes the services in parallel; anything it cannot read
 // is named on the screen, never a crash. It changes nothing.
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { openContext } from '../lib/core/config.ts'
+import { openContext } from '../lib/stack/context.ts'
 import { OpsError } from '../lib/core/errors.ts'
 import { configureLog } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'

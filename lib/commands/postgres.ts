@@ -1,5 +1,6 @@
 import { composeExec, type ComposeProject } from './compose.ts'
 import type { Config } from '../core/config.ts'
+import { parseDatabaseUrl, type DatabaseUrl } from '../core/database-url.ts'
 import { OpsError } from '../core/errors.ts'
 import type { Command } from '../core/runner.ts'
 
@@ -8,7 +9,7 @@ import type { Command } from '../core/runner.ts'
 // password travels in PGPASSWORD, never in argv.
 export type Db =
   | { mode: 'compose'; compose: ComposeProject; user: string; database: string; maintenanceDb: string; timeoutMs: number }
-  | { mode: 'url'; host: string; port: string; user: string; password: string; database: string; maintenanceDb: string; params: Record<string, string>; timeoutMs: number }
+  | (DatabaseUrl & { maintenanceDb: string; timeoutMs: number })
 
 export function dbFromConfig(cfg: Config, compose: ComposeProject | null): Db {
   const timeoutMs = cfg.DB_OPERATION_TIMEOUT * 1000
@@ -18,42 +19,6 @@ export function dbFromConfig(cfg: Config, compose: ComposeProject | null): Db {
   }
   if (!cfg.DATABASE_URL) throw new OpsError('config', 'DB_MODE=url needs DATABASE_URL')
   return { ...parseDatabaseUrl(cfg.DATABASE_URL), maintenanceDb: cfg.PG_MAINTENANCE_DB, timeoutMs }
-}
-
-const URL_PARAMS: Record<string, string> = {
-  sslmode: 'PGSSLMODE',
-  sslrootcert: 'PGSSLROOTCERT',
-  sslcert: 'PGSSLCERT',
-  sslkey: 'PGSSLKEY',
-  application_name: 'PGAPPNAME',
-}
-
-export function parseDatabaseUrl(text: string): Omit<Extract<Db, { mode: 'url' }>, 'maintenanceDb' | 'timeoutMs'> {
-  let url: URL
-  try {
-    url = new URL(text)
-  } catch {
-    throw new OpsError('config', 'DATABASE_URL is not a valid URL (expected postgresql://user:password@host:5432/dbname)')
-  }
-  if (!/^postgres(ql)?:$/.test(url.protocol)) throw new OpsError('config', `DATABASE_URL must start with postgresql://, not ${url.protocol}//`)
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(database)) throw new OpsError('config', `DATABASE_URL names database "${database}": a plain identifier is required`)
-  if (!url.hostname || !url.username) throw new OpsError('config', 'DATABASE_URL needs a host and a user')
-  const params: Record<string, string> = {}
-  for (const [key, value] of url.searchParams) {
-    const envName = URL_PARAMS[key]
-    if (!envName) throw new OpsError('config', `DATABASE_URL parameter "${key}" is not supported (supported: ${Object.keys(URL_PARAMS).join(', ')})`)
-    params[envName] = value
-  }
-  return {
-    mode: 'url',
-    host: url.hostname.replace(/^\[|\]$/g, ''),
-    port: url.port || '5432',
-    user: decodeURIComponent(url.username),
-    password: decodeURIComponent(url.password),
-    database,
-    params,
-  }
 }
 
 function onDb(db: Db, tool: string, args: string[], env: Record<string, string> = {}): Command {

@@ -1,13 +1,10 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
-import { composeProject, type ComposeProject } from '../commands/compose.ts'
-import { dbFromConfig, type Db } from '../commands/postgres.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
 import { addSecretsFrom } from './redact.ts'
-import { writeContainerEnvFiles } from './container-env.ts'
-import { OFFSITE_VARIABLES, offsiteSettings, type OffsiteSettings } from '../offsite/settings.ts'
+import { OFFSITE_VARIABLES, offsiteSettings, type OffsiteSettings } from './offsite-config.ts'
 
 export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -167,26 +164,4 @@ function pick(vars: Record<string, string>, keys: string[]): Record<string, stri
 
 function nonEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''))
-}
-
-export interface Context {
-  cfg: Config
-  db: Db
-  /** null when neither the database nor any application service lives in compose */
-  compose: ComposeProject | null
-}
-
-export async function openContext(env: NodeJS.ProcessEnv = process.env): Promise<Context> {
-  const cfg = loadConfig(env)
-  const needsCompose = cfg.DB_MODE === 'compose' || cfg.APP_SERVICES.length > 0
-  const compose = needsCompose ? await composeProject(cfg) : null
-  // Before any compose command: the bot's and postgres's env_files are derived from .env.production.
-  if (compose?.envFile) writeContainerEnvFiles(compose.envFile, env, cfg.PITR_ENABLED)
-  return { cfg, db: dbFromConfig(cfg, compose), compose }
-}
-
-/** The compose project, for steps that only exist when services run in compose. */
-export function requireCompose(ctx: Context): ComposeProject {
-  if (!ctx.compose) throw new OpsError('config', 'No compose project is configured (DB_MODE=url and APP_SERVICES empty), but this step needs the stack')
-  return ctx.compose
 }

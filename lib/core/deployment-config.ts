@@ -1,5 +1,5 @@
 import { OpsError, messageOf } from './errors.ts'
-import { parseDatabaseUrl } from '../commands/postgres.ts'
+import { parseDatabaseUrl } from './database-url.ts'
 
 // The data model's Deployment Configuration (.env.production): its validation rules, and the file
 // rendered from deployment/.env.production.template. setup-droplet writes the file; a deploy can

@@ -1,12 +1,13 @@
 import crypto from 'node:crypto'
-import type { Context } from '../core/config.ts'
+import type { Context } from '../stack/context.ts'
 import { writeContainerEnvFiles } from '../core/container-env.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { addSecret } from '../core/redact.ts'
 import { isDryRun, run } from '../core/runner.ts'
-import { doBlock, parseDatabaseUrl, psqlQuery, quoteIdent, quoteLiteral } from '../commands/postgres.ts'
+import { doBlock, psqlQuery, quoteIdent, quoteLiteral } from '../commands/postgres.ts'
+import { parseDatabaseUrl } from '../core/database-url.ts'
 
 // The bot connects with DATABASE_URL as a role of its own that owns the application's database
 // and every object in it, but is no superuser (a superuser's `COPY ... FROM PROGRAM` is a shell in

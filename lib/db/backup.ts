@@ -26,7 +26,7 @@ import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../comm
 import { capture, isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 import { uploadBackup } from '../offsite/upload.ts'
-import { copyOffsite } from './offsite.ts'
+import { copyOffsite } from '../offsite/copies.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.

@@ -3,7 +3,7 @@ import { compose, composeStop, type ComposeProject } from '../commands/compose.t
 import { containerLogs, createVolume, findContainer, removeVolume } from '../commands/docker.ts'
 import { restoreTargetOptions, stanzaCreate, ttgPitrDiscard, ttgPitrDrill, ttgPitrPutBack, ttgPitrRestore, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psqlQuery } from '../commands/postgres.ts'
-import { requireCompose, type Context } from '../core/config.ts'
+import { requireCompose, type Context } from '../stack/context.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatAge, isoSeconds } from '../core/format.ts'

@@ -7,7 +7,8 @@ import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, 
 import { psqlQuery } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
-import { requireCompose, type Config, type Context } from '../core/config.ts'
+import { type Config } from '../core/config.ts'
+import { requireCompose, type Context } from '../stack/context.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
@@ -16,7 +17,7 @@ import { notify } from '../core/notify.ts'
 import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { pitrRepoDir } from '../commands/compose.ts'
-import type { ServiceHealth } from '../release/health.ts'
+import type { ServiceHealth } from '../stack/health.ts'
 
 // Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
 // service (deployment/postgres), base backups taken here. pgBackRest's own repository is the

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from '../commands/compose.ts'
-import { requireCompose, type Context } from '../core/config.ts'
+import { requireCompose, type Context } from '../stack/context.ts'
 import { exportRowsNotIn } from './data-export.ts'
 import { handRestoredCopyToApp } from './app-role.ts'
 import { DumpInspector, MetaCommandGuard, type DumpFacts } from './dump-inspector.ts'
@@ -16,7 +16,7 @@ import { onInterrupt } from '../core/interrupts.ts'
 import { doBlock, psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
 import { CommandFailed, capture, isDryRun, run, runStages, tryRun } from '../core/runner.ts'
 import { CopyTagCollector, sha256OfFile } from '../core/streams.ts'
-import { SERVICES, unhealthyLines, waitUntilHealthy } from '../release/health.ts'
+import { SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 
 // Restoring never touches the live database until a full copy has been restored beside it and
 // checked; then the two are swapped by renaming, in one transaction.

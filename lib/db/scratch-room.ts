@@ -1,5 +1,5 @@
 import { dataDirectoryFree, psqlQuery, quoteLiteral } from '../commands/postgres.ts'
-import { requireCompose, type Context } from '../core/config.ts'
+import { requireCompose, type Context } from '../stack/context.ts'
 import { parseDfAvailable, requireRoomForCopy, uncompressedEstimate } from '../core/disk.ts'
 import { formatBytes } from '../core/format.ts'
 import { log } from '../core/log.ts'

@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-s3'
 import type { ListedObject } from './keys.ts'
 import { offsiteFailure } from './s3.ts'
-import type { OffsiteSettings } from './settings.ts'
+import type { OffsiteSettings } from '../core/offsite-config.ts'
 import { parseSidecar, type Sidecar } from './sidecar.ts'
 
 // The few S3 operations the toolkit makes, each turning a failure into an OffsiteError that names

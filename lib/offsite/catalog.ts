@@ -1,10 +1,9 @@
 import type { S3Client } from '@aws-sdk/client-s3'
-import { messageOf } from '../core/errors.ts'
+import { messageOf, OffsiteError } from '../core/errors.ts'
 import { listObjects, readSidecar, sidecarMismatch, type Bucket } from './bucket.ts'
-import { OffsiteError } from './errors.ts'
 import { pairListing, type ListedObject } from './keys.ts'
 import { createS3Client } from './s3.ts'
-import type { OffsiteSettings } from './settings.ts'
+import type { OffsiteSettings } from '../core/offsite-config.ts'
 import type { Sidecar } from './sidecar.ts'
 
 // What the bucket holds, from the bucket alone: a new droplet with an empty BACKUP_DIR sees the same.

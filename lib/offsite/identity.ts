@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { addSecret } from '../core/redact.ts'
-import { OffsiteError } from './errors.ts'
+import { OffsiteError } from '../core/errors.ts'
 
 // The private key side, needed only to download. age-encryption is loaded here, on first use, so
 // a backup run that only uploads does not carry it.

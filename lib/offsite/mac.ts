@@ -1,6 +1,6 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import { addSecret } from '../core/redact.ts'
-import { OffsiteError } from './errors.ts'
+import { OffsiteError } from '../core/errors.ts'
 import { identityOf } from './identity.ts'
 import type { Sidecar } from './sidecar.ts'
 

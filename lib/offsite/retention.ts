@@ -1,13 +1,12 @@
 import type { S3Client } from '@aws-sdk/client-s3'
-import { messageOf } from '../core/errors.ts'
+import { messageOf, OffsiteError } from '../core/errors.ts'
 import { isDryRun } from '../core/runner.ts'
 import { abortUpload, deleteObject, listUploads, type Bucket, type PendingUpload } from './bucket.ts'
 import { listRemoteBackups, type RemoteBackup, type RemoteCatalog } from './catalog.ts'
-import { OffsiteError } from './errors.ts'
 import type { ListedObject } from './keys.ts'
 import { chooseRemoteExpired, chooseStaleObjects, chooseStaleUploads } from './retention-plan.ts'
 import { createS3Client } from './s3.ts'
-import type { OffsiteSettings } from './settings.ts'
+import type { OffsiteSettings } from '../core/offsite-config.ts'
 
 export interface RemoteRetentionOptions {
   client?: S3Client

@@ -3,8 +3,8 @@ import https from 'node:https'
 import { S3Client } from '@aws-sdk/client-s3'
 import { log } from '../core/log.ts'
 import { redact } from '../core/redact.ts'
-import { OffsiteError, type OffsiteProblem } from './errors.ts'
-import type { OffsiteSettings } from './settings.ts'
+import { OffsiteError, type OffsiteProblem } from '../core/errors.ts'
+import type { OffsiteSettings } from '../core/offsite-config.ts'
 
 export interface ClientOptions {
   /** PEM of a private CA (a test server's); public endpoints need none */

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { z } from 'zod'
 import { BACKUP_ID, BACKUP_TYPES, backupRecordSchema, type BackupRecord } from '../db/backup-index.ts'
-import { OffsiteError } from './errors.ts'
+import { OffsiteError } from '../core/errors.ts'
 import { hmacHex, MAC_SCHEME, sidecarMacInput } from './mac.ts'
 
 // The sidecar `<key>.json` is what makes the bucket self-describing: a new droplet with an empty

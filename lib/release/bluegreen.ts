@@ -5,7 +5,7 @@ import type { Config } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { capture, isDryRun, run, type Command } from '../core/runner.ts'
-import { waitUntilContainerHealthy } from './health.ts'
+import { waitUntilContainerHealthy } from '../stack/health.ts'
 
 // Blue-green for a webhook bot: Telegram POSTs every update to nginx, so the new version can start
 // beside the old one and take over without one refused request. Polling mode never comes here

@@ -1,5 +1,5 @@
 import { imageCreatedAndSize, listReleaseImages, listStoppedOneOffs, pruneDanglingImages, removeContainers, removeImage } from '../commands/docker.ts'
-import { requireCompose, type Context } from '../core/config.ts'
+import { requireCompose, type Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { capture, run, tryRun } from '../core/runner.ts'

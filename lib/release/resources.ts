@@ -1,7 +1,7 @@
 import { containerStatsCommand, findContainer } from '../commands/docker.ts'
-import type { Context } from '../core/config.ts'
+import type { Context } from '../stack/context.ts'
 import { tryRun } from '../core/runner.ts'
-import type { HealthReport, Service } from './health.ts'
+import type { HealthReport, Service } from '../stack/health.ts'
 
 // The Service Instance's restart_count and memory_usage_mb beside each service's health in
 // `health-check --json`: Docker's restart count (a deploy recreates the container, so it counts

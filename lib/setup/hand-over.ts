@@ -3,7 +3,7 @@ import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { makeDirNoFollow, setOwnerAndMode, type Ids } from '../core/no-follow.ts'
 import { capture, isDryRun } from '../core/runner.ts'
-import { passwdEntry } from './host.ts'
+import { passwdEntry } from '../commands/host.ts'
 
 // setup-droplet runs as root and hands files and directories to the deploy user (or to a
 // container's uid) in directories that user owns: not with chown/chmod/install -d, which follow a

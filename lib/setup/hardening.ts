@@ -6,7 +6,7 @@ import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { looksTransient, retry } from '../core/retry.ts'
 import { isDryRun, run, tryRun, type Command } from '../core/runner.ts'
-import { parsePasswd, passwdEntry } from './host.ts'
+import { parsePasswd, passwdEntry } from '../commands/host.ts'
 
 // The host itself (issue 21): sshd takes keys only, and security updates install themselves.
 // Each is on by default with an opt-out (--no-ssh-hardening, --no-unattended-upgrades, or

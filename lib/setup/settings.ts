@@ -5,7 +5,7 @@ import { loadConfig, type Config } from '../core/config.ts'
 import { readEnvFile } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { addSecretsFrom } from '../core/redact.ts'
-import { OFFSITE_VARIABLES } from '../offsite/settings.ts'
+import { OFFSITE_VARIABLES } from '../core/offsite-config.ts'
 
 // setup-droplet's own settings, beyond lib/config.ts's: who runs the stack, where the application
 // repository comes from, and which packages to install. Read from the environment, which wins

@@ -1,14 +1,15 @@
 import { pitrUnavailable, readPitrState, type PhysicalRun } from '../db/pitr.ts'
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Config, Context } from '../core/config.ts'
+import type { Config } from '../core/config.ts'
+import type { Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, formatMb } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
 import { capture, type Command } from '../core/runner.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
-import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../release/health.ts'
+import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../stack/health.ts'
 
 // status.sh: the one screen an operator reads first. Every section is read on its own; one that
 // cannot be read becomes a line in `unreadable` saying why, and the rest is still shown. Nothing

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { composeBase, composeExec, composePull, composeStart, composeStop, composeUp, type ComposeProject } from '../../lib/commands/compose.ts'
 import { loadConfig, MONITORING_COMPOSE_FILE, stackProfiles } from '../../lib/core/config.ts'
 import { compressCommand, decompressCommand } from '../../lib/commands/gzip.ts'
-import { doBlock, parseDatabaseUrl, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
+import { doBlock, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
+import { parseDatabaseUrl } from '../../lib/core/database-url.ts'
 
 // Command plans are data: these are the exact argv arrays the runner executes.
 const v2: ComposeProject = { flavor: 'v2', files: ['/opt/toogoodtogo/deployment/deployment/docker-compose.prod.yml'], project: 'toogoodtogo', envFile: '/opt/toogoodtogo/.env.production', profiles: [] }

@@ -6,7 +6,7 @@ import { CONFIG_KEYS } from '../../lib/core/config.ts'
 import { botEnvFile, botEnvText, isToolkitVariable, postgresEnvFile, postgresEnvText, SHARED_WITH_BOT, writeContainerEnvFiles } from '../../lib/core/container-env.ts'
 import { optionalKeys, templateKeys } from '../../lib/core/deployment-config.ts'
 import { parseEnvFile } from '../../lib/core/env-file.ts'
-import { OFFSITE_VARIABLES } from '../../lib/offsite/settings.ts'
+import { OFFSITE_VARIABLES } from '../../lib/core/offsite-config.ts'
 import { ROOT } from '../support/scripts.ts'
 
 const production = [

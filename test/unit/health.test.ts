@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { deriveBotHealth, overall } from '../../lib/release/health.ts'
+import { deriveBotHealth, overall } from '../../lib/stack/health.ts'
 
 const fine = { status: 'healthy', postgres_connected: true, redis_connected: true, version: 'v1.0.0' }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ageDecryptCommand, ageEncryptCommand } from '../../lib/offsite/age.ts'
+import { ageDecryptCommand, ageEncryptCommand } from '../../lib/commands/age.ts'
 import { dataKey, pairListing, parseKey, sidecarKey, type ListedObject } from '../../lib/offsite/keys.ts'
 
 const at = (iso: string) => new Date(iso)

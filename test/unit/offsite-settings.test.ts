@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { OffsiteError } from '../../lib/offsite/errors.ts'
+import { OffsiteError } from '../../lib/core/errors.ts'
 import { Encrypter, generateX25519Identity, identityToRecipient } from 'age-encryption'
-import { isAgeRecipient, offsiteSettings } from '../../lib/offsite/settings.ts'
+import { isAgeRecipient, offsiteSettings } from '../../lib/core/offsite-config.ts'
 
 const RECIPIENT = 'age1eezeuwxtr03cevxr92894eta0ky4877y0d0595786s2ak5p5w5vqp077td'
 const SECRET = 'Sup3r-Secret-Value-123'

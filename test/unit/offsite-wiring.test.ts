@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../lib/core/config.ts'
 import { clearSecretsForTests, redact } from '../../lib/core/redact.ts'
 import { backupRecordSchema, readIndex, type BackupRecord } from '../../lib/db/backup-index.ts'
-import { failureRecord, listingTable, mergeListing } from '../../lib/db/offsite.ts'
+import { failureRecord, listingTable, mergeListing } from '../../lib/offsite/copies.ts'
 import type { RemoteBackup } from '../../lib/offsite/catalog.ts'
-import { OffsiteError } from '../../lib/offsite/errors.ts'
+import { OffsiteError } from '../../lib/core/errors.ts'
 import type { Sidecar } from '../../lib/offsite/sidecar.ts'
 
 // What phase 2 adds around lib/offsite: the settings read like the rest of the configuration, the

@@ -10,7 +10,7 @@ export function defaultIdentityFile(deployDir: string): string {
 
 /**
  * A new X25519 key pair. Not generateIdentity(): its post-quantum hybrid keys are refused by
- * Debian 12's age 1.1, which encrypts every copy (lib/offsite/age.ts).
+ * Debian 12's age 1.1, which encrypts every copy (lib/commands/age.ts).
  */
 export async function generateKeyPair(): Promise<{ identity: string; recipient: string }> {
   const { generateX25519Identity, identityToRecipient } = await import('age-encryption')

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execInContainer, findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
-import type { Context } from '../core/config.ts'
+import type { Context } from './context.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'

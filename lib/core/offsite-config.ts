@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { z } from 'zod'
-import { addSecretsFrom } from '../core/redact.ts'
+import { addSecretsFrom } from './redact.ts'
 import { OffsiteError } from './errors.ts'
 
 // The off-site settings from .env.production / the environment. Off-site is off (null) while
