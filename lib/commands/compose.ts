@@ -158,3 +158,40 @@ export function nginxConfigTest(p: ComposeProject, vars: Record<string, string>)
 export function firstMigration(p: ComposeProject, migrate: string, vars: Record<string, string>): Command {
   return { ...compose(p, ['run', '--rm', '-T', 'bot', ...migrate.trim().split(/\s+/)], vars), timeoutMs: 10 * 60_000 }
 }
+
+// ---- deploy and rollback: the bot's image, its migrations, the stack at a tag ----------------------
+
+/** Pull (with the contract's retries) or, with --build, build from the checkout. */
+export function imageCommand(p: ComposeProject, tag: string, build: { appDir: string } | null): Command {
+  if (!build) return { ...compose(p, ['pull', '--quiet', 'bot'], { APP_VERSION: tag }), timeoutMs: 15 * 60_000 }
+  const overlay = path.join(path.dirname(p.files[0]), 'docker-compose.build.yml')
+  return { ...compose(p, ['--file', overlay, 'build', 'bot'], { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 }
+}
+
+/** A one-off container of the bot's image at `tag`, beside the running one (no dependencies started). */
+function inBotImage(p: ComposeProject, tag: string, argv: string[]): Command {
+  return compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...argv], { APP_VERSION: tag })
+}
+
+export function migrateCommand(p: ComposeProject, tag: string, migrate: string): Command {
+  return { ...inBotImage(p, tag, migrate.trim().split(/\s+/)), timeoutMs: 10 * 60_000 }
+}
+
+/** alembic's head revision in `tag`'s image: the schema that release expects. */
+export function migrationHeadCommand(p: ComposeProject, tag: string): Command {
+  return { ...inBotImage(p, tag, ['alembic', 'heads']), mutates: false, timeoutMs: 120_000 }
+}
+
+/** Downgrades with `tag`'s image, which knows the revisions it added. */
+export function downgradeCommand(p: ComposeProject, tag: string, revision: string): Command {
+  return { ...inBotImage(p, tag, ['alembic', 'downgrade', revision]), timeoutMs: 10 * 60_000 }
+}
+
+/** The data services alone, before there is anything to back up. */
+export function dataServicesUpCommand(p: ComposeProject, tag: string): Command {
+  return { ...compose(p, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
+}
+
+export function upCommand(p: ComposeProject, tag: string): Command {
+  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
+}

@@ -1,3 +1,4 @@
+import path from 'node:path'
 import type { ComposeProject } from './compose.ts'
 import { capture, type Command } from '../core/runner.ts'
 
@@ -166,4 +167,15 @@ export function removeContainers(ids: string[]): Command {
 /** Untagged images nothing uses (a tag pulled again leaves its old image dangling). */
 export function pruneDanglingImages(): Command {
   return { argv: ['docker', 'image', 'prune', '--force'], timeoutMs: 10 * 60_000 }
+}
+
+export function systemDf(): Command {
+  return { argv: ['docker', 'system', 'df', '--format', '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'], mutates: false, timeoutMs: 30_000 }
+}
+
+/** mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text. */
+export function repoDirCommand(image: string, dir: string): Command {
+  const script = 'owner="$(id -u postgres):$(id -g postgres)" && mkdir -p "$1" && chown "$owner" "$1" && chmod 700 "$1" && echo "$owner"'
+  const inside = path.posix.join('/repo-parent', path.basename(dir))
+  return { argv: ['docker', 'run', '--rm', '--user', '0', '--entrypoint', 'sh', '--volume', `${path.dirname(dir)}:/repo-parent`, image, '-c', script, 'sh', inside], timeoutMs: 2 * 60_000 }
 }

@@ -87,17 +87,6 @@ export function deployKeyPath(home: string, operatorKey: boolean): string {
   return `${home.replace(/\/$/, '')}/.ssh/${operatorKey ? 'toogoodtogo_deploy_key' : 'id_ed25519'}`
 }
 
-/** No passphrase: the key is used unattended by deploys and timers; its file is the protection (600). */
-export function sshKeygen(keyFile: string, comment: string): Command {
-  return { argv: ['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', keyFile], timeoutMs: 30_000 }
-}
-
-/** The public half, derived from the private key (an operator's key may come without its .pub). */
-export function sshPublicKey(keyFile: string): Command {
-  // -P '': a key with a passphrase fails here instead of asking for it.
-  return { argv: ['ssh-keygen', '-y', '-P', '', '-f', keyFile], mutates: false, timeoutMs: 30_000 }
-}
-
 export function move(from: string, to: string): Command {
   return { argv: ['mv', '--no-target-directory', from, to], timeoutMs: 60_000 }
 }

@@ -25,3 +25,8 @@ export function unitWarnings(output: string, files: string[]): string[] {
 export function verifyLogrotate(file: string): Command {
   return { argv: ['logrotate', '--debug', file], timeoutMs: 30_000, mutates: false }
 }
+
+/** A running sshd reads the new configuration; one not running reads it when it starts. */
+export function reloadSsh(): Command {
+  return { argv: ['systemctl', 'try-reload-or-restart', 'ssh.service'], timeoutMs: 60_000 }
+}

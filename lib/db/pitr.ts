@@ -7,16 +7,17 @@ import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, 
 import { psqlQuery } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
-import { type Config } from '../core/config.ts'
+import type { Config } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { recordPhysicalBackup, recordWalArchive } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
-import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { pitrRepoDir } from '../commands/compose.ts'
+import { repoDirCommand } from '../commands/docker.ts'
 import type { ServiceHealth } from '../stack/health.ts'
 
 // Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
@@ -335,13 +336,6 @@ export async function preparePitrRepoDir(cfg: Config): Promise<string> {
   const owner = (await capture(repoDirCommand(image, dir))).trim()
   log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
   return dir
-}
-
-/** mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text. */
-export function repoDirCommand(image: string, dir: string): Command {
-  const script = 'owner="$(id -u postgres):$(id -g postgres)" && mkdir -p "$1" && chown "$owner" "$1" && chmod 700 "$1" && echo "$owner"'
-  const inside = path.posix.join('/repo-parent', path.basename(dir))
-  return { argv: ['docker', 'run', '--rm', '--user', '0', '--entrypoint', 'sh', '--volume', `${path.dirname(dir)}:/repo-parent`, image, '-c', script, 'sh', inside], timeoutMs: 2 * 60_000 }
 }
 
 /**

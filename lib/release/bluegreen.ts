@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { composeScaleUp, type ComposeProject } from '../commands/compose.ts'
-import { containerName, findContainer, removeContainer, serviceContainers, shellInContainer, stopContainer, type ContainerInfo } from '../commands/docker.ts'
+import { containerName, findContainer, removeContainer, serviceContainers, stopContainer, type ContainerInfo } from '../commands/docker.ts'
+import { pinCommand, readPinCommand, workersCommand } from '../commands/nginx.ts'
 import type { Config } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, isDryRun, run, type Command } from '../core/runner.ts'
+import { capture, isDryRun, run } from '../core/runner.ts'
 import { waitUntilContainerHealthy } from '../stack/health.ts'
 
 // Blue-green for a webhook bot: Telegram POSTs every update to nginx, so the new version can start
@@ -40,29 +41,6 @@ export class OldVersionServing extends OpsError {
   ) {
     super(stage === 'health' ? 'health_failed' : 'command_failed', reason)
   }
-}
-
-const PIN_FILE = '/etc/nginx/conf.d/bot-pin.inc'
-
-/**
- * Writes the pin and reloads only if nginx accepts the whole configuration; a refused pin is
- * removed again, so a later restart never trips on it. A reload is graceful: old workers finish
- * their requests, new ones take the new config.
- */
-export function pinCommand(nginxId: string, target: string): Command {
-  const script = `set -e; cat > ${PIN_FILE}.new; mv ${PIN_FILE}.new ${PIN_FILE}; if ! nginx -t -q; then rm -f ${PIN_FILE}; exit 1; fi; nginx -s reload`
-  return shellInContainer(nginxId, script, 30_000, `set $bot_webhook http://${target}:8080;\n`)
-}
-
-/** The pin in force: `set $bot_webhook http://<name>:8080;`, or nothing. */
-export function readPinCommand(nginxId: string): Command {
-  return shellInContainer(nginxId, `cat ${PIN_FILE} 2>/dev/null || true`, 30_000, undefined, false)
-}
-
-/** pids of nginx's worker processes (the process title nginx gives them); no ps in every image. */
-export function workersCommand(nginxId: string): Command {
-  const script = `for d in /proc/[0-9]*; do case "$(tr '\\0' ' ' < $d/cmdline 2>/dev/null)" in "nginx: worker process"*) echo \${d#/proc/};; esac; done`
-  return shellInContainer(nginxId, script, 30_000, undefined, false)
 }
 
 /** Longer than nginx's proxy_read_timeout (30 s): a worker holding a request waits for its answer. */

@@ -1,11 +1,10 @@
 import os from 'node:os'
-import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
+import { composeStop, imageCommand, upCommand, type ComposeProject } from '../commands/compose.ts'
 import { copyFromContainer, execInContainer, findContainer, imageCreatedAndSize, imageRepoDigests } from '../commands/docker.ts'
 import { gitCheckout, gitResolve } from '../commands/git.ts'
 import { psqlQuery, type Db } from '../commands/postgres.ts'
-import { type Config } from '../core/config.ts'
+import type { Config } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
@@ -14,48 +13,14 @@ import { log } from '../core/log.ts'
 import { recordDeploy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
 import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './bluegreen.ts'
 import { clearWebhook, describeSwitch, pendingModeSwitch, removeNginx } from './mode.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
-// and the switch from one bot container to the next. Builders return argv; callers run them.
-/** Pull (with the contract's retries) or, with --build, build from the checkout. */
-export function imageCommand(p: ComposeProject, tag: string, build: { appDir: string } | null): Command {
-  if (!build) return { ...compose(p, ['pull', '--quiet', 'bot'], { APP_VERSION: tag }), timeoutMs: 15 * 60_000 }
-  const overlay = path.join(path.dirname(p.files[0]), 'docker-compose.build.yml')
-  return { ...compose(p, ['--file', overlay, 'build', 'bot'], { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 }
-}
-
-/** A one-off container of the bot's image at `tag`, beside the running one (no dependencies started). */
-function inBotImage(p: ComposeProject, tag: string, argv: string[]): Command {
-  return compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...argv], { APP_VERSION: tag })
-}
-
-export function migrateCommand(p: ComposeProject, tag: string, migrate: string): Command {
-  return { ...inBotImage(p, tag, migrate.trim().split(/\s+/)), timeoutMs: 10 * 60_000 }
-}
-
-/** alembic's head revision in `tag`'s image: the schema that release expects. */
-export function migrationHeadCommand(p: ComposeProject, tag: string): Command {
-  return { ...inBotImage(p, tag, ['alembic', 'heads']), mutates: false, timeoutMs: 120_000 }
-}
-
-/** Downgrades with `tag`'s image, which knows the revisions it added. */
-export function downgradeCommand(p: ComposeProject, tag: string, revision: string): Command {
-  return { ...inBotImage(p, tag, ['alembic', 'downgrade', revision]), timeoutMs: 10 * 60_000 }
-}
-
-/** The data services alone, before there is anything to back up. */
-export function dataServicesUpCommand(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
-}
-
-export function upCommand(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
-}
+// and the switch from one bot container to the next (their commands: lib/commands/compose.ts).
 
 export async function pullImage(p: ComposeProject, tag: string, build: { appDir: string } | null): Promise<void> {
   await retry(() => run(imageCommand(p, tag, build)), { what: build ? 'Image build' : 'Image pull', isTransient: looksTransient, baseDelayMs: 2000 })

@@ -5,7 +5,7 @@ import { readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { countRowsNotIn } from '../db/data-export.ts'
 import { ensurePostgresImage } from '../db/pitr-image.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../db/restore.ts'
-import { composeStop } from '../commands/compose.ts'
+import { composeStop, downgradeCommand, migrationHeadCommand } from '../commands/compose.ts'
 import { containerImage, serviceContainers } from '../commands/docker.ts'
 import { TOOLKIT_DIR } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
@@ -19,7 +19,7 @@ import { completeEvent, newEvent, type DeployEvent, type DeployState } from './d
 import { isWebhookMode } from './bluegreen.ts'
 import { checkHealth } from '../stack/health.ts'
 import { registerWebhook } from './mode.ts'
-import { checkout, downgradeCommand, healthGate, migrationHeadCommand, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
+import { checkout, healthGate, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
 import { releaseImageForRollback } from './prune.ts'
 
 // The one rollback, for deploy's automatic rollback, rollback.sh and the watcher: one set of rules

@@ -3,10 +3,11 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
-import { TOOLKIT_DIR, type Config } from '../core/config.ts'
+import type { Config } from '../core/config.ts'
+import { watchCommand } from '../commands/toolkit.ts'
 import { processAlive } from '../core/lock.ts'
 import { log } from '../core/log.ts'
-import { isDryRun, startDetached, type Command } from '../core/runner.ts'
+import { isDryRun, startDetached } from '../core/runner.ts'
 
 // The watch window: a release that passed the health gate can still fall over minutes later. After
 // every switch deploy starts `scripts/watch.ts` on its own (it outlives the deploy command), which
@@ -34,10 +35,6 @@ export function readWatch(cfg: Config): Watch | null {
   } catch {
     return null
   }
-}
-
-export function watchCommand(w: Omit<Watch, 'pid' | 'started_at' | 'until'>, seconds: number): Command {
-  return { argv: [path.join(TOOLKIT_DIR, 'scripts', 'run.sh'), 'watch', w.tag, '--previous', w.previous, '--event', w.event_id, '--seconds', String(seconds)] }
 }
 
 /** After a switch: the watcher started and recorded; nothing when WATCH_SECONDS is 0 or there is nothing to go back to. */

@@ -5,7 +5,9 @@ import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { sshdEffective, sshdTest } from '../commands/ssh.ts'
+import { reloadSsh } from '../commands/systemd.ts'
+import { isDryRun, run, tryRun } from '../core/runner.ts'
 import { parsePasswd, passwdEntry } from '../commands/host.ts'
 
 // The host itself (issue 21): sshd takes keys only, and security updates install themselves.
@@ -36,21 +38,6 @@ export function sshdDropIn(): string {
     ...Object.entries(SSHD_SETTINGS).map(([key, value]) => `${key} ${value}`),
     '',
   ].join('\n')
-}
-
-/** `sshd -t`: the whole configuration, drop-in included, parses (before any reload). */
-export function sshdTest(): Command {
-  return { argv: ['sshd', '-t'], mutates: false, timeoutMs: 30_000 }
-}
-
-/** `sshd -T`: the values sshd would use, lower-case keywords. */
-export function sshdEffective(): Command {
-  return { argv: ['sshd', '-T'], mutates: false, timeoutMs: 30_000 }
-}
-
-/** A running sshd reads the new configuration; one not running reads it when it starts. */
-export function reloadSsh(): Command {
-  return { argv: ['systemctl', 'try-reload-or-restart', 'ssh.service'], timeoutMs: 60_000 }
 }
 
 /** The settings `sshd -T` reports otherwise (an earlier file set them first). */

@@ -4,6 +4,7 @@ import type { Context } from './context.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'
+import { botProbeCommand } from '../commands/bot.ts'
 import { tryRun, type Command, type RunResult } from '../core/runner.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
@@ -155,33 +156,7 @@ async function checkUrlPostgres(ctx: Context): Promise<ServiceHealth> {
 
 // ---- the bot -----------------------------------------------------------------------------------
 
-// Runs inside the bot container (the bot is Python; its image need not have curl): reads the
-// internal /health and, because a polling bot may have no listener, the heartbeat file's age.
-const BOT_PROBE = `
-import json, os, time, urllib.request, urllib.error
-out = {}
-started = time.monotonic()
-try:
-    with urllib.request.urlopen(os.environ.get("HEALTH_URL", "http://127.0.0.1:8000/health"), timeout=9) as r:
-        out["body"] = json.loads(r.read())
-except urllib.error.HTTPError as e:
-    out["body"] = json.loads(e.read() or b"{}")
-except Exception as e:
-    reason = getattr(e, "reason", e)
-    out["error"] = str(reason)
-    out["timeout"] = isinstance(reason, TimeoutError) or "timed out" in str(reason)
-out["ms"] = int((time.monotonic() - started) * 1000)
-try:
-    out["heartbeat_age_s"] = round(time.time() - os.stat(os.environ.get("HEARTBEAT_FILE", "/tmp/heartbeat")).st_mtime, 1)
-except OSError:
-    out["heartbeat_age_s"] = None
-print(json.dumps(out))
-`
-
-export function botProbeCommand(containerId: string): Command {
-  return execInContainer(containerId, ['python3', '-c', BOT_PROBE], QUERY_TIMEOUT_MS)
-}
-
+/** What the probe (lib/commands/bot.ts) prints, as one line of JSON. */
 export interface BotProbe {
   body?: Record<string, unknown>
   error?: string
@@ -194,7 +169,7 @@ export interface BotProbe {
 async function checkBot(container: ContainerInfo): Promise<ServiceHealth> {
   let probe: BotProbe
   try {
-    const r = await tryRun(botProbeCommand(container.id))
+    const r = await tryRun(botProbeCommand(container.id, QUERY_TIMEOUT_MS))
     probe = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
     if (r.exitCode !== 0 || typeof probe.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
   } catch (error) {

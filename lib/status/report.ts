@@ -6,7 +6,8 @@ import type { Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, formatMb } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
-import { capture, type Command } from '../core/runner.ts'
+import { systemDf } from '../commands/docker.ts'
+import { capture } from '../core/runner.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../stack/health.ts'
@@ -244,10 +245,6 @@ function walArchivedAt(cfg: Config): string | null {
   const match = /^toogoodtogo_wal_last_archived_timestamp_seconds\s+(\d+(?:\.\d+)?)$/m.exec(text)
   if (!match?.[1]) throw new Error(`no timestamp in ${metricsFile(cfg, 'wal')}`)
   return new Date(Number(match[1]) * 1000).toISOString().slice(0, 19) + 'Z'
-}
-
-export function systemDf(): Command {
-  return { argv: ['docker', 'system', 'df', '--format', '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'], mutates: false, timeoutMs: 30_000 }
 }
 
 export function parseSystemDf(text: string): DockerDiskUse[] {
