@@ -71,3 +71,24 @@ function containerPort(port: unknown): string {
   const text = String(port).replace(/\/(tcp|udp)$/, '')
   return text.slice(text.lastIndexOf(':') + 1)
 }
+
+// ---- node_exporter (monitoring) ----------------------------------------------------------------
+
+export const NODE_EXPORTER_PORT = 9100
+
+/** Prometheus's subnet, and only it, may reach node_exporter (ufw's own syntax, as `ufw show added` prints it). */
+export function nodeExporterRule(subnet: string): string {
+  return `allow from ${subnet} to any port ${NODE_EXPORTER_PORT} proto tcp`
+}
+
+const NODE_EXPORTER_RULE = new RegExp(`^allow from \\S+ to any port ${NODE_EXPORTER_PORT} proto tcp$`)
+
+/** The rule added when monitoring is on; any other subnet's (an old MONITORING_SUBNET), or every one when off, deleted. */
+export function monitoringFirewallCommands(added: string[], on: boolean, subnet: string): Command[] {
+  const wanted = on ? nodeExporterRule(subnet) : null
+  const stale = added.filter((rule) => NODE_EXPORTER_RULE.test(rule) && rule !== wanted)
+  return [
+    ...(wanted && !added.includes(wanted) ? [ufw(...wanted.split(' '))] : []),
+    ...stale.map((rule) => ufw('delete', ...rule.split(' '))),
+  ]
+}

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { aptInstall, dpkgStatus, isInstalled, parseStatOverride, statOverrideAdd, statOverrideList, statOverrideRemove, type StatOverride } from '../commands/apt.ts'
 import { composePull, type ComposeProject } from '../commands/compose.ts'
 import { systemctl } from '../commands/systemd.ts'
-import { parseUfwAdded, ufw, ufwShowAdded } from '../commands/ufw.ts'
+import { monitoringFirewallCommands, NODE_EXPORTER_PORT, parseUfwAdded, ufwShowAdded } from '../commands/ufw.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { type Config, MONITORING_COMPOSE_FILE, stackProfiles } from '../core/config.ts'
 import { setEnvValue } from '../core/env-file.ts'
@@ -11,7 +11,7 @@ import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { ask, canPrompt } from '../core/prompt.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { isDryRun, run, tryRun } from '../core/runner.ts'
 import { HEALTH_METRICS_TIMER, SYSTEMD_DIR } from './units.ts'
 import { ensureDir, handOver } from './hand-over.ts'
 
@@ -27,7 +27,6 @@ export const NODE_EXPORTER_PACKAGE = 'prometheus-node-exporter'
 export const NODE_EXPORTER_UNIT = 'prometheus-node-exporter.service'
 /** The package's --collector.textfile.directory default, and METRICS_DIR's: the scripts write there. */
 export const TEXTFILE_DIR = '/var/lib/prometheus/node-exporter'
-export const NODE_EXPORTER_PORT = 9100
 /** docker-compose.monitoring.yml's default for MONITORING_SUBNET */
 export const DEFAULT_MONITORING_SUBNET = '172.30.77.0/24'
 /** The user Alertmanager runs as in its image (prom/alertmanager: nobody). */
@@ -139,25 +138,6 @@ export function monitoringStack(p: ComposeProject, on: boolean): ComposeProject 
 /** The services the monitoring profiles add (nginx's exporter in webhook mode only). */
 export function monitoringServices(p: ComposeProject): string[] {
   return ['prometheus', 'alertmanager', 'postgres-exporter', 'redis-exporter', ...(p.profiles.includes('monitoring-webhook') ? ['nginx-exporter'] : [])]
-}
-
-// ---- the firewall ----------------------------------------------------------------------------------
-
-/** Prometheus's subnet, and only it, may reach node_exporter (ufw's own syntax, as `ufw show added` prints it). */
-export function nodeExporterRule(subnet: string): string {
-  return `allow from ${subnet} to any port ${NODE_EXPORTER_PORT} proto tcp`
-}
-
-const NODE_EXPORTER_RULE = new RegExp(`^allow from \\S+ to any port ${NODE_EXPORTER_PORT} proto tcp$`)
-
-/** The rule added when monitoring is on; any other subnet's (an old MONITORING_SUBNET), or every one when off, deleted. */
-export function monitoringFirewallCommands(added: string[], on: boolean, subnet: string): Command[] {
-  const wanted = on ? nodeExporterRule(subnet) : null
-  const stale = added.filter((rule) => NODE_EXPORTER_RULE.test(rule) && rule !== wanted)
-  return [
-    ...(wanted && !added.includes(wanted) ? [ufw(...wanted.split(' '))] : []),
-    ...stale.map((rule) => ufw('delete', ...rule.split(' '))),
-  ]
 }
 
 // ---- the step ----------------------------------------------------------------------------------------

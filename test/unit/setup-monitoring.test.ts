@@ -4,22 +4,10 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { dpkgStatus, isInstalled, parseStatOverride, statOverrideAdd, statOverrideList } from '../../lib/commands/apt.ts'
 import { composeBase, type ComposeProject } from '../../lib/commands/compose.ts'
-import { parseUfwAdded } from '../../lib/commands/ufw.ts'
+import { parseUfwAdded, monitoringFirewallCommands, nodeExporterRule } from '../../lib/commands/ufw.ts'
 import { loadConfig, MONITORING_COMPOSE_FILE, TOOLKIT_DIR } from '../../lib/core/config.ts'
 import { validateDeploymentConfig } from '../../lib/core/deployment-config.ts'
-import {
-  alertWebhookAnswer,
-  envChanges,
-  monitoringEnvValues,
-  monitoringFirewallCommands,
-  monitoringProblems,
-  monitoringServices,
-  monitoringStack,
-  monitoringWanted,
-  nodeExporterRule,
-  subnetGateway,
-  withMonitoringFlag,
-} from '../../lib/setup/monitoring.ts'
+import { alertWebhookAnswer, envChanges, monitoringEnvValues, monitoringProblems, monitoringServices, monitoringStack, monitoringWanted, subnetGateway, withMonitoringFlag } from '../../lib/setup/monitoring.ts'
 import { renderUnits, type UnitValues } from '../../lib/setup/units.ts'
 
 // setup-droplet --monitoring's decisions and commands, as data (lib/setup/monitoring.ts); the
