@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
+import { RULES, type Rule } from './deployment-config.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
 import { addSecretsFrom } from './redact.ts'
@@ -11,6 +12,12 @@ export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.u
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain identifier (letters, digits, _)')
 const seconds = z.coerce.number().int().positive()
 const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')
+/** A variable the data model gives a rule (RULES): the same function decides, in the same words. */
+const ruled = (rule: Rule) =>
+  z.string().superRefine((value, ctx) => {
+    const wrong = rule(value)
+    if (wrong) ctx.addIssue({ code: 'custom', message: wrong })
+  })
 const list = z
   .string()
   .transform((s) => s.split(/[\s,]+/).filter(Boolean))
@@ -32,14 +39,14 @@ const schema = z.object({
   DB_OPERATION_TIMEOUT: seconds.default(600),
   DB_MODE: z.enum(['compose', 'url']).default('compose'),
   DATABASE_URL: z.string().optional(),
-  POSTGRES_DB: identifier.default('toogoodtogo'),
-  POSTGRES_USER: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, . - _').default('postgres'),
+  POSTGRES_DB: ruled(RULES.POSTGRES_DB).default('toogoodtogo'),
+  POSTGRES_USER: ruled(RULES.POSTGRES_USER).default('postgres'),
   PG_MAINTENANCE_DB: identifier.default('postgres'),
   KEY_TABLES: list.default([]),
   APP_SERVICES: list.default(['bot']),
   // deploy and rollback
   APP_DIR: absolutePath.optional(),
-  BOT_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:-]*$/, 'an image repository such as registry.example.com/toogoodtogo/bot').optional(),
+  BOT_IMAGE: ruled(RULES.BOT_IMAGE).optional(),
   ARTIFACTS_FILE: absolutePath.optional(),
   AUDIT_LOG: absolutePath.optional(),
   MIGRATE_COMMAND: z.string().min(1).default('alembic upgrade head'),
@@ -61,7 +68,7 @@ const schema = z.object({
   METRICS_DIR: absolutePath.default('/var/lib/prometheus/node-exporter'),
   // point-in-time recovery (README): the postgres service archives WAL through pgBackRest
   POSTGRES_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:-]*$/, 'an image such as postgres:15').default('postgres:15'),
-  PITR_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
+  PITR_ENABLED: ruled(RULES.PITR_ENABLED).default('false').transform((v) => v === 'true'),
   PITR_ARCHIVE_TIMEOUT: seconds.default(60),
   PITR_REPO_DIR: absolutePath.optional(),
   PITR_CIPHER_PASSWORD: z.string().min(20, 'at least 20 characters').optional(),
@@ -69,9 +76,9 @@ const schema = z.object({
   PITR_RECOVERY_TIMEOUT: seconds.default(3600),
   // monitoring profile: status.sh lists firing alerts from it (Alertmanager's port on the droplet's
   // 127.0.0.1; setup-droplet --monitoring writes it to .env.production)
-  ALERTMANAGER_URL: z.url().optional(),
+  ALERTMANAGER_URL: ruled(RULES.ALERTMANAGER_URL).optional(),
   /** the opt-in monitoring stack (deployment/monitoring): every compose command includes its file and profile */
-  MONITORING_ENABLED: z.enum(['true', 'false'], 'true or false').default('false').transform((v) => v === 'true'),
+  MONITORING_ENABLED: ruled(RULES.MONITORING_ENABLED).default('false').transform((v) => v === 'true'),
 })
 
 /** Every variable the configuration reads (lib/core/container-env.ts keeps them from the bot). */

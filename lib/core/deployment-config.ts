@@ -3,7 +3,8 @@ import { parseDatabaseUrl } from './database-url.ts'
 
 // The data model's Deployment Configuration (.env.production): its validation rules, and the file
 // rendered from deployment/.env.production.template. setup-droplet writes the file; a deploy can
-// check it with the same rules before services start.
+// check it with the same rules before services start. RULES is the one place a variable's value
+// rule is written: lib/core/config.ts checks the variables it reads with the same functions.
 export type Mode = 'polling' | 'webhook'
 
 export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR'] as const
@@ -20,10 +21,14 @@ const IPV4_CIDR = /^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\
 /** null when the value is acceptable, else what is wrong with it (never the value itself). */
 export type Rule = (value: string) => string | null
 
+const trueOrFalse: Rule = (v) => (v === 'true' || v === 'false' ? null : 'must be true or false')
+
 export const RULES = {
   TELEGRAM_BOT_TOKEN: (v) => (/^\d+:[A-Za-z0-9_-]+$/.test(v) ? null : 'must look like 123456789:AAH... (digits, a colon, then letters, digits, _ or -)'),
   TELEGRAM_WEBHOOK_URL: (v) => httpsUrl(v),
   TELEGRAM_WEBHOOK_SECRET: (v) => (/^[A-Za-z0-9_-]{1,256}$/.test(v) ? null : 'letters, digits, _ and - only (Telegram\'s alphabet for secret_token)'),
+  POSTGRES_DB: (v) => (/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(v) ? null : 'must be a plain identifier (letters, digits, _)'),
+  POSTGRES_USER: (v) => (/^[A-Za-z0-9_.-]+$/.test(v) ? null : 'must be letters, digits, . - _ only'),
   POSTGRES_PASSWORD: (v) => (/^[A-Za-z0-9]{12,128}$/.test(v) ? null : 'at least 12 letters and digits, nothing else (it also appears inside DATABASE_URL)'),
   DATABASE_URL: (v) => {
     try {
@@ -36,11 +41,13 @@ export const RULES = {
   STRIPE_API_KEY: (v) => (/^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(v) ? null : 'must look like sk_live_... or sk_test_... (or a restricted rk_ key)'),
   DOMAIN: (v) => (/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$/i.test(v) ? null : 'must be a host name such as bot.example.com'),
   LOG_LEVEL: (v) => ((LOG_LEVELS as readonly string[]).includes(v) ? null : `must be one of ${LOG_LEVELS.join(', ')}`),
+  PITR_ENABLED: trueOrFalse,
   APP_VERSION: (v) => (/^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/.test(v) || /^[0-9a-f]{7,40}$/.test(v) ? null : 'must be a release tag such as v1.2.0 or a git SHA'),
   BOT_IMAGE: (v) => (/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(v) ? null : 'must be an image repository without a tag, such as registry.example.com/team/bot'),
   // the opt-in monitoring stack (deployment/monitoring; setup-droplet --monitoring writes these)
-  MONITORING_ENABLED: (v) => (v === 'true' || v === 'false' ? null : 'must be true or false'),
-  ALERTMANAGER_URL: (v) => (/^https?:\/\/[^\s/]+(\/\S*)?$/.test(v) ? null : 'must be an http(s) URL such as http://127.0.0.1:9093'),
+  MONITORING_ENABLED: trueOrFalse,
+  // parsed too: the pattern alone lets through what no client can reach (http://:9093)
+  ALERTMANAGER_URL: (v) => (/^https?:\/\/[^\s/]+(\/\S*)?$/.test(v) && URL.canParse(v) ? null : 'must be an http(s) URL such as http://127.0.0.1:9093'),
   ALERTMANAGER_SECRETS_DIR: (v) => (v.startsWith('/') ? null : 'must be an absolute path (compose would resolve a relative one from the toolkit checkout)'),
   MONITORING_SUBNET: (v) => (IPV4_CIDR.test(v) ? null : 'must be an IPv4 network such as 172.30.77.0/24'),
   NODE_EXPORTER_HOST: (v) => (IPV4.test(v) ? null : "must be an IPv4 address: the host's address on the monitoring network, such as 172.30.77.1"),

@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadConfig, TOOLKIT_DIR } from '../../lib/core/config.ts'
+import { validateDeploymentConfig } from '../../lib/core/deployment-config.ts'
 import { parseEnvFile } from '../../lib/core/env-file.ts'
 
 const noFile = { ENV_FILE: '/nonexistent/.env.production' }
@@ -33,6 +34,43 @@ describe('config', () => {
   it('APP_SERVICES set empty means no services', () => {
     expect(loadConfig({ ...noFile, APP_SERVICES: '' }).APP_SERVICES).toEqual([])
     expect(loadConfig({ ...noFile, APP_SERVICES: 'bot, worker' }).APP_SERVICES).toEqual(['bot', 'worker'])
+  })
+})
+
+// The scripts (loadConfig) and the .env.production check (setup-droplet, deploy) once disagreed on
+// these: each value is refused by both, in the same words, or by neither.
+describe('one rule per variable: loadConfig and validateDeploymentConfig agree', () => {
+  const verdicts = (key: string, value: string) => {
+    let script: string | null = null
+    try {
+      loadConfig({ ...noFile, [key]: value })
+    } catch (error) {
+      script = (error as Error).message
+    }
+    const file = validateDeploymentConfig({ [key]: value }, 'polling').find((p) => p.key === key)?.message ?? null
+    return { script, file }
+  }
+  const agree = (key: string, refused: string[], accepted: string[]) => {
+    for (const value of refused) {
+      const { script, file } = verdicts(key, value)
+      expect(file, `${key}=${value} in .env.production`).not.toBeNull()
+      expect(script, `${key}=${value} for a script`).toBe(`Invalid ${key}=${JSON.stringify(value)}: ${file}`)
+    }
+    for (const value of accepted) expect(verdicts(key, value), `${key}=${value}`).toEqual({ script: null, file: null })
+  }
+  it('BOT_IMAGE: a repository without a tag (the tag is the release)', () => {
+    agree('BOT_IMAGE', ['registry.example.com/team/bot:v1.2.0', 'team//bot', 'Team/Bot'], ['registry.example.com/team/bot', '127.0.0.1:5000/ttg/bot', 'bot'])
+  })
+  it('MONITORING_ENABLED and PITR_ENABLED: true or false', () => {
+    agree('MONITORING_ENABLED', ['yes', 'True', '1'], ['true', 'false'])
+    agree('PITR_ENABLED', ['yes', 'True', '1'], ['true', 'false'])
+  })
+  it('ALERTMANAGER_URL: an http(s) URL that parses', () => {
+    agree('ALERTMANAGER_URL', ['ftp://127.0.0.1:9093', 'http://:9093', '127.0.0.1:9093'], ['http://127.0.0.1:9093', 'https://alerts.example.com/am'])
+  })
+  it('POSTGRES_DB and POSTGRES_USER: what the scripts can pass to psql', () => {
+    agree('POSTGRES_DB', ['my-db', '1shop'], ['toogoodtogo', 'shop_2'])
+    agree('POSTGRES_USER', ['bad/user'], ['toogoodtogo', 'app.user-1'])
   })
 })
 
