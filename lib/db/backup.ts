@@ -27,6 +27,7 @@ import { capture, isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 import { uploadBackup } from '../offsite/upload.ts'
 import { copyOffsite } from '../offsite/copies.ts'
+import { outsideRetention } from '../core/retention.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.
@@ -274,15 +275,13 @@ function plannedRecord(id: string, file: string, request: BackupRequest, db: Db)
 // ---- retention ---------------------------------------------------------------------------------
 
 /**
- * A backup expires when it is outside the newest `keepCount` AND past its retention_until: both
- * limits must agree before anything is deleted, and the newest verified backup is always kept.
+ * The union rule (lib/core/retention.ts) on the index: outside the newest `keepCount` AND past its
+ * retention_until; the newest verified backup is always kept.
  */
 export function chooseExpired(index: BackupIndex, now: Date, keepCount: number): BackupRecord[] {
   const newestFirst = [...index.backups].sort((a, b) => b.created_at.localeCompare(a.created_at))
   const keep = newestVerified(index)?.backup_id
-  return newestFirst
-    .slice(keepCount)
-    .filter((b) => b.backup_id !== keep && Date.parse(b.retention_until) < now.getTime())
+  return outsideRetention(newestFirst, { count: keepCount, expired: (b) => Date.parse(b.retention_until) < now.getTime(), protected: (b) => b.backup_id === keep })
 }
 
 export interface RetentionResult {

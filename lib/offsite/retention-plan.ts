@@ -1,5 +1,6 @@
 import type { PendingUpload } from './bucket.ts'
 import { parseKey, type ListedObject } from './keys.ts'
+import { outsideRetention } from '../core/retention.ts'
 
 // The decisions of remote retention, apart from the calls that carry them out.
 
@@ -13,8 +14,8 @@ export interface RetentionRule {
 const DAY_MS = 24 * 3600_000
 
 /**
- * The union rule of local retention: a copy goes only when it is outside the newest `count` AND
- * older than `days`; the newest copy is kept even if a rule would allow deleting everything.
+ * The union rule (lib/core/retention.ts) on the bucket's copies: the newest copy is kept even if
+ * both limits would allow deleting everything.
  * `backups` are complete, verified copies; the expired come back oldest first.
  */
 export function chooseRemoteExpired<T extends { backupId: string; createdAt: string }>(backups: T[], rule: RetentionRule, now: Date): T[] {
@@ -22,10 +23,7 @@ export function chooseRemoteExpired<T extends { backupId: string; createdAt: str
   const newest = newestFirst[0]?.backupId
   const cutoff = now.getTime() - rule.days * DAY_MS
   // oldest first: should a delete fail, what remains is the newer half
-  return newestFirst
-    .slice(rule.count)
-    .filter((b) => b.backupId !== newest && Date.parse(b.createdAt) < cutoff)
-    .reverse()
+  return outsideRetention(newestFirst, { count: rule.count, expired: (b) => Date.parse(b.createdAt) < cutoff, protected: (b) => b.backupId === newest }).reverse()
 }
 
 /**

@@ -5,6 +5,7 @@ import { log } from '../core/log.ts'
 import { capture, run, tryRun } from '../core/runner.ts'
 import { readEvents, readState, TAG, type DeployEvent } from './deploy-state.ts'
 import { pullImage, requireImage } from './release.ts'
+import { outsideRetention } from '../core/retention.ts'
 
 // After a successful deploy: the disk must not fill with old releases (the data model keeps an
 // artifact 30 days for rollbacks, then prunes it). A release's image goes once it is neither among
@@ -41,10 +42,7 @@ export function releasesToRemove(images: readonly LocalRelease[], events: readon
   const timed = images.map((image) => ({ tag: image.tag, at: Math.max(image.createdAt?.getTime() ?? -Infinity, lastUse.get(image.tag) ?? -Infinity) }))
   const newestFirst = timed.filter((r) => r.at > -Infinity).sort((a, b) => b.at - a.at)
   const cutoff = rules.now.getTime() - rules.retentionDays * 86_400_000
-  return newestFirst
-    .slice(rules.keep)
-    .filter((r) => r.at < cutoff && !rules.protect.includes(r.tag))
-    .map((r) => r.tag)
+  return outsideRetention(newestFirst, { count: rules.keep, expired: (r) => r.at < cutoff, protected: (r) => rules.protect.includes(r.tag) }).map((r) => r.tag)
 }
 
 /** Docker's `CreatedAt` in `image ls` ("2026-12-07 04:50:52 +0000 UTC"); null when it is not that. */
