@@ -7,7 +7,7 @@ import { OpsError } from '../core/errors.ts'
 import { addSecretsFrom } from '../core/redact.ts'
 import { OFFSITE_VARIABLES } from '../core/offsite-config.ts'
 
-// setup-droplet's own settings, beyond lib/config.ts's: who runs the stack, where the application
+// setup-droplet's own settings, beyond lib/core/config.ts's: who runs the stack, where the application
 // repository comes from, and which packages to install. Read from the environment, which wins
 // over the --env-file answers file (as the environment wins over .env.production in config.ts).
 const list = z.string().transform((s) => s.split(/[\s,]+/).filter(Boolean))

@@ -93,7 +93,7 @@ export function createStack(flavor: Flavor = 'v2', named?: { project: string; di
 
 /**
  * The containers' env_files derived from `envFile` as the toolkit derives them before each of its
- * compose commands (lib/core/config.ts openContext), and the variables that point compose at them.
+ * compose commands (lib/stack/context.ts openContext), and the variables that point compose at them.
  */
 export function composeEnvFiles(envFile: string): Record<string, string> {
   writeContainerEnvFiles(envFile, {}, readEnvFile(envFile)?.PITR_ENABLED === 'true')
