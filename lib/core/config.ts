@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
+import { PLAIN_IDENTIFIER } from './database-url.ts'
 import { RULES, type Rule } from './deployment-config.ts'
 import { readEnvFile } from './env-file.ts'
 import { OpsError } from './errors.ts'
@@ -9,7 +10,7 @@ import { OFFSITE_VARIABLES, offsiteSettings, type OffsiteSettings } from './offs
 
 export const TOOLKIT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 
-const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain identifier (letters, digits, _)')
+const identifier = z.string().regex(PLAIN_IDENTIFIER, 'must be a plain identifier (letters, digits, _)')
 const seconds = z.coerce.number().int().positive()
 const absolutePath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')
 /** A variable the data model gives a rule (RULES): the same function decides, in the same words. */

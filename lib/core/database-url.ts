@@ -13,6 +13,9 @@ export interface DatabaseUrl {
   params: Record<string, string>
 }
 
+/** A database name the scripts pass to psql and put in SQL: letters, digits and _ (at most 63). */
+export const PLAIN_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
 const URL_PARAMS: Record<string, string> = {
   sslmode: 'PGSSLMODE',
   sslrootcert: 'PGSSLROOTCERT',
@@ -30,7 +33,7 @@ export function parseDatabaseUrl(text: string): DatabaseUrl {
   }
   if (!/^postgres(ql)?:$/.test(url.protocol)) throw new OpsError('config', `DATABASE_URL must start with postgresql://, not ${url.protocol}//`)
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(database)) throw new OpsError('config', `DATABASE_URL names database "${database}": a plain identifier is required`)
+  if (!PLAIN_IDENTIFIER.test(database)) throw new OpsError('config', `DATABASE_URL names database "${database}": a plain identifier is required`)
   if (!url.hostname || !url.username) throw new OpsError('config', 'DATABASE_URL needs a host and a user')
   const params: Record<string, string> = {}
   for (const [key, value] of url.searchParams) {

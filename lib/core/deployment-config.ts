@@ -1,5 +1,5 @@
 import { OpsError, messageOf } from './errors.ts'
-import { parseDatabaseUrl } from './database-url.ts'
+import { parseDatabaseUrl, PLAIN_IDENTIFIER } from './database-url.ts'
 
 // The data model's Deployment Configuration (.env.production): its validation rules, and the file
 // rendered from deployment/.env.production.template. setup-droplet writes the file; a deploy can
@@ -27,7 +27,7 @@ export const RULES = {
   TELEGRAM_BOT_TOKEN: (v) => (/^\d+:[A-Za-z0-9_-]+$/.test(v) ? null : 'must look like 123456789:AAH... (digits, a colon, then letters, digits, _ or -)'),
   TELEGRAM_WEBHOOK_URL: (v) => httpsUrl(v),
   TELEGRAM_WEBHOOK_SECRET: (v) => (/^[A-Za-z0-9_-]{1,256}$/.test(v) ? null : 'letters, digits, _ and - only (Telegram\'s alphabet for secret_token)'),
-  POSTGRES_DB: (v) => (/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(v) ? null : 'must be a plain identifier (letters, digits, _)'),
+  POSTGRES_DB: (v) => (PLAIN_IDENTIFIER.test(v) ? null : 'must be a plain identifier (letters, digits, _)'),
   POSTGRES_USER: (v) => (/^[A-Za-z0-9_.-]+$/.test(v) ? null : 'must be letters, digits, . - _ only'),
   POSTGRES_PASSWORD: (v) => (/^[A-Za-z0-9]{12,128}$/.test(v) ? null : 'at least 12 letters and digits, nothing else (it also appears inside DATABASE_URL)'),
   DATABASE_URL: (v) => {
