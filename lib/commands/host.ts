@@ -1,8 +1,8 @@
 import type { Command } from '../core/runner.ts'
 
-// Pure command builders and decisions for setup-droplet's own steps: the deploy user and its key,
-// directories, TLS (apt, ufw, git and systemd are in lib/commands/). Nothing here runs anything
-// (lib/core/runner.ts does); unit tests compare the arrays.
+// The host's own tools for setup-droplet's steps, as builders: the deploy user (id, getent, useradd,
+// setpriv), directories (install, mv, rm), TLS (openssl, certbot), with the parsers of what they
+// print. ssh-keygen is in ssh.ts. Nothing here runs anything; unit tests compare the arrays.
 
 // ---- the deploy user and directories -----------------------------------------------------------
 

@@ -3,7 +3,8 @@ import { z } from 'zod'
 import { addSecretsFrom } from './redact.ts'
 import { OffsiteError } from './errors.ts'
 
-// The off-site settings from .env.production / the environment. Off-site is off (null) while
+// The off-site settings from .env.production / the environment: configuration (Config.offsite), so
+// here beside config.ts; what is done with them is lib/offsite. Off-site is off (null) while
 // OFFSITE_S3_BUCKET is empty, so a droplet without a bucket works exactly as before.
 export interface OffsiteSettings {
   endpoint: string

@@ -16,8 +16,9 @@ import { localRecordFrom, signedContentOf } from './sidecar.ts'
 import { uploadBackup, type OffsiteCopy } from './upload.ts'
 import { BACKUP_ID, findBackup, foreignFileProblem, isFutureDated, isSafetyBackup, readIndex, updateIndex, type BackupRecord, type OffsiteFailureRecord } from '../db/backup-index.ts'
 
-// The index's side of the off-site copies: what lib/offsite does to the bucket, recorded in
-// backup_index.json. An off-site failure never costs a local backup: copyOffsite never throws.
+// The off-site copies as backup_index.json records them: what the rest of lib/offsite does to the
+// bucket, for backup, restore and the drill. An off-site failure never costs a local backup:
+// copyOffsite never throws.
 
 /**
  * Copies one indexed backup off-site and records the outcome in the index. On failure it warns
