@@ -6,7 +6,7 @@ import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
-import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, timedOut } from './shell.ts'
+import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, timedOut } from './shell.ts'
 
 // Commands are data (see lib/commands/): pure builders return a Command and this
 // file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
@@ -32,11 +32,7 @@ export interface RunResult {
 export { isDryRun, setDryRun } from './shell.ts'
 
 export function describe(command: Command): string {
-  return redact(command.argv.map(shellQuote).join(' '))
-}
-
-function shellQuote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`
+  return redact(command.argv.map(quote).join(' '))
 }
 
 function skipForDryRun(command: Command): boolean {

@@ -19,6 +19,8 @@ import { redact } from './redact.ts'
 //   after `timeoutMs` SIGTERM, after a grace period SIGKILL, and `timedOut()` tells the caller;
 // - zx prints commands and output to stderr when verbose: here each command, its exit code and
 //   duration go to the toolkit's log (DEBUG, so LOG_FILE keeps them), secrets redacted.
+// - zx quotes an argument as bash's $'…'; here it is POSIX '…', the one style of every printed
+//   plan (runStages' lines too) and of what an operator would type.
 // zx keeps every chunk a child prints in memory: a dump or a restore never goes through `$` (see
 // runStages in runner.ts, which joins programs with kernel pipes).
 
@@ -90,6 +92,7 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
     input: options.input,
     stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     log: logEntry,
+    quote,
   })
   if (kind === 'change' && dryRun) {
     process.stdout.write(`[dry-run] ${redact(configured({ halt: true })(pieces, ...args).cmd)}\n`)
@@ -110,6 +113,11 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
     if (error instanceof ProcessOutput) Object.defineProperty(error, 'message', { value: failureMessage(process_.cmd, error), configurable: true })
   })
   return process_
+}
+
+/** POSIX single quotes, only where needed: how `$` quotes each interpolated argument, and how plans print. */
+export function quote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`
 }
 
 const running = new Map<string, string>()
