@@ -5,9 +5,9 @@ import path from 'node:path'
 import { createBackup } from '../lib/db/backup.ts'
 import { findBackup, readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { composeConfigCheck } from '../lib/commands/compose.ts'
+import { composeBase, composeEnv } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
-import { containerImage, dockerInfo, findContainer, manifestInspect } from '../lib/commands/docker.ts'
+import { findContainer } from '../lib/commands/docker.ts'
 import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
 import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
@@ -27,11 +27,11 @@ import { pruneOldReleases } from '../lib/release/prune.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
-import { gitFetch, gitResolve } from '../lib/commands/git.ts'
-import { checkout, dataServicesUpCommand, healthGate, isHealthyNow, migrateCommand, pullImage, record, recordDeployed, requireImage, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { gitEnv } from '../lib/commands/git.ts'
+import { botRun, checkout, healthGate, isHealthyNow, pullImage, record, recordDeployed, requireImage, resolveRef, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { rollBack as rollBackTo, RollbackFailed } from '../lib/release/rollback.ts'
 import { retry, looksTransient } from '../lib/core/retry.ts'
-import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
+import { $, $read, isDryRun } from '../lib/core/shell.ts'
 
 const spec = {
   name: 'deploy',
@@ -289,10 +289,11 @@ function validateEnvironment(ctx: Context): void {
 }
 
 async function resolveTag(ctx: Context, tag: string): Promise<string> {
-  await retry(() => run(gitFetch(ctx.cfg.APP_DIR)), { what: 'git fetch', isTransient: looksTransient })
-  const sha = await tryRun(gitResolve(ctx.cfg.APP_DIR, tag))
-  if (sha.exitCode !== 0 || !sha.stdout.trim()) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
-  return sha.stdout.trim()
+  // --force, --prune: a tag moved or deleted upstream moves here too (a release tag means one commit)
+  await retry(() => $read({ env: gitEnv(), timeoutMs: 5 * 60_000 })`git -C ${ctx.cfg.APP_DIR} fetch --quiet --tags --force --prune origin`, { what: 'git fetch', isTransient: looksTransient })
+  const sha = await resolveRef(ctx.cfg.APP_DIR, tag)
+  if (!sha) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
+  return sha
 }
 
 /**
@@ -309,7 +310,7 @@ async function modeSwitchAhead(ctx: Context): Promise<ModeSwitch | null> {
 async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Promise<boolean> {
   if (state.current?.artifact_id !== tag) return false
   const bot = await findContainer(requireCompose(ctx), 'bot')
-  const image = bot ? await capture(containerImage(bot.id)) : ''
+  const image = bot ? (await $read({ timeoutMs: 30_000 })`docker inspect --format ${'{{.Config.Image}}'} ${bot.id}`).stdout.trim() : ''
   if (image !== `${requireImage(ctx.cfg)}:${tag}` || !(await isHealthyNow(ctx))) return false
   log.info(`${tag} is already deployed and healthy; nothing to do (use --force to redeploy)`)
   return true
@@ -328,9 +329,10 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
-    ['docker', async () => failure(await tryRun(dockerInfo()))],
-    ['compose file', async () => failure(await tryRun(composeConfigCheck(project, opts.tag)))],
-    ['image', async () => (opts.build ? null : failure(await tryRun(manifestInspect(image)), `${image} is not in the registry`))],
+    ['docker', async () => failure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format ${'{{.ServerVersion}}'}`)],
+    ['compose file', async () => failure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
+    // --insecure: a plain-HTTP registry too; asks the registry without pulling
+    ['image', async () => (opts.build ? null : failure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],
     ...modeChecks(ctx.cfg, project, modeSwitch, opts.tag),
   ]
   const failed: string[] = []
@@ -343,13 +345,14 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   log.info('Pre-flight checks passed')
 }
 
-function failure(result: { exitCode: number; stderr: string }, message?: string): string | null {
+function failure(result: { exitCode: number | null; stderr: string }, message?: string): string | null {
   return result.exitCode === 0 ? null : (message ?? (result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`))
 }
 
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
 async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
-  await run(dataServicesUpCommand(requireCompose(ctx), tag))
+  const p = requireCompose(ctx)
+  await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })`${composeBase(p)} up -d postgres redis`
   if (isDryRun()) return
   const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
@@ -388,7 +391,9 @@ async function pullImages(a: Attempt, build: boolean): Promise<void> {
 async function runMigrations(a: Attempt): Promise<void> {
   log.info('Running database migrations')
   const before = isDryRun() ? null : await schemaRevision(a.ctx.db)
-  const result = await tryRun(migrateCommand(requireCompose(a.ctx), a.tag, a.ctx.cfg.MIGRATE_COMMAND))
+  const p = requireCompose(a.ctx)
+  const migrate = a.ctx.cfg.MIGRATE_COMMAND.trim().split(/\s+/)
+  const result = await $({ env: composeEnv(p, { APP_VERSION: a.tag }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} ${migrate}`
   const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
   update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
   if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })

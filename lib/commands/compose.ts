@@ -77,8 +77,13 @@ export function composeBase(p: ComposeProject): string[] {
  * as APP_VERSION (the tag to run).
  */
 export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
+  return { argv: [...composeBase(p), ...args], env: composeEnv(p, vars) }
+}
+
+/** The environment of every compose command of the project, for `$`: `$({ env: composeEnv(p, { APP_VERSION: tag }) })\`${composeBase(p)} up -d bot\``. */
+export function composeEnv(p: ComposeProject, vars: Record<string, string> = {}): Record<string, string> {
   const envFiles: Record<string, string> = p.envFile ? { ENV_FILE: p.envFile, BOT_ENV_FILE: botEnvFile(p.envFile), POSTGRES_ENV_FILE: postgresEnvFile(p.envFile) } : {}
-  return { argv: [...composeBase(p), ...args], env: { ...envFiles, ...p.vars, ...vars } }
+  return { ...envFiles, ...p.vars, ...vars }
 }
 
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */
