@@ -3,19 +3,19 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { createBackup } from '../lib/db/backup.ts'
-import { findBackup, readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { composeBase, composeEnv } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
 import { findContainer } from '../lib/commands/docker.ts'
 import { openContext, requireCompose, type Context } from '../lib/core/config.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
-import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
+import { completeEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
 import { freeMb } from '../lib/core/disk.ts'
 import { assertValid } from '../lib/core/deployment-config.ts'
 import { prepareAppRole } from '../lib/db/app-role.ts'
 import { readEnvFile } from '../lib/core/env-file.ts'
-import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
+import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { begin, checkFailure, describeStage, fresh, migrationFailureReason, settleEvent, update, type Attempt, type Failure } from '../lib/release/deploy-attempt.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/release/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
@@ -148,53 +148,7 @@ function deployOptions(cli: ParsedCli): DeployOptions {
   return { tag, yes: flag(cli, 'yes'), force: flag(cli, 'force'), skipChecks: flag(cli, 'skip-checks'), build: flag(cli, 'build'), stopFirst: flag(cli, 'stop-first') }
 }
 
-/** What one deploy knows as it goes: the version it replaces, its backup, its audit event. */
-interface Attempt {
-  ctx: Context
-  tag: string
-  stopFirst: boolean
-  state: DeployState
-  previous: string | null
-  backup: BackupRecord | null
-  event: DeployEvent
-}
-
-function begin(ctx: Context, state: DeployState, opts: DeployOptions): Attempt {
-  const previous = state.current?.artifact_id ?? null
-  return { ctx, tag: opts.tag, stopFirst: opts.stopFirst, state, previous, backup: null, event: record(ctx, newEvent('deploy', opts.tag, previous, ctx.cfg.TRIGGERED_BY)) }
-}
-
-function update(a: Attempt, changes: Partial<DeployEvent>): void {
-  a.event = record(a.ctx, { ...a.event, ...changes })
-}
-
-/** Closes the run's event unless a step already did (abort, the backup, the success). */
-function settleEvent(a: Attempt, status: DeployEvent['status'], reason: string | null): void {
-  if (a.event.status !== 'in_progress') return
-  a.event = record(a.ctx, completeEvent(status === 'success' ? { ...a.event, health_check_passed: true } : a.event, status, reason))
-}
-
 // ---- the one failure path ------------------------------------------------------------------------
-
-type Stage = 'checkout' | 'pull' | 'migration' | 'switch' | 'health'
-
-interface Failure {
-  stage: Stage
-  reason: string
-  /** blue-green: the new version never took over, the previous one still runs and serves */
-  previousServing?: boolean
-}
-
-/** The contract's error line for a stage, and the kind that picks the exit code. */
-function describeStage(stage: Stage): { headline: string; kind: ErrorKind } {
-  switch (stage) {
-    case 'checkout': return { headline: 'Checkout failed, the running version is untouched', kind: 'command_failed' }
-    case 'pull': return { headline: 'Pull failed, the running version is untouched', kind: 'command_failed' }
-    case 'migration': return { headline: 'Migration failed', kind: 'migration_failed' }
-    case 'switch': return { headline: 'Starting the new version failed', kind: 'command_failed' }
-    case 'health': return { headline: 'Health checks failed', kind: 'health_failed' }
-  }
-}
 
 /**
  * Every failed deploy ends here. Before the migrations nothing the bot uses has changed: the
@@ -256,10 +210,6 @@ async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
     recordAs: null,
     exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
   })
-}
-
-function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
-  return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
 }
 
 // ---- the steps -----------------------------------------------------------------------------------
@@ -329,10 +279,10 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
-    ['docker', async () => failure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format ${'{{.ServerVersion}}'}`)],
-    ['compose file', async () => failure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
+    ['docker', async () => checkFailure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format ${'{{.ServerVersion}}'}`)],
+    ['compose file', async () => checkFailure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
     // --insecure: a plain-HTTP registry too; asks the registry without pulling
-    ['image', async () => (opts.build ? null : failure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],
+    ['image', async () => (opts.build ? null : checkFailure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],
     ...modeChecks(ctx.cfg, project, modeSwitch, opts.tag),
   ]
   const failed: string[] = []
@@ -343,10 +293,6 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   }
   if (failed.length) throw new OpsError('command_failed', `Pre-flight checks failed (nothing changed): ${failed.join('; ')}`)
   log.info('Pre-flight checks passed')
-}
-
-function failure(result: { exitCode: number | null; stderr: string }, message?: string): string | null {
-  return result.exitCode === 0 ? null : (message ?? (result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`))
 }
 
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
@@ -396,14 +342,8 @@ async function runMigrations(a: Attempt): Promise<void> {
   const result = await $({ env: composeEnv(p, { APP_VERSION: a.tag }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} ${migrate}`
   const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
   update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
-  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
+  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: migrationFailureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
   if (!isDryRun()) log.info('Migrations applied successfully')
-}
-
-/** The line of a migration tool's output that says what broke, not the trailing links and notes. */
-function failureReason(output: string): string | null {
-  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('(Background on this error'))
-  return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
 
 /**
