@@ -260,7 +260,7 @@ async function modeSwitchAhead(ctx: Context): Promise<ModeSwitch | null> {
 async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Promise<boolean> {
   if (state.current?.artifact_id !== tag) return false
   const bot = await findContainer(requireCompose(ctx), 'bot')
-  const image = bot ? (await $read({ timeoutMs: 30_000 })`docker inspect --format ${'{{.Config.Image}}'} ${bot.id}`).stdout.trim() : ''
+  const image = bot ? (await $read({ timeoutMs: 30_000 })`docker inspect --format '{{.Config.Image}}' ${bot.id}`).stdout.trim() : ''
   if (image !== `${requireImage(ctx.cfg)}:${tag}` || !(await isHealthyNow(ctx))) return false
   log.info(`${tag} is already deployed and healthy; nothing to do (use --force to redeploy)`)
   return true
@@ -279,7 +279,7 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
-    ['docker', async () => checkFailure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format ${'{{.ServerVersion}}'}`)],
+    ['docker', async () => checkFailure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format '{{.ServerVersion}}'`)],
     ['compose file', async () => checkFailure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
     // --insecure: a plain-HTTP registry too; asks the registry without pulling
     ['image', async () => (opts.build ? null : checkFailure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],

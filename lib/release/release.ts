@@ -60,7 +60,7 @@ export async function schemaRevision(db: Db): Promise<string | null> {
 }
 
 export async function imageDigest(image: string): Promise<string | null> {
-  const result = await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format ${'{{range .RepoDigests}}{{println .}}{{end}}'} ${image}`
+  const result = await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' ${image}`
   return /sha256:[0-9a-f]{64}/.exec(result.stdout)?.[0] ?? null
 }
 
@@ -221,7 +221,7 @@ export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom:
     git_tag: /^v\d+\.\d+\.\d+$/.test(ref) ? ref : null,
     docker_image_uri: image,
     docker_image_digest: await imageDigest(image),
-    ...parseImageFacts((await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format ${'{{.Created}} {{.Size}}'} ${image}`).stdout),
+    ...parseImageFacts((await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{.Created}} {{.Size}}' ${image}`).stdout),
     deployed: true,
     deployed_at: isoSeconds(new Date()),
     rollback_from: at.rollbackFrom,

@@ -230,7 +230,7 @@ async function whatRunsNow(ctx: Context): Promise<string> {
   const running = (await serviceContainers(requireCompose(ctx), 'bot')).filter((c) => c.status === 'running')
   if (running.length === 0) return 'no bot (stopped)'
   const bot = (await checkHealth(ctx, ['bot'])).services.bot
-  const versions = await Promise.all(running.map(async (c) => (await $read({ timeoutMs: 30_000 })`docker inspect --format ${'{{.Config.Image}}'} ${c.id}`).stdout.trim().split(':').pop() ?? 'unknown'))
+  const versions = await Promise.all(running.map(async (c) => (await $read({ timeoutMs: 30_000 })`docker inspect --format '{{.Config.Image}}' ${c.id}`).stdout.trim().split(':').pop() ?? 'unknown'))
   return `${[...new Set(versions)].join(' and ')} (bot ${bot ? `${bot.status}: ${bot.detail}` : 'unchecked'})`
 }
 
