@@ -37,7 +37,8 @@ export interface ShellOptions {
 
 type Tag = (pieces: TemplateStringsArray, ...args: unknown[]) => ProcessPromise
 export interface Shell extends Tag {
-  (options: ShellOptions): Tag
+  /** options merge: `$read({ nothrow: true })({ env })` */
+  (options: ShellOptions): Shell
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000
@@ -68,8 +69,8 @@ export function timedOut(process: ProcessPromise): boolean {
 
 function shell(kind: 'change' | 'read', options: ShellOptions): Shell {
   function tagOrOptions(pieces: TemplateStringsArray, ...args: unknown[]): ProcessPromise
-  function tagOrOptions(options: ShellOptions): Tag
-  function tagOrOptions(first: TemplateStringsArray | ShellOptions, ...args: unknown[]): ProcessPromise | Tag {
+  function tagOrOptions(options: ShellOptions): Shell
+  function tagOrOptions(first: TemplateStringsArray | ShellOptions, ...args: unknown[]): ProcessPromise | Shell {
     if (!isTemplate(first)) return shell(kind, { ...options, ...first })
     return start(kind, options, first, args)
   }

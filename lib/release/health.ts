@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { execInContainer, findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
+import { sleep, type ProcessPromise } from 'zx'
+import { findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
 import type { Context } from '../core/config.ts'
-import { OpsError, messageOf } from '../core/errors.ts'
+import { messageOf } from '../core/errors.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'
-import { tryRun, type Command, type RunResult } from '../core/runner.ts'
+import { $read, timedOut } from '../core/shell.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
 // health-check.ts, restore.ts (after the swap) and deploy.ts (its health gate).
@@ -123,9 +123,9 @@ async function checkService(ctx: Context, service: Service): Promise<ServiceHeal
     case 'bot':
       return checkBot(container)
     case 'postgres':
-      return timed(execInContainer(container.id, ['psql', '-U', ctx.cfg.POSTGRES_USER, '-d', ctx.cfg.POSTGRES_DB, '-Atc', 'SELECT 1'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === '1')
+      return timed(probe`docker exec -i ${container.id} psql -U ${ctx.cfg.POSTGRES_USER} -d ${ctx.cfg.POSTGRES_DB} -Atc 'SELECT 1'`, (out) => out === '1')
     case 'redis':
-      return timed(execInContainer(container.id, ['redis-cli', 'ping'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === 'PONG')
+      return timed(probe`docker exec -i ${container.id} redis-cli ping`, (out) => out === 'PONG')
     case 'nginx':
       return container.health === 'unhealthy' ? result('unhealthy', null, 'docker healthcheck failing') : result('healthy', null, 'process running')
   }
@@ -135,22 +135,26 @@ function result(status: Status, ms: number | null, detail: string, extra: Record
   return { status, response_time_ms: ms, detail, timed_out: false, ...extra }
 }
 
-/** Runs a probe under the contract's 10 s limit and reports its real response time. */
-async function timed(command: Command, ok: (r: RunResult) => boolean): Promise<ServiceHealth> {
+/** A probe: a read (it runs under --dry-run), killed at the contract's 10 s limit, its exit code looked at. */
+const probe = $read({ nothrow: true, timeoutMs: QUERY_TIMEOUT_MS })
+
+/** Runs a probe and reports its real response time; `ok` judges its trimmed output. */
+async function timed(running: ProcessPromise, ok: (stdout: string) => boolean): Promise<ServiceHealth> {
   const started = performance.now()
   try {
-    const r = await tryRun(command)
+    const r = await running
     const ms = Math.round(performance.now() - started)
-    if (r.exitCode === 0 && ok(r)) return result('healthy', ms, `response: ${ms}ms`)
+    if (timedOut(running)) return { ...result('unhealthy', null, `timeout after ${QUERY_TIMEOUT_MS / 1000}s`), timed_out: true }
+    if (r.exitCode === 0 && ok(r.stdout.trim())) return result('healthy', ms, `response: ${ms}ms`)
     return result('unhealthy', ms, lastLine(r.stderr || r.stdout) || `exit ${r.exitCode}`)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout after ${QUERY_TIMEOUT_MS / 1000}s`), timed_out: true }
     return result('unhealthy', null, messageOf(error))
   }
 }
 
 async function checkUrlPostgres(ctx: Context): Promise<ServiceHealth> {
-  return timed({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT 1', { mutates: false }), timeoutMs: QUERY_TIMEOUT_MS }, (r) => r.stdout.trim() === '1')
+  const query = psqlQuery(ctx.db, ctx.db.database, 'SELECT 1')
+  return timed(probe({ env: query.env })`${query.argv}`, (out) => out === '1')
 }
 
 // ---- the bot -----------------------------------------------------------------------------------
@@ -178,10 +182,6 @@ except OSError:
 print(json.dumps(out))
 `
 
-export function botProbeCommand(containerId: string): Command {
-  return execInContainer(containerId, ['python3', '-c', BOT_PROBE], QUERY_TIMEOUT_MS)
-}
-
 export interface BotProbe {
   body?: Record<string, unknown>
   error?: string
@@ -192,16 +192,17 @@ export interface BotProbe {
 }
 
 async function checkBot(container: ContainerInfo): Promise<ServiceHealth> {
-  let probe: BotProbe
+  let answer: BotProbe
   try {
-    const r = await tryRun(botProbeCommand(container.id))
-    probe = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
-    if (r.exitCode !== 0 || typeof probe.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
+    const running = probe`docker exec -i ${container.id} python3 -c ${BOT_PROBE}`
+    const r = await running
+    if (timedOut(running)) return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`), timed_out: true }
+    answer = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
+    if (r.exitCode !== 0 || typeof answer.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`), timed_out: true }
     return result('unhealthy', null, messageOf(error))
   }
-  return deriveBotHealth(probe)
+  return deriveBotHealth(answer)
 }
 
 /**
