@@ -2,7 +2,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import { botEnvFile, postgresEnvFile } from '../core/container-env.ts'
-import { tryRun, type Command } from '../core/runner.ts'
+import type { Command } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 
 // Droplets have Compose v2 (`docker compose`); Debian 12's package is v1 (`docker-compose`). The
 // flavour is detected once, here; everything else builds on `composeBase`.
@@ -20,14 +21,10 @@ export interface ComposeProject {
   vars?: Record<string, string>
 }
 
-export function composeVersion(flavor: ComposeFlavor): Command {
-  return { argv: flavor === 'v2' ? ['docker', 'compose', 'version'] : ['docker-compose', 'version'], mutates: false, timeoutMs: 30_000 }
-}
-
 /** Which Compose answers now (v2 first); null when neither does. Not remembered: setup installs one. */
 export async function probeCompose(): Promise<ComposeFlavor | null> {
   for (const flavor of ['v2', 'v1'] as const) {
-    const answer = await tryRun(composeVersion(flavor)).catch(() => null)
+    const answer = await $read({ nothrow: true, timeoutMs: 30_000 })`${flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']} version`.catch(() => null)
     if (answer?.exitCode === 0) return flavor
   }
   return null
@@ -41,11 +38,6 @@ export async function detectCompose(preference: 'auto' | ComposeFlavor = 'auto')
   // is the one an operator can search for.
   detected ??= (await probeCompose()) ?? 'v2'
   return detected
-}
-
-/** `config --quiet`: the compose file and its variables parse for this tag. */
-export function composeConfigCheck(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['config', '--quiet'], { APP_VERSION: tag }), mutates: false, timeoutMs: 60_000 }
 }
 
 export async function composeProject(cfg: Config): Promise<ComposeProject> {
@@ -106,16 +98,6 @@ export function composeStart(p: ComposeProject, services: string[]): Command {
   return compose(p, ['start', ...services])
 }
 
-/**
- * Blue-green's first step (docker-rollout's): one more container of `service` beside the running
- * one, created from the current config (`vars`: the new APP_VERSION); `--no-recreate` leaves the
- * running container (and its dependencies) as they are. Not `--no-deps`: compose v2 hashes the
- * config without depends_on then, and the next plain `up` would recreate the new container.
- */
-export function composeScaleUp(p: ComposeProject, service: string, count: number, vars: Record<string, string>): Command {
-  return { ...compose(p, ['up', '-d', '--no-recreate', '--scale', `${service}=${count}`, service], vars), timeoutMs: 5 * 60_000 }
-}
-
 /** Every image the stack uses, at the tag in `vars` (a fresh host has none of them yet). */
 /** `services`: none for every service of the active profiles. */
 export function composePull(p: ComposeProject, vars: Record<string, string>, services: string[] = []): Command {
@@ -130,30 +112,6 @@ export function composePull(p: ComposeProject, vars: Record<string, string>, ser
 export function composeUp(p: ComposeProject, services: string[], vars: Record<string, string>, options: { removeOrphans?: boolean } = {}): Command {
   const orphans = options.removeOrphans ? ['--remove-orphans'] : []
   return { ...compose(p, ['up', '--detach', ...orphans, ...services], vars), timeoutMs: 5 * 60_000 }
-}
-
-/**
- * The stack unit's start: every service of the active profiles, containers that exist as they
- * are (with the image the last deploy gave them), missing ones created from .env.production. A
- * first start may pull (the contract's 15 minutes).
- */
-export function composeBootUp(p: ComposeProject, services: string[] = []): Command {
-  return { ...compose(p, ['up', '--detach', '--no-recreate', '--remove-orphans', ...services]), timeoutMs: 15 * 60_000 }
-}
-
-/** The stack unit's stop: each service gets its own stop_grace_period (bot, then postgres). */
-export function composeStopAll(p: ComposeProject, services: string[] = []): Command {
-  return { ...compose(p, ['stop', ...services]), timeoutMs: 140_000 }
-}
-
-/**
- * nginx's configuration as the webhook profile would start it, certificates included, tested in a
- * throwaway container (no port published): a switch to webhook mode is refused before anything
- * changes when nginx could not start. The image renders its templates first, as at a real start.
- * It creates a container (and may pull nginx's image): a dry run only prints it.
- */
-export function nginxConfigTest(p: ComposeProject, vars: Record<string, string>): Command {
-  return { ...compose(p, ['run', '--rm', '--no-deps', '-T', 'nginx', 'nginx', '-t', '-q'], vars), timeoutMs: 5 * 60_000 }
 }
 
 /**
