@@ -1,5 +1,6 @@
 import { compose, type ComposeProject } from './compose.ts'
 import type { Command } from '../core/runner.ts'
+import { dayjs } from '../core/time.ts'
 
 // pgBackRest runs inside the postgres service (deployment/postgres), as the server's own user,
 // reading the configuration its entrypoint wrote. One stanza: the droplet has one cluster.
@@ -41,7 +42,7 @@ export function postgresOneOff(p: ComposeProject, argv: string[], opts: { timeou
 export function restoreTargetOptions(target: Date | 'latest', repo: RepoNumber): string[] {
   const where = [`--repo=${repo}`]
   if (target === 'latest') return [...where, '--type=default']
-  return [...where, '--type=time', `--target=${target.toISOString().replace('T', ' ').replace('Z', '+00')}`, '--target-action=promote']
+  return [...where, '--type=time', `--target=${dayjs.utc(target).format('YYYY-MM-DD HH:mm:ss.SSS[+00]')}`, '--target-action=promote']
 }
 
 export function ttgPitrRestore(p: ComposeProject, options: string[]): Command {

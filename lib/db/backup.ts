@@ -27,6 +27,7 @@ import { capture, isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 import { uploadBackup } from '../offsite/upload.ts'
 import { copyOffsite } from './offsite.ts'
+import { dayjs } from '../core/time.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.
@@ -83,7 +84,7 @@ async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): P
     } finally {
       fs.rmSync(partial, { force: true })
     }
-    const now = new Date()
+    const now = dayjs.utc()
     log.info('Verification successful')
     const record: BackupRecord = {
       backup_id: id,
@@ -101,7 +102,7 @@ async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): P
       row_counts: written.facts.rowCounts,
       verified: true,
       verified_at: isoSeconds(now),
-      retention_until: isoSeconds(new Date(now.getTime() + cfg.BACKUP_RETENTION_DAYS * 86_400_000)),
+      retention_until: isoSeconds(now.add(cfg.BACKUP_RETENTION_DAYS, 'day')),
       artifact_id: request.artifactId,
       reason: request.reason,
       last_drill: null,
@@ -262,7 +263,7 @@ function majorOf(versionLine: string): number | null {
 }
 
 function plannedRecord(id: string, file: string, request: BackupRequest, db: Db): BackupRecord {
-  const now = isoSeconds(new Date())
+  const now = isoSeconds()
   return {
     backup_id: id, created_at: now, backup_type: request.type, file_path: file, file_size_mb: 0, file_size_bytes: 0,
     database_name: db.database, pg_dump_version: 'unknown', compressed: true, sha256: '0'.repeat(64), row_counts: {},
@@ -282,7 +283,7 @@ export function chooseExpired(index: BackupIndex, now: Date, keepCount: number):
   const keep = newestVerified(index)?.backup_id
   return newestFirst
     .slice(keepCount)
-    .filter((b) => b.backup_id !== keep && Date.parse(b.retention_until) < now.getTime())
+    .filter((b) => b.backup_id !== keep && dayjs.utc(b.retention_until).isBefore(now))
 }
 
 export interface RetentionResult {

@@ -97,8 +97,8 @@ async function renewStanza(p: ComposeProject): Promise<void> {
 function lossStatement(ctx: Context, target: Target): string {
   const services = ctx.cfg.APP_SERVICES.length ? `, stops ${ctx.cfg.APP_SERVICES.join(', ')} meanwhile` : ''
   if (target === 'latest') return `This replaces the database cluster of "${ctx.db.database}" with the last base backup replayed to the end of the WAL archive${services}. Writes not archived yet are archived first when the server runs; if it does not, the last ${ctx.cfg.PITR_ARCHIVE_TIMEOUT}s or so may be lost.`
-  const lost = (Date.now() - target.getTime()) / 1000
-  return `This replaces the database cluster of "${ctx.db.database}" with its state at ${isoSeconds(target)}${services}: every write after it, the last ${formatAge(lost)} (now ${isoSeconds(new Date())}), is lost.`
+  const lost = dayjs().diff(target, 'second')
+  return `This replaces the database cluster of "${ctx.db.database}" with its state at ${isoSeconds(target)}${services}: every write after it, the last ${formatAge(lost)} (now ${isoSeconds()}), is lost.`
 }
 
 async function stopServices(ctx: Context, p: ComposeProject, services: string[]): Promise<void> {
@@ -246,7 +246,7 @@ export async function drillToTime(ctx: Context, target: Target): Promise<Map<str
   const p = requireCompose(ctx)
   await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
   const repo = chooseRepo(await repoContents(ctx), pitrRepos(ctx.cfg))
-  const volume = `${p.project}_pitr_drill_${fileStamp(new Date())}`
+  const volume = `${p.project}_pitr_drill_${fileStamp()}`
   log.info(`Starting point-in-time drill: recovery to ${describeTarget(target)} from repo${repo} into scratch volume ${volume}`)
   await run(createVolume(volume, { 'toogoodtogo.purpose': 'pitr-drill' }))
   try {

@@ -17,6 +17,7 @@ import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { pitrRepoDir } from '../commands/compose.ts'
 import type { ServiceHealth } from '../release/health.ts'
+import { dayjs } from '../core/time.ts'
 
 // Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
 // service (deployment/postgres), base backups taken here. pgBackRest's own repository is the
@@ -94,8 +95,8 @@ export async function repoContents(ctx: Context): Promise<RepoContents> {
       label: b.label,
       type: b.type,
       repo: b.database?.['repo-key'] ?? 1,
-      startedAt: new Date(b.timestamp.start * 1000),
-      stoppedAt: new Date(b.timestamp.stop * 1000),
+      startedAt: dayjs.unix(b.timestamp.start).toDate(),
+      stoppedAt: dayjs.unix(b.timestamp.stop).toDate(),
       sizeBytes: b.info.size ?? 0,
       storedBytes: b.info.repository?.delta ?? 0,
     })),
@@ -113,8 +114,8 @@ const FULL_EVERY_DAYS = 7
 
 /** A full one when the repository holds none from the last week, a differential otherwise. */
 export function chooseType(backups: readonly PhysicalBackup[], repo: number, now: Date): PhysicalBackupType {
-  const weekAgo = now.getTime() - FULL_EVERY_DAYS * 86_400_000
-  return backups.some((b) => b.repo === repo && b.type === 'full' && b.stoppedAt.getTime() >= weekAgo) ? 'diff' : 'full'
+  const weekAgo = dayjs.utc(now).subtract(FULL_EVERY_DAYS, 'day')
+  return backups.some((b) => b.repo === repo && b.type === 'full' && !dayjs.utc(b.stoppedAt).isBefore(weekAgo)) ? 'diff' : 'full'
 }
 
 const runSchema = z.object({
@@ -185,7 +186,7 @@ export async function takePhysicalBackups(ctx: Context, requested: PhysicalBacku
     const duration = Math.round((Date.now() - started) / 100) / 10
     const newest = outcome.exitCode === 0 ? (await repoContents(ctx)).backups.filter((b) => b.repo === repo).at(-1) ?? null : null
     const detail = outcome.exitCode === 0 ? (newest ? describePhysical(newest) : 'done') : lastLines(outcome.stderr || outcome.stdout)
-    runs.push({ repo, type, at: isoSeconds(new Date()), outcome: outcome.exitCode === 0 ? 'success' : 'failed', label: newest?.label ?? null, duration_s: duration, detail })
+    runs.push({ repo, type, at: isoSeconds(), outcome: outcome.exitCode === 0 ? 'success' : 'failed', label: newest?.label ?? null, duration_s: duration, detail })
     if (outcome.exitCode === 0) log.info(`Physical backup complete in ${duration}s: ${detail}`)
     else log.error(`Physical backup to repo${repo} failed: ${detail}`)
   }
@@ -204,7 +205,7 @@ function recordRuns(cfg: Config, runs: PhysicalRun[]): void {
   const repos = new Set(runs.map((r) => r.repo))
   writePitrState(cfg, { ...state, last_runs: [...state.last_runs.filter((r) => !repos.has(r.repo)), ...runs].sort((a, b) => a.repo - b.repo) })
   // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
-  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, new Date(r.at))
+  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, dayjs.utc(r.at).toDate())
 }
 
 function lastLines(text: string): string {
@@ -238,7 +239,7 @@ export async function archiverStatus(ctx: Context): Promise<ArchiverStatus> {
 
 export function parseArchiverStatus(line: string): ArchiverStatus {
   const [mode = '', archived = '', archivedAt = '0', failed = '0', failedWal = '', failedAt = '0', waiting = '0', waitingSince = '0'] = line.trim().split('|')
-  const date = (epoch: string) => (Number(epoch) > 0 ? new Date(Number(epoch) * 1000) : null)
+  const date = (epoch: string) => (Number(epoch) > 0 ? dayjs.unix(Number(epoch)).toDate() : null)
   return {
     archiveMode: mode,
     lastArchivedWal: archived || null,
@@ -261,7 +262,7 @@ export function archivingProblem(s: ArchiverStatus, now: Date, archiveTimeoutS: 
   const failedAt = s.lastFailedAt
   const failing = failedAt !== null && (!s.lastArchivedAt || failedAt >= s.lastArchivedAt)
   const lastFailure = failing ? `; last failure: ${s.lastFailedWal} at ${isoSeconds(failedAt)}` : ''
-  const waitedS = s.oldestWaitingSince ? (now.getTime() - s.oldestWaitingSince.getTime()) / 1000 : 0
+  const waitedS = s.oldestWaitingSince ? dayjs(now).diff(s.oldestWaitingSince) / 1000 : 0
   if (s.waiting > 0 && waitedS > archiveTimeoutS + 60) {
     return `WAL archiving is behind: ${s.waiting} segment(s) waiting, the oldest for ${formatAge(waitedS)}${lastFailure}`
   }

@@ -168,7 +168,7 @@ async function requireTables(db: Db, database: string, tables: string[]): Promis
  * A session that reconnects in between makes the rename fail as a whole; try again.
  */
 export async function swapIn(db: Db, scratch: string, live: string): Promise<string | null> {
-  const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp(new Date())}`
+  const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp()}`
   const terminate = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN (${quoteLiteral(live)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid();`
   const moveLiveAside = `IF EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(live)}) THEN ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; END IF;`
   const renames = `${moveLiveAside} ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`

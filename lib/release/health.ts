@@ -5,6 +5,7 @@ import { messageOf } from '../core/errors.ts'
 import { psqlQuery } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'
 import { $read, timedOut } from '../core/shell.ts'
+import { isoSeconds } from '../core/format.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
 // health-check.ts, restore.ts (after the swap) and deploy.ts (its health gate).
@@ -33,7 +34,7 @@ const HEARTBEAT_MAX_AGE_S = 60
 export async function checkHealth(ctx: Context, services: readonly Service[]): Promise<HealthReport> {
   const results: Partial<Record<Service, ServiceHealth>> = {}
   for (const service of services) results[service] = await checkService(ctx, service)
-  return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(results), services: results }
+  return { timestamp: isoSeconds(), overall_status: overall(results), services: results }
 }
 
 export interface WaitResult {

@@ -4,6 +4,7 @@ import { log } from '../core/log.ts'
 import { $, $read } from '../core/shell.ts'
 import { readEvents, readState, TAG, type DeployEvent } from './deploy-state.ts'
 import { pullImage, requireImage } from './release.ts'
+import { dayjs } from '../core/time.ts'
 
 // After a successful deploy: the disk must not fill with old releases (the data model keeps an
 // artifact 30 days for rollbacks, then prunes it). A release's image goes once it is neither among
@@ -34,12 +35,12 @@ export interface KeepRules {
 export function releasesToRemove(images: readonly LocalRelease[], events: readonly DeployEvent[], rules: KeepRules): string[] {
   const lastUse = new Map<string, number>()
   for (const e of events) {
-    const t = Date.parse(e.completed_at ?? e.started_at)
+    const t = dayjs.utc(e.completed_at ?? e.started_at).valueOf()
     if (!Number.isNaN(t) && t > (lastUse.get(e.artifact_id) ?? -Infinity)) lastUse.set(e.artifact_id, t)
   }
   const timed = images.map((image) => ({ tag: image.tag, at: Math.max(image.createdAt?.getTime() ?? -Infinity, lastUse.get(image.tag) ?? -Infinity) }))
   const newestFirst = timed.filter((r) => r.at > -Infinity).sort((a, b) => b.at - a.at)
-  const cutoff = rules.now.getTime() - rules.retentionDays * 86_400_000
+  const cutoff = dayjs.utc(rules.now).subtract(rules.retentionDays, 'day').valueOf()
   return newestFirst
     .slice(rules.keep)
     .filter((r) => r.at < cutoff && !rules.protect.includes(r.tag))
@@ -50,8 +51,8 @@ export function releasesToRemove(images: readonly LocalRelease[], events: readon
 export function parseCreatedAt(text: string): Date | null {
   const m = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) ([+-]\d{2})(\d{2})\b/.exec(text.trim())
   if (!m) return null
-  const date = new Date(`${m[1]}T${m[2]}${m[3]}:${m[4]}`)
-  return Number.isNaN(date.getTime()) ? null : date
+  const date = dayjs(`${m[1]}T${m[2]}${m[3]}:${m[4]}`)
+  return date.isValid() ? date.toDate() : null
 }
 
 /** The local tags of the bot's image repository that name a release (v1.2.3 or a commit SHA). */

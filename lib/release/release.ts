@@ -19,6 +19,7 @@ import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, 
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
 import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './bluegreen.ts'
 import { clearWebhook, describeSwitch, pendingModeSwitch, removeNginx } from './mode.ts'
+import { dayjs } from '../core/time.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
 // and the switch from one bot container to the next.
@@ -67,9 +68,9 @@ export async function imageDigest(image: string): Promise<string | null> {
 /** The Deployment Artifact's created_at and size_mb from `docker image inspect`; nulls for what it does not say. */
 export function parseImageFacts(output: string): { created_at: string | null; size_mb: number | null } {
   const [created = '', size = ''] = output.trim().split(/\s+/)
-  const at = Date.parse(created)
+  const at = dayjs.utc(created)
   const bytes = /^\d+$/.test(size) ? Number(size) : NaN
-  return { created_at: Number.isFinite(at) ? isoSeconds(new Date(at)) : null, size_mb: Number.isFinite(bytes) ? Math.round(bytes / (1024 * 1024)) : null }
+  return { created_at: created && at.isValid() ? isoSeconds(at) : null, size_mb: Number.isFinite(bytes) ? Math.round(bytes / (1024 * 1024)) : null }
 }
 
 // ---- downtime ------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ function publishOutcome(ctx: Context, event: DeployEvent): void {
   }
   recordDeploy(ctx.cfg, {
     event: event.event_type, outcome, finishedAt: new Date(), downtimeSeconds: event.downtime_seconds,
-    running: current?.deployed_at ? { version: current.artifact_id, deployedAt: new Date(current.deployed_at) } : null,
+    running: current?.deployed_at ? { version: current.artifact_id, deployedAt: dayjs.utc(current.deployed_at).toDate() } : null,
   })
 }
 
@@ -223,7 +224,7 @@ export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom:
     docker_image_digest: await imageDigest(image),
     ...parseImageFacts((await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{.Created}} {{.Size}}' ${image}`).stdout),
     deployed: true,
-    deployed_at: isoSeconds(new Date()),
+    deployed_at: isoSeconds(),
     rollback_from: at.rollbackFrom,
     schema_revision: at.schemaRevision,
   }

@@ -21,6 +21,7 @@ import { checkHealth } from './health.ts'
 import { registerWebhook } from './mode.ts'
 import { botRun, checkout, healthGate, record, stopBot, recordDeployed, schemaRevision, switchVersion } from './release.ts'
 import { releaseImageForRollback } from './prune.ts'
+import { dayjs } from '../core/time.ts'
 
 // The one rollback, for deploy's automatic rollback, rollback.sh and the watcher: one set of rules
 // deciding whether the database goes back with the code (planDatabase), one order of steps, and
@@ -245,7 +246,7 @@ async function confirmRollback(ctx: Context, target: string, plan: DbPlan, yes: 
   if (plan.action === 'restore') {
     const rows = await countRowsNotIn(ctx.db, ctx.db.database, plan.backup)
     const written = Object.entries(rows).map(([t, n]) => `${formatCount(n)} in ${t.replace(/^public\./, '')}`).join(', ') || 'none found'
-    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${formatAge((Date.now() - Date.parse(plan.backup.created_at)) / 1000)} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
+    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${formatAge(dayjs().diff(plan.backup.created_at, 'second'))} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
   }
   if (plan.action === 'downgrade') loss = `The schema is downgraded to ${plan.to} (--keep-data); columns and tables added since are dropped.`
   log.info(loss)

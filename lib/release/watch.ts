@@ -7,6 +7,7 @@ import { TOOLKIT_DIR, type Config } from '../core/config.ts'
 import { processAlive } from '../core/lock.ts'
 import { log } from '../core/log.ts'
 import { isDryRun, startDetached, type Command } from '../core/runner.ts'
+import { dayjs } from '../core/time.ts'
 
 // The watch window: a release that passed the health gate can still fall over minutes later. After
 // every switch deploy starts `scripts/watch.ts` on its own (it outlives the deploy command), which
@@ -45,8 +46,8 @@ export function startWatch(cfg: Config, w: Omit<Watch, 'pid' | 'started_at' | 'u
   if (cfg.WATCH_SECONDS === 0) return
   const pid = startDetached(watchCommand(w, cfg.WATCH_SECONDS))
   if (pid === null) return
-  const now = new Date()
-  writeFileAtomic(watchFile(cfg), JSON.stringify({ ...w, pid, started_at: now.toISOString(), until: new Date(now.getTime() + cfg.WATCH_SECONDS * 1000).toISOString() }, null, 2) + '\n', 0o644)
+  const now = dayjs.utc()
+  writeFileAtomic(watchFile(cfg), JSON.stringify({ ...w, pid, started_at: now.toISOString(), until: now.add(cfg.WATCH_SECONDS, 'second').toISOString() }, null, 2) + '\n', 0o644)
   log.info(`Watching ${w.tag} for ${cfg.WATCH_SECONDS}s (WATCH_SECONDS): it is rolled back to ${w.previous} if the bot turns unhealthy (watcher pid ${pid})`)
 }
 

@@ -3,12 +3,13 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Config, Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
-import { formatAge, formatBytes, formatMb } from '../core/format.ts'
+import { formatAge, formatBytes, formatMb, isoSeconds } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
 import { capture, type Command } from '../core/runner.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../release/health.ts'
+import { dayjs } from '../core/time.ts'
 
 // status.sh: the one screen an operator reads first. Every section is read on its own; one that
 // cannot be read becomes a line in `unreadable` saying why, and the rest is still shown. Nothing
@@ -122,7 +123,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   const cfg = ctx.cfg
   const now = options.now ?? new Date()
   const report: StatusReport = {
-    generated_at: now.toISOString().slice(0, 19) + 'Z',
+    generated_at: isoSeconds(now),
     release: null,
     last_deploy: null,
     newest_backup: null,
@@ -219,7 +220,7 @@ function offsiteOf(record: unknown): OffsiteStatus | null {
   const { backup_id: id, offsite } = record as { backup_id?: unknown; offsite?: unknown }
   if (typeof offsite !== 'object' || offsite === null) return null
   const { uploaded_at: at, size } = offsite as { uploaded_at?: unknown; size?: unknown }
-  if (typeof at !== 'string' || Number.isNaN(Date.parse(at))) return null
+  if (typeof at !== 'string' || !dayjs(at).isValid()) return null
   return { backup_id: typeof id === 'string' ? id : '?', uploaded_at: at, size_bytes: typeof size === 'number' ? size : null }
 }
 
@@ -242,7 +243,7 @@ function walArchivedAt(cfg: Config): string | null {
   }
   const match = /^toogoodtogo_wal_last_archived_timestamp_seconds\s+(\d+(?:\.\d+)?)$/m.exec(text)
   if (!match?.[1]) throw new Error(`no timestamp in ${metricsFile(cfg, 'wal')}`)
-  return new Date(Number(match[1]) * 1000).toISOString().slice(0, 19) + 'Z'
+  return isoSeconds(dayjs.unix(Number(match[1])))
 }
 
 export function systemDf(): Command {
@@ -291,7 +292,7 @@ async function healthInParallel(ctx: Context, timeoutMs: number): Promise<Health
     const parts = await Promise.race([Promise.all(SERVICES.map((service) => checkHealth(ctx, [service]))), deadline])
     const services: HealthReport['services'] = {}
     for (const part of parts) Object.assign(services, part.services)
-    return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(services), services }
+    return { timestamp: isoSeconds(), overall_status: overall(services), services }
   } finally {
     clearTimeout(timer)
   }
@@ -324,16 +325,15 @@ export function parseAlerts(body: unknown): AlertStatus[] {
 
 function when(iso: string | null, now: Date): string {
   if (!iso) return 'unknown time'
-  const t = Date.parse(iso)
-  if (Number.isNaN(t)) return iso
-  return `${iso.slice(0, 16).replace('T', ' ')} UTC, ${formatAge((now.getTime() - t) / 1000)} ago`
+  if (!dayjs(iso).isValid()) return iso
+  return `${iso.slice(0, 16).replace('T', ' ')} UTC, ${formatAge(ageOf(iso, now))} ago`
 }
 
 function shorten(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 3)}...`
 }
 
-const ageOf = (iso: string, now: Date): number => (now.getTime() - Date.parse(iso)) / 1000
+const ageOf = (iso: string, now: Date): number => dayjs(now).diff(iso) / 1000
 
 /** Thresholds the alert rules use too (deployment/monitoring/rules). */
 const BACKUP_STALE_S = 26 * 3600
