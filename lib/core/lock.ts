@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { z } from 'zod'
 import { OpsError } from './errors.ts'
 import { log } from './log.ts'

@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
 import { containerLogs, createVolume, findContainer, removeVolume } from '../commands/docker.ts'
 import { restoreTargetOptions, stanzaCreate, ttgPitrDiscard, ttgPitrDrill, ttgPitrPutBack, ttgPitrRestore, type RepoNumber } from '../commands/pgbackrest.ts'

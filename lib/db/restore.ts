@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
 import { composeStart, composeStop } from '../commands/compose.ts'

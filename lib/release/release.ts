@@ -1,6 +1,6 @@
 import os from 'node:os'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
 import { findContainer } from '../commands/docker.ts'
 import { gitEnv } from '../commands/git.ts'

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { TOOLKIT_DIR, type Config } from '../core/config.ts'
