@@ -96,7 +96,7 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
     quote,
   })
   if (kind === 'change' && dryRun) {
-    process.stdout.write(`[dry-run] ${redact(configured({ halt: true })(pieces, ...args).cmd)}\n`)
+    process.stdout.write(`[dry-run] ${redact(configured({ halt: true })(pieces, ...args).cmd).trim()}\n`)
     // Nothing runs, but the caller's await, exit code and output still work: a shell no-op.
     return zx$({ shell: '/bin/bash', quiet: true, log: () => undefined, stdio: ['ignore', 'pipe', 'pipe'] })`:`
   }

@@ -22,8 +22,8 @@ import { compressor } from '../commands/gzip.ts'
 import { recordBackup } from '../core/metrics.ts'
 import { log } from '../core/log.ts'
 import { ByteProgress } from '../core/progress.ts'
-import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../commands/postgres.ts'
-import { capture, isDryRun, runStages } from '../core/runner.ts'
+import { pgDumpCommand, pgDumpVersion, psql, type Db } from '../commands/postgres.ts'
+import { isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 import { uploadBackup } from '../offsite/upload.ts'
 import { copyOffsite } from './offsite.ts'
@@ -150,7 +150,7 @@ interface Snapshot {
 async function snapshotBeforeDump(db: Db): Promise<Snapshot> {
   const at = new Date()
   if (isDryRun()) return { at, xids: null, clusterId: null }
-  const out = await capture(psqlQuery(db, db.database, SNAPSHOT_SQL, { mutates: false, timeoutMs: 30_000 }))
+  const out = (await psql(db, db.database, SNAPSHOT_SQL, { read: true, timeoutMs: 30_000 })).stdout.trim()
   const [xids = '', clusterId = ''] = out.split('|')
   return { at, xids: xids || null, clusterId: clusterId || null }
 }
@@ -245,10 +245,10 @@ function diffCounts(expected: Record<string, number>, actual: Record<string, num
 }
 
 async function refuseOlderPgDump(db: Db): Promise<void> {
-  const client = majorOf(await capture(pgDumpVersionCommand(db)))
+  const client = majorOf(await pgDumpVersion(db))
   let server: number
   try {
-    server = Math.floor(Number(await capture(psqlQuery(db, db.database, 'SHOW server_version_num', { mutates: false, timeoutMs: 30_000 }))) / 10000)
+    server = Math.floor(Number((await psql(db, db.database, 'SHOW server_version_num', { read: true, timeoutMs: 30_000 })).stdout.trim()) / 10000)
   } catch (error) {
     throw new OpsError('dump_failed', `Cannot connect to database ${db.database}: ${messageOf(error)}`, { cause: error })
   }
