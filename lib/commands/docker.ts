@@ -42,28 +42,3 @@ export function dockerInfo(): Command {
   return { argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], mutates: false, timeoutMs: 30_000 }
 }
 
-/** A label of a local image; exit non-zero when the image is not here. */
-export function imageLabel(image: string, label: string): Command {
-  return { argv: ['docker', 'image', 'inspect', '--format', `{{index .Config.Labels "${label}"}}`, image], mutates: false, timeoutMs: 30_000 }
-}
-
-/** `docker build` of a local context, labelled so the next run can tell whether it is current. */
-export function buildImage(image: string, context: string, buildArgs: Record<string, string>, labels: Record<string, string>): Command {
-  const args = Object.entries(buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`])
-  const labelFlags = Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])
-  return { argv: ['docker', 'build', '--quiet', ...args, ...labelFlags, '--tag', image, context], timeoutMs: 20 * 60_000 }
-}
-
-export function createVolume(name: string, labels: Record<string, string> = {}): Command {
-  return { argv: ['docker', 'volume', 'create', ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), name], timeoutMs: 60_000 }
-}
-
-export function removeVolume(name: string): Command {
-  return { argv: ['docker', 'volume', 'rm', '--force', name], timeoutMs: 60_000 }
-}
-
-/** The last lines a container wrote (the reason a server stopped). */
-export function containerLogs(id: string, lines: number): Command {
-  return { argv: ['docker', 'logs', '--tail', String(lines), id], mutates: false, timeoutMs: 30_000 }
-}
-

@@ -1,8 +1,8 @@
 import { sleep } from 'zx'
-import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
-import { containerLogs, createVolume, findContainer, removeVolume } from '../commands/docker.ts'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
+import { findContainer } from '../commands/docker.ts'
 import { restoreTargetOptions, stanzaCreate, ttgPitrDiscard, ttgPitrDrill, ttgPitrPutBack, ttgPitrRestore, type RepoNumber } from '../commands/pgbackrest.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { psql } from '../commands/postgres.ts'
 import { requireCompose, type Context } from '../core/config.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
@@ -11,6 +11,7 @@ import { log } from '../core/log.ts'
 import { progressReporter } from '../core/progress.ts'
 import { dayjs } from '../core/time.ts'
 import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
 import { requireServerUp, restartAppServices } from './restore.ts'
@@ -104,7 +105,8 @@ function lossStatement(ctx: Context, target: Target): string {
 async function stopServices(ctx: Context, p: ComposeProject, services: string[]): Promise<void> {
   if (!services.length) return
   log.info(`Stopping ${services.join(', ')}`)
-  await run(composeStop(p, services, services.includes('postgres') ? 60 : ctx.cfg.STOP_TIMEOUT))
+  const grace = services.includes('postgres') ? 60 : ctx.cfg.STOP_TIMEOUT
+  await $({ env: composeEnv(p), timeoutMs: (grace + 60) * 1000 })`${composeBase(p)} stop --timeout ${grace} ${services}`
 }
 
 /**
@@ -119,7 +121,7 @@ async function archiveEverything(ctx: Context, p: ComposeProject): Promise<void>
     return
   }
   if (isDryRun()) return
-  await run({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT pg_switch_wal()'), timeoutMs: 30_000 })
+  await psql(ctx.db, ctx.db.database, 'SELECT pg_switch_wal()', { timeoutMs: 30_000 })
   const deadline = Date.now() + (ctx.cfg.PITR_ARCHIVE_TIMEOUT + 120) * 1000
   for (;;) {
     const status = await archiverStatus(ctx)
@@ -151,7 +153,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
   log.info(`Starting postgres: recovery to ${describeTarget(target)}`)
   // Docker's restart count is the container's whole life: only restarts from here on count.
   const before = isDryRun() ? null : await findContainer(p, 'postgres')
-  await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
+  await startPostgres(p)
   if (isDryRun()) return
   const started = Date.now()
   const deadline = started + ctx.cfg.PITR_RECOVERY_TIMEOUT * 1000
@@ -163,7 +165,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
       if (!container || container.status === 'exited' || container.status === 'dead' || container.status === 'restarting' || container.restarts > restartedBefore) {
         throw new OpsError('restore_failed', `the server stopped during recovery: ${await serverLastWords(container?.id ?? null)}`)
       }
-      const answer = await tryRun({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT pg_is_in_recovery()', { mutates: false }), timeoutMs: 10_000 })
+      const answer = await psql(ctx.db, ctx.db.database, 'SELECT pg_is_in_recovery()', { read: true, nothrow: true, timeoutMs: 10_000 })
       if (answer.exitCode === 0 && answer.stdout.trim() === 'f') break
       if (Date.now() > deadline) throw new OpsError('restore_failed', `recovery did not finish within ${ctx.cfg.PITR_RECOVERY_TIMEOUT}s (PITR_RECOVERY_TIMEOUT)`)
       progress.update(`${Math.round((Date.now() - started) / 1000)}s`)
@@ -177,7 +179,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
 
 async function serverLastWords(id: string | null): Promise<string> {
   if (!id) return 'its container is gone'
-  const logs = await tryRun(containerLogs(id, 40))
+  const logs = await $read({ nothrow: true, timeoutMs: 30_000 })`docker logs --tail 40 ${id}`
   const lines = `${logs.stdout}\n${logs.stderr}`.split('\n').filter((l) => /FATAL|PANIC|ERROR/.test(l))
   return lines.slice(-2).map((l) => l.replace(/^.*?(FATAL|PANIC|ERROR):\s*/, '$1: ')).join(' | ') || 'no FATAL line in its log'
 }
@@ -185,14 +187,18 @@ async function serverLastWords(id: string | null): Promise<string> {
 /** Back to the data directory as it was before: the restored one is removed, the kept one moved back. */
 async function putBack(ctx: Context, p: ComposeProject, cause: unknown): Promise<void> {
   log.error(`Restore failed: ${messageOf(cause)}; putting the previous data directory back`)
-  await run(composeStop(p, ['postgres'], 60))
+  await $({ env: composeEnv(p), timeoutMs: 120_000 })`${composeBase(p)} stop --timeout 60 postgres`
   await run(ttgPitrPutBack(p))
   await startAgain(ctx, p)
 }
 
 async function startAgain(ctx: Context, p: ComposeProject): Promise<void> {
-  await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
+  await startPostgres(p)
   await restartAppServices(ctx, '')
+}
+
+async function startPostgres(p: ComposeProject): Promise<void> {
+  await $({ env: composeEnv(p), timeoutMs: 5 * 60_000 })`${composeBase(p)} up --detach --no-deps postgres`
 }
 
 // ---- verification ------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ export function describeCounts(counts: Map<string, number>): string {
 
 async function verifyRestored(ctx: Context): Promise<void> {
   if (isDryRun()) return
-  const output = await capture({ ...psqlQuery(ctx.db, ctx.db.database, keyTableCountSql(ctx.cfg.KEY_TABLES), { mutates: false }), timeoutMs: ctx.cfg.DB_OPERATION_TIMEOUT * 1000 })
+  const output = (await psql(ctx.db, ctx.db.database, keyTableCountSql(ctx.cfg.KEY_TABLES), { read: true, timeoutMs: ctx.cfg.DB_OPERATION_TIMEOUT * 1000 })).stdout.trim()
   log.info(`Verified: ${describeCounts(checkCounts(output, ctx.cfg.KEY_TABLES))}`)
 }
 
@@ -248,7 +254,7 @@ export async function drillToTime(ctx: Context, target: Target): Promise<Map<str
   const repo = chooseRepo(await repoContents(ctx), pitrRepos(ctx.cfg))
   const volume = `${p.project}_pitr_drill_${fileStamp()}`
   log.info(`Starting point-in-time drill: recovery to ${describeTarget(target)} from repo${repo} into scratch volume ${volume}`)
-  await run(createVolume(volume, { 'toogoodtogo.purpose': 'pitr-drill' }))
+  await $({ timeoutMs: 60_000 })`docker volume create --label toogoodtogo.purpose=pitr-drill ${volume}`
   try {
     const started = Date.now()
     const output = await capture(ttgPitrDrill(p, volume, keyTableCountSql(ctx.cfg.KEY_TABLES), restoreTargetOptions(target, repo)))
@@ -256,6 +262,6 @@ export async function drillToTime(ctx: Context, target: Target): Promise<Map<str
     log.info(`Point-in-time drill passed in ${Math.round((Date.now() - started) / 1000)}s: ${describeCounts(counts)}`)
     return counts
   } finally {
-    await run(removeVolume(volume))
+    await $({ timeoutMs: 60_000 })`docker volume rm --force ${volume}`
   }
 }

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { z } from 'zod'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { psql } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
@@ -233,7 +233,7 @@ const ARCHIVER_SQL = `SELECT current_setting('archive_mode'), coalesce(last_arch
 FROM pg_stat_archiver`
 
 export async function archiverStatus(ctx: Context): Promise<ArchiverStatus> {
-  const line = await capture({ ...psqlQuery(ctx.db, ctx.db.database, ARCHIVER_SQL, { mutates: false }), timeoutMs: 10_000 })
+  const line = (await psql(ctx.db, ctx.db.database, ARCHIVER_SQL, { read: true, timeoutMs: 10_000 })).stdout.trim()
   return parseArchiverStatus(line)
 }
 
@@ -387,12 +387,11 @@ export async function ensureStanza(ctx: Context): Promise<void> {
  */
 export async function armArchiveTimeout(ctx: Context): Promise<boolean> {
   if (pitrUnavailable(ctx.cfg)) return false
-  const query = (sql: string, mutates: boolean) => ({ ...psqlQuery(ctx.db, ctx.db.database, sql, { mutates }), timeoutMs: 5 * 60_000 })
   // checkpoint_time has whole seconds: a restart within one second must still count as "none since"
   // (at worst a checkpoint in the start's own second is followed by one more).
-  const needed = await capture(query('SELECT (pg_control_checkpoint()).checkpoint_time <= pg_postmaster_start_time()', false))
-  if (needed !== 't') return false
-  await run(query('CHECKPOINT', true))
+  const needed = await psql(ctx.db, ctx.db.database, 'SELECT (pg_control_checkpoint()).checkpoint_time <= pg_postmaster_start_time()', { read: true, timeoutMs: 5 * 60_000 })
+  if (needed.stdout.trim() !== 't') return false
+  await psql(ctx.db, ctx.db.database, 'CHECKPOINT', { timeoutMs: 5 * 60_000 })
   log.info('CHECKPOINT after the server start: archive_timeout now bounds the writes outside the archive')
   return true
 }

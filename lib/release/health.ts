@@ -2,7 +2,7 @@ import { sleep, type ProcessPromise } from 'zx'
 import { findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
 import type { Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { psql } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'
 import { $read, timedOut } from '../core/shell.ts'
 import { isoSeconds } from '../core/format.ts'
@@ -154,8 +154,7 @@ async function timed(running: ProcessPromise, ok: (stdout: string) => boolean): 
 }
 
 async function checkUrlPostgres(ctx: Context): Promise<ServiceHealth> {
-  const query = psqlQuery(ctx.db, ctx.db.database, 'SELECT 1')
-  return timed(probe({ env: query.env })`${query.argv}`, (out) => out === '1')
+  return timed(psql(ctx.db, ctx.db.database, 'SELECT 1', { read: true, nothrow: true, timeoutMs: QUERY_TIMEOUT_MS }), (out) => out === '1')
 }
 
 // ---- the bot -----------------------------------------------------------------------------------

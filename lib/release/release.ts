@@ -4,7 +4,7 @@ import { sleep } from 'zx'
 import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
 import { findContainer } from '../commands/docker.ts'
 import { gitEnv } from '../commands/git.ts'
-import { psqlQuery, type Db } from '../commands/postgres.ts'
+import { psql, type Db } from '../commands/postgres.ts'
 import { requireCompose, type Config, type Context } from '../core/config.ts'
 import { setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
@@ -13,7 +13,7 @@ import { log } from '../core/log.ts'
 import { recordDeploy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { capture, isDryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/runner.ts'
 import { $, $read } from '../core/shell.ts'
 import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from './health.ts'
@@ -54,7 +54,7 @@ export async function pullImage(p: ComposeProject, tag: string, build: { appDir:
 
 /** The schema revision alembic recorded; null when the database has none yet. */
 export async function schemaRevision(db: Db): Promise<string | null> {
-  const query = (sql: string) => capture(psqlQuery(db, db.database, sql, { mutates: false, timeoutMs: 30_000 }))
+  const query = async (sql: string) => (await psql(db, db.database, sql, { read: true, timeoutMs: 30_000 })).stdout.trim()
   // Two statements: a query naming a missing table fails when planned, whatever a CASE says.
   if ((await query(`SELECT to_regclass('public.alembic_version') IS NOT NULL`)) !== 't') return null
   return (await query(`SELECT string_agg(version_num, ',' ORDER BY version_num) FROM public.alembic_version`)) || null
