@@ -111,7 +111,9 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
   process_.finally(() => clearTimeout(timer)).catch(() => undefined)
   // Registered before the caller's await, so the caller (and runMain's last line) sees the message.
   process_.catch((error: unknown) => {
-    if (error instanceof ProcessOutput) Object.defineProperty(error, 'message', { value: failureMessage(process_.cmd, error), configurable: true })
+    if (!(error instanceof ProcessOutput)) return
+    const message = timedOutProcesses.has(process_) ? redact(`Timed out after ${Math.round(timeoutMs / 1000)}s: ${process_.cmd}`) : failureMessage(process_.cmd, error)
+    Object.defineProperty(error, 'message', { value: message, configurable: true })
   })
   return process_
 }

@@ -10,8 +10,7 @@ import { fileStamp, formatAge, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { progressReporter } from '../core/progress.ts'
 import { dayjs } from '../core/time.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
-import { $, $read } from '../core/shell.ts'
+import { $, $read, isDryRun, timedOut } from '../core/shell.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
 import { requireServerUp, restartAppServices } from './restore.ts'
@@ -73,7 +72,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
     const services = ctx.cfg.APP_SERVICES.length ? ` and ${ctx.cfg.APP_SERVICES.join(', ')} restarted` : ''
     throw new OpsError('restore_failed', `Point-in-time restore to ${describeTarget(target)} failed: ${messageOf(error)}. ${untouched ? 'Nothing was changed; postgres' : 'The previous data directory is back as it was'}${services}`)
   }
-  await run(ttgPitrDiscard(p))
+  await ttgPitrDiscard(p)
   log.info('Restored data verified; the previous data directory was removed')
   await renewStanza(p)
   // The new timeline's first segment into the archive now: until it is there, a later recovery to
@@ -90,7 +89,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
  * the next backup --physical.
  */
 async function renewStanza(p: ComposeProject): Promise<void> {
-  const renewed = await tryRun(stanzaCreate(p))
+  const renewed = await stanzaCreate(p, { nothrow: true })
   if (renewed.exitCode !== 0) log.warn(`pgbackrest stanza-create after the restore failed (${renewed.stderr.trim().split('\n').at(-1)}); health-check postgres shows whether archiving works`)
   log.info('Take a full base backup soon (backup.sh --physical full): recovery to moments after this restore starts from it')
 }
@@ -139,7 +138,9 @@ class NothingMoved extends OpsError {}
 
 async function restoreAside(p: ComposeProject, target: Target, repo: RepoNumber): Promise<void> {
   log.info(`Restoring the base backup (pgBackRest, repo${repo}); the current data directory is kept aside until the restored one is verified`)
-  const restored = await tryRun(ttgPitrRestore(p, restoreTargetOptions(target, repo)))
+  const running = ttgPitrRestore(p, restoreTargetOptions(target, repo), { nothrow: true })
+  const restored = await running
+  if (timedOut(running)) throw new OpsError('timeout', `Timed out after 6 hours: ${running.cmd}`)
   if (restored.exitCode === 0) return
   // pgBackRest writes its ERROR lines to stdout (log-level-console), ttg-pitr to stderr.
   const said = `${restored.stdout}\n${restored.stderr}`.split('\n').filter((l) => /ERROR|ttg-pitr:/.test(l))
@@ -188,7 +189,7 @@ async function serverLastWords(id: string | null): Promise<string> {
 async function putBack(ctx: Context, p: ComposeProject, cause: unknown): Promise<void> {
   log.error(`Restore failed: ${messageOf(cause)}; putting the previous data directory back`)
   await $({ env: composeEnv(p), timeoutMs: 120_000 })`${composeBase(p)} stop --timeout 60 postgres`
-  await run(ttgPitrPutBack(p))
+  await ttgPitrPutBack(p)
   await startAgain(ctx, p)
 }
 
@@ -257,7 +258,7 @@ export async function drillToTime(ctx: Context, target: Target): Promise<Map<str
   await $({ timeoutMs: 60_000 })`docker volume create --label toogoodtogo.purpose=pitr-drill ${volume}`
   try {
     const started = Date.now()
-    const output = await capture(ttgPitrDrill(p, volume, keyTableCountSql(ctx.cfg.KEY_TABLES), restoreTargetOptions(target, repo)))
+    const output = (await ttgPitrDrill(p, volume, keyTableCountSql(ctx.cfg.KEY_TABLES), restoreTargetOptions(target, repo))).stdout.trim()
     const counts = isDryRun() ? new Map<string, number>() : checkCounts(output.split('\n').filter((l) => /^[^=\s]+=\d+$/.test(l)).join('\n'), ctx.cfg.KEY_TABLES)
     log.info(`Point-in-time drill passed in ${Math.round((Date.now() - started) / 1000)}s: ${describeCounts(counts)}`)
     return counts

@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
 import { ensurePostgresImage } from './pitr-image.ts'
-import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
+import { pgbackrest, pgbackrestInfo, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
 import { psql } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
@@ -13,7 +13,7 @@ import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { recordPhysicalBackup, recordWalArchive } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
-import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { $, isDryRun, timedOut } from '../core/shell.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { pitrRepoDir } from '../commands/compose.ts'
 import type { ServiceHealth } from '../release/health.ts'
@@ -80,7 +80,7 @@ export interface RepoContents {
 }
 
 export async function repoContents(ctx: Context): Promise<RepoContents> {
-  const text = await capture(pgbackrestInfo(requireCompose(ctx)))
+  const text = (await pgbackrestInfo(requireCompose(ctx))).stdout.trim()
   let parsed: z.infer<typeof infoSchema>
   try {
     parsed = infoSchema.parse(JSON.parse(text))
@@ -174,14 +174,17 @@ function writePitrState(cfg: Config, state: PitrState): void {
 export async function takePhysicalBackups(ctx: Context, requested: PhysicalBackupType | 'auto'): Promise<PhysicalRun[]> {
   requirePitr(ctx.cfg)
   const p = requireCompose(ctx)
-  await run(stanzaCreate(p))
+  await stanzaCreate(p)
   const existing = isDryRun() ? [] : (await repoContents(ctx)).backups
   const runs: PhysicalRun[] = []
   for (const repo of pitrRepos(ctx.cfg)) {
     const type = requested === 'auto' ? chooseType(existing, repo, new Date()) : requested
     log.info(`Starting physical backup (pgBackRest ${type}, repo${repo}${repo === 2 ? ` in bucket ${ctx.cfg.offsite?.bucket}` : ''})`)
     const started = Date.now()
-    const outcome = await tryRun(physicalBackup(p, type, repo, ctx.cfg.DB_OPERATION_TIMEOUT * 1000 * 6))
+    const timeoutMs = ctx.cfg.DB_OPERATION_TIMEOUT * 1000 * 6
+    const running = pgbackrest(p, [`--repo=${repo}`, `--type=${type}`, 'backup'], { timeoutMs, nothrow: true })
+    const outcome = await running
+    if (timedOut(running)) throw new OpsError('timeout', `Timed out after ${timeoutMs / 1000}s: ${running.cmd}`)
     if (isDryRun()) continue
     const duration = Math.round((Date.now() - started) / 100) / 10
     const newest = outcome.exitCode === 0 ? (await repoContents(ctx)).backups.filter((b) => b.repo === repo).at(-1) ?? null : null
@@ -332,16 +335,12 @@ export async function preparePitrRepoDir(cfg: Config): Promise<string> {
     if (lstatOrNull(dir)?.isSymbolicLink()) throw linkRefused(dir)
     fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 })
   }
-  const owner = (await capture(repoDirCommand(image, dir))).trim()
-  log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
-  return dir
-}
-
-/** mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text. */
-export function repoDirCommand(image: string, dir: string): Command {
+  // mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text.
   const script = 'owner="$(id -u postgres):$(id -g postgres)" && mkdir -p "$1" && chown "$owner" "$1" && chmod 700 "$1" && echo "$owner"'
   const inside = path.posix.join('/repo-parent', path.basename(dir))
-  return { argv: ['docker', 'run', '--rm', '--user', '0', '--entrypoint', 'sh', '--volume', `${path.dirname(dir)}:/repo-parent`, image, '-c', script, 'sh', inside], timeoutMs: 2 * 60_000 }
+  const owner = (await $({ timeoutMs: 2 * 60_000 })`docker run --rm --user 0 --entrypoint sh --volume ${`${path.dirname(dir)}:/repo-parent`} ${image} -c ${script} sh ${inside}`).stdout.trim()
+  log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
+  return dir
 }
 
 /**
@@ -367,7 +366,7 @@ export async function ensurePitrRepo(cfg: Config): Promise<void> {
 /** Once postgres runs with archiving on: the stanza (idempotent), without which no segment is archived. */
 export async function ensureStanza(ctx: Context): Promise<void> {
   if (pitrUnavailable(ctx.cfg)) return
-  const created = await tryRun(stanzaCreate(requireCompose(ctx)))
+  const created = await stanzaCreate(requireCompose(ctx), { nothrow: true })
   if (created.exitCode !== 0) {
     throw new OpsError('config', `Point-in-time recovery is on but pgbackrest stanza-create failed (the running version is untouched; WAL archiving fails until this is fixed): ${lastLines(created.stderr || created.stdout)}`)
   }

@@ -85,5 +85,6 @@ describe('$ and $read', () => {
     expect(timedOut(stubborn)).toBe(true)
     expect(out.signal).toBe('SIGKILL')
     expect(Date.now() - started).toBeLessThan(15_000)
+    await expect($({ timeoutMs: 1000 })`sleep 30`).rejects.toThrow(/^Timed out after 1s: sleep 30$/)
   })
 })
