@@ -5,7 +5,7 @@ import type { Config, Context } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, formatMb, isoSeconds } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
-import { capture, type Command } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../release/health.ts'
@@ -141,7 +141,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   // The slow parts (docker probes, an HTTP call) start first and run while the files are read.
   const health = section(report, 'health', null, () => healthInParallel(ctx, options.healthTimeoutMs ?? 15_000))
   // `docker system df` sizes every volume: seconds on a large one
-  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf(await capture(systemDf())))
+  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf((await $read({ timeoutMs: 30_000 })`docker system df --format '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'`).stdout))
   const alerts = cfg.ALERTMANAGER_URL ? section(report, `alerts (${cfg.ALERTMANAGER_URL})`, null, () => firingAlerts(cfg.ALERTMANAGER_URL ?? '', options.alertsTimeoutMs ?? 5_000)) : Promise.resolve(null)
 
   report.release = await section(report, `running version (${cfg.ARTIFACTS_FILE})`, null, () => releaseFrom(cfg))
@@ -244,10 +244,6 @@ function walArchivedAt(cfg: Config): string | null {
   const match = /^toogoodtogo_wal_last_archived_timestamp_seconds\s+(\d+(?:\.\d+)?)$/m.exec(text)
   if (!match?.[1]) throw new Error(`no timestamp in ${metricsFile(cfg, 'wal')}`)
   return isoSeconds(dayjs.unix(Number(match[1])))
-}
-
-export function systemDf(): Command {
-  return { argv: ['docker', 'system', 'df', '--format', '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'], mutates: false, timeoutMs: 30_000 }
 }
 
 export function parseSystemDf(text: string): DockerDiskUse[] {
