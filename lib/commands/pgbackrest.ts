@@ -32,7 +32,7 @@ export function pgbackrestInfo(p: ComposeProject): ProcessPromise {
 }
 
 /** A one-off container of the postgres service (its image, volumes and environment), the server itself stopped or gone. */
-export function postgresOneOff(p: ComposeProject, argv: string[], options: RunOptions & { volumes?: string[] } = {}): ProcessPromise {
+function postgresOneOff(p: ComposeProject, argv: string[], options: RunOptions & { volumes?: string[] } = {}): ProcessPromise {
   const { read, volumes = [], ...shell } = options
   const mounts = volumes.flatMap((v) => ['--volume', v])
   return (read ? $read : $)({ env: composeEnv(p), ...shell })`${composeBase(p)} run --rm --no-deps -T --user postgres ${mounts} postgres ${argv}`

@@ -33,7 +33,7 @@ export function botRun(p: ComposeProject): string[] {
 }
 
 /** The stack on `tag`: what is already current stays, the bot is recreated; services no longer in the file go. */
-export async function composeUpAll(p: ComposeProject, tag: string): Promise<void> {
+async function composeUpAll(p: ComposeProject, tag: string): Promise<void> {
   await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })`${composeBase(p)} up -d --remove-orphans`
 }
 
