@@ -3,19 +3,19 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { createBackup } from '../lib/db/backup.ts'
-import { findBackup, readIndex, type BackupRecord } from '../lib/db/backup-index.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
-import { composeConfigCheck, dataServicesUpCommand, migrateCommand } from '../lib/commands/compose.ts'
+import { composeBase, composeEnv } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
-import { containerImage, dockerInfo, findContainer, manifestInspect } from '../lib/commands/docker.ts'
+import { findContainer } from '../lib/commands/docker.ts'
 import { openContext, requireCompose, type Context } from '../lib/stack/context.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
-import { completeEvent, newEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
+import { completeEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
 import { freeMb } from '../lib/core/disk.ts'
 import { assertValid } from '../lib/core/deployment-config.ts'
 import { prepareAppRole } from '../lib/db/app-role.ts'
 import { readEnvFile } from '../lib/core/env-file.ts'
-import { OpsError, messageOf, type ErrorKind } from '../lib/core/errors.ts'
+import { OpsError, messageOf } from '../lib/core/errors.ts'
+import { begin, checkFailure, describeStage, fresh, migrationFailureReason, settleEvent, update, type Attempt, type Failure } from '../lib/release/deploy-attempt.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/stack/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
@@ -27,11 +27,11 @@ import { pruneOldReleases } from '../lib/release/prune.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
-import { gitFetch, gitResolve } from '../lib/commands/git.ts'
-import { checkout, healthGate, isHealthyNow, pullImage, record, recordDeployed, requireImage, schemaRevision, switchVersion } from '../lib/release/release.ts'
+import { gitEnv } from '../lib/commands/git.ts'
+import { botRun, checkout, healthGate, isHealthyNow, pullImage, record, recordDeployed, requireImage, resolveRef, schemaRevision, switchVersion } from '../lib/release/release.ts'
 import { rollBack as rollBackTo, RollbackFailed } from '../lib/release/rollback.ts'
 import { retry, looksTransient } from '../lib/core/retry.ts'
-import { capture, isDryRun, run, tryRun } from '../lib/core/runner.ts'
+import { $, $read, isDryRun } from '../lib/core/shell.ts'
 
 const spec = {
   name: 'deploy',
@@ -148,53 +148,7 @@ function deployOptions(cli: ParsedCli): DeployOptions {
   return { tag, yes: flag(cli, 'yes'), force: flag(cli, 'force'), skipChecks: flag(cli, 'skip-checks'), build: flag(cli, 'build'), stopFirst: flag(cli, 'stop-first') }
 }
 
-/** What one deploy knows as it goes: the version it replaces, its backup, its audit event. */
-interface Attempt {
-  ctx: Context
-  tag: string
-  stopFirst: boolean
-  state: DeployState
-  previous: string | null
-  backup: BackupRecord | null
-  event: DeployEvent
-}
-
-function begin(ctx: Context, state: DeployState, opts: DeployOptions): Attempt {
-  const previous = state.current?.artifact_id ?? null
-  return { ctx, tag: opts.tag, stopFirst: opts.stopFirst, state, previous, backup: null, event: record(ctx, newEvent('deploy', opts.tag, previous, ctx.cfg.TRIGGERED_BY)) }
-}
-
-function update(a: Attempt, changes: Partial<DeployEvent>): void {
-  a.event = record(a.ctx, { ...a.event, ...changes })
-}
-
-/** Closes the run's event unless a step already did (abort, the backup, the success). */
-function settleEvent(a: Attempt, status: DeployEvent['status'], reason: string | null): void {
-  if (a.event.status !== 'in_progress') return
-  a.event = record(a.ctx, completeEvent(status === 'success' ? { ...a.event, health_check_passed: true } : a.event, status, reason))
-}
-
 // ---- the one failure path ------------------------------------------------------------------------
-
-type Stage = 'checkout' | 'pull' | 'migration' | 'switch' | 'health'
-
-interface Failure {
-  stage: Stage
-  reason: string
-  /** blue-green: the new version never took over, the previous one still runs and serves */
-  previousServing?: boolean
-}
-
-/** The contract's error line for a stage, and the kind that picks the exit code. */
-function describeStage(stage: Stage): { headline: string; kind: ErrorKind } {
-  switch (stage) {
-    case 'checkout': return { headline: 'Checkout failed, the running version is untouched', kind: 'command_failed' }
-    case 'pull': return { headline: 'Pull failed, the running version is untouched', kind: 'command_failed' }
-    case 'migration': return { headline: 'Migration failed', kind: 'migration_failed' }
-    case 'switch': return { headline: 'Starting the new version failed', kind: 'command_failed' }
-    case 'health': return { headline: 'Health checks failed', kind: 'health_failed' }
-  }
-}
 
 /**
  * Every failed deploy ends here. Before the migrations nothing the bot uses has changed: the
@@ -258,10 +212,6 @@ async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
   })
 }
 
-function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
-  return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
-}
-
 // ---- the steps -----------------------------------------------------------------------------------
 
 /**
@@ -289,10 +239,11 @@ function validateEnvironment(ctx: Context): void {
 }
 
 async function resolveTag(ctx: Context, tag: string): Promise<string> {
-  await retry(() => run(gitFetch(ctx.cfg.APP_DIR)), { what: 'git fetch', isTransient: looksTransient })
-  const sha = await tryRun(gitResolve(ctx.cfg.APP_DIR, tag))
-  if (sha.exitCode !== 0 || !sha.stdout.trim()) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
-  return sha.stdout.trim()
+  // --force, --prune: a tag moved or deleted upstream moves here too (a release tag means one commit)
+  await retry(() => $read({ env: gitEnv(), timeoutMs: 5 * 60_000 })`git -C ${ctx.cfg.APP_DIR} fetch --quiet --tags --force --prune origin`, { what: 'git fetch', isTransient: looksTransient })
+  const sha = await resolveRef(ctx.cfg.APP_DIR, tag)
+  if (!sha) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
+  return sha
 }
 
 /**
@@ -309,7 +260,7 @@ async function modeSwitchAhead(ctx: Context): Promise<ModeSwitch | null> {
 async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Promise<boolean> {
   if (state.current?.artifact_id !== tag) return false
   const bot = await findContainer(requireCompose(ctx), 'bot')
-  const image = bot ? await capture(containerImage(bot.id)) : ''
+  const image = bot ? (await $read({ timeoutMs: 30_000 })`docker inspect --format '{{.Config.Image}}' ${bot.id}`).stdout.trim() : ''
   if (image !== `${requireImage(ctx.cfg)}:${tag}` || !(await isHealthyNow(ctx))) return false
   log.info(`${tag} is already deployed and healthy; nothing to do (use --force to redeploy)`)
   return true
@@ -328,9 +279,10 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   const image = `${requireImage(ctx.cfg)}:${opts.tag}`
   const checks: [string, () => Promise<string | null>][] = [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
-    ['docker', async () => failure(await tryRun(dockerInfo()))],
-    ['compose file', async () => failure(await tryRun(composeConfigCheck(project, opts.tag)))],
-    ['image', async () => (opts.build ? null : failure(await tryRun(manifestInspect(image)), `${image} is not in the registry`))],
+    ['docker', async () => checkFailure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format '{{.ServerVersion}}'`)],
+    ['compose file', async () => checkFailure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
+    // --insecure: a plain-HTTP registry too; asks the registry without pulling
+    ['image', async () => (opts.build ? null : checkFailure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],
     ...modeChecks(ctx.cfg, project, modeSwitch, opts.tag),
   ]
   const failed: string[] = []
@@ -343,13 +295,10 @@ async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwit
   log.info('Pre-flight checks passed')
 }
 
-function failure(result: { exitCode: number; stderr: string }, message?: string): string | null {
-  return result.exitCode === 0 ? null : (message ?? (result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`))
-}
-
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
 async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
-  await run(dataServicesUpCommand(requireCompose(ctx), tag))
+  const p = requireCompose(ctx)
+  await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })`${composeBase(p)} up -d postgres redis`
   if (isDryRun()) return
   const { waitedOut, report } = await waitUntilHealthy(ctx, ['postgres', 'redis'], ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
   if (waitedOut) throw new OpsError('backup_failed', `PostgreSQL or Redis is not healthy, nothing was changed: ${JSON.stringify(report.services)}`)
@@ -388,17 +337,13 @@ async function pullImages(a: Attempt, build: boolean): Promise<void> {
 async function runMigrations(a: Attempt): Promise<void> {
   log.info('Running database migrations')
   const before = isDryRun() ? null : await schemaRevision(a.ctx.db)
-  const result = await tryRun(migrateCommand(requireCompose(a.ctx), a.tag, a.ctx.cfg.MIGRATE_COMMAND))
+  const p = requireCompose(a.ctx)
+  const migrate = a.ctx.cfg.MIGRATE_COMMAND.trim().split(/\s+/)
+  const result = await $({ env: composeEnv(p, { APP_VERSION: a.tag }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} ${migrate}`
   const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
   update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
-  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: failureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
+  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: migrationFailureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
   if (!isDryRun()) log.info('Migrations applied successfully')
-}
-
-/** The line of a migration tool's output that says what broke, not the trailing links and notes. */
-function failureReason(output: string): string | null {
-  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('(Background on this error'))
-  return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
 
 /**

@@ -207,7 +207,7 @@ async function drillLocal(ctx: Context, id: string | undefined): Promise<void> {
 async function drillOffsite(ctx: Context, settings: NonNullable<Context['cfg']['offsite']>): Promise<void> {
   log.info('Starting restore drill of the newest off-site copy')
   // Inside BACKUP_DIR: the disk the backups are sized for, and owner-only like them.
-  const dir = path.join(ctx.cfg.BACKUP_DIR, `.drill-${fileStamp(new Date())}`)
+  const dir = path.join(ctx.cfg.BACKUP_DIR, `.drill-${fileStamp()}`)
   if (!isDryRun()) fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
   try {
     await drillOnce(ctx, null, () => downloadForDrill(ctx.cfg, settings, dir), 'downloaded from the bucket, decrypted, restored into a scratch database, every row accounted for')
@@ -245,6 +245,6 @@ async function recordDrill(ctx: Context, id: string, outcome: 'passed' | 'failed
   publishDrill(ctx.cfg, { finishedAt: new Date(), passed: outcome === 'passed' })
   await updateIndex(ctx.cfg.BACKUP_DIR, (index) => {
     const record = findBackup(index, id)
-    if (record) record.last_drill = { at: isoSeconds(new Date()), outcome, detail }
+    if (record) record.last_drill = { at: isoSeconds(), outcome, detail }
   })
 }

@@ -4,12 +4,12 @@
 // at boot and shutdown, so a switch between polling and webhook mode holds at the next boot
 // without rewriting the unit (which the deploy user could not).
 import type { CliSpec, ParsedCli } from '../lib/core/cli.ts'
-import { composeBootUp, composeStart, composeStopAll } from '../lib/commands/compose.ts'
+import { composeBase, composeEnv } from '../lib/commands/compose.ts'
 import { openContext, requireCompose } from '../lib/stack/context.ts'
 import { OpsError } from '../lib/core/errors.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
-import { run } from '../lib/core/runner.ts'
+import { $ } from '../lib/core/shell.ts'
 
 const spec = {
   name: 'stack',
@@ -49,5 +49,12 @@ export async function stack(cli: ParsedCli<typeof spec>): Promise<void> {
   const ctx = await openContext()
   const p = requireCompose(ctx)
   log.info(`${action === 'stop' ? 'Stopping' : 'Starting'} ${services.length ? services.join(', ') : 'the stack'} (profiles: ${p.profiles.join(', ') || 'none'})`)
-  await run(action === 'up' ? composeBootUp(p, services) : action === 'start' ? composeStart(p, services) : composeStopAll(p, services))
+  const [dc, env] = [composeBase(p), composeEnv(p)]
+  // up: containers that exist as they are (the image the last deploy gave them), missing ones
+  // created from .env.production; a first start may pull (the contract's 15 minutes).
+  if (action === 'up') await $({ env, timeoutMs: 15 * 60_000 })`${dc} up --detach --no-recreate --remove-orphans ${services}`
+  // start, not up: the same containers come back with the image they ran, whatever APP_VERSION says
+  if (action === 'start') await $({ env })`${dc} start ${services}`
+  // each service gets its own stop_grace_period (bot, then postgres)
+  if (action === 'stop') await $({ env, timeoutMs: 140_000 })`${dc} stop ${services}`
 }

@@ -5,7 +5,7 @@
 // as an automated rollback event linked to the deploy, the deploy recorded as rolled_back with the
 // reason, and the channels told once. A new deploy or rollback ends it first (lib/release/watch.ts).
 import os from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { openContext, type Context } from '../lib/stack/context.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'

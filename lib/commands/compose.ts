@@ -2,7 +2,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import { botEnvFile, postgresEnvFile } from '../core/container-env.ts'
-import { tryRun, type Command } from '../core/runner.ts'
+import type { Command } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 
 // Droplets have Compose v2 (`docker compose`); Debian 12's package is v1 (`docker-compose`). The
 // flavour is detected once, here; everything else builds on `composeBase`.
@@ -20,14 +21,10 @@ export interface ComposeProject {
   vars?: Record<string, string>
 }
 
-export function composeVersion(flavor: ComposeFlavor): Command {
-  return { argv: flavor === 'v2' ? ['docker', 'compose', 'version'] : ['docker-compose', 'version'], mutates: false, timeoutMs: 30_000 }
-}
-
 /** Which Compose answers now (v2 first); null when neither does. Not remembered: setup installs one. */
 export async function probeCompose(): Promise<ComposeFlavor | null> {
   for (const flavor of ['v2', 'v1'] as const) {
-    const answer = await tryRun(composeVersion(flavor)).catch(() => null)
+    const answer = await $read({ nothrow: true, timeoutMs: 30_000 })`${flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']} version`.catch(() => null)
     if (answer?.exitCode === 0) return flavor
   }
   return null
@@ -41,11 +38,6 @@ export async function detectCompose(preference: 'auto' | ComposeFlavor = 'auto')
   // is the one an operator can search for.
   detected ??= (await probeCompose()) ?? 'v2'
   return detected
-}
-
-/** `config --quiet`: the compose file and its variables parse for this tag. */
-export function composeConfigCheck(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['config', '--quiet'], { APP_VERSION: tag }), mutates: false, timeoutMs: 60_000 }
 }
 
 export async function composeProject(cfg: Config): Promise<ComposeProject> {
@@ -77,8 +69,13 @@ export function composeBase(p: ComposeProject): string[] {
  * as APP_VERSION (the tag to run).
  */
 export function compose(p: ComposeProject, args: string[], vars: Record<string, string> = {}): Command {
+  return { argv: [...composeBase(p), ...args], env: composeEnv(p, vars) }
+}
+
+/** The environment of every compose command of the project, for `$`: `$({ env: composeEnv(p, { APP_VERSION: tag }) })\`${composeBase(p)} up -d bot\``. */
+export function composeEnv(p: ComposeProject, vars: Record<string, string> = {}): Record<string, string> {
   const envFiles: Record<string, string> = p.envFile ? { ENV_FILE: p.envFile, BOT_ENV_FILE: botEnvFile(p.envFile), POSTGRES_ENV_FILE: postgresEnvFile(p.envFile) } : {}
-  return { argv: [...composeBase(p), ...args], env: { ...envFiles, ...p.vars, ...vars } }
+  return { ...envFiles, ...p.vars, ...vars }
 }
 
 /** `exec -T`: without it compose allocates a TTY, which corrupts binary output such as a dump. */
@@ -101,16 +98,6 @@ export function composeStart(p: ComposeProject, services: string[]): Command {
   return compose(p, ['start', ...services])
 }
 
-/**
- * Blue-green's first step (docker-rollout's): one more container of `service` beside the running
- * one, created from the current config (`vars`: the new APP_VERSION); `--no-recreate` leaves the
- * running container (and its dependencies) as they are. Not `--no-deps`: compose v2 hashes the
- * config without depends_on then, and the next plain `up` would recreate the new container.
- */
-export function composeScaleUp(p: ComposeProject, service: string, count: number, vars: Record<string, string>): Command {
-  return { ...compose(p, ['up', '-d', '--no-recreate', '--scale', `${service}=${count}`, service], vars), timeoutMs: 5 * 60_000 }
-}
-
 /** Every image the stack uses, at the tag in `vars` (a fresh host has none of them yet). */
 /** `services`: none for every service of the active profiles. */
 export function composePull(p: ComposeProject, vars: Record<string, string>, services: string[] = []): Command {
@@ -128,70 +115,9 @@ export function composeUp(p: ComposeProject, services: string[], vars: Record<st
 }
 
 /**
- * The stack unit's start: every service of the active profiles, containers that exist as they
- * are (with the image the last deploy gave them), missing ones created from .env.production. A
- * first start may pull (the contract's 15 minutes).
- */
-export function composeBootUp(p: ComposeProject, services: string[] = []): Command {
-  return { ...compose(p, ['up', '--detach', '--no-recreate', '--remove-orphans', ...services]), timeoutMs: 15 * 60_000 }
-}
-
-/** The stack unit's stop: each service gets its own stop_grace_period (bot, then postgres). */
-export function composeStopAll(p: ComposeProject, services: string[] = []): Command {
-  return { ...compose(p, ['stop', ...services]), timeoutMs: 140_000 }
-}
-
-/**
- * nginx's configuration as the webhook profile would start it, certificates included, tested in a
- * throwaway container (no port published): a switch to webhook mode is refused before anything
- * changes when nginx could not start. The image renders its templates first, as at a real start.
- * It creates a container (and may pull nginx's image): a dry run only prints it.
- */
-export function nginxConfigTest(p: ComposeProject, vars: Record<string, string>): Command {
-  return { ...compose(p, ['run', '--rm', '--no-deps', '-T', 'nginx', 'nginx', '-t', '-q'], vars), timeoutMs: 5 * 60_000 }
-}
-
-/**
  * MIGRATE_COMMAND in the bot's image, as deploy runs it, but without --no-deps: on a fresh host
  * `run` waits for the database's healthcheck (depends_on) while it initialises.
  */
 export function firstMigration(p: ComposeProject, migrate: string, vars: Record<string, string>): Command {
   return { ...compose(p, ['run', '--rm', '-T', 'bot', ...migrate.trim().split(/\s+/)], vars), timeoutMs: 10 * 60_000 }
-}
-
-// ---- deploy and rollback: the bot's image, its migrations, the stack at a tag ----------------------
-
-/** Pull (with the contract's retries) or, with --build, build from the checkout. */
-export function imageCommand(p: ComposeProject, tag: string, build: { appDir: string } | null): Command {
-  if (!build) return { ...compose(p, ['pull', '--quiet', 'bot'], { APP_VERSION: tag }), timeoutMs: 15 * 60_000 }
-  const overlay = path.join(path.dirname(p.files[0]), 'docker-compose.build.yml')
-  return { ...compose(p, ['--file', overlay, 'build', 'bot'], { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 }
-}
-
-/** A one-off container of the bot's image at `tag`, beside the running one (no dependencies started). */
-function inBotImage(p: ComposeProject, tag: string, argv: string[]): Command {
-  return compose(p, ['run', '--rm', '-T', '--no-deps', 'bot', ...argv], { APP_VERSION: tag })
-}
-
-export function migrateCommand(p: ComposeProject, tag: string, migrate: string): Command {
-  return { ...inBotImage(p, tag, migrate.trim().split(/\s+/)), timeoutMs: 10 * 60_000 }
-}
-
-/** alembic's head revision in `tag`'s image: the schema that release expects. */
-export function migrationHeadCommand(p: ComposeProject, tag: string): Command {
-  return { ...inBotImage(p, tag, ['alembic', 'heads']), mutates: false, timeoutMs: 120_000 }
-}
-
-/** Downgrades with `tag`'s image, which knows the revisions it added. */
-export function downgradeCommand(p: ComposeProject, tag: string, revision: string): Command {
-  return { ...inBotImage(p, tag, ['alembic', 'downgrade', revision]), timeoutMs: 10 * 60_000 }
-}
-
-/** The data services alone, before there is anything to back up. */
-export function dataServicesUpCommand(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['up', '-d', 'postgres', 'redis'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
-}
-
-export function upCommand(p: ComposeProject, tag: string): Command {
-  return { ...compose(p, ['up', '-d', '--remove-orphans'], { APP_VERSION: tag }), timeoutMs: 5 * 60_000 }
 }

@@ -1,12 +1,12 @@
 import os from 'node:os'
 import type { Command } from '../core/runner.ts'
-import { findOnPath } from '../core/which.ts'
+import { which } from 'zx'
 
 // pigz compresses on every core yet writes a plain gzip stream that `gunzip | psql` reads.
 let pigz: boolean | undefined
 
 function hasPigz(): boolean {
-  pigz ??= findOnPath('pigz') !== null
+  pigz ??= which.sync('pigz', { nothrow: true }) !== null
   return pigz
 }
 

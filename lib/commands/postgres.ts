@@ -1,8 +1,10 @@
-import { composeExec, type ComposeProject } from './compose.ts'
+import { composeBase, composeEnv, composeExec, type ComposeProject } from './compose.ts'
 import type { Config } from '../core/config.ts'
 import { parseDatabaseUrl, type DatabaseUrl } from '../core/database-url.ts'
 import { OpsError } from '../core/errors.ts'
+import type { ProcessPromise } from 'zx'
 import type { Command } from '../core/runner.ts'
+import { $, $read, type ShellOptions } from '../core/shell.ts'
 
 // Where pg_dump and psql run. compose: inside the postgres service, so their version matches the
 // server. url: on this host against DATABASE_URL (a managed database, or a host cluster). The
@@ -35,9 +37,11 @@ export function pgDumpCommand(db: Db): Command {
   return { ...onDb(db, 'pg_dump', ['--format=plain', '--no-owner', '--dbname', db.database]), mutates: false }
 }
 
-export function pgDumpVersionCommand(db: Db): Command {
-  const cmd = db.mode === 'compose' ? composeExec(db.compose, 'postgres', ['pg_dump', '--version']) : { argv: ['pg_dump', '--version'] }
-  return { ...cmd, mutates: false, timeoutMs: 30_000 }
+/** `pg_dump --version` where pg_dump runs (the postgres service, or this host). */
+export async function pgDumpVersion(db: Db): Promise<string> {
+  const where = db.mode === 'compose' ? [...composeBase(db.compose), 'exec', '-T', 'postgres'] : []
+  const env = db.mode === 'compose' ? composeEnv(db.compose) : {}
+  return (await $read({ env, timeoutMs: 30_000 })`${where} pg_dump --version`).stdout.trim()
 }
 
 const PSQL_FLAGS = ['--no-psqlrc', '--set', 'ON_ERROR_STOP=1']
@@ -49,6 +53,16 @@ export function psqlQuery(db: Db, database: string, sql: string, opts: { mutates
     mutates: opts.mutates ?? true,
     ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
   }
+}
+
+/**
+ * One statement through `$` (`read`: `$read`, which runs under --dry-run too), as a shell script
+ * would run `psql -c`: `(await psql(db, database, 'SELECT 1', { read: true })).stdout`.
+ */
+export function psql(db: Db, database: string, sql: string, options: ShellOptions & { read?: boolean } = {}): ProcessPromise {
+  const { argv, env } = psqlQuery(db, database, sql)
+  const { read, ...shell } = options
+  return (read ? $read : $)({ timeoutMs: db.timeoutMs, ...shell, env: { ...env, ...shell.env } })`${argv}`
 }
 
 /**
@@ -84,6 +98,6 @@ export function quoteLiteral(value: string): string {
 }
 
 /** Free space of the data directory's volume, seen from inside the postgres service (compose mode). */
-export function dataDirectoryFree(compose: ComposeProject): Command {
-  return { ...composeExec(compose, 'postgres', ['sh', '-c', 'df -Pk "${PGDATA:-/var/lib/postgresql/data}"']), mutates: false, timeoutMs: 30_000 }
+export function dataDirectoryFree(compose: ComposeProject, options: ShellOptions = {}): ProcessPromise {
+  return $read({ env: composeEnv(compose), timeoutMs: 30_000, ...options })`${composeBase(compose)} exec -T postgres sh -c ${'df -Pk "${PGDATA:-/var/lib/postgresql/data}"'}`
 }

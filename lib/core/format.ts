@@ -19,13 +19,13 @@ export function formatCount(n: number): string {
   return n.toLocaleString('en-US')
 }
 
-/** `20251228_030010`, UTC: the contract's backup file stamp. */
-export function fileStamp(date: Date): string {
+/** `20251228_030010`, UTC: the contract's backup file stamp (of now, without an argument). */
+export function fileStamp(date?: dayjs.ConfigType): string {
   return dayjs.utc(date).format('YYYYMMDD_HHmmss')
 }
 
-/** `2025-12-28T03:00:10Z`: the contract's timestamps, to the second. */
-export function isoSeconds(date: Date): string {
+/** `2025-12-28T03:00:10Z`: the contract's timestamps, to the second (now, without an argument). */
+export function isoSeconds(date?: dayjs.ConfigType): string {
   return dayjs.utc(date).format('YYYY-MM-DDTHH:mm:ss[Z]')
 }
 

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { z } from 'zod'
 import { OpsError } from './errors.ts'
 import { log } from './log.ts'
@@ -9,6 +9,7 @@ import path from 'node:path'
 import type { Config } from './config.ts'
 import { onInterrupt } from './interrupts.ts'
 import { isDryRun } from './runner.ts'
+import { dayjs } from './time.ts'
 
 // A lock file created with O_EXCL holding who took it. A holder whose process is gone (same host),
 // or older than `staleAfterMs`, is taken over with a warning, so a kill -9 never wedges the host.
@@ -59,7 +60,7 @@ export async function acquireLock(file: string, options: LockOptions): Promise<L
 }
 
 function holderText(command: string): string {
-  const holder: LockHolder & { token: string } = { pid: process.pid, host: os.hostname(), command, started_at: new Date().toISOString(), token: randomUUID() }
+  const holder: LockHolder & { token: string } = { pid: process.pid, host: os.hostname(), command, started_at: dayjs.utc().toISOString(), token: randomUUID() }
   return JSON.stringify(holder) + '\n'
 }
 
@@ -155,7 +156,7 @@ function unreadableAndOld(file: string, staleAfterMs: number): string | null {
 
 function whyStale(holder: LockHolder, staleAfterMs: number): string | null {
   if (holder.host === os.hostname() && !processAlive(holder.pid)) return 'its process is gone'
-  const age = Date.now() - Date.parse(holder.started_at)
+  const age = dayjs().diff(holder.started_at)
   if (age > staleAfterMs) return `older than ${Math.round(staleAfterMs / 60000)} minutes`
   return null
 }

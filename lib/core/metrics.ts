@@ -4,6 +4,7 @@ import path from 'node:path'
 import { log } from './log.ts'
 import { CREATE_NEW_FLAGS, openNoFollow } from './no-follow.ts'
 import { isDryRun } from './runner.ts'
+import { dayjs } from './time.ts'
 
 // Prometheus metrics published through node_exporter's textfile collector: each script writes its
 // own `<METRICS_DIR>/toogoodtogo_<name>.prom` whole, through a temp file renamed in, so the
@@ -127,7 +128,7 @@ export function publishMetrics(target: MetricsTarget, name: string, samples: rea
   }
 }
 
-const seconds = (date: Date): number => Math.floor(date.getTime() / 1000)
+const seconds = (date: Date): number => dayjs(date).unix()
 
 export interface BackupMetrics {
   type: 'scheduled' | 'pre_deployment' | 'manual'

@@ -7,7 +7,7 @@ import { log } from './log.ts'
 // Long work (a 1 GB dump, a slow pull, the health wait) must not look like a hang. On a terminal a
 // status line is redrawn in place on stderr; without one (systemd, CI, a pipe) a plain log line at
 // most every 30 s, so the journal shows life without a line per second. stdout, which may carry
-// --json, never sees any of it.
+// --json, never sees any of it. Not zx's spinner: it shows no bytes or rate, and draws on a pipe too.
 const PLAIN_EVERY_MS = 30_000
 const REDRAW_EVERY_MS = 250
 

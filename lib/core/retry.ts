@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { log } from './log.ts'
 import { messageOf } from './errors.ts'
 
@@ -10,7 +10,8 @@ export interface RetryOptions {
   what: string
 }
 
-// The contract: transient (network) errors are tried 3 times with exponential backoff.
+// The contract: transient (network) errors are tried 3 times with exponential backoff. Not zx's
+// retry: that one retries every failure; this one only what looksTransient calls transient, logged.
 export async function retry<T>(fn: () => Promise<T>, options: RetryOptions): Promise<T> {
   const attempts = options.attempts ?? 3
   const base = options.baseDelayMs ?? 2000

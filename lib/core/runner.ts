@@ -6,10 +6,12 @@ import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
-import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, timedOut } from './shell.ts'
+import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, timedOut } from './shell.ts'
 
-// Commands are data (see lib/commands/): pure builders return a Command and this
-// file is the only place that executes one. Logging, redaction, timeouts and --dry-run live here.
+// The streams that are not zx: pg_dump | pigz | tee | age and gunzip | psql run through runStages,
+// which joins the programs with kernel pipes, because zx keeps every chunk a child prints in memory
+// and a 1 GB dump must never pass through node. Every other command is a `$` line (shell.ts);
+// run/capture/tryRun below take a shared builder's Command (lib/commands) to that same `$`.
 export interface Command {
   argv: string[]
   /** merged over the process environment; where passwords go so they never appear in argv */
@@ -32,11 +34,7 @@ export interface RunResult {
 export { isDryRun, setDryRun } from './shell.ts'
 
 export function describe(command: Command): string {
-  return redact(command.argv.map(shellQuote).join(' '))
-}
-
-function shellQuote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`
+  return redact(command.argv.map(quote).join(' '))
 }
 
 function skipForDryRun(command: Command): boolean {

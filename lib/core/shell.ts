@@ -19,6 +19,8 @@ import { redact } from './redact.ts'
 //   after `timeoutMs` SIGTERM, after a grace period SIGKILL, and `timedOut()` tells the caller;
 // - zx prints commands and output to stderr when verbose: here each command, its exit code and
 //   duration go to the toolkit's log (DEBUG, so LOG_FILE keeps them), secrets redacted.
+// - zx quotes an argument as bash's $'…'; here it is POSIX '…', the one style of every printed
+//   plan (runStages' lines too) and of what an operator would type.
 // zx keeps every chunk a child prints in memory: a dump or a restore never goes through `$` (see
 // runStages in runner.ts, which joins programs with kernel pipes).
 
@@ -35,7 +37,8 @@ export interface ShellOptions {
 
 type Tag = (pieces: TemplateStringsArray, ...args: unknown[]) => ProcessPromise
 export interface Shell extends Tag {
-  (options: ShellOptions): Tag
+  /** options merge: `$read({ nothrow: true })({ env })` */
+  (options: ShellOptions): Shell
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000
@@ -66,8 +69,8 @@ export function timedOut(process: ProcessPromise): boolean {
 
 function shell(kind: 'change' | 'read', options: ShellOptions): Shell {
   function tagOrOptions(pieces: TemplateStringsArray, ...args: unknown[]): ProcessPromise
-  function tagOrOptions(options: ShellOptions): Tag
-  function tagOrOptions(first: TemplateStringsArray | ShellOptions, ...args: unknown[]): ProcessPromise | Tag {
+  function tagOrOptions(options: ShellOptions): Shell
+  function tagOrOptions(first: TemplateStringsArray | ShellOptions, ...args: unknown[]): ProcessPromise | Shell {
     if (!isTemplate(first)) return shell(kind, { ...options, ...first })
     return start(kind, options, first, args)
   }
@@ -90,9 +93,10 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
     input: options.input,
     stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     log: logEntry,
+    quote,
   })
   if (kind === 'change' && dryRun) {
-    process.stdout.write(`[dry-run] ${redact(configured({ halt: true })(pieces, ...args).cmd)}\n`)
+    process.stdout.write(`[dry-run] ${redact(configured({ halt: true })(pieces, ...args).cmd).trim()}\n`)
     // Nothing runs, but the caller's await, exit code and output still work: a shell no-op.
     return zx$({ shell: '/bin/bash', quiet: true, log: () => undefined, stdio: ['ignore', 'pipe', 'pipe'] })`:`
   }
@@ -107,9 +111,16 @@ function start(kind: 'change' | 'read', options: ShellOptions, pieces: TemplateS
   process_.finally(() => clearTimeout(timer)).catch(() => undefined)
   // Registered before the caller's await, so the caller (and runMain's last line) sees the message.
   process_.catch((error: unknown) => {
-    if (error instanceof ProcessOutput) Object.defineProperty(error, 'message', { value: failureMessage(process_.cmd, error), configurable: true })
+    if (!(error instanceof ProcessOutput)) return
+    const message = timedOutProcesses.has(process_) ? redact(`Timed out after ${Math.round(timeoutMs / 1000)}s: ${process_.cmd}`) : failureMessage(process_.cmd, error)
+    Object.defineProperty(error, 'message', { value: message, configurable: true })
   })
   return process_
+}
+
+/** POSIX single quotes, only where needed: how `$` quotes each interpolated argument, and how plans print. */
+export function quote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`
 }
 
 const running = new Map<string, string>()

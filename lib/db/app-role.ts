@@ -5,8 +5,8 @@ import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { addSecret } from '../core/redact.ts'
-import { isDryRun, run } from '../core/runner.ts'
-import { doBlock, psqlQuery, quoteIdent, quoteLiteral } from '../commands/postgres.ts'
+import { isDryRun } from '../core/runner.ts'
+import { doBlock, psql, quoteIdent, quoteLiteral } from '../commands/postgres.ts'
 import { parseDatabaseUrl } from '../core/database-url.ts'
 
 // The bot connects with DATABASE_URL as a role of its own that owns the application's database
@@ -96,8 +96,8 @@ export function scramVerifier(password: string, salt = crypto.randomBytes(16)): 
 /** `database` (the live one, or a restored copy before it is swapped in) handed to the bot's role. */
 export async function ensureAppRole(ctx: Context, role: AppRole, database: string): Promise<void> {
   if (ctx.db.mode !== 'compose') return
-  await run(psqlQuery(ctx.db, ctx.db.maintenanceDb, roleSql(role)))
-  await run(psqlQuery(ctx.db, database, ownershipSql(role.user)))
+  await psql(ctx.db, ctx.db.maintenanceDb, roleSql(role))
+  await psql(ctx.db, database, ownershipSql(role.user))
 }
 
 /**

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { acquireLock, type Lock } from '../core/lock.ts'
+import { dayjs } from '../core/time.ts'
 
 // backup_index.json: the contract's fields, the data model's Backup Record, and what a restore
 // needs to prove it got every row (sha256, per-table row counts taken from the dump stream).
@@ -109,7 +110,7 @@ export function foreignFileProblem(backupDir: string, record: Pick<BackupRecord,
 export const CLOCK_SKEW_MS = 5 * 60_000
 
 export function isFutureDated(record: { created_at: string }, now = new Date()): boolean {
-  return Date.parse(record.created_at) > now.getTime() + CLOCK_SKEW_MS
+  return dayjs.utc(record.created_at).isAfter(dayjs.utc(now).add(CLOCK_SKEW_MS, 'millisecond'))
 }
 
 const indexSchema = z.object({ backups: z.array(backupRecordSchema) })

@@ -22,12 +22,13 @@ import { compressor } from '../commands/gzip.ts'
 import { recordBackup } from '../core/metrics.ts'
 import { log } from '../core/log.ts'
 import { ByteProgress } from '../core/progress.ts'
-import { pgDumpCommand, pgDumpVersionCommand, psqlQuery, type Db } from '../commands/postgres.ts'
-import { capture, isDryRun, runStages } from '../core/runner.ts'
+import { pgDumpCommand, pgDumpVersion, psql, type Db } from '../commands/postgres.ts'
+import { isDryRun, runStages } from '../core/runner.ts'
 import { GunzipCheck, Sha256Stream, discard } from '../core/streams.ts'
 import { uploadBackup } from '../offsite/upload.ts'
 import { copyOffsite } from '../offsite/copies.ts'
 import { outsideRetention } from '../core/retention.ts'
+import { dayjs } from '../core/time.ts'
 
 // The backup steps shared by backup.ts, restore.ts (its safety backup) and deploy.ts (the
 // pre-deployment backup): one implementation, so every backup is made and checked the same way.
@@ -84,7 +85,7 @@ async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): P
     } finally {
       fs.rmSync(partial, { force: true })
     }
-    const now = new Date()
+    const now = dayjs.utc()
     log.info('Verification successful')
     const record: BackupRecord = {
       backup_id: id,
@@ -102,7 +103,7 @@ async function createLocalBackup(cfg: Config, db: Db, request: BackupRequest): P
       row_counts: written.facts.rowCounts,
       verified: true,
       verified_at: isoSeconds(now),
-      retention_until: isoSeconds(new Date(now.getTime() + cfg.BACKUP_RETENTION_DAYS * 86_400_000)),
+      retention_until: isoSeconds(now.add(cfg.BACKUP_RETENTION_DAYS, 'day')),
       artifact_id: request.artifactId,
       reason: request.reason,
       last_drill: null,
@@ -150,7 +151,7 @@ interface Snapshot {
 async function snapshotBeforeDump(db: Db): Promise<Snapshot> {
   const at = new Date()
   if (isDryRun()) return { at, xids: null, clusterId: null }
-  const out = await capture(psqlQuery(db, db.database, SNAPSHOT_SQL, { mutates: false, timeoutMs: 30_000 }))
+  const out = (await psql(db, db.database, SNAPSHOT_SQL, { read: true, timeoutMs: 30_000 })).stdout.trim()
   const [xids = '', clusterId = ''] = out.split('|')
   return { at, xids: xids || null, clusterId: clusterId || null }
 }
@@ -245,10 +246,10 @@ function diffCounts(expected: Record<string, number>, actual: Record<string, num
 }
 
 async function refuseOlderPgDump(db: Db): Promise<void> {
-  const client = majorOf(await capture(pgDumpVersionCommand(db)))
+  const client = majorOf(await pgDumpVersion(db))
   let server: number
   try {
-    server = Math.floor(Number(await capture(psqlQuery(db, db.database, 'SHOW server_version_num', { mutates: false, timeoutMs: 30_000 }))) / 10000)
+    server = Math.floor(Number((await psql(db, db.database, 'SHOW server_version_num', { read: true, timeoutMs: 30_000 })).stdout.trim()) / 10000)
   } catch (error) {
     throw new OpsError('dump_failed', `Cannot connect to database ${db.database}: ${messageOf(error)}`, { cause: error })
   }
@@ -263,7 +264,7 @@ function majorOf(versionLine: string): number | null {
 }
 
 function plannedRecord(id: string, file: string, request: BackupRequest, db: Db): BackupRecord {
-  const now = isoSeconds(new Date())
+  const now = isoSeconds()
   return {
     backup_id: id, created_at: now, backup_type: request.type, file_path: file, file_size_mb: 0, file_size_bytes: 0,
     database_name: db.database, pg_dump_version: 'unknown', compressed: true, sha256: '0'.repeat(64), row_counts: {},
@@ -281,7 +282,7 @@ function plannedRecord(id: string, file: string, request: BackupRequest, db: Db)
 export function chooseExpired(index: BackupIndex, now: Date, keepCount: number): BackupRecord[] {
   const newestFirst = [...index.backups].sort((a, b) => b.created_at.localeCompare(a.created_at))
   const keep = newestVerified(index)?.backup_id
-  return outsideRetention(newestFirst, { count: keepCount, expired: (b) => Date.parse(b.retention_until) < now.getTime(), protected: (b) => b.backup_id === keep })
+  return outsideRetention(newestFirst, { count: keepCount, expired: (b) => dayjs.utc(b.retention_until).isBefore(now), protected: (b) => b.backup_id === keep })
 }
 
 export interface RetentionResult {

@@ -3,8 +3,8 @@ import path from 'node:path'
 import type { BackupRecord } from './backup-index.ts'
 import { SNAPSHOT_SQL } from './backup.ts'
 import { log } from '../core/log.ts'
-import { psqlQuery, quoteLiteral, type Db } from '../commands/postgres.ts'
-import { capture, isDryRun, runStages } from '../core/runner.ts'
+import { psql, psqlQuery, quoteLiteral, type Db } from '../commands/postgres.ts'
+import { isDryRun, runStages } from '../core/runner.ts'
 
 // Before a database is put back to a backup, every row the backup does not hold is exported as
 // CSV (freshtrack's data export), so nothing is lost silently: an operator can re-import them.
@@ -54,7 +54,7 @@ export function selectNotInBackup(table: TableInfo, clause: string, what: 'rows'
 }
 
 async function userTables(db: Db, database: string): Promise<TableInfo[]> {
-  const rows = await capture(psqlQuery(db, database, `
+  const rows = (await psql(db, database, `
     SELECT quote_ident(t.table_schema) || '.' || quote_ident(t.table_name),
            (SELECT quote_ident(c.column_name) FROM information_schema.columns c
              WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name
@@ -62,7 +62,7 @@ async function userTables(db: Db, database: string): Promise<TableInfo[]> {
              ORDER BY c.column_name DESC LIMIT 1)
     FROM information_schema.tables t
     WHERE t.table_type = 'BASE TABLE' AND t.table_schema NOT IN ('pg_catalog', 'information_schema')
-    ORDER BY 1`, { mutates: false, timeoutMs: 60_000 }))
+    ORDER BY 1`, { read: true, timeoutMs: 60_000 })).stdout.trim()
   return rows.split('\n').filter(Boolean).map((line) => {
     const [table = '', column = ''] = line.split('|')
     return { table, timestampColumn: column || null }
@@ -70,7 +70,7 @@ async function userTables(db: Db, database: string): Promise<TableInfo[]> {
 }
 
 async function clusterNow(db: Db, database: string): Promise<{ id: string | null; nextXid: number }> {
-  const [xids = '0:0:', id = ''] = (await capture(psqlQuery(db, database, SNAPSHOT_SQL, { mutates: false, timeoutMs: 30_000 }))).split('|')
+  const [xids = '0:0:', id = ''] = (await psql(db, database, SNAPSHOT_SQL, { read: true, timeoutMs: 30_000 })).stdout.trim().split('|')
   return { id: id || null, nextXid: snapshotXmax(xids) }
 }
 
@@ -92,7 +92,7 @@ export async function countRowsNotIn(db: Db, database: string, backup: BackupPoi
 async function count(db: Db, database: string, plans: Plan[]): Promise<Record<string, number>> {
   const counts: Record<string, number> = {}
   for (const { table, clause } of plans) {
-    const n = Number(await capture(psqlQuery(db, database, selectNotInBackup(table, clause, 'count'), { mutates: false, timeoutMs: 5 * 60_000 })))
+    const n = Number((await psql(db, database, selectNotInBackup(table, clause, 'count'), { read: true, timeoutMs: 5 * 60_000 })).stdout.trim())
     if (n > 0) counts[table.table] = n
   }
   return counts

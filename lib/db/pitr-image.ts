@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { buildImage, imageLabel } from '../commands/docker.ts'
 import { TOOLKIT_DIR } from '../core/config.ts'
 import { log } from '../core/log.ts'
-import { run, tryRun } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 
 // The postgres service runs POSTGRES_IMAGE with pgBackRest added (deployment/postgres). It is
 // built here, on the droplet, rather than pulled: the toolkit owns its Dockerfile, and a label
@@ -27,9 +26,10 @@ export function buildKey(base: string, context = CONTEXT): string {
 export async function ensurePostgresImage(base: string): Promise<string> {
   const image = postgresServerImage(base)
   const key = buildKey(base)
-  const have = await tryRun(imageLabel(image, BUILD_LABEL))
+  const have = await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format ${`{{index .Config.Labels "${BUILD_LABEL}"}}`} ${image}`
   if (have.exitCode === 0 && have.stdout.trim() === key) return image
   log.info(`Building ${image}: ${base} with pgBackRest (deployment/postgres; once per change)`)
-  await run(buildImage(image, CONTEXT, { POSTGRES_IMAGE: base }, { [BUILD_LABEL]: key }))
+  // labelled, so the next run can tell whether it is current
+  await $({ timeoutMs: 20 * 60_000 })`docker build --quiet --build-arg ${`POSTGRES_IMAGE=${base}`} --label ${`${BUILD_LABEL}=${key}`} --tag ${image} ${CONTEXT}`
   return image
 }

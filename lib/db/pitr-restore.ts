@@ -1,8 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { compose, composeStop, type ComposeProject } from '../commands/compose.ts'
-import { containerLogs, createVolume, findContainer, removeVolume } from '../commands/docker.ts'
+import { sleep } from 'zx'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
+import { findContainer } from '../commands/docker.ts'
 import { restoreTargetOptions, stanzaCreate, ttgPitrDiscard, ttgPitrDrill, ttgPitrPutBack, ttgPitrRestore, type RepoNumber } from '../commands/pgbackrest.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { psql } from '../commands/postgres.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
@@ -10,7 +10,7 @@ import { fileStamp, formatAge, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { progressReporter } from '../core/progress.ts'
 import { dayjs } from '../core/time.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { $, $read, isDryRun, timedOut } from '../core/shell.ts'
 import { ensurePostgresImage } from './pitr-image.ts'
 import { archiverStatus, pitrRepos, repoContents, requirePitr, type RepoContents } from './pitr.ts'
 import { requireServerUp, restartAppServices } from './restore.ts'
@@ -72,7 +72,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
     const services = ctx.cfg.APP_SERVICES.length ? ` and ${ctx.cfg.APP_SERVICES.join(', ')} restarted` : ''
     throw new OpsError('restore_failed', `Point-in-time restore to ${describeTarget(target)} failed: ${messageOf(error)}. ${untouched ? 'Nothing was changed; postgres' : 'The previous data directory is back as it was'}${services}`)
   }
-  await run(ttgPitrDiscard(p))
+  await ttgPitrDiscard(p)
   log.info('Restored data verified; the previous data directory was removed')
   await renewStanza(p)
   // The new timeline's first segment into the archive now: until it is there, a later recovery to
@@ -89,7 +89,7 @@ export async function restoreToTime(ctx: Context, target: Target, assumeYes: boo
  * the next backup --physical.
  */
 async function renewStanza(p: ComposeProject): Promise<void> {
-  const renewed = await tryRun(stanzaCreate(p))
+  const renewed = await stanzaCreate(p, { nothrow: true })
   if (renewed.exitCode !== 0) log.warn(`pgbackrest stanza-create after the restore failed (${renewed.stderr.trim().split('\n').at(-1)}); health-check postgres shows whether archiving works`)
   log.info('Take a full base backup soon (backup.sh --physical full): recovery to moments after this restore starts from it')
 }
@@ -97,14 +97,15 @@ async function renewStanza(p: ComposeProject): Promise<void> {
 function lossStatement(ctx: Context, target: Target): string {
   const services = ctx.cfg.APP_SERVICES.length ? `, stops ${ctx.cfg.APP_SERVICES.join(', ')} meanwhile` : ''
   if (target === 'latest') return `This replaces the database cluster of "${ctx.db.database}" with the last base backup replayed to the end of the WAL archive${services}. Writes not archived yet are archived first when the server runs; if it does not, the last ${ctx.cfg.PITR_ARCHIVE_TIMEOUT}s or so may be lost.`
-  const lost = (Date.now() - target.getTime()) / 1000
-  return `This replaces the database cluster of "${ctx.db.database}" with its state at ${isoSeconds(target)}${services}: every write after it, the last ${formatAge(lost)} (now ${isoSeconds(new Date())}), is lost.`
+  const lost = dayjs().diff(target, 'second')
+  return `This replaces the database cluster of "${ctx.db.database}" with its state at ${isoSeconds(target)}${services}: every write after it, the last ${formatAge(lost)} (now ${isoSeconds()}), is lost.`
 }
 
 async function stopServices(ctx: Context, p: ComposeProject, services: string[]): Promise<void> {
   if (!services.length) return
   log.info(`Stopping ${services.join(', ')}`)
-  await run(composeStop(p, services, services.includes('postgres') ? 60 : ctx.cfg.STOP_TIMEOUT))
+  const grace = services.includes('postgres') ? 60 : ctx.cfg.STOP_TIMEOUT
+  await $({ env: composeEnv(p), timeoutMs: (grace + 60) * 1000 })`${composeBase(p)} stop --timeout ${grace} ${services}`
 }
 
 /**
@@ -119,7 +120,7 @@ async function archiveEverything(ctx: Context, p: ComposeProject): Promise<void>
     return
   }
   if (isDryRun()) return
-  await run({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT pg_switch_wal()'), timeoutMs: 30_000 })
+  await psql(ctx.db, ctx.db.database, 'SELECT pg_switch_wal()', { timeoutMs: 30_000 })
   const deadline = Date.now() + (ctx.cfg.PITR_ARCHIVE_TIMEOUT + 120) * 1000
   for (;;) {
     const status = await archiverStatus(ctx)
@@ -137,7 +138,9 @@ class NothingMoved extends OpsError {}
 
 async function restoreAside(p: ComposeProject, target: Target, repo: RepoNumber): Promise<void> {
   log.info(`Restoring the base backup (pgBackRest, repo${repo}); the current data directory is kept aside until the restored one is verified`)
-  const restored = await tryRun(ttgPitrRestore(p, restoreTargetOptions(target, repo)))
+  const running = ttgPitrRestore(p, restoreTargetOptions(target, repo), { nothrow: true })
+  const restored = await running
+  if (timedOut(running)) throw new OpsError('timeout', `Timed out after 6 hours: ${running.cmd}`)
   if (restored.exitCode === 0) return
   // pgBackRest writes its ERROR lines to stdout (log-level-console), ttg-pitr to stderr.
   const said = `${restored.stdout}\n${restored.stderr}`.split('\n').filter((l) => /ERROR|ttg-pitr:/.test(l))
@@ -151,7 +154,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
   log.info(`Starting postgres: recovery to ${describeTarget(target)}`)
   // Docker's restart count is the container's whole life: only restarts from here on count.
   const before = isDryRun() ? null : await findContainer(p, 'postgres')
-  await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
+  await startPostgres(p)
   if (isDryRun()) return
   const started = Date.now()
   const deadline = started + ctx.cfg.PITR_RECOVERY_TIMEOUT * 1000
@@ -163,7 +166,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
       if (!container || container.status === 'exited' || container.status === 'dead' || container.status === 'restarting' || container.restarts > restartedBefore) {
         throw new OpsError('restore_failed', `the server stopped during recovery: ${await serverLastWords(container?.id ?? null)}`)
       }
-      const answer = await tryRun({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT pg_is_in_recovery()', { mutates: false }), timeoutMs: 10_000 })
+      const answer = await psql(ctx.db, ctx.db.database, 'SELECT pg_is_in_recovery()', { read: true, nothrow: true, timeoutMs: 10_000 })
       if (answer.exitCode === 0 && answer.stdout.trim() === 'f') break
       if (Date.now() > deadline) throw new OpsError('restore_failed', `recovery did not finish within ${ctx.cfg.PITR_RECOVERY_TIMEOUT}s (PITR_RECOVERY_TIMEOUT)`)
       progress.update(`${Math.round((Date.now() - started) / 1000)}s`)
@@ -177,7 +180,7 @@ async function startRecovered(ctx: Context, p: ComposeProject, target: Target): 
 
 async function serverLastWords(id: string | null): Promise<string> {
   if (!id) return 'its container is gone'
-  const logs = await tryRun(containerLogs(id, 40))
+  const logs = await $read({ nothrow: true, timeoutMs: 30_000 })`docker logs --tail 40 ${id}`
   const lines = `${logs.stdout}\n${logs.stderr}`.split('\n').filter((l) => /FATAL|PANIC|ERROR/.test(l))
   return lines.slice(-2).map((l) => l.replace(/^.*?(FATAL|PANIC|ERROR):\s*/, '$1: ')).join(' | ') || 'no FATAL line in its log'
 }
@@ -185,14 +188,18 @@ async function serverLastWords(id: string | null): Promise<string> {
 /** Back to the data directory as it was before: the restored one is removed, the kept one moved back. */
 async function putBack(ctx: Context, p: ComposeProject, cause: unknown): Promise<void> {
   log.error(`Restore failed: ${messageOf(cause)}; putting the previous data directory back`)
-  await run(composeStop(p, ['postgres'], 60))
-  await run(ttgPitrPutBack(p))
+  await $({ env: composeEnv(p), timeoutMs: 120_000 })`${composeBase(p)} stop --timeout 60 postgres`
+  await ttgPitrPutBack(p)
   await startAgain(ctx, p)
 }
 
 async function startAgain(ctx: Context, p: ComposeProject): Promise<void> {
-  await run({ ...compose(p, ['up', '--detach', '--no-deps', 'postgres']), timeoutMs: 5 * 60_000 })
+  await startPostgres(p)
   await restartAppServices(ctx, '')
+}
+
+async function startPostgres(p: ComposeProject): Promise<void> {
+  await $({ env: composeEnv(p), timeoutMs: 5 * 60_000 })`${composeBase(p)} up --detach --no-deps postgres`
 }
 
 // ---- verification ------------------------------------------------------------------------------
@@ -231,7 +238,7 @@ export function describeCounts(counts: Map<string, number>): string {
 
 async function verifyRestored(ctx: Context): Promise<void> {
   if (isDryRun()) return
-  const output = await capture({ ...psqlQuery(ctx.db, ctx.db.database, keyTableCountSql(ctx.cfg.KEY_TABLES), { mutates: false }), timeoutMs: ctx.cfg.DB_OPERATION_TIMEOUT * 1000 })
+  const output = (await psql(ctx.db, ctx.db.database, keyTableCountSql(ctx.cfg.KEY_TABLES), { read: true, timeoutMs: ctx.cfg.DB_OPERATION_TIMEOUT * 1000 })).stdout.trim()
   log.info(`Verified: ${describeCounts(checkCounts(output, ctx.cfg.KEY_TABLES))}`)
 }
 
@@ -246,16 +253,16 @@ export async function drillToTime(ctx: Context, target: Target): Promise<Map<str
   const p = requireCompose(ctx)
   await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
   const repo = chooseRepo(await repoContents(ctx), pitrRepos(ctx.cfg))
-  const volume = `${p.project}_pitr_drill_${fileStamp(new Date())}`
+  const volume = `${p.project}_pitr_drill_${fileStamp()}`
   log.info(`Starting point-in-time drill: recovery to ${describeTarget(target)} from repo${repo} into scratch volume ${volume}`)
-  await run(createVolume(volume, { 'toogoodtogo.purpose': 'pitr-drill' }))
+  await $({ timeoutMs: 60_000 })`docker volume create --label toogoodtogo.purpose=pitr-drill ${volume}`
   try {
     const started = Date.now()
-    const output = await capture(ttgPitrDrill(p, volume, keyTableCountSql(ctx.cfg.KEY_TABLES), restoreTargetOptions(target, repo)))
+    const output = (await ttgPitrDrill(p, volume, keyTableCountSql(ctx.cfg.KEY_TABLES), restoreTargetOptions(target, repo))).stdout.trim()
     const counts = isDryRun() ? new Map<string, number>() : checkCounts(output.split('\n').filter((l) => /^[^=\s]+=\d+$/.test(l)).join('\n'), ctx.cfg.KEY_TABLES)
     log.info(`Point-in-time drill passed in ${Math.round((Date.now() - started) / 1000)}s: ${describeCounts(counts)}`)
     return counts
   } finally {
-    await run(removeVolume(volume))
+    await $({ timeoutMs: 60_000 })`docker volume rm --force ${volume}`
   }
 }

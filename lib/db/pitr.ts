@@ -3,22 +3,22 @@ import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
 import { ensurePostgresImage } from './pitr-image.ts'
-import { pgbackrestInfo, physicalBackup, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { pgbackrest, pgbackrestInfo, stanzaCreate, type PhysicalBackupType, type RepoNumber } from '../commands/pgbackrest.ts'
+import { psql } from '../commands/postgres.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { linkRefused, lstatOrNull, refuseUntrustedLinks } from '../core/no-follow.ts'
-import type { Config } from '../core/config.ts'
+import { type Config } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { recordPhysicalBackup, recordWalArchive } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { $, isDryRun, timedOut } from '../core/shell.ts'
 import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { pitrRepoDir } from '../commands/compose.ts'
-import { repoDirCommand } from '../commands/docker.ts'
 import type { ServiceHealth } from '../stack/health.ts'
+import { dayjs } from '../core/time.ts'
 
 // Point-in-time recovery's physical line of defence: WAL archived continuously by the postgres
 // service (deployment/postgres), base backups taken here. pgBackRest's own repository is the
@@ -81,7 +81,7 @@ export interface RepoContents {
 }
 
 export async function repoContents(ctx: Context): Promise<RepoContents> {
-  const text = await capture(pgbackrestInfo(requireCompose(ctx)))
+  const text = (await pgbackrestInfo(requireCompose(ctx))).stdout.trim()
   let parsed: z.infer<typeof infoSchema>
   try {
     parsed = infoSchema.parse(JSON.parse(text))
@@ -96,8 +96,8 @@ export async function repoContents(ctx: Context): Promise<RepoContents> {
       label: b.label,
       type: b.type,
       repo: b.database?.['repo-key'] ?? 1,
-      startedAt: new Date(b.timestamp.start * 1000),
-      stoppedAt: new Date(b.timestamp.stop * 1000),
+      startedAt: dayjs.unix(b.timestamp.start).toDate(),
+      stoppedAt: dayjs.unix(b.timestamp.stop).toDate(),
       sizeBytes: b.info.size ?? 0,
       storedBytes: b.info.repository?.delta ?? 0,
     })),
@@ -115,8 +115,8 @@ const FULL_EVERY_DAYS = 7
 
 /** A full one when the repository holds none from the last week, a differential otherwise. */
 export function chooseType(backups: readonly PhysicalBackup[], repo: number, now: Date): PhysicalBackupType {
-  const weekAgo = now.getTime() - FULL_EVERY_DAYS * 86_400_000
-  return backups.some((b) => b.repo === repo && b.type === 'full' && b.stoppedAt.getTime() >= weekAgo) ? 'diff' : 'full'
+  const weekAgo = dayjs.utc(now).subtract(FULL_EVERY_DAYS, 'day')
+  return backups.some((b) => b.repo === repo && b.type === 'full' && !dayjs.utc(b.stoppedAt).isBefore(weekAgo)) ? 'diff' : 'full'
 }
 
 const runSchema = z.object({
@@ -175,19 +175,22 @@ function writePitrState(cfg: Config, state: PitrState): void {
 export async function takePhysicalBackups(ctx: Context, requested: PhysicalBackupType | 'auto'): Promise<PhysicalRun[]> {
   requirePitr(ctx.cfg)
   const p = requireCompose(ctx)
-  await run(stanzaCreate(p))
+  await stanzaCreate(p)
   const existing = isDryRun() ? [] : (await repoContents(ctx)).backups
   const runs: PhysicalRun[] = []
   for (const repo of pitrRepos(ctx.cfg)) {
     const type = requested === 'auto' ? chooseType(existing, repo, new Date()) : requested
     log.info(`Starting physical backup (pgBackRest ${type}, repo${repo}${repo === 2 ? ` in bucket ${ctx.cfg.offsite?.bucket}` : ''})`)
     const started = Date.now()
-    const outcome = await tryRun(physicalBackup(p, type, repo, ctx.cfg.DB_OPERATION_TIMEOUT * 1000 * 6))
+    const timeoutMs = ctx.cfg.DB_OPERATION_TIMEOUT * 1000 * 6
+    const running = pgbackrest(p, [`--repo=${repo}`, `--type=${type}`, 'backup'], { timeoutMs, nothrow: true })
+    const outcome = await running
+    if (timedOut(running)) throw new OpsError('timeout', `Timed out after ${timeoutMs / 1000}s: ${running.cmd}`)
     if (isDryRun()) continue
     const duration = Math.round((Date.now() - started) / 100) / 10
     const newest = outcome.exitCode === 0 ? (await repoContents(ctx)).backups.filter((b) => b.repo === repo).at(-1) ?? null : null
     const detail = outcome.exitCode === 0 ? (newest ? describePhysical(newest) : 'done') : lastLines(outcome.stderr || outcome.stdout)
-    runs.push({ repo, type, at: isoSeconds(new Date()), outcome: outcome.exitCode === 0 ? 'success' : 'failed', label: newest?.label ?? null, duration_s: duration, detail })
+    runs.push({ repo, type, at: isoSeconds(), outcome: outcome.exitCode === 0 ? 'success' : 'failed', label: newest?.label ?? null, duration_s: duration, detail })
     if (outcome.exitCode === 0) log.info(`Physical backup complete in ${duration}s: ${detail}`)
     else log.error(`Physical backup to repo${repo} failed: ${detail}`)
   }
@@ -206,7 +209,7 @@ function recordRuns(cfg: Config, runs: PhysicalRun[]): void {
   const repos = new Set(runs.map((r) => r.repo))
   writePitrState(cfg, { ...state, last_runs: [...state.last_runs.filter((r) => !repos.has(r.repo)), ...runs].sort((a, b) => a.repo - b.repo) })
   // Not toogoodtogo_backup_*: BackupMissing is about the dumps, which a base backup does not replace.
-  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, new Date(r.at))
+  for (const r of runs.filter((r) => r.outcome === 'success')) recordPhysicalBackup(cfg, r.repo, dayjs.utc(r.at).toDate())
 }
 
 function lastLines(text: string): string {
@@ -234,13 +237,13 @@ const ARCHIVER_SQL = `SELECT current_setting('archive_mode'), coalesce(last_arch
 FROM pg_stat_archiver`
 
 export async function archiverStatus(ctx: Context): Promise<ArchiverStatus> {
-  const line = await capture({ ...psqlQuery(ctx.db, ctx.db.database, ARCHIVER_SQL, { mutates: false }), timeoutMs: 10_000 })
+  const line = (await psql(ctx.db, ctx.db.database, ARCHIVER_SQL, { read: true, timeoutMs: 10_000 })).stdout.trim()
   return parseArchiverStatus(line)
 }
 
 export function parseArchiverStatus(line: string): ArchiverStatus {
   const [mode = '', archived = '', archivedAt = '0', failed = '0', failedWal = '', failedAt = '0', waiting = '0', waitingSince = '0'] = line.trim().split('|')
-  const date = (epoch: string) => (Number(epoch) > 0 ? new Date(Number(epoch) * 1000) : null)
+  const date = (epoch: string) => (Number(epoch) > 0 ? dayjs.unix(Number(epoch)).toDate() : null)
   return {
     archiveMode: mode,
     lastArchivedWal: archived || null,
@@ -263,7 +266,7 @@ export function archivingProblem(s: ArchiverStatus, now: Date, archiveTimeoutS: 
   const failedAt = s.lastFailedAt
   const failing = failedAt !== null && (!s.lastArchivedAt || failedAt >= s.lastArchivedAt)
   const lastFailure = failing ? `; last failure: ${s.lastFailedWal} at ${isoSeconds(failedAt)}` : ''
-  const waitedS = s.oldestWaitingSince ? (now.getTime() - s.oldestWaitingSince.getTime()) / 1000 : 0
+  const waitedS = s.oldestWaitingSince ? dayjs(now).diff(s.oldestWaitingSince) / 1000 : 0
   if (s.waiting > 0 && waitedS > archiveTimeoutS + 60) {
     return `WAL archiving is behind: ${s.waiting} segment(s) waiting, the oldest for ${formatAge(waitedS)}${lastFailure}`
   }
@@ -333,7 +336,10 @@ export async function preparePitrRepoDir(cfg: Config): Promise<string> {
     if (lstatOrNull(dir)?.isSymbolicLink()) throw linkRefused(dir)
     fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 })
   }
-  const owner = (await capture(repoDirCommand(image, dir))).trim()
+  // mkdir, chown to the image's postgres user, chmod 700; prints uid:gid. The path is an argument, never shell text.
+  const script = 'owner="$(id -u postgres):$(id -g postgres)" && mkdir -p "$1" && chown "$owner" "$1" && chmod 700 "$1" && echo "$owner"'
+  const inside = path.posix.join('/repo-parent', path.basename(dir))
+  const owner = (await $({ timeoutMs: 2 * 60_000 })`docker run --rm --user 0 --entrypoint sh --volume ${`${path.dirname(dir)}:/repo-parent`} ${image} -c ${script} sh ${inside}`).stdout.trim()
   log.info(`pgBackRest repo1: ${dir} (owned by ${owner || 'the server\'s user'}, the server's user in ${image}, mode 700)`)
   return dir
 }
@@ -361,7 +367,7 @@ export async function ensurePitrRepo(cfg: Config): Promise<void> {
 /** Once postgres runs with archiving on: the stanza (idempotent), without which no segment is archived. */
 export async function ensureStanza(ctx: Context): Promise<void> {
   if (pitrUnavailable(ctx.cfg)) return
-  const created = await tryRun(stanzaCreate(requireCompose(ctx)))
+  const created = await stanzaCreate(requireCompose(ctx), { nothrow: true })
   if (created.exitCode !== 0) {
     throw new OpsError('config', `Point-in-time recovery is on but pgbackrest stanza-create failed (the running version is untouched; WAL archiving fails until this is fixed): ${lastLines(created.stderr || created.stdout)}`)
   }
@@ -381,12 +387,11 @@ export async function ensureStanza(ctx: Context): Promise<void> {
  */
 export async function armArchiveTimeout(ctx: Context): Promise<boolean> {
   if (pitrUnavailable(ctx.cfg)) return false
-  const query = (sql: string, mutates: boolean) => ({ ...psqlQuery(ctx.db, ctx.db.database, sql, { mutates }), timeoutMs: 5 * 60_000 })
   // checkpoint_time has whole seconds: a restart within one second must still count as "none since"
   // (at worst a checkpoint in the start's own second is followed by one more).
-  const needed = await capture(query('SELECT (pg_control_checkpoint()).checkpoint_time <= pg_postmaster_start_time()', false))
-  if (needed !== 't') return false
-  await run(query('CHECKPOINT', true))
+  const needed = await psql(ctx.db, ctx.db.database, 'SELECT (pg_control_checkpoint()).checkpoint_time <= pg_postmaster_start_time()', { read: true, timeoutMs: 5 * 60_000 })
+  if (needed.stdout.trim() !== 't') return false
+  await psql(ctx.db, ctx.db.database, 'CHECKPOINT', { timeoutMs: 5 * 60_000 })
   log.info('CHECKPOINT after the server start: archive_timeout now bounds the writes outside the archive')
   return true
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
-import { composeStart, composeStop } from '../commands/compose.ts'
+import { composeBase, composeEnv } from '../commands/compose.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { exportRowsNotIn } from './data-export.ts'
 import { handRestoredCopyToApp } from './app-role.ts'
@@ -13,8 +13,9 @@ import { fileStamp, formatCount } from '../core/format.ts'
 import { FAST_GZIP_LEVEL, fileDecompressor } from '../commands/gzip.ts'
 import { log } from '../core/log.ts'
 import { onInterrupt } from '../core/interrupts.ts'
-import { doBlock, psqlQuery, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
-import { CommandFailed, capture, isDryRun, run, runStages, tryRun } from '../core/runner.ts'
+import { doBlock, psql, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
+import { CommandFailed, isDryRun, runStages } from '../core/runner.ts'
+import { $ } from '../core/shell.ts'
 import { CopyTagCollector, sha256OfFile } from '../core/streams.ts'
 import { SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 
@@ -24,8 +25,8 @@ export function scratchName(database: string, now = new Date()): string {
   return `${database.slice(0, 40)}_restore_${fileStamp(now)}`
 }
 
-function sql(db: Db, statement: string, opts: { mutates?: boolean } = {}) {
-  return psqlQuery(db, db.maintenanceDb, statement, { mutates: opts.mutates ?? true, timeoutMs: 60_000 })
+function sql(db: Db, statement: string, opts: { read?: boolean; nothrow?: boolean } = {}) {
+  return psql(db, db.maintenanceDb, statement, { timeoutMs: 60_000, ...opts })
 }
 
 /**
@@ -34,10 +35,8 @@ function sql(db: Db, statement: string, opts: { mutates?: boolean } = {}) {
  * database gives no superuser: say so now rather than halfway through).
  */
 export async function checkRestoreAccess(db: Db, live: string | null): Promise<void> {
-  const result = await tryRun(
-    sql(db, `SELECT r.rolsuper OR r.rolcreatedb, COALESCE(r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), true)
-             FROM pg_roles r LEFT JOIN pg_database d ON d.datname = ${quoteLiteral(live ?? '')} WHERE r.rolname = current_user`, { mutates: false }),
-  ).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
+  const result = await sql(db, `SELECT r.rolsuper OR r.rolcreatedb, COALESCE(r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'), true)
+             FROM pg_roles r LEFT JOIN pg_database d ON d.datname = ${quoteLiteral(live ?? '')} WHERE r.rolname = current_user`, { read: true, nothrow: true }).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
   if (result.exitCode !== 0) {
     throw new OpsError('connection', `Database connection failed (${db.mode === 'url' ? `${db.host}:${db.port}` : 'compose service postgres'}): ${result.stderr.trim().split('\n').pop() || `exit ${result.exitCode}`}`)
   }
@@ -47,11 +46,11 @@ export async function checkRestoreAccess(db: Db, live: string | null): Promise<v
 }
 
 export async function createDatabase(db: Db, name: string): Promise<void> {
-  await run(sql(db, `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`))
+  await sql(db, `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`)
 }
 
 export async function dropDatabase(db: Db, name: string): Promise<void> {
-  await run(sql(db, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`))
+  await sql(db, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`)
 }
 
 export interface Restored {
@@ -157,7 +156,7 @@ function tablesToShow(counts: Record<string, number>, keyTables: string[]): stri
 async function requireTables(db: Db, database: string, tables: string[]): Promise<void> {
   if (tables.length === 0) return
   const probes = tables.map((t) => `to_regclass(${quoteLiteral(t)}) IS NOT NULL`).join(', ')
-  const found = (await capture(psqlQuery(db, database, `SELECT ${probes}`, { mutates: false }))).split('|')
+  const found = (await psql(db, database, `SELECT ${probes}`, { read: true })).stdout.trim().split('|')
   const missing = tables.filter((_, i) => found[i] !== 't')
   if (missing.length) throw new OpsError('restore_failed', `Tables missing from the restored copy: ${missing.join(', ')}`)
 }
@@ -168,13 +167,13 @@ async function requireTables(db: Db, database: string, tables: string[]): Promis
  * A session that reconnects in between makes the rename fail as a whole; try again.
  */
 export async function swapIn(db: Db, scratch: string, live: string): Promise<string | null> {
-  const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp(new Date())}`
+  const aside = `${live.slice(0, 40)}_pre_restore_${fileStamp()}`
   const terminate = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN (${quoteLiteral(live)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid();`
   const moveLiveAside = `IF EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(live)}) THEN ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(aside)}; END IF;`
   const renames = `${moveLiveAside} ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(live)};`
   const swap = `${terminate} ${doBlock(renames)}; SELECT EXISTS (SELECT FROM pg_database WHERE datname = ${quoteLiteral(aside)});`
   for (let attempt = 1; ; attempt++) {
-    const result = await tryRun(sql(db, swap))
+    const result = await sql(db, swap, { nothrow: true })
     if (result.exitCode === 0) return isDryRun() || result.stdout.trim().endsWith('t') ? aside : null
     if (attempt >= 5 || !/being accessed by other users/.test(result.stderr)) {
       throw new OpsError('restore_failed', `Swapping the restored database in failed: ${result.stderr.trim().split('\n').pop()}`)
@@ -248,14 +247,15 @@ export async function restoreScratchCopy(ctx: Context, source: Source): Promise<
 export async function swapScratchIn(ctx: Context, scratch: string, services: string[]): Promise<string | null> {
   if (services.length) {
     log.info('Stopping application services')
-    await run(composeStop(requireCompose(ctx), services, ctx.cfg.STOP_TIMEOUT))
+    const p = requireCompose(ctx)
+    await $({ env: composeEnv(p), timeoutMs: (ctx.cfg.STOP_TIMEOUT + 60) * 1000 })`${composeBase(p)} stop --timeout ${ctx.cfg.STOP_TIMEOUT} ${services}`
   }
   log.info('Dropping existing database')
   try {
     return await swapIn(ctx.db, scratch, ctx.db.database)
   } catch (error) {
     await dropDatabase(ctx.db, scratch).catch(() => undefined)
-    if (services.length) await run(composeStart(requireCompose(ctx), services)).catch(() => undefined)
+    if (services.length) await startServices(ctx, services).catch(() => undefined)
     throw error
   }
 }
@@ -309,6 +309,12 @@ export async function settleReplacedDatabase(ctx: Context, aside: string | null,
 }
 
 /** APP_SERVICES started again after the database changed under them, and waited for until healthy. */
+/** `start`, not `up`: the same containers come back with the image they ran, whatever APP_VERSION says. */
+async function startServices(ctx: Context, services: string[]): Promise<void> {
+  const p = requireCompose(ctx)
+  await $({ env: composeEnv(p) })`${composeBase(p)} start ${services}`
+}
+
 export async function restartAppServices(ctx: Context, failurePrefix: string): Promise<void> {
   const services = ctx.cfg.APP_SERVICES
   if (!services.length) {
@@ -316,7 +322,7 @@ export async function restartAppServices(ctx: Context, failurePrefix: string): P
     return
   }
   log.info('Restarting services')
-  await run(composeStart(requireCompose(ctx), services))
+  await startServices(ctx, services)
   log.info('Services started')
   if (isDryRun()) return
   const { report, waitedOut, dead } = await waitUntilHealthy(ctx, SERVICES, ctx.cfg.HEALTH_CHECK_TIMEOUT * 1000)
@@ -333,9 +339,8 @@ export async function restartAppServices(ctx: Context, failurePrefix: string): P
  */
 export async function requireServerUp(ctx: Context): Promise<void> {
   if (isDryRun()) return
-  const query = psqlQuery(ctx.db, ctx.db.database, 'SELECT count(*) FROM pg_class', { mutates: false, timeoutMs: 30_000 })
   for (let attempt = 1; ; attempt++) {
-    const answer = await tryRun(query).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
+    const answer = await psql(ctx.db, ctx.db.database, 'SELECT count(*) FROM pg_class', { read: true, nothrow: true, timeoutMs: 30_000 }).catch((e: unknown) => ({ exitCode: 1, stdout: '', stderr: messageOf(e) }))
     if (answer.exitCode === 0) break
     // psql's own line ("connection ... failed: Connection refused"), not the hint after it.
     const lines = answer.stderr.trim().split('\n')

@@ -1,9 +1,9 @@
-import { dataDirectoryFree, psqlQuery, quoteLiteral } from '../commands/postgres.ts'
+import { dataDirectoryFree, psql, quoteLiteral } from '../commands/postgres.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { parseDfAvailable, requireRoomForCopy, uncompressedEstimate } from '../core/disk.ts'
 import { formatBytes } from '../core/format.ts'
 import { log } from '../core/log.ts'
-import { capture, isDryRun, tryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/runner.ts'
 import type { PhysicalBackup } from './pitr.ts'
 import type { Source } from './restore.ts'
 
@@ -18,11 +18,11 @@ export async function requireRoomForScratchCopy(ctx: Context, source: Source): P
     log.debug('DB_MODE=url: the database server\'s free disk space is not checked before the scratch copy')
     return
   }
-  const live = await capture(psqlQuery(ctx.db, ctx.db.maintenanceDb, `SELECT COALESCE(sum(pg_database_size(datname)), 0) FROM pg_database WHERE datname = ${quoteLiteral(ctx.db.database)}`, { mutates: false }))
+  const live = (await psql(ctx.db, ctx.db.maintenanceDb, `SELECT COALESCE(sum(pg_database_size(datname)), 0) FROM pg_database WHERE datname = ${quoteLiteral(ctx.db.database)}`, { read: true })).stdout
   // The copy's size is not known before it is made: its rows take about the dump's text, its
   // indexes about what the live database's do. Both are counted, erring towards refusing.
   const room = {
-    availableBytes: parseDfAvailable(await capture(dataDirectoryFree(ctx.db.compose))),
+    availableBytes: parseDfAvailable((await dataDirectoryFree(ctx.db.compose)).stdout),
     parts: { 'the live database': Number(live.trim()) || 0, 'the backup uncompressed': uncompressedEstimate(source.file) },
     marginMb: ctx.cfg.MIN_FREE_DISK_MB,
   }
@@ -37,7 +37,7 @@ export async function requireRoomForScratchCopy(ctx: Context, source: Source): P
  */
 export async function requireRoomForRestoredCluster(ctx: Context, backups: PhysicalBackup[]): Promise<void> {
   if (isDryRun()) return
-  const df = await tryRun(dataDirectoryFree(requireCompose(ctx)))
+  const df = await dataDirectoryFree(requireCompose(ctx), { nothrow: true })
   if (df.exitCode !== 0) {
     log.warn(`Cannot measure the free space of the postgres volume (${df.stderr.trim().split('\n').pop() || `exit ${df.exitCode}`}); restoring without that check`)
     return

@@ -1,11 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { composeScaleUp, type ComposeProject } from '../commands/compose.ts'
-import { containerName, findContainer, removeContainer, serviceContainers, stopContainer, type ContainerInfo } from '../commands/docker.ts'
-import { pinCommand, readPinCommand, workersCommand } from '../commands/nginx.ts'
+import { sleep } from 'zx'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
+import { findContainer, serviceContainers, type ContainerInfo } from '../commands/docker.ts'
 import type { Config } from '../core/config.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, isDryRun, run } from '../core/runner.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import { waitUntilContainerHealthy } from '../stack/health.ts'
 
 // Blue-green for a webhook bot: Telegram POSTs every update to nginx, so the new version can start
@@ -43,11 +42,23 @@ export class OldVersionServing extends OpsError {
   }
 }
 
+const PIN_FILE = '/etc/nginx/conf.d/bot-pin.inc'
+
+/**
+ * Writes the pin and reloads only if nginx accepts the whole configuration; a refused pin is
+ * removed again, so a later restart never trips on it. A reload is graceful: old workers finish
+ * their requests, new ones take the new config.
+ */
+export const PIN_SCRIPT = `set -e; cat > ${PIN_FILE}.new; mv ${PIN_FILE}.new ${PIN_FILE}; if ! nginx -t -q; then rm -f ${PIN_FILE}; exit 1; fi; nginx -s reload`
+
+/** pids of nginx's worker processes (the process title nginx gives them); no ps in every image. */
+export const WORKERS_SCRIPT = `for d in /proc/[0-9]*; do case "$(tr '\\0' ' ' < $d/cmdline 2>/dev/null)" in "nginx: worker process"*) echo \${d#/proc/};; esac; done`
+
 /** Longer than nginx's proxy_read_timeout (30 s): a worker holding a request waits for its answer. */
 const DRAIN_TIMEOUT_MS = 40_000
 
 async function workers(nginxId: string): Promise<string[]> {
-  return (await capture(workersCommand(nginxId))).split('\n').map((s) => s.trim()).filter(Boolean)
+  return (await $read({ timeoutMs: 30_000 })`docker exec -i ${nginxId} sh -c ${WORKERS_SCRIPT}`).stdout.split('\n').map((s) => s.trim()).filter(Boolean)
 }
 
 /**
@@ -55,17 +66,19 @@ async function workers(nginxId: string): Promise<string[]> {
  * exited: from then on no request can reach a container the pin left out.
  */
 async function pinNginx(nginxId: string, containerId: string): Promise<void> {
-  const name = (await capture(containerName(containerId))).replace(/^\//, '')
+  // the container's name (`proj-bot-2`), which Docker's DNS resolves on the project's network
+  const name = (await $read({ timeoutMs: 30_000 })`docker inspect --format '{{.Name}}' ${containerId}`).stdout.trim().replace(/^\//, '')
   // Every reload costs the clients a few keep-alive connections (an exiting worker closes each
   // one after its current answer): pinned already, nothing to do.
   if ((await pinnedName(nginxId)) === name) return
   const before = isDryRun() ? [] : await workers(nginxId)
-  await run(pinCommand(nginxId, name))
+  await $({ input: `set $bot_webhook http://${name}:8080;\n`, timeoutMs: 30_000 })`docker exec -i ${nginxId} sh -c ${PIN_SCRIPT}`
   await drained(nginxId, before)
 }
 
 async function pinnedName(nginxId: string): Promise<string | null> {
-  return /http:\/\/([^:/]+):8080/.exec(await capture(readPinCommand(nginxId)))?.[1] ?? null
+  const pin = await $read({ timeoutMs: 30_000 })`docker exec -i ${nginxId} sh -c ${`cat ${PIN_FILE} 2>/dev/null || true`}`
+  return /http:\/\/([^:/]+):8080/.exec(pin.stdout)?.[1] ?? null
 }
 
 /**
@@ -107,7 +120,7 @@ export async function blueGreenPlan(p: ComposeProject): Promise<BlueGreenPlan | 
     log.info(`Blue-green needs one running bot container, found ${running.length}: stopping and starting instead`)
     return null
   }
-  for (const leftover of bots.filter((c) => c.status !== 'running')) await run(removeContainer(leftover.id))
+  for (const leftover of bots.filter((c) => c.status !== 'running')) await $`docker rm --force ${leftover.id}`
   const nginx = await findContainer(p, 'nginx')
   return { old, nginx: nginx?.status === 'running' ? nginx : null }
 }
@@ -122,7 +135,9 @@ export async function blueGreenSwitch(cfg: Config, p: ComposeProject, tag: strin
   if (nginx) await pinNginx(nginx.id, old.id)
   let fresh: ContainerInfo
   try {
-    await run(composeScaleUp(p, 'bot', 2, { APP_VERSION: tag }))
+    // Not --no-deps: compose v2 hashes the config without depends_on then, and the next plain
+    // `up` would recreate the new container. --no-recreate: the running one stays as it is.
+    await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })`${composeBase(p)} up -d --no-recreate --scale bot=2 bot`
     if (isDryRun()) return
     const started = (await serviceContainers(p, 'bot')).find((c) => c.id !== old.id)
     if (!started) throw new OpsError('command_failed', 'compose started no second bot container')
@@ -132,12 +147,12 @@ export async function blueGreenSwitch(cfg: Config, p: ComposeProject, tag: strin
   } catch (error) {
     // The old container never stopped serving (nginx stays pinned to it): take the new one away.
     const extra = (await serviceContainers(p, 'bot').catch((): ContainerInfo[] => [])).filter((c) => c.id !== old.id)
-    for (const c of extra) await run(removeContainer(c.id)).catch((e) => log.warn(`Could not remove the new bot container ${c.id.slice(0, 12)}: ${messageOf(e)}`))
+    for (const c of extra) await $`docker rm --force ${c.id}`.catch((e) => log.warn(`Could not remove the new bot container ${c.id.slice(0, 12)}: ${messageOf(e)}`))
     throw error instanceof OldVersionServing ? error : new OldVersionServing(messageOf(error), 'switch')
   }
   log.info(`${tag} is healthy; sending new updates to it and draining the old container`)
   if (nginx) await pinNginx(nginx.id, fresh.id)
-  await run(stopContainer(old.id, cfg.STOP_TIMEOUT))
-  await run(removeContainer(old.id))
+  await $({ timeoutMs: (cfg.STOP_TIMEOUT + 60) * 1000 })`docker stop --time ${cfg.STOP_TIMEOUT} ${old.id}`
+  await $`docker rm --force ${old.id}`
   // The pin stays: the next switch then starts from it without a reload of its own.
 }

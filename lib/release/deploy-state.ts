@@ -9,6 +9,7 @@ import { OpsError } from '../core/errors.ts'
 import { isoSeconds } from '../core/format.ts'
 import { redact } from '../core/redact.ts'
 import { isDryRun } from '../core/runner.ts'
+import { dayjs } from '../core/time.ts'
 
 // artifacts.json holds the current and previous Deployment Artifact (data model); the audit log
 // holds every Deployment Event as JSON lines, appended: an event's state is its last line.
@@ -146,7 +147,7 @@ export function newEvent(type: DeployEvent['event_type'], artifactId: string, pr
   return {
     event_id: randomUUID(),
     event_type: type,
-    started_at: isoSeconds(new Date()),
+    started_at: isoSeconds(),
     completed_at: null,
     duration_seconds: null,
     triggered_by: triggeredBy,
@@ -168,13 +169,13 @@ export function newEvent(type: DeployEvent['event_type'], artifactId: string, pr
 }
 
 export function completeEvent(event: DeployEvent, status: DeployEvent['status'], error: string | null): DeployEvent {
-  const now = new Date()
+  const now = dayjs.utc()
   return {
     ...event,
     status,
     error_message: error,
     completed_at: isoSeconds(now),
-    duration_seconds: Math.max(0, Math.round((now.getTime() - Date.parse(event.started_at)) / 1000)),
+    duration_seconds: Math.max(0, Math.round(now.diff(event.started_at) / 1000)),
   }
 }
 

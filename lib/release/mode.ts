@@ -1,10 +1,10 @@
 import fs from 'node:fs'
-import { nginxConfigTest, type ComposeProject } from '../commands/compose.ts'
-import { containerEnvEntry, findContainer, removeContainer, serviceContainers, stopContainer } from '../commands/docker.ts'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
+import { findContainer, serviceContainers } from '../commands/docker.ts'
 import { namedProfiles, type Config } from '../core/config.ts'
 import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import { deleteWebhookIfSet, ensureWebhook, webhookDelivery, webhookStateFile } from './webhook.ts'
 
 // Polling or webhook: TELEGRAM_WEBHOOK_URL alone decides (set: webhook mode, nginx in front and
@@ -29,11 +29,19 @@ export function webhookProfileProblem(composeProfiles: string | undefined, webho
   return `COMPOSE_PROFILES names the webhook profile but TELEGRAM_WEBHOOK_URL is empty: webhook mode is TELEGRAM_WEBHOOK_URL alone (nginx's profile follows it). For webhook mode set TELEGRAM_WEBHOOK_URL, TELEGRAM_WEBHOOK_SECRET and DOMAIN in ${envFile}; for polling mode take webhook out of COMPOSE_PROFILES. Nothing was changed`
 }
 
+/**
+ * `docker inspect`'s format for `NAME=value` when the container was created with NAME in its
+ * environment, else nothing. One variable, not the whole environment: that holds the bot's secrets.
+ */
+export function envEntryFormat(name: string): string {
+  return `{{range .Config.Env}}{{if eq (index (split . "=") 0) "${name}"}}{{println .}}{{end}}{{end}}`
+}
+
 /** The mode the running bot container was started in (its TELEGRAM_WEBHOOK_URL); null when none runs. */
 export async function runningMode(p: ComposeProject): Promise<BotMode | null> {
   const bot = await findContainer(p, 'bot')
   if (bot?.status !== 'running') return null
-  const entry = (await capture(containerEnvEntry(bot.id, 'TELEGRAM_WEBHOOK_URL'))).trim()
+  const entry = (await $read({ timeoutMs: 30_000 })`docker inspect --format ${envEntryFormat('TELEGRAM_WEBHOOK_URL')} ${bot.id}`).stdout.trim()
   return entry.slice(entry.indexOf('=') + 1) ? 'webhook' : 'polling'
 }
 
@@ -67,7 +75,9 @@ export function modeChecks(cfg: Config, p: ComposeProject, s: ModeSwitch | null,
   if (configuredMode(cfg) === 'webhook') {
     checks.push(['nginx', async () => {
       if ((await findContainer(p, 'nginx'))?.status === 'running') return null
-      const test = await tryRun(nginxConfigTest(p, { APP_VERSION: tag }))
+      // In a throwaway container (no port published), its templates rendered first as at a real
+      // start. It creates a container (and may pull nginx's image): a dry run only prints it.
+      const test = await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000, nothrow: true })`${composeBase(p)} run --rm --no-deps -T nginx nginx -t -q`
       if (test.exitCode === 0) return null
       const lines = `${test.stderr}\n${test.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean)
       const why = lines.find((l) => l.includes('[emerg]')) ?? lines.at(-1) ?? `exit ${test.exitCode}`
@@ -134,8 +144,8 @@ export async function clearWebhook(cfg: Config, leavingWebhookMode: boolean): Pr
 export async function removeNginx(p: ComposeProject): Promise<void> {
   for (const nginx of await serviceContainers(p, 'nginx')) {
     log.info('Removing nginx: polling mode has no public ingress')
-    await run(stopContainer(nginx.id, 10))
-    await run(removeContainer(nginx.id))
+    await $({ timeoutMs: 70_000 })`docker stop --time 10 ${nginx.id}`
+    await $`docker rm --force ${nginx.id}`
   }
 }
 

@@ -1,10 +1,10 @@
-import { imageCreatedAndSize, listReleaseImages, listStoppedOneOffs, pruneDanglingImages, removeContainers, removeImage } from '../commands/docker.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, run, tryRun } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 import { readEvents, readState, TAG, type DeployEvent } from './deploy-state.ts'
 import { pullImage, requireImage } from './release.ts'
+import { dayjs } from '../core/time.ts'
 import { outsideRetention } from '../core/retention.ts'
 
 // After a successful deploy: the disk must not fill with old releases (the data model keeps an
@@ -36,12 +36,12 @@ export interface KeepRules {
 export function releasesToRemove(images: readonly LocalRelease[], events: readonly DeployEvent[], rules: KeepRules): string[] {
   const lastUse = new Map<string, number>()
   for (const e of events) {
-    const t = Date.parse(e.completed_at ?? e.started_at)
+    const t = dayjs.utc(e.completed_at ?? e.started_at).valueOf()
     if (!Number.isNaN(t) && t > (lastUse.get(e.artifact_id) ?? -Infinity)) lastUse.set(e.artifact_id, t)
   }
   const timed = images.map((image) => ({ tag: image.tag, at: Math.max(image.createdAt?.getTime() ?? -Infinity, lastUse.get(image.tag) ?? -Infinity) }))
   const newestFirst = timed.filter((r) => r.at > -Infinity).sort((a, b) => b.at - a.at)
-  const cutoff = rules.now.getTime() - rules.retentionDays * 86_400_000
+  const cutoff = dayjs.utc(rules.now).subtract(rules.retentionDays, 'day').valueOf()
   return outsideRetention(newestFirst, { count: rules.keep, expired: (r) => r.at < cutoff, protected: (r) => rules.protect.includes(r.tag) }).map((r) => r.tag)
 }
 
@@ -49,8 +49,8 @@ export function releasesToRemove(images: readonly LocalRelease[], events: readon
 export function parseCreatedAt(text: string): Date | null {
   const m = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) ([+-]\d{2})(\d{2})\b/.exec(text.trim())
   if (!m) return null
-  const date = new Date(`${m[1]}T${m[2]}${m[3]}:${m[4]}`)
-  return Number.isNaN(date.getTime()) ? null : date
+  const date = dayjs(`${m[1]}T${m[2]}${m[3]}:${m[4]}`)
+  return date.isValid() ? date.toDate() : null
 }
 
 /** The local tags of the bot's image repository that name a release (v1.2.3 or a commit SHA). */
@@ -73,7 +73,8 @@ export async function pruneOldReleases(ctx: Context): Promise<void> {
     problems.push(`release images: ${messageOf(error)}`)
     return []
   })
-  const dangling = await tryRun(pruneDanglingImages())
+  // untagged images nothing uses (a tag pulled again leaves its old image dangling)
+  const dangling = await $({ nothrow: true })`docker image prune --force`
   if (dangling.exitCode !== 0) problems.push(`dangling images: ${dangling.stderr.trim() || `exit ${dangling.exitCode}`}`)
   const reclaimed = /Total reclaimed space:\s*(\S+)/.exec(dangling.stdout)?.[1]
   log.info(`Pruned ${removed.length ? `old release image(s) ${removed.join(', ')}` : 'no release image'} (keeping the last ${ctx.cfg.KEEP_RELEASES} and those used within ${ctx.cfg.RELEASE_RETENTION_DAYS} days), ${oneOffs} stopped one-off container(s), dangling images${reclaimed ? ` (${reclaimed} reclaimed)` : ''}`)
@@ -83,7 +84,7 @@ export async function pruneOldReleases(ctx: Context): Promise<void> {
 async function pruneReleaseImages(ctx: Context, problems: string[]): Promise<string[]> {
   const repository = requireImage(ctx.cfg)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
-  const images = parseReleaseImages(await capture(listReleaseImages(repository)))
+  const images = parseReleaseImages((await $read({ timeoutMs: 60_000 })`docker image ls --format '{{.Tag}}\t{{.CreatedAt}}' ${repository}`).stdout)
   const doomed = releasesToRemove(images, readEvents(ctx.cfg.AUDIT_LOG), {
     keep: ctx.cfg.KEEP_RELEASES,
     retentionDays: ctx.cfg.RELEASE_RETENTION_DAYS,
@@ -92,7 +93,8 @@ async function pruneReleaseImages(ctx: Context, problems: string[]): Promise<str
   })
   const removed: string[] = []
   for (const tag of doomed) {
-    const result = await tryRun(removeImage(`${repository}:${tag}`))
+    // by name, without --force: an image a container still uses stays, and a shared ID is only untagged
+    const result = await $({ nothrow: true, timeoutMs: 2 * 60_000 })`docker image rm ${`${repository}:${tag}`}`
     if (result.exitCode === 0) removed.push(tag)
     else problems.push(`${repository}:${tag}: ${result.stderr.trim().split('\n').pop() ?? `exit ${result.exitCode}`}`)
   }
@@ -100,8 +102,10 @@ async function pruneReleaseImages(ctx: Context, problems: string[]): Promise<str
 }
 
 async function pruneOneOffs(ctx: Context): Promise<number> {
-  const ids = (await capture(listStoppedOneOffs(requireCompose(ctx)))).split('\n').filter(Boolean)
-  if (ids.length) await run(removeContainers(ids))
+  const project = `label=com.docker.compose.project=${requireCompose(ctx).project}`
+  const stopped = await $read({ timeoutMs: 30_000 })`docker ps --all --quiet --filter ${project} --filter label=com.docker.compose.oneoff=True --filter status=exited --filter status=created --filter status=dead`
+  const ids = stopped.stdout.split('\n').filter(Boolean)
+  if (ids.length) await $({ timeoutMs: 2 * 60_000 })`docker rm ${ids}`
   return ids.length
 }
 
@@ -111,7 +115,7 @@ async function pruneOneOffs(ctx: Context): Promise<number> {
  */
 export async function releaseImageForRollback(ctx: Context, tag: string): Promise<void> {
   const image = `${requireImage(ctx.cfg)}:${tag}`
-  if ((await tryRun(imageCreatedAndSize(image))).exitCode === 0) {
+  if ((await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{.Id}}' ${image}`).exitCode === 0) {
     log.info(`Using ${image} kept on this host (no pull)`)
     return
   }

@@ -1,10 +1,11 @@
 import os from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { composeStop, imageCommand, upCommand, type ComposeProject } from '../commands/compose.ts'
-import { copyFromContainer, execInContainer, findContainer, imageCreatedAndSize, imageRepoDigests } from '../commands/docker.ts'
-import { gitCheckout, gitResolve } from '../commands/git.ts'
-import { psqlQuery, type Db } from '../commands/postgres.ts'
-import type { Config } from '../core/config.ts'
+import path from 'node:path'
+import { sleep } from 'zx'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
+import { findContainer } from '../commands/docker.ts'
+import { gitEnv } from '../commands/git.ts'
+import { psql, type Db } from '../commands/postgres.ts'
+import { type Config } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
@@ -13,38 +14,64 @@ import { log } from '../core/log.ts'
 import { recordDeploy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 import { appendEvent, completeEvent, readState, TAG, writeState, type Artifact, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkHealth, SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 import { blueGreenPlan, blueGreenSwitch, isWebhookMode, pinRunningBot } from './bluegreen.ts'
 import { clearWebhook, describeSwitch, pendingModeSwitch, removeNginx } from './mode.ts'
+import { dayjs } from '../core/time.ts'
 
 // What deploy and rollback do to the application: its git checkout, its image, its migrations,
-// and the switch from one bot container to the next (their commands: lib/commands/compose.ts).
+// and the switch from one bot container to the next.
 
+/**
+ * A one-off container of the bot's image (APP_VERSION in the environment) beside the running one,
+ * no dependencies started: the migrations, alembic's head, a downgrade.
+ */
+export function botRun(p: ComposeProject): string[] {
+  return [...composeBase(p), 'run', '--rm', '-T', '--no-deps', 'bot']
+}
+
+/** The stack on `tag`: what is already current stays, the bot is recreated; services no longer in the file go. */
+async function composeUpAll(p: ComposeProject, tag: string): Promise<void> {
+  await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 5 * 60_000 })`${composeBase(p)} up -d --remove-orphans`
+}
+
+/** The bot's stop_grace_period (STOP_TIMEOUT) to finish in-flight updates; the command's own limit allows for it. */
+export async function stopBot(cfg: Config, p: ComposeProject): Promise<void> {
+  await $({ env: composeEnv(p), timeoutMs: (cfg.STOP_TIMEOUT + 60) * 1000 })`${composeBase(p)} stop --timeout ${cfg.STOP_TIMEOUT} bot`
+}
+
+/** Pull (with the contract's retries) or, with --build, build from the checkout. */
 export async function pullImage(p: ComposeProject, tag: string, build: { appDir: string } | null): Promise<void> {
-  await retry(() => run(imageCommand(p, tag, build)), { what: build ? 'Image build' : 'Image pull', isTransient: looksTransient, baseDelayMs: 2000 })
+  const dc = composeBase(p)
+  const overlay = path.join(path.dirname(p.files[0]), 'docker-compose.build.yml')
+  await retry(async () => {
+    if (build) await $({ env: composeEnv(p, { APP_VERSION: tag, APP_DIR: build.appDir }), timeoutMs: 15 * 60_000 })`${dc} --file ${overlay} build bot`
+    else await $({ env: composeEnv(p, { APP_VERSION: tag }), timeoutMs: 15 * 60_000 })`${dc} pull --quiet bot`
+  }, { what: build ? 'Image build' : 'Image pull', isTransient: looksTransient, baseDelayMs: 2000 })
 }
 
 /** The schema revision alembic recorded; null when the database has none yet. */
 export async function schemaRevision(db: Db): Promise<string | null> {
-  const query = (sql: string) => capture(psqlQuery(db, db.database, sql, { mutates: false, timeoutMs: 30_000 }))
+  const query = async (sql: string) => (await psql(db, db.database, sql, { read: true, timeoutMs: 30_000 })).stdout.trim()
   // Two statements: a query naming a missing table fails when planned, whatever a CASE says.
   if ((await query(`SELECT to_regclass('public.alembic_version') IS NOT NULL`)) !== 't') return null
   return (await query(`SELECT string_agg(version_num, ',' ORDER BY version_num) FROM public.alembic_version`)) || null
 }
 
 export async function imageDigest(image: string): Promise<string | null> {
-  const result = await tryRun(imageRepoDigests(image))
+  const result = await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' ${image}`
   return /sha256:[0-9a-f]{64}/.exec(result.stdout)?.[0] ?? null
 }
 
 /** The Deployment Artifact's created_at and size_mb from `docker image inspect`; nulls for what it does not say. */
 export function parseImageFacts(output: string): { created_at: string | null; size_mb: number | null } {
   const [created = '', size = ''] = output.trim().split(/\s+/)
-  const at = Date.parse(created)
+  const at = dayjs.utc(created)
   const bytes = /^\d+$/.test(size) ? Number(size) : NaN
-  return { created_at: Number.isFinite(at) ? isoSeconds(new Date(at)) : null, size_mb: Number.isFinite(bytes) ? Math.round(bytes / (1024 * 1024)) : null }
+  return { created_at: created && at.isValid() ? isoSeconds(at) : null, size_mb: Number.isFinite(bytes) ? Math.round(bytes / (1024 * 1024)) : null }
 }
 
 // ---- downtime ------------------------------------------------------------------------------------
@@ -53,7 +80,8 @@ const HEARTBEAT = process.env.HEARTBEAT_FILE ?? '/tmp/heartbeat'
 
 /** mtime of the stopped container's heartbeat file, read from the tar `docker cp` streams out. */
 export async function lastHeartbeat(containerId: string): Promise<number | null> {
-  const result = await tryRun(copyFromContainer(containerId, HEARTBEAT))
+  // a tar stream on stdout, small: zx keeps it in memory
+  const result = await $read({ nothrow: true, timeoutMs: 30_000 })`docker cp ${`${containerId}:${HEARTBEAT}`} -`
   if (result.exitCode !== 0 || result.stdout.length < 148) return null
   const mtime = parseInt(result.stdout.slice(136, 148).replace(/\0.*$/, '').trim(), 8)
   return Number.isFinite(mtime) ? mtime * 1000 : null
@@ -65,7 +93,7 @@ export async function firstHeartbeat(p: ComposeProject, deadlineMs: number): Pro
   while (Date.now() < deadlineMs) {
     const container = await findContainer(p, 'bot').catch(() => null)
     if (container?.status === 'running') {
-      const r = await tryRun(execInContainer(container.id, ['python3', '-c', probe], 10_000)).catch(() => null)
+      const r = await $read({ nothrow: true, timeoutMs: 10_000 })`docker exec -i ${container.id} python3 -c ${probe}`.catch(() => null)
       const seconds = r?.exitCode === 0 ? Number(r.stdout.trim()) : NaN
       if (Number.isFinite(seconds)) return seconds * 1000
     }
@@ -81,10 +109,10 @@ export async function firstHeartbeat(p: ComposeProject, deadlineMs: number): Pro
  */
 export async function switchTo(cfg: Config, p: ComposeProject, tag: string): Promise<number | null> {
   const old = await findContainer(p, 'bot')
-  await run(composeStop(p, ['bot'], cfg.STOP_TIMEOUT))
+  await stopBot(cfg, p)
   const stoppedAt = Date.now()
   const lastBeat = old ? ((await lastHeartbeat(old.id)) ?? stoppedAt) : null
-  await run(upCommand(p, tag))
+  await composeUpAll(p, tag)
   if (lastBeat === null) return null
   const firstBeat = await firstHeartbeat(p, Date.now() + cfg.HEALTH_CHECK_TIMEOUT * 1000)
   return firstBeat === null ? null : Math.max(0, (firstBeat - lastBeat) / 1000)
@@ -116,8 +144,15 @@ export async function isHealthyNow(ctx: Context): Promise<boolean> {
   return (await checkHealth(ctx, SERVICES)).overall_status === 'healthy'
 }
 
+/** The commit `ref` names (a tag, a SHA); null when the checkout has no such commit. */
+export async function resolveRef(dir: string, ref: string): Promise<string | null> {
+  const sha = await $read({ env: gitEnv(), nothrow: true, timeoutMs: 30_000 })`git -C ${dir} rev-parse --verify --quiet ${`${ref}^{commit}`}`
+  return sha.exitCode === 0 && sha.stdout.trim() ? sha.stdout.trim() : null
+}
+
+/** --force: the checkout is the toolkit's, never edited by hand; a stray change must not block a deploy. */
 export async function checkout(ctx: Context, tag: string): Promise<void> {
-  await run(gitCheckout(ctx.cfg.APP_DIR, tag))
+  await $({ env: gitEnv(), timeoutMs: 5 * 60_000 })`git -C ${ctx.cfg.APP_DIR} checkout --detach --force --quiet ${tag}`
 }
 
 /**
@@ -141,7 +176,7 @@ export async function switchVersion(ctx: Context, tag: string, opts: { stopFirst
   if (plan) {
     await blueGreenSwitch(ctx.cfg, p, tag, plan)
     // nginx, when it is not running; the bot container already runs this config and stays.
-    await run(upCommand(p, tag))
+    await composeUpAll(p, tag)
     // An nginx started just now is pinned before any client holds a connection to it.
     if (!plan.nginx && !isDryRun()) await pinRunningBot(p)
     return isDryRun() ? null : 0
@@ -170,7 +205,7 @@ function publishOutcome(ctx: Context, event: DeployEvent): void {
   }
   recordDeploy(ctx.cfg, {
     event: event.event_type, outcome, finishedAt: new Date(), downtimeSeconds: event.downtime_seconds,
-    running: current?.deployed_at ? { version: current.artifact_id, deployedAt: new Date(current.deployed_at) } : null,
+    running: current?.deployed_at ? { version: current.artifact_id, deployedAt: dayjs.utc(current.deployed_at).toDate() } : null,
   })
 }
 
@@ -181,16 +216,16 @@ function publishOutcome(ctx: Context, event: DeployEvent): void {
  */
 export async function artifactFor(ctx: Context, ref: string, at: { rollbackFrom: string | null; schemaRevision: string | null }): Promise<Artifact> {
   const image = `${requireImage(ctx.cfg)}:${ref}`
-  const sha = (await tryRun(gitResolve(ctx.cfg.APP_DIR, ref))).stdout.trim()
+  const sha = (await resolveRef(ctx.cfg.APP_DIR, ref)) ?? ''
   return {
     artifact_id: TAG.test(ref) ? ref : sha,
     git_commit_sha: sha,
     git_tag: /^v\d+\.\d+\.\d+$/.test(ref) ? ref : null,
     docker_image_uri: image,
     docker_image_digest: await imageDigest(image),
-    ...parseImageFacts((await tryRun(imageCreatedAndSize(image))).stdout),
+    ...parseImageFacts((await $read({ nothrow: true, timeoutMs: 30_000 })`docker image inspect --format '{{.Created}} {{.Size}}' ${image}`).stdout),
     deployed: true,
-    deployed_at: isoSeconds(new Date()),
+    deployed_at: isoSeconds(),
     rollback_from: at.rollbackFrom,
     schema_revision: at.schemaRevision,
   }

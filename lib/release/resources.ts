@@ -1,6 +1,6 @@
-import { containerStatsCommand, findContainer } from '../commands/docker.ts'
+import { findContainer } from '../commands/docker.ts'
 import type { Context } from '../stack/context.ts'
-import { tryRun } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 import type { HealthReport, Service } from '../stack/health.ts'
 
 // The Service Instance's restart_count and memory_usage_mb beside each service's health in
@@ -43,7 +43,7 @@ export async function addResources(ctx: Context, report: HealthReport): Promise<
     if (found) containers.set(service, { id: found.id, restarts: found.restarts, running: found.status === 'running' })
   }
   const running = [...containers.values()].filter((c) => c.running).map((c) => c.id)
-  const stats = running.length ? await tryRun(containerStatsCommand(running)).catch(() => null) : null
+  const stats = running.length ? await $read({ nothrow: true, timeoutMs: 30_000 })`docker stats --no-stream --no-trunc --format '{{.ID}} {{.MemUsage}}' ${running}`.catch(() => null) : null
   const memory = stats?.exitCode === 0 ? parseStats(stats.stdout) : new Map<string, number | null>()
   for (const service of services) {
     const health = report.services[service]

@@ -5,8 +5,8 @@ import { readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { countRowsNotIn } from '../db/data-export.ts'
 import { ensurePostgresImage } from '../db/pitr-image.ts'
 import { replaceLiveWith, settleReplacedDatabase } from '../db/restore.ts'
-import { composeStop, downgradeCommand, migrationHeadCommand } from '../commands/compose.ts'
-import { containerImage, serviceContainers } from '../commands/docker.ts'
+import { composeEnv } from '../commands/compose.ts'
+import { serviceContainers } from '../commands/docker.ts'
 import { TOOLKIT_DIR } from '../core/config.ts'
 import { requireCompose, type Context } from '../stack/context.ts'
 import { OpsError, messageOf, type ErrorKind } from '../core/errors.ts'
@@ -14,13 +14,15 @@ import { formatAge, formatCount } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { notify } from '../core/notify.ts'
 import { confirmDestructive } from '../core/prompt.ts'
-import { capture, isDryRun, run, tryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 import { completeEvent, newEvent, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { isWebhookMode } from './bluegreen.ts'
 import { checkHealth } from '../stack/health.ts'
 import { registerWebhook } from './mode.ts'
-import { checkout, healthGate, record, recordDeployed, schemaRevision, switchVersion } from './release.ts'
+import { botRun, checkout, healthGate, record, stopBot, recordDeployed, schemaRevision, switchVersion } from './release.ts'
 import { releaseImageForRollback } from './prune.ts'
+import { dayjs } from '../core/time.ts'
 
 // The one rollback, for deploy's automatic rollback, rollback.sh and the watcher: one set of rules
 // deciding whether the database goes back with the code (planDatabase), one order of steps, and
@@ -147,7 +149,7 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
   const db: DbTrail = { what: null }
   if (!r.target) {
     if (r.targetServing) return null
-    return run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT)).then(() => null, (error: unknown) => fail(ctx, r, null, db, error))
+    return stopBot(ctx.cfg, requireCompose(ctx)).then(() => null, (error: unknown) => fail(ctx, r, null, db, error))
   }
   const target = r.target
   let event = record(ctx, { ...newEvent('rollback', target, r.from, r.triggeredBy), rollback_of: r.rollbackOf })
@@ -169,7 +171,7 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
     if (safety) event = record(ctx, { ...event, backup_created: true, backup_id: safety.backup_id })
     if (r.stopFirst) {
       log.info('Stopping current services')
-      await run(composeStop(requireCompose(ctx), ['bot'], ctx.cfg.STOP_TIMEOUT))
+      await stopBot(ctx.cfg, requireCompose(ctx))
     }
     log.info(`Checking out ${target}`)
     await checkout(ctx, target)
@@ -230,12 +232,13 @@ async function whatRunsNow(ctx: Context): Promise<string> {
   const running = (await serviceContainers(requireCompose(ctx), 'bot')).filter((c) => c.status === 'running')
   if (running.length === 0) return 'no bot (stopped)'
   const bot = (await checkHealth(ctx, ['bot'])).services.bot
-  const versions = await Promise.all(running.map(async (c) => (await capture(containerImage(c.id))).split(':').pop() ?? 'unknown'))
+  const versions = await Promise.all(running.map(async (c) => (await $read({ timeoutMs: 30_000 })`docker inspect --format '{{.Config.Image}}' ${c.id}`).stdout.trim().split(':').pop() ?? 'unknown'))
   return `${[...new Set(versions)].join(' and ')} (bot ${bot ? `${bot.status}: ${bot.detail}` : 'unchecked'})`
 }
 
 async function targetHead(ctx: Context, target: string): Promise<string | null> {
-  const out = await capture(migrationHeadCommand(requireCompose(ctx), target))
+  const p = requireCompose(ctx)
+  const out = (await $read({ env: composeEnv(p, { APP_VERSION: target }), timeoutMs: 120_000 })`${botRun(p)} alembic heads`).stdout.trim()
   return /^(\w+) \(head\)/m.exec(out)?.[1] ?? null
 }
 
@@ -244,7 +247,7 @@ async function confirmRollback(ctx: Context, target: string, plan: DbPlan, yes: 
   if (plan.action === 'restore') {
     const rows = await countRowsNotIn(ctx.db, ctx.db.database, plan.backup)
     const written = Object.entries(rows).map(([t, n]) => `${formatCount(n)} in ${t.replace(/^public\./, '')}`).join(', ') || 'none found'
-    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${formatAge((Date.now() - Date.parse(plan.backup.created_at)) / 1000)} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
+    loss = `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}, ${formatAge(dayjs().diff(plan.backup.created_at, 'second'))} ago). Rows it does not hold: ${written}; they are exported as CSV once the bot has stopped.`
   }
   if (plan.action === 'downgrade') loss = `The schema is downgraded to ${plan.to} (--keep-data); columns and tables added since are dropped.`
   log.info(loss)
@@ -275,7 +278,8 @@ async function applyDatabasePlan(ctx: Context, plan: DbPlan, r: RollbackRequest,
     }
     log.info(`Downgrading database schema to ${plan.to}`)
     trail.what = `downgraded to ${plan.to}, perhaps halfway`
-    const result = await tryRun(downgradeCommand(requireCompose(ctx), current ?? '', plan.to))
+    const p = requireCompose(ctx)
+    const result = await $({ env: composeEnv(p, { APP_VERSION: current ?? '' }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} alembic downgrade ${plan.to}`
     if (result.exitCode !== 0) throw new OpsError('restore_failed', `alembic downgrade failed: ${result.stderr.trim().split('\n').pop()}`)
     return null
   } catch (error) {

@@ -1,13 +1,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from 'zx'
 import { z } from 'zod'
 import { writeFileAtomic } from '../core/atomic-file.ts'
-import type { Config } from '../core/config.ts'
-import { watchCommand } from '../commands/toolkit.ts'
+import { TOOLKIT_DIR, type Config } from '../core/config.ts'
 import { processAlive } from '../core/lock.ts'
 import { log } from '../core/log.ts'
-import { isDryRun, startDetached } from '../core/runner.ts'
+import { isDryRun, startDetached, type Command } from '../core/runner.ts'
+import { dayjs } from '../core/time.ts'
 
 // The watch window: a release that passed the health gate can still fall over minutes later. After
 // every switch deploy starts `scripts/watch.ts` on its own (it outlives the deploy command), which
@@ -37,13 +37,17 @@ export function readWatch(cfg: Config): Watch | null {
   }
 }
 
+export function watchCommand(w: Omit<Watch, 'pid' | 'started_at' | 'until'>, seconds: number): Command {
+  return { argv: [path.join(TOOLKIT_DIR, 'scripts', 'run.sh'), 'watch', w.tag, '--previous', w.previous, '--event', w.event_id, '--seconds', String(seconds)] }
+}
+
 /** After a switch: the watcher started and recorded; nothing when WATCH_SECONDS is 0 or there is nothing to go back to. */
 export function startWatch(cfg: Config, w: Omit<Watch, 'pid' | 'started_at' | 'until'>): void {
   if (cfg.WATCH_SECONDS === 0) return
   const pid = startDetached(watchCommand(w, cfg.WATCH_SECONDS))
   if (pid === null) return
-  const now = new Date()
-  writeFileAtomic(watchFile(cfg), JSON.stringify({ ...w, pid, started_at: now.toISOString(), until: new Date(now.getTime() + cfg.WATCH_SECONDS * 1000).toISOString() }, null, 2) + '\n', 0o644)
+  const now = dayjs.utc()
+  writeFileAtomic(watchFile(cfg), JSON.stringify({ ...w, pid, started_at: now.toISOString(), until: now.add(cfg.WATCH_SECONDS, 'second').toISOString() }, null, 2) + '\n', 0o644)
   log.info(`Watching ${w.tag} for ${cfg.WATCH_SECONDS}s (WATCH_SECONDS): it is rolled back to ${w.previous} if the bot turns unhealthy (watcher pid ${pid})`)
 }
 

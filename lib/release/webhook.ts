@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
+import { dayjs } from '../core/time.ts'
 
 // Telegram's webhook registration: it must point at TELEGRAM_WEBHOOK_URL with
 // TELEGRAM_WEBHOOK_SECRET as its secret token. getWebhookInfo shows the URL but never the secret,
@@ -45,7 +46,7 @@ export async function ensureWebhook(t: WebhookTarget): Promise<'set' | 'unchange
   const wanted = fingerprint(t.url, t.secret)
   if (info.url === t.url && readFingerprint(t.stateFile) === wanted) return 'unchanged'
   await call(t, 'setWebhook', { url: t.url, secret_token: t.secret })
-  writeFileAtomic(t.stateFile, JSON.stringify({ url: t.url, fingerprint: wanted, set_at: new Date().toISOString() }) + '\n')
+  writeFileAtomic(t.stateFile, JSON.stringify({ url: t.url, fingerprint: wanted, set_at: dayjs.utc().toISOString() }) + '\n')
   return 'set'
 }
 
@@ -83,7 +84,7 @@ export interface WebhookDelivery {
 
 export async function webhookDelivery(t: BotApi): Promise<WebhookDelivery> {
   const info = await call(t, 'getWebhookInfo')
-  const errorDate = typeof info.last_error_date === 'number' ? new Date(info.last_error_date * 1000) : null
+  const errorDate = typeof info.last_error_date === 'number' ? dayjs.unix(info.last_error_date).toDate() : null
   return {
     url: typeof info.url === 'string' ? info.url : '',
     pendingUpdates: typeof info.pending_update_count === 'number' ? info.pending_update_count : 0,
@@ -100,8 +101,8 @@ const RECENT_ERROR_S = 5 * 60
  */
 export function deliveryProblem(d: WebhookDelivery, wantedUrl: string, now: Date): string | null {
   if (d.url !== wantedUrl) return `Telegram's webhook is ${d.url ? `set to ${d.url}` : 'not set'}, not TELEGRAM_WEBHOOK_URL (deploy.sh sets it)`
-  if (d.lastErrorAt && now.getTime() - d.lastErrorAt.getTime() <= RECENT_ERROR_S * 1000) {
-    const ago = Math.max(0, Math.round((now.getTime() - d.lastErrorAt.getTime()) / 1000))
+  if (d.lastErrorAt && dayjs(now).diff(d.lastErrorAt) <= RECENT_ERROR_S * 1000) {
+    const ago = Math.max(0, Math.round(dayjs(now).diff(d.lastErrorAt) / 1000))
     return `Telegram's last webhook delivery failed ${ago}s ago: ${d.lastErrorMessage ?? 'no message'} (${d.pendingUpdates} update(s) pending)`
   }
   return null

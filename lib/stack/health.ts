@@ -1,11 +1,11 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { execInContainer, findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
+import { sleep, type ProcessPromise } from 'zx'
+import { findContainer, inspectContainers, type ContainerInfo } from '../commands/docker.ts'
 import type { Context } from './context.ts'
-import { OpsError, messageOf } from '../core/errors.ts'
-import { psqlQuery } from '../commands/postgres.ts'
+import { messageOf } from '../core/errors.ts'
+import { psql } from '../commands/postgres.ts'
 import { progressReporter } from '../core/progress.ts'
-import { botProbeCommand } from '../commands/bot.ts'
-import { tryRun, type Command, type RunResult } from '../core/runner.ts'
+import { $read, timedOut } from '../core/shell.ts'
+import { isoSeconds } from '../core/format.ts'
 
 // The contract's health checks and the data model's Health Status derivation, shared by
 // health-check.ts, restore.ts (after the swap) and deploy.ts (its health gate).
@@ -34,7 +34,7 @@ const HEARTBEAT_MAX_AGE_S = 60
 export async function checkHealth(ctx: Context, services: readonly Service[]): Promise<HealthReport> {
   const results: Partial<Record<Service, ServiceHealth>> = {}
   for (const service of services) results[service] = await checkService(ctx, service)
-  return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(results), services: results }
+  return { timestamp: isoSeconds(), overall_status: overall(results), services: results }
 }
 
 export interface WaitResult {
@@ -124,9 +124,9 @@ async function checkService(ctx: Context, service: Service): Promise<ServiceHeal
     case 'bot':
       return checkBot(container)
     case 'postgres':
-      return timed(execInContainer(container.id, ['psql', '-U', ctx.cfg.POSTGRES_USER, '-d', ctx.cfg.POSTGRES_DB, '-Atc', 'SELECT 1'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === '1')
+      return timed(probe`docker exec -i ${container.id} psql -U ${ctx.cfg.POSTGRES_USER} -d ${ctx.cfg.POSTGRES_DB} -Atc 'SELECT 1'`, (out) => out === '1')
     case 'redis':
-      return timed(execInContainer(container.id, ['redis-cli', 'ping'], QUERY_TIMEOUT_MS), (r) => r.stdout.trim() === 'PONG')
+      return timed(probe`docker exec -i ${container.id} redis-cli ping`, (out) => out === 'PONG')
     case 'nginx':
       return container.health === 'unhealthy' ? result('unhealthy', null, 'docker healthcheck failing') : result('healthy', null, 'process running')
   }
@@ -136,27 +136,52 @@ function result(status: Status, ms: number | null, detail: string, extra: Record
   return { status, response_time_ms: ms, detail, timed_out: false, ...extra }
 }
 
-/** Runs a probe under the contract's 10 s limit and reports its real response time. */
-async function timed(command: Command, ok: (r: RunResult) => boolean): Promise<ServiceHealth> {
+/** A probe: a read (it runs under --dry-run), killed at the contract's 10 s limit, its exit code looked at. */
+const probe = $read({ nothrow: true, timeoutMs: QUERY_TIMEOUT_MS })
+
+/** Runs a probe and reports its real response time; `ok` judges its trimmed output. */
+async function timed(running: ProcessPromise, ok: (stdout: string) => boolean): Promise<ServiceHealth> {
   const started = performance.now()
   try {
-    const r = await tryRun(command)
+    const r = await running
     const ms = Math.round(performance.now() - started)
-    if (r.exitCode === 0 && ok(r)) return result('healthy', ms, `response: ${ms}ms`)
+    if (timedOut(running)) return { ...result('unhealthy', null, `timeout after ${QUERY_TIMEOUT_MS / 1000}s`), timed_out: true }
+    if (r.exitCode === 0 && ok(r.stdout.trim())) return result('healthy', ms, `response: ${ms}ms`)
     return result('unhealthy', ms, lastLine(r.stderr || r.stdout) || `exit ${r.exitCode}`)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout after ${QUERY_TIMEOUT_MS / 1000}s`), timed_out: true }
     return result('unhealthy', null, messageOf(error))
   }
 }
 
 async function checkUrlPostgres(ctx: Context): Promise<ServiceHealth> {
-  return timed({ ...psqlQuery(ctx.db, ctx.db.database, 'SELECT 1', { mutates: false }), timeoutMs: QUERY_TIMEOUT_MS }, (r) => r.stdout.trim() === '1')
+  return timed(psql(ctx.db, ctx.db.database, 'SELECT 1', { read: true, nothrow: true, timeoutMs: QUERY_TIMEOUT_MS }), (out) => out === '1')
 }
 
 // ---- the bot -----------------------------------------------------------------------------------
 
-/** What the probe (lib/commands/bot.ts) prints, as one line of JSON. */
+// Runs inside the bot container (the bot is Python; its image need not have curl): reads the
+// internal /health and, because a polling bot may have no listener, the heartbeat file's age.
+const BOT_PROBE = `
+import json, os, time, urllib.request, urllib.error
+out = {}
+started = time.monotonic()
+try:
+    with urllib.request.urlopen(os.environ.get("HEALTH_URL", "http://127.0.0.1:8000/health"), timeout=9) as r:
+        out["body"] = json.loads(r.read())
+except urllib.error.HTTPError as e:
+    out["body"] = json.loads(e.read() or b"{}")
+except Exception as e:
+    reason = getattr(e, "reason", e)
+    out["error"] = str(reason)
+    out["timeout"] = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+out["ms"] = int((time.monotonic() - started) * 1000)
+try:
+    out["heartbeat_age_s"] = round(time.time() - os.stat(os.environ.get("HEARTBEAT_FILE", "/tmp/heartbeat")).st_mtime, 1)
+except OSError:
+    out["heartbeat_age_s"] = None
+print(json.dumps(out))
+`
+
 export interface BotProbe {
   body?: Record<string, unknown>
   error?: string
@@ -167,16 +192,17 @@ export interface BotProbe {
 }
 
 async function checkBot(container: ContainerInfo): Promise<ServiceHealth> {
-  let probe: BotProbe
+  let answer: BotProbe
   try {
-    const r = await tryRun(botProbeCommand(container.id, QUERY_TIMEOUT_MS))
-    probe = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
-    if (r.exitCode !== 0 || typeof probe.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
+    const running = probe`docker exec -i ${container.id} python3 -c ${BOT_PROBE}`
+    const r = await running
+    if (timedOut(running)) return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`), timed_out: true }
+    answer = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as BotProbe
+    if (r.exitCode !== 0 || typeof answer.ms !== 'number') return result('unhealthy', null, `health probe failed: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'timeout') return { ...result('unhealthy', null, `timeout: /health did not answer within the ${QUERY_TIMEOUT_MS / 1000}s limit`), timed_out: true }
     return result('unhealthy', null, messageOf(error))
   }
-  return deriveBotHealth(probe)
+  return deriveBotHealth(answer)
 }
 
 /**

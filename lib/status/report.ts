@@ -4,13 +4,13 @@ import path from 'node:path'
 import type { Config } from '../core/config.ts'
 import type { Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
-import { formatAge, formatBytes, formatMb } from '../core/format.ts'
+import { formatAge, formatBytes, formatMb, isoSeconds } from '../core/format.ts'
 import { metricsFile } from '../core/metrics.ts'
-import { systemDf } from '../commands/docker.ts'
-import { capture } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../stack/health.ts'
+import { dayjs } from '../core/time.ts'
 
 // status.sh: the one screen an operator reads first. Every section is read on its own; one that
 // cannot be read becomes a line in `unreadable` saying why, and the rest is still shown. Nothing
@@ -124,7 +124,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   const cfg = ctx.cfg
   const now = options.now ?? new Date()
   const report: StatusReport = {
-    generated_at: now.toISOString().slice(0, 19) + 'Z',
+    generated_at: isoSeconds(now),
     release: null,
     last_deploy: null,
     newest_backup: null,
@@ -142,7 +142,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   // The slow parts (docker probes, an HTTP call) start first and run while the files are read.
   const health = section(report, 'health', null, () => healthInParallel(ctx, options.healthTimeoutMs ?? 15_000))
   // `docker system df` sizes every volume: seconds on a large one
-  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf(await capture(systemDf())))
+  const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf((await $read({ timeoutMs: 30_000 })`docker system df --format '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'`).stdout))
   const alerts = cfg.ALERTMANAGER_URL ? section(report, `alerts (${cfg.ALERTMANAGER_URL})`, null, () => firingAlerts(cfg.ALERTMANAGER_URL ?? '', options.alertsTimeoutMs ?? 5_000)) : Promise.resolve(null)
 
   report.release = await section(report, `running version (${cfg.ARTIFACTS_FILE})`, null, () => releaseFrom(cfg))
@@ -221,7 +221,7 @@ function offsiteOf(record: unknown): OffsiteStatus | null {
   const { backup_id: id, offsite } = record as { backup_id?: unknown; offsite?: unknown }
   if (typeof offsite !== 'object' || offsite === null) return null
   const { uploaded_at: at, size } = offsite as { uploaded_at?: unknown; size?: unknown }
-  if (typeof at !== 'string' || Number.isNaN(Date.parse(at))) return null
+  if (typeof at !== 'string' || !dayjs(at).isValid()) return null
   return { backup_id: typeof id === 'string' ? id : '?', uploaded_at: at, size_bytes: typeof size === 'number' ? size : null }
 }
 
@@ -244,7 +244,7 @@ function walArchivedAt(cfg: Config): string | null {
   }
   const match = /^toogoodtogo_wal_last_archived_timestamp_seconds\s+(\d+(?:\.\d+)?)$/m.exec(text)
   if (!match?.[1]) throw new Error(`no timestamp in ${metricsFile(cfg, 'wal')}`)
-  return new Date(Number(match[1]) * 1000).toISOString().slice(0, 19) + 'Z'
+  return isoSeconds(dayjs.unix(Number(match[1])))
 }
 
 export function parseSystemDf(text: string): DockerDiskUse[] {
@@ -289,7 +289,7 @@ async function healthInParallel(ctx: Context, timeoutMs: number): Promise<Health
     const parts = await Promise.race([Promise.all(SERVICES.map((service) => checkHealth(ctx, [service]))), deadline])
     const services: HealthReport['services'] = {}
     for (const part of parts) Object.assign(services, part.services)
-    return { timestamp: new Date().toISOString().slice(0, 19) + 'Z', overall_status: overall(services), services }
+    return { timestamp: isoSeconds(), overall_status: overall(services), services }
   } finally {
     clearTimeout(timer)
   }
@@ -322,16 +322,15 @@ export function parseAlerts(body: unknown): AlertStatus[] {
 
 function when(iso: string | null, now: Date): string {
   if (!iso) return 'unknown time'
-  const t = Date.parse(iso)
-  if (Number.isNaN(t)) return iso
-  return `${iso.slice(0, 16).replace('T', ' ')} UTC, ${formatAge((now.getTime() - t) / 1000)} ago`
+  if (!dayjs(iso).isValid()) return iso
+  return `${iso.slice(0, 16).replace('T', ' ')} UTC, ${formatAge(ageOf(iso, now))} ago`
 }
 
 function shorten(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 3)}...`
 }
 
-const ageOf = (iso: string, now: Date): number => (now.getTime() - Date.parse(iso)) / 1000
+const ageOf = (iso: string, now: Date): number => dayjs(now).diff(iso) / 1000
 
 /** Thresholds the alert rules use too (deployment/monitoring/rules). */
 const BACKUP_STALE_S = 26 * 3600

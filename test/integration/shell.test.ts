@@ -4,6 +4,7 @@ import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { configureLog } from '../../lib/core/log.ts'
 import { addSecret } from '../../lib/core/redact.ts'
+import { describe as describeCommand } from '../../lib/core/runner.ts'
 import { $, $read, setDryRun, timedOut } from '../../lib/core/shell.ts'
 
 // The toolkit's `$` (lib/core/shell.ts): zx's, configured once. Real bash, real files.
@@ -50,6 +51,20 @@ describe('$ and $read', () => {
     expect(printed.join('')).toContain(`[dry-run] touch ${marker}`)
   })
 
+  it('a plan prints in one style: `$` lines and runner commands alike quote POSIX-style', async () => {
+    setDryRun(true)
+    const printed: string[] = []
+    const write = process.stdout.write.bind(process.stdout)
+    process.stdout.write = ((chunk: string) => (printed.push(String(chunk)), true)) as typeof process.stdout.write
+    try {
+      await $`docker compose ${['up', '-d', "it's a bot"]}`
+    } finally {
+      process.stdout.write = write
+    }
+    expect(printed.join('')).toBe(`[dry-run] docker compose up -d 'it'\\''s a bot'\n`)
+    expect(describeCommand({ argv: ['docker', 'compose', 'up', '-d', "it's a bot"] })).toBe(`docker compose up -d 'it'\\''s a bot'`)
+  })
+
   it('bash reads no startup file, even with a socket for stdin', async () => {
     fs.writeFileSync(path.join(dir, '.bashrc'), 'echo BASHRC-READ\n')
     const out = await $({ env: { HOME: dir }, input: 'x' })`cat >/dev/null; echo ran`
@@ -70,5 +85,6 @@ describe('$ and $read', () => {
     expect(timedOut(stubborn)).toBe(true)
     expect(out.signal).toBe('SIGKILL')
     expect(Date.now() - started).toBeLessThan(15_000)
+    await expect($({ timeoutMs: 1000 })`sleep 30`).rejects.toThrow(/^Timed out after 1s: sleep 30$/)
   })
 })

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
 import { newEvent, type DeployEvent } from '../../lib/release/deploy-state.ts'
-import { listStoppedOneOffs } from '../../lib/commands/docker.ts'
 import { parseCreatedAt, parseReleaseImages, releasesToRemove } from '../../lib/release/prune.ts'
 
 const now = new Date('2026-12-07T05:00:00Z')
@@ -58,13 +57,6 @@ describe("reading Docker's answers (untrusted text)", () => {
     expect(parseReleaseImages(text)).toEqual([
       { tag: 'v1.2.0', createdAt: new Date('2026-12-07T04:50:52Z') },
       { tag: 'a'.repeat(40), createdAt: null },
-    ])
-  })
-
-  it("lists only this project's stopped one-off containers", () => {
-    expect(listStoppedOneOffs({ flavor: 'v2', files: ['/x.yml'], project: 'toogoodtogo', envFile: null, profiles: [] }).argv).toEqual([
-      'docker', 'ps', '--all', '--quiet', '--filter', 'label=com.docker.compose.project=toogoodtogo', '--filter', 'label=com.docker.compose.oneoff=True',
-      '--filter', 'status=exited', '--filter', 'status=created', '--filter', 'status=dead',
     ])
   })
 })

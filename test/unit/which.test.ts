@@ -2,9 +2,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { findOnPath } from '../../lib/core/which.ts'
+import { which } from 'zx'
 
-describe('findOnPath: the one PATH lookup (gzip picks pigz by it, setup writes compose\'s path into the units)', () => {
+describe('zx\'s which: the one PATH lookup (gzip picks pigz by it)', () => {
   it('the first executable file of that name on PATH, like `command -v`; a plain file or a directory is skipped', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-which-'))
     const plain = path.join(dir, 'plain')
@@ -14,8 +14,8 @@ describe('findOnPath: the one PATH lookup (gzip picks pigz by it, setup writes c
     fs.writeFileSync(path.join(plain, 'tool'), '', { mode: 0o644 })
     fs.mkdirSync(path.join(folder, 'tool'))
     fs.writeFileSync(path.join(bin, 'tool'), '#!/bin/sh\n', { mode: 0o755 })
-    expect(findOnPath('tool', [plain, folder, '', bin].join(':'))).toBe(path.join(bin, 'tool'))
-    expect(findOnPath('tool', [plain, folder].join(':'))).toBeNull()
-    expect(findOnPath('sh')).toMatch(/\/sh$/)
+    expect(which.sync('tool', { path: [plain, folder, '', bin].join(':'), nothrow: true })).toBe(path.join(bin, 'tool'))
+    expect(which.sync('tool', { path: [plain, folder].join(':'), nothrow: true })).toBeNull()
+    expect(which.sync('sh', { nothrow: true })).toMatch(/\/sh$/)
   })
 })
