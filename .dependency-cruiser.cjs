@@ -1,9 +1,7 @@
 // The layering of lib/ (README, "Layout"), checked by `npm run check:layers` in `npm test`:
 // core < commands < stack < db, offsite < release < setup, status < scripts. A layer imports only
 // layers below it, and nothing imports a script (a script's steps that another needs go to lib/).
-// .dependency-cruiser-known-violations.json lists the one violation left to untangle
-// (core/streams.ts importing db/dump-inspector.ts, on the restore-guard-speed branch); once it is
-// gone, the file and --ignore-known in package.json go too, and any violation fails the check.
+// No baseline of known violations: any violation fails the check.
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [

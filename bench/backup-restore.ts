@@ -489,7 +489,7 @@ const RESTORE_PHASES: Phase[] = [
   { name: 'startup: node, tsx, config', from: null, to: /^Starting database restore/ },
   { name: 'checks: file (gzip, size), connection, privileges, disk', from: /^Verifying backup integrity/, to: /^Creating fresh database/ },
   { name: 'create scratch database', from: /^Creating fresh database/, to: /^Restoring from backup/ },
-  { name: 'restore: pigz -d file | psql; sha256 of the file alongside', from: /^Restoring from backup/, to: /^Restoration complete/ },
+  { name: 'restore: file | sha256 | gunzip | guard (node) | psql', from: /^Restoring from backup/, to: /^Restoration complete/ },
   { name: 'verify restored: checksum, COPY tags vs record, tables', from: /^Verifying restored data/, to: /^Verification successful:/ },
   { name: 'swap by rename (services: none here)', from: /^Dropping existing database/, to: /^Creating safety backup/ },
   UNTIL_LIVE,

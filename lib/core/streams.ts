@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import type { DumpInspector } from '../db/dump-inspector.ts'
 
 /** Passes bytes through unchanged and remembers their sha256. */
 export class Sha256Stream extends Transform {
@@ -58,6 +57,12 @@ export class CopyTagCollector extends Writable {
   }
 }
 
+/** What GunzipCheck hands the inflated bytes to (lib/db's DumpInspector): core knows only this much of it. */
+export interface PlainObserver {
+  observe(chunk: Buffer): void
+  observeEnd(): void
+}
+
 /**
  * Passes gzip bytes through unchanged while inflating a copy of them into `inspector`: a file
  * written through it was proven to decompress, and what it decompresses to was inspected (rows,
@@ -71,7 +76,7 @@ export class GunzipCheck extends Transform {
   /** the callback of the chunk the inflater holds: an inflater that fails may never call back */
   private waiting: (() => void) | null = null
 
-  constructor(inspector: DumpInspector) {
+  constructor(inspector: PlainObserver) {
     super()
     this.inflater.on('data', (chunk: Buffer) => inspector.observe(chunk))
     this.inflater.on('end', () => inspector.observeEnd())

@@ -105,100 +105,142 @@ export interface MetaCommand {
 // pg_dump 15.14+ opens a plain dump with `\restrict KEY` and closes it with `\unrestrict KEY`.
 const PG_DUMP_RESTRICT = /^\\restrict ([A-Za-z0-9]+)\r?$/
 const PG_DUMP_UNRESTRICT = /^\\unrestrict ([A-Za-z0-9]+)\r?$/
-const LEADING_SPACE = /^[ \t\f\v\r]*/
+const NEWLINE = 0x0a
+const BACKSLASH = 0x5c
+const COPY_PREFIX = Buffer.from('COPY ')
+/** COPY data's terminator, `\.` (and `\.\r`): the longest line start that may still turn out to be one */
+const COPY_END = Buffer.from('\\.\r')
+
+/** The bytes psql skips before a backslash that starts a meta-command: space, \t, \f, \v, \r. */
+function isLeadingSpace(byte: number | undefined): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0c || byte === 0x0b || byte === 0x0d
+}
+
+/** `bytes` is `whole` or the start of it. */
+function isStartOf(bytes: Buffer, whole: Buffer): boolean {
+  return bytes.length <= whole.length && whole.subarray(0, bytes.length).equals(bytes)
+}
+
+type Verdict = 'pass' | 'drop' | 'reject' | 'undecided'
 
 /**
  * Passes a plain dump on to psql with no psql meta-command in it: a line outside COPY data that
  * starts with a backslash stops the stream (`found` names it) before a byte of that line is passed
  * on. pg_dump's own `\restrict KEY` / `\unrestrict KEY` pair is taken out: psql runs the restore
  * under a key of the restorer's (psqlRestore), which the dump's pair would only collide with.
- * Lines are passed whole, each once it is known to be harmless; a line longer than MAX_LINE_PREFIX
- * is judged by its start, which is where a meta-command line shows itself. A backslash in the
- * middle of a line is psql's to refuse, under that key.
+ * A line is held back only while its start could still make it one of those (or a COPY header or
+ * terminator); a line longer than MAX_LINE_PREFIX is judged by its start, which is where a
+ * meta-command line shows itself. A backslash in the middle of a line is psql's to refuse, under
+ * that key.
+ *
+ * The dump is scanned as bytes, never decoded: it is nearly all COPY rows, where only a line that
+ * starts with a backslash needs a second look, so the chunks go on to psql as they came.
  */
 export class MetaCommandGuard extends Transform {
   /** the first meta-command line, once seen: the stream failed with it */
   found: MetaCommand | null = null
   private inCopy = false
-  private lineNo = 0
-  /** the start of a line not yet complete, held back until it is judged */
-  private held: Buffer = Buffer.alloc(0)
+  /** the number (1-based) of the line the scan is in */
+  private lineNo = 1
+  /** the start of the current line, held back (not passed on) until it is judged */
+  private held: Buffer | null = null
   /** the current line was judged harmless by its start: the rest of it passes as it comes */
   private passing = false
   private restrictKey: string | null = null
   private restrictSeen = false
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    let start = 0
-    let run = 0
-    const flushRun = (end: number) => {
-      if (end > run) this.push(chunk.subarray(run, end))
+    /** where the bytes judged harmless, and not yet passed on, begin */
+    let from = 0
+    let pos = 0
+    if (this.passing) {
+      const nl = chunk.indexOf(NEWLINE)
+      if (nl === -1) return done(null, chunk)
+      this.passing = false
+      this.lineNo++
+      pos = nl + 1
     }
-    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-      if (this.passing) {
-        this.passing = false
-      } else if (this.held.length > 0) {
-        const line = Buffer.concat([this.held, chunk.subarray(start, nl)])
-        this.held = Buffer.alloc(0)
-        const verdict = this.judge(line)
-        if (verdict === 'reject') return done(this.rejection())
-        if (verdict === 'pass') this.push(Buffer.concat([line, Buffer.from('\n')]))
-        run = nl + 1
-      } else {
-        const verdict = this.judge(chunk.subarray(start, nl))
-        if (verdict === 'reject') {
-          flushRun(start)
-          return done(this.rejection())
-        }
-        if (verdict === 'drop') {
-          flushRun(start)
-          run = nl + 1
-        }
-      }
-      start = nl + 1
-    }
-    flushRun(start)
-    run = start
-    if (start < chunk.length) {
-      if (this.passing) this.push(chunk.subarray(start))
-      else {
-        this.held = Buffer.concat([this.held, chunk.subarray(start)])
-        if (this.held.length >= MAX_LINE_PREFIX) {
-          // Too long to hold: its start decides, and the rest passes as it comes.
-          if (this.judge(this.held, { partial: true }) === 'reject') return done(this.rejection())
-          this.push(this.held)
-          this.held = Buffer.alloc(0)
+    // At the top of this loop, pos is where a line starts.
+    while (pos < chunk.length) {
+      const first = chunk[pos]
+      if (this.held === null && first !== BACKSLASH && (this.inCopy || (first !== 0x43 && !isLeadingSpace(first)))) {
+        // Hot path: a COPY row, or a statement line that is neither a COPY header nor indented.
+        const nl = chunk.indexOf(NEWLINE, pos)
+        if (nl === -1) {
           this.passing = true
+          break
         }
+        this.lineNo++
+        pos = nl + 1
+        continue
       }
+      const nl = chunk.indexOf(NEWLINE, pos)
+      const end = nl === -1 ? chunk.length : nl
+      const held = this.held
+      const start = held ? Buffer.concat([held, chunk.subarray(pos, Math.min(end, pos + MAX_LINE_PREFIX - held.length))]) : chunk.subarray(pos, Math.min(end, pos + MAX_LINE_PREFIX))
+      const verdict = this.judge(start, nl !== -1)
+      if (verdict === 'reject') {
+        if (pos > from) this.push(chunk.subarray(from, pos))
+        return done(this.rejection())
+      }
+      if (verdict === 'undecided') {
+        if (pos > from) this.push(chunk.subarray(from, pos))
+        this.held = Buffer.from(start)
+        return done()
+      }
+      this.held = null
+      if (verdict === 'drop') {
+        if (pos > from) this.push(chunk.subarray(from, pos))
+        from = nl + 1 // a dropped line is always whole: nl was found
+      } else if (held) {
+        this.push(held)
+      }
+      if (nl === -1) {
+        this.passing = true
+        break
+      }
+      this.lineNo++
+      pos = nl + 1
     }
+    if (chunk.length > from) this.push(from === 0 ? chunk : chunk.subarray(from))
     done()
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.held.length > 0 && !this.passing) {
-      const verdict = this.judge(this.held)
+    const held = this.held
+    if (held) {
+      const verdict = this.judge(held, true)
       if (verdict === 'reject') return done(this.rejection())
-      if (verdict === 'pass') this.push(this.held)
+      if (verdict === 'pass') this.push(held)
     }
     done()
   }
 
-  /** One line (or the start of a long one): counted, and passed, dropped or rejected. */
-  private judge(bytes: Buffer, opts: { partial?: boolean } = {}): 'pass' | 'drop' | 'reject' {
-    this.lineNo++
+  /**
+   * The start of the current line (all of it when `whole`): harmless, pg_dump's own line to take
+   * out, a meta-command, or not yet known (more of the line decides). A start of MAX_LINE_PREFIX
+   * bytes decides by itself.
+   */
+  private judge(start: Buffer, whole: boolean): Verdict {
+    const decides = whole || start.length >= MAX_LINE_PREFIX
     if (this.inCopy) {
       // COPY data may begin with a backslash escape (\N, \\); only `\.` ends it.
-      if (bytes.length <= 3 && /^\\\.\r?$/.test(bytes.toString('latin1'))) this.inCopy = false
+      if (!whole) return isStartOf(start, COPY_END) && !decides ? 'undecided' : 'pass'
+      if (start.length >= 2 && isStartOf(start, COPY_END)) this.inCopy = false
       return 'pass'
     }
-    const text = bytes.subarray(0, MAX_LINE_PREFIX).toString('utf8')
-    const rest = text.replace(LEADING_SPACE, '')
-    if (!rest.startsWith('\\')) {
-      if (!opts.partial && COPY_START.test(text.replace(/\r$/, ''))) this.inCopy = true
+    let i = 0
+    while (i < start.length && isLeadingSpace(start[i])) i++
+    if (i === start.length) return decides ? 'pass' : 'undecided'
+    if (start[i] !== BACKSLASH) {
+      if (!isStartOf(start.subarray(0, COPY_PREFIX.length), COPY_PREFIX)) return 'pass'
+      if (!decides) return 'undecided'
+      if (whole && COPY_START.test(start.toString('utf8').replace(/\r$/, ''))) this.inCopy = true
       return 'pass'
     }
-    if (!opts.partial) {
+    if (!decides) return 'undecided'
+    const rest = start.subarray(i).toString('utf8')
+    if (whole) {
       const restrict = this.restrictSeen ? null : PG_DUMP_RESTRICT.exec(rest)
       if (restrict) {
         this.restrictSeen = true
