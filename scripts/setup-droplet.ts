@@ -2,9 +2,8 @@
 // setup-droplet.sh). Every step looks before it changes anything, so a run that failed halfway is
 // simply run again; the completion marker, written last, makes a finished host exit 2 untouched.
 // The steps are listed in setupDroplet, in order; the longer ones live in lib/setup/ (the
-// repository, .env.production, TLS, the start and the first deployment).
+// repository, .env.production, TLS, the systemd units, the start and the first deployment).
 import fs from 'node:fs'
-import path from 'node:path'
 import { flag, stringOption, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { detectCompose, probeCompose, type ComposeProject } from '../lib/commands/compose.ts'
 import { stackProfiles, TOOLKIT_DIR } from '../lib/core/config.ts'
@@ -18,7 +17,6 @@ import { webhookProfileProblem } from '../lib/release/mode.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
 import { run, tryRun } from '../lib/core/runner.ts'
 import { $, $read, isDryRun } from '../lib/core/shell.ts'
-import { TSX_COMMAND, TSX_MARK, tsxWrapper } from '../lib/setup/tsx-command.ts'
 import { loadSetupSettings, setupStateContent, setupStateFile, type SetupSettings } from '../lib/setup/settings.ts'
 import { writeContainerEnvFiles } from '../lib/core/container-env.ts'
 import { checkMonitoringAnswers, configureMonitoring, withMonitoringFlag } from '../lib/setup/monitoring.ts'
@@ -26,14 +24,14 @@ import { parsePasswd, type Account } from '../lib/setup/host.ts'
 import { aptInstall, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
 import { dockerInfo } from '../lib/commands/docker.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
-import { LOGROTATE_FILE, renderUnits } from '../lib/setup/units.ts'
-import { systemctl, unitWarnings } from '../lib/commands/systemd.ts'
+import { systemctl } from '../lib/commands/systemd.ts'
 import { lstatOrNull } from '../lib/core/no-follow.ts'
 import { ensureDir, handOver } from '../lib/setup/hand-over.ts'
 import { checkSshAccess, enableUnattendedUpgrades, hardenSsh } from '../lib/setup/hardening.ts'
 import { isFileWithAccess } from '../lib/core/which.ts'
 import { currentStep, step, type Plan } from '../lib/setup/plan.ts'
-import { writeFile, writeFileIfChanged } from '../lib/setup/files.ts'
+import { writeFile } from '../lib/setup/files.ts'
+import { createSystemdService, installTsxCommand } from '../lib/setup/install-units.ts'
 import { cloneRepository, isGitRepo } from '../lib/setup/repo-access.ts'
 import { configureSsl, installNginxAndCertbot } from '../lib/setup/tls.ts'
 import { checkAnswers, configureEnvironment, keptEnvFile } from '../lib/setup/env-collection.ts'
@@ -342,53 +340,6 @@ async function setUpMonitoring(plan: Plan, env: Record<string, string>, compose:
   step('Configuring monitoring')
   const { s } = plan
   return configureMonitoring({ given: s.input, envFile: s.cfg.envFile, env, cfg: s.cfg, deployUser: account.user, compose })
-}
-
-// ---- 10. systemd units -------------------------------------------------------------------------
-
-async function createSystemdService(s: SetupSettings, stack: ComposeProject): Promise<void> {
-  step('Creating systemd service')
-  // The stack unit runs scripts/stack.ts, which reads the compose files and profiles from
-  // .env.production at each start: a later switch between polling and webhook mode needs no new unit.
-  const files = renderUnits({
-    TOOLKIT_DIR,
-    DEPLOY_DIR: s.cfg.DEPLOY_DIR,
-    ENV_FILE: s.cfg.envFile,
-    BACKUP_DIR: s.cfg.BACKUP_DIR,
-    LOG_FILE: s.cfg.LOG_FILE,
-    LOG_DIR: s.logDir,
-    COMPOSE_PROJECT_NAME: s.cfg.COMPOSE_PROJECT_NAME,
-    COMPOSE_FILE: s.cfg.composeFile,
-    DEPLOY_USER: s.DEPLOY_USER,
-    TSX: path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx'),
-    PATH: servicePath(),
-  }, { monitoring: stack.profiles.includes('monitoring') })
-  for (const file of files) writeFileIfChanged(file.file, file.content, 0o644)
-  const units = files.filter((f) => f.file.startsWith('/etc/systemd/')).map((f) => f.file)
-  if (!isDryRun()) {
-    // It exits 0 on a value it only ignores (`Type=bogus`): its output is read too.
-    const verified = await $read({ timeoutMs: 60_000 })`systemd-analyze verify --man=no ${units}`
-    const warnings = unitWarnings(verified.stdout + verified.stderr, units)
-    if (warnings.length) throw new OpsError('config', `systemd-analyze verify: ${warnings.join(' | ')}`)
-    // -d parses and dry-runs the file; it changes nothing.
-    await $read({ timeoutMs: 30_000 })`logrotate --debug ${LOGROTATE_FILE}`
-  }
-  await run(systemctl('daemon-reload'))
-}
-
-/** `tsx` on PATH (lib/setup/tsx-command.ts), unless someone else's tsx is there already. */
-function installTsxCommand(): void {
-  const current = fs.existsSync(TSX_COMMAND) ? fs.readFileSync(TSX_COMMAND, 'utf8') : null
-  if (current !== null && !current.includes(TSX_MARK)) {
-    log.warn(`${TSX_COMMAND} exists and is not the toolkit's: left alone. Run the scripts with ${path.join(TOOLKIT_DIR, 'node_modules', '.bin', 'tsx')} or the .sh wrappers`)
-    return
-  }
-  writeFileIfChanged(TSX_COMMAND, tsxWrapper(process.execPath, TOOLKIT_DIR), 0o755)
-}
-
-function servicePath(): string {
-  const dirs = [path.dirname(process.execPath), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
-  return [...new Set(dirs)].join(':')
 }
 
 // ---- 14. marker --------------------------------------------------------------------------------

@@ -55,9 +55,11 @@ function readVisible(prompt: string): Promise<string> {
       setImmediate(() => {
         if (answered || !stdin.isPaused()) return
         stdin.off('keypress', onKey)
-        // The same path as a Ctrl-C anywhere else: runMain's handler cleans up and exits 130.
-        if (key.name === 'c') process.kill(process.pid, 'SIGINT')
-        else reject(new OpsError('refused', 'End of input at a prompt; nothing more was changed'))
+        if (key.name === 'd') return reject(new OpsError('refused', 'End of input at a prompt; nothing more was changed'))
+        // The same path as a Ctrl-C anywhere else: runMain's handler cleans up and exits 130. A
+        // handled signal arrives on a later turn: until then a timer keeps the process alive.
+        process.kill(process.pid, 'SIGINT')
+        setTimeout(() => reject(new OpsError('refused', 'Interrupted at a prompt; nothing more was changed')), 5_000)
       })
     }
     question(prompt, { output: process.stderr }).then((answer) => {
