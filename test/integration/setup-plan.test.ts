@@ -173,7 +173,8 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded.filter((c) => program(c) === 'git')).toHaveLength(3)
     for (const c of recorded.filter((c) => program(c) === 'git')) expect(c.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
     for (const c of recorded.filter((c) => c.argv[0] === 'docker' && c.argv[1] === 'compose')) expect(c.env).toMatchObject({ APP_VERSION: 'v1.2.0' })
-    for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c.env).toMatchObject({ HOME: '/home/deploy' })
+    // As the deploy user: setpriv with its groups (docker), its HOME, from its home directory (root's may be unreadable to it).
+    for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c).toMatchObject({ env: { HOME: '/home/deploy', USER: 'deploy', LOGNAME: 'deploy' }, cwd: '/home/deploy' })
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([
