@@ -20,10 +20,6 @@ export function aptInstall(packages: string[]): Command {
   return { argv: ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...KEEP_CONFIG, ...packages], env: APT_ENV, timeoutMs: APT_TIMEOUT_MS }
 }
 
-export function aptPolicy(packages: string[]): Command {
-  return { argv: ['apt-cache', 'policy', ...packages], mutates: false, timeoutMs: 60_000 }
-}
-
 /** Package name -> candidate version (null when apt knows no installable version). */
 export function parseAptPolicy(text: string): Record<string, string | null> {
   const out: Record<string, string | null> = {}

@@ -35,40 +35,9 @@ export function sshHost(url: string): string | null {
   return match?.[1] ?? null
 }
 
-/**
- * The clone keeps the ssh command in its own config (core.sshCommand), so deploy's later `git
- * fetch` as the deploy user uses the same key with nothing in the environment.
- */
-export function gitClone(url: string, dest: string, sshCommand: string | null = null): Command {
-  const config = sshCommand ? ['--config', `core.sshCommand=${sshCommand}`] : []
-  return { argv: ['git', 'clone', '--quiet', '--no-checkout', ...config, url, dest], env: gitEnv(sshCommand), timeoutMs: 15 * 60_000 }
-}
-
-/** Can this user read the repository? One round trip, nothing written (but known_hosts, on first use). */
-export function gitLsRemote(url: string, sshCommand: string | null): Command {
-  return { argv: ['git', 'ls-remote', '--quiet', url, 'HEAD'], env: gitEnv(sshCommand), mutates: false, timeoutMs: 60_000 }
-}
-
 /** Tags moved or deleted upstream move here too (--force, --prune): a release tag means one commit. */
 export function gitFetch(dir: string, sshCommand: string | null = null): Command {
   return { argv: ['git', '-C', dir, 'fetch', '--quiet', '--tags', '--force', '--prune', 'origin'], env: gitEnv(sshCommand), timeoutMs: 5 * 60_000, mutates: false }
-}
-
-export function gitRemoteUrl(dir: string): Command {
-  return { argv: ['git', '-C', dir, 'remote', 'get-url', 'origin'], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
-}
-
-export function gitConfigGet(dir: string, key: string): Command {
-  return { argv: ['git', '-C', dir, 'config', '--local', '--get', key], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
-}
-
-export function gitConfigSet(dir: string, key: string, value: string): Command {
-  return { argv: ['git', '-C', dir, 'config', '--local', key, value], env: gitEnv(), timeoutMs: 30_000 }
-}
-
-/** Newest release first by version order (v1.10.0 after v1.9.0), not by name. */
-export function gitTags(dir: string): Command {
-  return { argv: ['git', '-C', dir, 'tag', '--list', '--sort=-v:refname'], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
 }
 
 /** The commit `ref` names, or HEAD's: comparing them tells whether a checkout would change anything. */
@@ -79,15 +48,6 @@ export function gitResolve(dir: string, ref: string): Command {
 /** --force: the checkout is the toolkit's, never edited by hand; a stray change must not block a deploy. */
 export function gitCheckout(dir: string, ref: string): Command {
   return { argv: ['git', '-C', dir, 'checkout', '--detach', '--force', '--quiet', ref], env: gitEnv(), timeoutMs: 5 * 60_000 }
-}
-
-export function gitSafeDirectories(): Command {
-  return { argv: ['git', 'config', '--system', '--get-all', 'safe.directory'], env: gitEnv(), mutates: false, timeoutMs: 10_000 }
-}
-
-/** root and the deploy user both run git in APP_DIR; git refuses a repository owned by another user otherwise. */
-export function addGitSafeDirectory(dir: string): Command {
-  return { argv: ['git', 'config', '--system', '--add', 'safe.directory', dir], env: gitEnv(), timeoutMs: 10_000 }
 }
 
 /**

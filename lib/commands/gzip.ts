@@ -20,16 +20,7 @@ export function compressCommand(usePigz: boolean, level = GZIP_LEVEL): Command {
     : { argv: ['gzip', `-${level}`, '--stdout'] }
 }
 
-export function decompressCommand(usePigz: boolean): Command {
-  return { argv: [usePigz ? 'pigz' : 'gzip', '--decompress', '--stdout'] }
-}
-
 export async function compressor(level = GZIP_LEVEL): Promise<Command> {
   return compressCommand(hasPigz(), level)
 }
 
-/** Decompresses `file` itself: joined to the next command by a kernel pipe, no byte passes through node. */
-export async function fileDecompressor(file: string): Promise<Command> {
-  const command = decompressCommand(hasPigz())
-  return { ...command, argv: [...command.argv, '--', file], reads: { file, label: 'Restoring' } }
-}

@@ -1,11 +1,13 @@
+import { question } from 'zx'
 import { OpsError } from './errors.ts'
 import { addSecret } from './redact.ts'
 import { isDryRun } from './runner.ts'
 
-// Prompts read the terminal in raw mode, one key at a time, so a secret is never echoed (not even
-// by the terminal's own line discipline) and nothing is buffered where a log could pick it up.
-// Never zx's question(): with no terminal it waits forever and the process exits 13 silently.
-// Callers prompt only when canPrompt() says there is a terminal to ask on.
+// A visible answer is read with zx's question(). A secret is read here, in raw mode, one key at a
+// time: zx's question() echoes what is typed, and a secret must never be echoed (not even by the
+// terminal's own line discipline) nor buffered where a log could pick it up. With no terminal
+// question() would wait forever and the process exit 13 silently: callers prompt only when
+// canPrompt() says there is a terminal to ask on.
 export function canPrompt(): boolean {
   return process.stdin.isTTY === true && process.stderr.isTTY === true
 }
@@ -20,11 +22,11 @@ export interface AskOptions {
 }
 
 /** Asks until the answer passes `validate`. Ctrl-C interrupts as it would anywhere else. */
-export async function ask(question: string, options: AskOptions = {}): Promise<string> {
-  if (!canPrompt()) throw new OpsError('config', `Cannot ask "${question}": there is no terminal`)
+export async function ask(what: string, options: AskOptions = {}): Promise<string> {
+  if (!canPrompt()) throw new OpsError('config', `Cannot ask "${what}": there is no terminal`)
   const shown = options.fallback !== undefined && !options.secret && options.fallback !== '' ? ` [${options.fallback}]` : ''
   for (;;) {
-    const typed = await readLine(`${question}${shown}: `, !options.secret)
+    const typed = options.secret ? await readSecret(`${what}${shown}: `) : await readVisible(`${what}${shown}: `)
     const answer = typed.trim() === '' && options.fallback !== undefined ? options.fallback : typed.trim()
     if (options.secret) addSecret(answer)
     const wrong = options.validate?.(answer) ?? null
@@ -36,8 +38,41 @@ export async function ask(question: string, options: AskOptions = {}): Promise<s
 // Keys typed ahead of the next prompt (a paste of several answers) wait here.
 let pending = ''
 
+/**
+ * zx's question() (readline, on stderr like every prompt), made to end as the secret reader does:
+ * readline only closes on Ctrl-C, or Ctrl-D at an empty line, and the answer awaited would never
+ * come. Keys typed ahead of it (a paste of several answers) are its first input.
+ */
+function readVisible(prompt: string): Promise<string> {
+  const stdin = process.stdin
+  if (pending) stdin.unshift(Buffer.from(pending, 'utf8'))
+  pending = ''
+  return new Promise((resolve, reject) => {
+    let answered = false
+    const onKey = (_: unknown, key: { ctrl?: boolean; name?: string } | undefined) => {
+      if (!key?.ctrl || (key.name !== 'c' && key.name !== 'd')) return
+      // readline's own handler ran first: its input is paused once it has closed.
+      setImmediate(() => {
+        if (answered || !stdin.isPaused()) return
+        stdin.off('keypress', onKey)
+        if (key.name === 'd') return reject(new OpsError('refused', 'End of input at a prompt; nothing more was changed'))
+        // The same path as a Ctrl-C anywhere else: runMain's handler cleans up and exits 130. A
+        // handled signal arrives on a later turn: until then a timer keeps the process alive.
+        process.kill(process.pid, 'SIGINT')
+        setTimeout(() => reject(new OpsError('refused', 'Interrupted at a prompt; nothing more was changed')), 5_000)
+      })
+    }
+    question(prompt, { output: process.stderr }).then((answer) => {
+      answered = true
+      stdin.off('keypress', onKey)
+      resolve(answer)
+    }, reject)
+    stdin.on('keypress', onKey)
+  })
+}
+
 /** Raw mode comes on before the prompt is shown: a key typed at once is never echoed by the terminal. */
-function readLine(prompt: string, echo: boolean): Promise<string> {
+function readSecret(prompt: string): Promise<string> {
   const stdin = process.stdin
   return new Promise((resolve, reject) => {
     let line = ''
@@ -71,12 +106,8 @@ function readLine(prompt: string, echo: boolean): Promise<string> {
           return true
         }
         if (ch === '\x7f' || ch === '\b') {
-          if (line) {
-            line = line.slice(0, -1)
-            if (echo) process.stderr.write('\b \b')
-          }
+          line = line.slice(0, -1)
         } else if (ch === '\x15') {
-          if (echo) process.stderr.write('\b \b'.repeat(line.length))
           line = ''
         } else if (ch === '\x1b') {
           // An escape sequence (arrow keys): skip it whole.
@@ -84,7 +115,6 @@ function readLine(prompt: string, echo: boolean): Promise<string> {
           i += (seq?.[0].length ?? 1) - 1
         } else if (ch >= ' ') {
           line += ch
-          if (echo) process.stderr.write(ch)
         }
       }
       return false

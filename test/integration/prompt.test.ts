@@ -28,4 +28,10 @@ describe('prompts on a terminal', () => {
     const r = await runOnPty(driver, [{ expect: /Token: /, send: '1:a\rexample.org\r' }, { expect: /continue: /, send: '\x04' }], 60_000)
     expect(results(r.transcript)).toEqual(['1:a', 'example.org', 'refused: End of input at a prompt; nothing more was changed'])
   })
+
+  it('Ctrl-C at a visible prompt (zx question) interrupts as anywhere else: SIGINT, not an answer that never comes (exit 13)', async () => {
+    const r = await runOnPty(driver, [{ expect: /Token: /, send: '1:a\r' }, { expect: /Domain \[bot\.example\.com\]: /, send: '\x03' }], 60_000)
+    expect(results(r.transcript)).toEqual(['1:a'])
+    expect(r.code, r.transcript).toBe(130)
+  })
 })

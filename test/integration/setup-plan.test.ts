@@ -16,22 +16,59 @@ import { setupDroplet, setupOptions, spec, type SetupOutcome } from '../../scrip
 const recorded: Command[] = []
 let answer: (argv: string[]) => RunResult
 
+async function tryRun(command: Command): Promise<RunResult> {
+  if (command.mutates !== false) {
+    recorded.push(command)
+    return { exitCode: 0, stdout: '', stderr: '' }
+  }
+  return answer(command.argv)
+}
+
+async function run(command: Command): Promise<RunResult> {
+  const result = await tryRun(command)
+  if (result.exitCode !== 0) throw new Error(`${command.argv.join(' ')} failed`)
+  return result
+}
+
 vi.mock('../../lib/core/runner.ts', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../lib/core/runner.ts')>()
-  const tryRun = async (command: Command): Promise<RunResult> => {
-    if (command.mutates !== false) {
-      recorded.push(command)
-      return { exitCode: 0, stdout: '', stderr: '' }
-    }
-    return answer(command.argv)
-  }
-  const run = async (command: Command) => {
-    const result = await tryRun(command)
-    if (result.exitCode !== 0) throw new Error(`${command.argv.join(' ')} failed`)
-    return result
-  }
   return { ...real, tryRun, run, capture: async (c: Command) => (await run(c)).stdout.trim(), isDryRun: () => true, setDryRun: () => {} }
 })
+
+// The lines written inline with zx's `$` (a change) and `$read` (a read) go to the same recorder,
+// as the argv the shell would run: each interpolated value one word, an array one word per element.
+vi.mock('../../lib/core/shell.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../lib/core/shell.ts')>()
+  type Options = { env?: Record<string, string>; cwd?: string; timeoutMs?: number; nothrow?: boolean }
+  const shell = (mutates: boolean, options: Options): unknown => (first: TemplateStringsArray | Options, ...args: unknown[]) => {
+    if (!Array.isArray(first)) return shell(mutates, { ...options, ...(first as Options) })
+    const command: Command = { argv: templateArgv(first as TemplateStringsArray, args), env: options.env, cwd: options.cwd, timeoutMs: options.timeoutMs, mutates }
+    return options.nothrow ? tryRun(command) : run(command)
+  }
+  return { ...real, $: shell(true, {}), $read: shell(false, {}), isDryRun: () => true, setDryRun: () => {} }
+})
+
+function templateArgv(pieces: TemplateStringsArray, args: unknown[]): string[] {
+  const words: string[] = []
+  let word: string | null = null
+  pieces.forEach((piece, i) => {
+    for (const ch of piece) {
+      if (/\s/.test(ch)) {
+        if (word !== null) words.push(word)
+        word = null
+      } else word = (word ?? '') + ch
+    }
+    if (i >= args.length) return
+    const arg = args[i]
+    if (Array.isArray(arg)) {
+      if (word !== null) words.push(word)
+      word = null
+      words.push(...arg.map(String))
+    } else word = (word ?? '') + String(arg)
+  })
+  if (word !== null) words.push(word)
+  return words
+}
 
 const DEBIAN_12_COMPOSE_POLICY = 'docker-compose:\n  Installed: (none)\n  Candidate: 1.29.2-3\n  Version table:\n'
 
@@ -136,7 +173,8 @@ describe('setup-droplet --dry-run on a fresh Debian 12 droplet', () => {
     expect(recorded.filter((c) => program(c) === 'git')).toHaveLength(3)
     for (const c of recorded.filter((c) => program(c) === 'git')) expect(c.env).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
     for (const c of recorded.filter((c) => c.argv[0] === 'docker' && c.argv[1] === 'compose')) expect(c.env).toMatchObject({ APP_VERSION: 'v1.2.0' })
-    for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c.env).toMatchObject({ HOME: '/home/deploy' })
+    // As the deploy user: setpriv with its groups (docker), its HOME, from its home directory (root's may be unreadable to it).
+    for (const c of recorded.filter((c) => c.argv[0] === 'setpriv')) expect(c).toMatchObject({ env: { HOME: '/home/deploy', USER: 'deploy', LOGNAME: 'deploy' }, cwd: '/home/deploy' })
     // apt never stops to ask.
     for (const c of recorded.filter((c) => c.argv[0] === 'apt-get')) expect(c.env).toMatchObject({ DEBIAN_FRONTEND: 'noninteractive' })
     expect(stdout.filter((l) => l.startsWith('[dry-run] write')).map((l) => l.trim())).toEqual([

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { composeBase, composeExec, composePull, composeStart, composeStop, composeUp, type ComposeProject } from '../../lib/commands/compose.ts'
 import { loadConfig, MONITORING_COMPOSE_FILE, stackProfiles } from '../../lib/core/config.ts'
-import { compressCommand, decompressCommand } from '../../lib/commands/gzip.ts'
+import { compressCommand } from '../../lib/commands/gzip.ts'
 import { doBlock, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
 import { parseDatabaseUrl } from '../../lib/core/database-url.ts'
 
@@ -88,7 +88,6 @@ describe('compression', () => {
   it('pigz on every core when present, else gzip, same level either way', () => {
     expect(compressCommand(true).argv.slice(0, 3)).toEqual(['pigz', '-6', '--processes'])
     expect(compressCommand(false).argv).toEqual(['gzip', '-6', '--stdout'])
-    expect(decompressCommand(false).argv).toEqual(['gzip', '--decompress', '--stdout'])
   })
 })
 

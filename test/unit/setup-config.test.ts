@@ -7,9 +7,8 @@ import { composeDatabaseUrl, optionalKeys, renderEnvFile, RULES, templateKeys, v
 import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
 import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
-import { addGitSafeDirectory, gitCheckout, gitClone, gitConfigGet, gitConfigSet, gitEnv, gitFailureReason, gitFetch, gitLsRemote, gitRemoteUrl, gitResolve, gitSafeDirectories, gitSshCommand, gitTags, isSshUrl, sshHost } from '../../lib/commands/git.ts'
-import { asUser, certbotCertonly, deployKeyPath, newestReleaseTag, parsePasswd, selfSignedCertificate, shellLine } from '../../lib/commands/host.ts'
-import { sshKeygen, sshPublicKey } from '../../lib/commands/ssh.ts'
+import { gitCheckout, gitEnv, gitFailureReason, gitFetch, gitResolve, gitSshCommand, isSshUrl, sshHost } from '../../lib/commands/git.ts'
+import { certbotCertonly, deployKeyPath, newestReleaseTag, parsePasswd, shellLine } from '../../lib/commands/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
 import { composeBase, firstMigration, type ComposeProject } from '../../lib/commands/compose.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
@@ -188,12 +187,6 @@ describe('firewall', () => {
 })
 
 describe('TLS commands', () => {
-  it('self-signed at the path nginx reads', () => {
-    expect(selfSignedCertificate('/etc/letsencrypt', 'bot.example.com').argv).toEqual([
-      'openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '825', '-subj', '/CN=bot.example.com', '-addext', 'subjectAltName=DNS:bot.example.com',
-      '-keyout', '/etc/letsencrypt/live/bot.example.com/privkey.pem', '-out', '/etc/letsencrypt/live/bot.example.com/fullchain.pem',
-    ])
-  })
   it('certbot standalone, non-interactive, --staging passed through, renewal hooks free port 80', () => {
     const stop = shellLine(['docker', 'compose', '--project-name', 'toogoodtogo', 'stop', 'nginx'])
     expect(certbotCertonly({ domain: 'bot.example.com', email: null, staging: true, letsencryptDir: '/etc/letsencrypt', preHook: stop, postHook: 'x' }).argv).toEqual([
@@ -279,8 +272,6 @@ function globToRegExp(pattern: string): RegExp {
 }
 
 describe('the deploy user reaches the application repository on its own', () => {
-  const account = { user: 'deploy', group: '1000', home: '/home/deploy' }
-
   it('ssh URLs by git\'s rule (scp-like or ssh://); https, file and local paths are not', () => {
     for (const url of ['git@github.com:team/bot.git', 'github.com:team/bot.git', 'ssh://git@github.com/team/bot.git', 'ssh://git@[::1]:2222/srv/bot.git', 'git+ssh://h/x', 'git@localhost:/srv/git/bot.git']) expect(isSshUrl(url), url).toBe(true)
     for (const url of ['https://github.com/team/bot.git', 'file:///var/cache/app.git', '/srv/git/bot.git', './bot:v1', 'git://h/x']) expect(isSshUrl(url), url).toBe(false)
@@ -289,11 +280,9 @@ describe('the deploy user reaches the application repository on its own', () => 
     expect(sshHost('https://github.com/team/bot.git')).toBeNull()
   })
 
-  it('the deploy key: generated ed25519 without passphrase at ~/.ssh/id_ed25519; an operator\'s own beside it', () => {
+  it('the deploy key: at ~/.ssh/id_ed25519 when generated; an operator\'s own beside it', () => {
     expect(deployKeyPath('/home/deploy', false)).toBe('/home/deploy/.ssh/id_ed25519')
     expect(deployKeyPath('/home/deploy/', true)).toBe('/home/deploy/.ssh/toogoodtogo_deploy_key')
-    expect(sshKeygen('/home/deploy/.ssh/id_ed25519', 'deploy@droplet toogoodtogo deploy key').argv).toEqual(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'deploy@droplet toogoodtogo deploy key', '-f', '/home/deploy/.ssh/id_ed25519'])
-    expect(sshPublicKey('/k')).toMatchObject({ argv: ['ssh-keygen', '-y', '-P', '', '-f', '/k'], mutates: false })
   })
 
   it('ssh: the deploy key only, host key accepted on first use, never a prompt', () => {
@@ -301,10 +290,6 @@ describe('the deploy user reaches the application repository on its own', () => 
     expect(ssh).toBe('ssh -i /home/deploy/.ssh/id_ed25519 -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o BatchMode=yes')
     expect(gitEnv(ssh)).toEqual({ GIT_TERMINAL_PROMPT: '0', GIT_SSH_COMMAND: ssh })
     expect(gitEnv()).toEqual({ GIT_TERMINAL_PROMPT: '0' })
-    // The clone keeps it in its config, so deploy's plain `git fetch` uses the same key.
-    expect(gitClone('git@github.com:team/bot.git', '/opt/toogoodtogo/app.partial', ssh).argv).toEqual(['git', 'clone', '--quiet', '--no-checkout', '--config', `core.sshCommand=${ssh}`, 'git@github.com:team/bot.git', '/opt/toogoodtogo/app.partial'])
-    expect(gitClone('https://h/x.git', '/d').argv).toEqual(['git', 'clone', '--quiet', '--no-checkout', 'https://h/x.git', '/d'])
-    expect(gitLsRemote('git@github.com:team/bot.git', ssh)).toMatchObject({ argv: ['git', 'ls-remote', '--quiet', 'git@github.com:team/bot.git', 'HEAD'], mutates: false, env: { GIT_SSH_COMMAND: ssh } })
   })
 
   it("why git could not read the repository: its reason, not the advice it prints after every failure", () => {
@@ -314,21 +299,12 @@ describe('the deploy user reaches the application repository on its own', () => 
   })
 
   it('every git builder sets GIT_TERMINAL_PROMPT=0', () => {
-    const builders = [
-      gitClone('u', '/d'), gitLsRemote('u', null), gitFetch('/d', null), gitRemoteUrl('/d'), gitConfigGet('/d', 'k'), gitConfigSet('/d', 'k', 'v'),
-      gitTags('/d'), gitResolve('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0'), gitSafeDirectories(), addGitSafeDirectory('/d'),
-    ]
+    // (setup's own git lines pass gitEnv(): test/integration/setup-plan.test.ts)
+    const builders = [gitFetch('/d', null), gitResolve('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0')]
     for (const command of builders) expect(command.env, command.argv.join(' ')).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
   })
 
-  it('as the deploy user: setpriv with its groups (docker), its HOME, from its home directory', () => {
-    expect(asUser(account, gitTags('/opt/toogoodtogo/app'))).toEqual({
-      argv: ['setpriv', '--reuid=deploy', '--regid=1000', '--init-groups', '--', 'git', '-C', '/opt/toogoodtogo/app', 'tag', '--list', '--sort=-v:refname'],
-      env: { GIT_TERMINAL_PROMPT: '0', HOME: '/home/deploy', USER: 'deploy', LOGNAME: 'deploy' },
-      cwd: '/home/deploy',
-      mutates: false,
-      timeoutMs: 30_000,
-    })
+  it('the deploy user\'s account from getent passwd', () => {
     expect(parsePasswd('deploy:x:1000:1001::/home/deploy:/bin/bash\n')).toEqual({ user: 'deploy', group: '1001', home: '/home/deploy' })
     expect(parsePasswd('')).toBeNull()
   })
