@@ -16,6 +16,7 @@ import { dockerInfo, manifestInspect } from '../commands/docker.ts'
 import { gitFetch, gitResolve } from '../commands/git.ts'
 import { completeEvent, newEvent, readEvents, readState, type DeployEvent, type DeployState } from '../release/deploy-state.ts'
 import { clearWebhook, registerWebhook } from '../release/mode.ts'
+import { startWatch } from '../release/watch.ts'
 import { checkout, record, recordDeployed, requireImage, schemaRevision } from '../release/release.ts'
 import { RollbackFailed } from '../release/rollback.ts'
 import { runJob } from './job.ts'
@@ -70,6 +71,8 @@ export async function deployOnSwarm(ctx: Context, opts: SwarmDeployOptions): Pro
     settleEvent(a, error instanceof OpsError && error.kind === 'refused' ? 'cancelled' : 'failed', messageOf(error))
     throw error
   }
+  // The watch window (WATCH_SECONDS): scripts/watch.ts asks Swarm whether every replica still runs.
+  if (previous && !isDryRun()) startWatch(ctx.cfg, { tag: opts.tag, previous, event_id: a.event.event_id })
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
 }
 
@@ -122,6 +125,7 @@ async function abort(a: Attempt, stage: Stage, reason: string, previousServing =
         confirm: null,
         stopFirst: a.stopFirst,
         targetServing: previousServing,
+        swapStops: previousServing ? [] : ['bot'],
         recordAs: null,
       })
       status = 'rolled_back'

@@ -32,8 +32,10 @@ export interface SwarmRollback {
   db: { touched: boolean; keepData: boolean; expects?: string | null; backup?: BackupRecord | null }
   safetyBackup: boolean
   confirm: { yes: boolean } | null
-  /** polling mode, --stop-first, or the database swap of a failed migration: the bot stops first */
+  /** polling mode or --stop-first: the bot stops before the database step and the switch */
   stopFirst: boolean
+  /** non-empty: the bot stops for the database swap (a failed deploy's, unless the target serves) */
+  swapStops: string[]
   /** Swarm already rolled the service back to the target (a failed update): no switch */
   targetServing: boolean
   recordAs: { state: DeployState; message: string | null } | null
@@ -41,7 +43,7 @@ export interface SwarmRollback {
 
 export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Promise<DeployEvent | null> {
   if (request.target === null) {
-    await stopBot(ctx)
+    await stopBot(ctx, 'Stopping application services')
     return null
   }
   const r = { ...request, target: request.target }
@@ -57,9 +59,11 @@ export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Pro
     event = record(ctx, { ...event, schema_revision_before: revision })
     const safety = r.safetyBackup ? await safetyBackup(ctx, r.from) : null
     if (safety) event = record(ctx, { ...event, backup_created: true, backup_id: safety.backup_id })
-    // As on one host: the bot stops for the swap unless the target already serves (Swarm rolled
-    // the update back), where the swap ends its sessions and it reconnects to the restored copy.
-    const stops = r.stopFirst || !isWebhook(ctx.cfg) || (plan.action !== 'keep' && !r.targetServing)
+    // As on one host: polling mode stops the bot first; in webhook mode it serves through the
+    // database step unless the caller stops it for the swap (a failed deploy's migration).
+    const stopFirst = (r.stopFirst || !isWebhook(ctx.cfg)) && !r.targetServing
+    let stopped = false
+    if (stopFirst) stopped = await stopBot(ctx, 'Stopping current services')
     log.info(`Checking out ${r.target}`)
     await checkout(ctx, r.target)
     let aside: string | null = null
@@ -67,21 +71,18 @@ export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Pro
       if (plan.action === 'restore') {
         log.info('Restoring database backup')
         const scratch = await restoreScratchCopy(ctx, { file: plan.backup.file_path, record: plan.backup })
-        if (stops) await stopBot(ctx)
+        if (!stopped && r.swapStops.length) stopped = await stopBot(ctx, 'Stopping application services')
         log.info('Dropping existing database')
         aside = await swapIn(ctx.db, scratch, ctx.db.database)
         database = `restored from backup ${plan.backup.backup_id}`
       } else if (plan.action === 'downgrade') {
-        if (stops) await stopBot(ctx)
         log.info(`Downgrading database schema to ${plan.to}`)
         database = `downgraded to ${plan.to}, perhaps halfway`
         const result = await runJob(ctx, r.from ?? r.target, 'downgrade', `alembic downgrade ${plan.to}`)
         if (result.exitCode !== 0) throw new OpsError('restore_failed', `alembic downgrade failed: ${result.stderr.trim().split('\n').pop()}`)
-      } else if (stops && !r.targetServing) {
-        await stopBot(ctx)
       }
       const since = new Date()
-      if (!r.targetServing || stops) {
+      if (!r.targetServing || stopped) {
         log.info('Starting services')
         await deployStack(ctx, r.target)
       }
@@ -107,10 +108,12 @@ export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Pro
   }
 }
 
-async function stopBot(ctx: Context): Promise<void> {
-  if (!isDryRun() && !(await botExists(ctx.cfg))) return
-  log.info('Stopping application services')
+/** Scales the bot to 0 (the target's stack deploy brings its replicas back); false: there was none. */
+async function stopBot(ctx: Context, line: string): Promise<boolean> {
+  if (!isDryRun() && !(await botExists(ctx.cfg))) return false
+  log.info(line)
   await scaleBot(ctx.cfg, 0)
+  return true
 }
 
 /** The target's alembic head, asked of its image as a one-off task. */

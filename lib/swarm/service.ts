@@ -1,5 +1,8 @@
 import type { Config, Context } from '../core/config.ts'
+import { OpsError } from '../core/errors.ts'
+import { log } from '../core/log.ts'
 import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import type { HealthReport, ServiceHealth } from '../release/health.ts'
 import { requireImage } from '../release/release.ts'
 import { isWebhook, serviceName } from './stack.ts'
 
@@ -114,4 +117,32 @@ export async function describeRunning(cfg: Config): Promise<string> {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** The bot stopped for a restore's swap (scaled to 0); returns the replicas to start again. */
+export async function stopBotForSwap(ctx: Context): Promise<number> {
+  const wanted = await replicas(ctx.cfg, 'bot')
+  if (wanted === 0) return 0
+  log.info('Stopping application services')
+  await scaleBot(ctx.cfg, 0)
+  return wanted
+}
+
+/** After a restore: the bot's replicas back, and waited for until they run (their health checks pass). */
+export async function startBotAgain(ctx: Context, count: number, failurePrefix: string): Promise<void> {
+  if (count === 0) return
+  log.info('Restarting services')
+  await scaleBot(ctx.cfg, count)
+  log.info('Services started')
+  const tag = await specTag(ctx.cfg)
+  const problem = tag === null ? 'the bot service is gone' : await waitConverged(ctx, tag)
+  if (problem) throw new OpsError('restore_failed', `${failurePrefix}services are not healthy: ${problem}`)
+  log.info('Health checks passed')
+}
+
+/** The watch's view of the bot on a Swarm: unhealthy while fewer replicas of `tag` run than wanted. */
+export async function botHealthReport(cfg: Config, tag: string): Promise<HealthReport> {
+  const problem = await notConverged(cfg, tag)
+  const bot: ServiceHealth = { status: problem ? 'unhealthy' : 'healthy', response_time_ms: null, detail: problem ?? 'every replica running', timed_out: false }
+  return { timestamp: new Date().toISOString(), overall_status: bot.status === 'healthy' ? 'healthy' : 'unhealthy', services: { bot } }
 }
