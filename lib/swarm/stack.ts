@@ -77,7 +77,7 @@ export function writeStackFiles(cfg: Config): StackFiles {
     secrets.update(`${file}=${value}\n`)
   }
   const configs = crypto.createHash('sha256')
-  for (const file of ['nginx/nginx.conf', 'nginx/ssl.conf.template', 'redis/redis.conf']) configs.update(fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment', file)))
+  for (const file of ['nginx/nginx.conf', 'nginx/ssl.conf.template', 'redis/redis.conf', 'swarm/bot-entrypoint.sh']) configs.update(fs.readFileSync(path.join(TOOLKIT_DIR, 'deployment', file)))
   return {
     SWARM_BOT_ENV_FILE: path.join(dir, 'bot.env'),
     SWARM_SECRETS_DIR: path.join(dir, 'secrets'),
@@ -89,8 +89,9 @@ export function writeStackFiles(cfg: Config): StackFiles {
 
 /** The mode decides the update order and the replicas: Telegram allows one poller. */
 function modeVariables(cfg: Config, vars: Record<string, string>): Record<string, string> {
-  if (!isWebhook(cfg)) return { BOT_UPDATE_ORDER: 'stop-first', BOT_REPLICAS: '1', NGINX_REPLICAS: '0' }
-  return { BOT_UPDATE_ORDER: 'start-first', BOT_REPLICAS: process.env.BOT_REPLICAS || vars.BOT_REPLICAS || '2', NGINX_REPLICAS: '1' }
+  if (!isWebhook(cfg)) return { BOT_UPDATE_ORDER: 'stop-first', BOT_REPLICAS: '1', NGINX_REPLICAS: '0', BOT_DRAIN_SECONDS: '0' }
+  // A stopping task serves on until nginx's cached addresses (5 s) no longer name it.
+  return { BOT_UPDATE_ORDER: 'start-first', BOT_REPLICAS: process.env.BOT_REPLICAS || vars.BOT_REPLICAS || '2', NGINX_REPLICAS: '1', BOT_DRAIN_SECONDS: '6' }
 }
 
 /**
