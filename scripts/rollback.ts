@@ -73,8 +73,8 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const current = state.current?.artifact_id ?? null
   const target = determineTarget(ctx, opts.target, current)
   log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
-  const swarm = (await usesSwarm(ctx.cfg)) ? rollBackOnSwarm : null
-  await (swarm ?? rollBack)(ctx, fromRecordedRelease(ctx, {
+  const rollBackTo = (await usesSwarm(ctx.cfg)) ? rollBackOnSwarm : rollBack
+  await rollBackTo(ctx, fromRecordedRelease(ctx, {
     state,
     target,
     triggeredBy: ctx.cfg.TRIGGERED_BY,
