@@ -1,5 +1,5 @@
 // The layering of lib/ (README, "Layout"), checked by `npm run check:layers` in `npm test`:
-// core < commands < stack < db, offsite < release < setup, status < scripts. A layer imports only
+// core < commands < stack < db, offsite < release, swarm < setup, status < scripts. A layer imports only
 // layers below it, and nothing imports a script (a script's steps that another needs go to lib/).
 // No baseline of known violations: any violation fails the check.
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -31,12 +31,19 @@ module.exports = {
       severity: 'error',
       comment: 'lib/db and lib/offsite know nothing of releases, setup or status',
       from: { path: '^lib/(db|offsite)/' },
-      to: { path: '^lib/(release|setup|status)/' },
+      to: { path: '^lib/(release|swarm|setup|status)/' },
     },
     {
       name: 'release-below-setup-and-status',
       severity: 'error',
       from: { path: '^lib/release/' },
+      to: { path: '^lib/(setup|status)/' },
+    },
+    {
+      name: 'swarm-beside-release',
+      severity: 'error',
+      comment: 'lib/swarm (the runtime on a Docker Swarm) is at the level of lib/release',
+      from: { path: '^lib/swarm/' },
       to: { path: '^lib/(setup|status)/' },
     },
     {

@@ -16,7 +16,8 @@ export interface Context {
 
 export async function openContext(env: NodeJS.ProcessEnv = process.env): Promise<Context> {
   const cfg = loadConfig(env)
-  const needsCompose = cfg.DB_MODE === 'compose' || cfg.APP_SERVICES.length > 0
+  // On a Swarm the bot is a service of the stack, not of a compose project (lib/swarm).
+  const needsCompose = cfg.DB_MODE === 'compose' || (cfg.APP_SERVICES.length > 0 && cfg.ORCHESTRATOR !== 'swarm')
   const compose = needsCompose ? await composeProject(cfg) : null
   // Before any compose command: the bot's and postgres's env_files are derived from .env.production.
   if (compose?.envFile) writeContainerEnvFiles(compose.envFile, env, cfg.PITR_ENABLED)
