@@ -1,5 +1,5 @@
 // The layering of lib/ (README, "Layout"), checked by `npm run check:layers` in `npm test`:
-// core < commands < db, offsite < release < setup, status < scripts. A layer imports only
+// core < commands < db, offsite < release, swarm < setup, status < scripts. A layer imports only
 // layers below it, and nothing imports a script (a script's steps that another needs go to lib/).
 // .dependency-cruiser-known-violations.json lists the violations this rule set found when it came
 // (core/config importing compose and postgres builders, db importing release/health, ...): they are
@@ -26,12 +26,12 @@ module.exports = {
       severity: 'error',
       comment: 'lib/db and lib/offsite know nothing of releases, setup or status',
       from: { path: '^lib/(db|offsite)/' },
-      to: { path: '^lib/(release|setup|status)/' },
+      to: { path: '^lib/(release|swarm|setup|status)/' },
     },
     {
       name: 'release-below-setup-and-status',
       severity: 'error',
-      from: { path: '^lib/release/' },
+      from: { path: '^lib/(release|swarm)/' },
       to: { path: '^lib/(setup|status)/' },
     },
     {
