@@ -181,7 +181,10 @@ if (isEntryPoint(import.meta.url)) {
 /** The contract's steps in order, each handing what it learns to the steps that need it. */
 export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
-  if (opts.swarm) return setUpSwarm(opts.swarm).then(() => 'configured')
+  if (opts.swarm) {
+    step('Setting up the Swarm')
+    return setUpSwarm(opts.swarm).then(() => 'configured')
+  }
   const s = loadSetupSettings(withMonitoringFlag(process.env, opts.monitoring), opts.envFile)
   if (alreadyConfigured(s)) return 'already_configured'
   const plan = await preflight(s, opts)

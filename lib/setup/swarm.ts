@@ -134,7 +134,7 @@ export function tokenProblem(token: string): string | null {
 // ---- the step -----------------------------------------------------------------------------------
 
 export async function setUpSwarm(action: SwarmAction, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  log.info(action.kind === 'init' ? 'Initialising the Swarm on this droplet' : `Joining the Swarm managed by ${action.manager}`)
+  log.info(action.kind === 'init' ? 'Swarm: this droplet as its first manager' : `Swarm: joining the one managed by ${action.manager}`)
   if (process.getuid?.() !== 0 && !isDryRun()) throw new OpsError('config', 'setup-droplet --swarm must run as root: it configures the firewall and Docker')
   const settings = swarmSettings(env, action)
   await installDockerAndUfw()
