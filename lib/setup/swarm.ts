@@ -138,7 +138,8 @@ export async function setUpSwarm(action: SwarmAction, env: NodeJS.ProcessEnv = p
   if (process.getuid?.() !== 0 && !isDryRun()) throw new OpsError('config', 'setup-droplet --swarm must run as root: it configures the firewall and Docker')
   const settings = swarmSettings(env, action)
   await installDockerAndUfw()
-  const local = await localSwarm()
+  // A dry run on a droplet without Docker only printed its installation: nothing to ask yet.
+  const local = isDryRun() && !findOnPath('docker') ? NOT_IN_A_SWARM : await localSwarm()
   if (isAlreadyDone(action, local)) {
     await openSwarmPorts(settings, local.nodeAddr)
     return
@@ -149,6 +150,8 @@ export async function setUpSwarm(action: SwarmAction, env: NodeJS.ProcessEnv = p
   if (action.kind === 'init') await initSwarm(advertise)
   else if (token) await joinSwarm(action.manager, advertise, token)
 }
+
+const NOT_IN_A_SWARM: LocalSwarm = { state: 'inactive', nodeId: '', nodeAddr: '', manager: false, managers: [], clusterId: null, error: '' }
 
 /** Docker and ufw, only when missing: on the first droplet setup installed both. */
 async function installDockerAndUfw(): Promise<void> {
@@ -177,7 +180,7 @@ export function isAlreadyDone(action: SwarmAction, local: LocalSwarm): boolean {
   }
   const expected = action.manager.includes(':') ? `[${action.manager}]:${SWARM_PORT}` : `${action.manager}:${SWARM_PORT}`
   if (!local.managers.includes(expected)) {
-    throw new OpsError('refused', `This node is already in another Swarm (managers: ${managers}), not the one managed by ${action.manager}: ${leave}. Nothing was changed`)
+    throw new OpsError('refused', `This node is already in another Swarm (managers: ${managers}), not the one managed by ${action.manager} (if it is the same Swarm, name its manager by one of those addresses); otherwise ${leave}. Nothing was changed`)
   }
   log.info(`Already in the Swarm managed by ${action.manager} (as a ${local.manager ? 'manager' : 'worker'}, advertising ${local.nodeAddr}): left as it is`)
   return true
