@@ -35,6 +35,13 @@ module.exports = {
       to: { path: '^lib/(setup|status)/' },
     },
     {
+      name: 'swarm-beside-release',
+      severity: 'error',
+      comment: 'lib/swarm (the runtime on a Docker Swarm) is at the level of lib/release',
+      from: { path: '^lib/swarm/' },
+      to: { path: '^lib/(setup|status)/' },
+    },
+    {
       name: 'nothing-imports-a-script',
       severity: 'error',
       comment: 'a step two scripts share lives in lib/, not in the script that had it first',

@@ -117,30 +117,38 @@ export function formatSummary(label: string, s: Summary): string {
 const RATE = Number(process.env.BENCH_RATE ?? 50)
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 20)
 
-async function bench(): Promise<void> {
+/**
+ * A webhook-mode compose stack on the Docker test bed (provisioned first), nginx with a
+ * self-signed certificate on a free loopback port; also bench/swarm.ts's one-host side.
+ */
+export async function composeWebhookStack(apiBase: string) {
   const { ROOT } = await import('../test/support/scripts.ts')
   const { bedEnv, createStack, exec } = await import('../test/support/stack.ts')
   const { freePort } = await import('../test/support/droplet.ts')
-  const { startBotApi } = await import('../test/support/bot-api.ts')
   const bed = spawnSync('bash', [path.join(ROOT, 'test/e2e/bed/provision.sh')], { stdio: 'inherit' })
   if (bed.status !== 0) throw new Error('the Docker test bed could not be provisioned')
   const stack = createStack('v2')
-  // Telegram's side (the webhook's registration) answered locally
+  const appDir = path.join(stack.dir, 'app')
+  await exec(['git', 'clone', '--quiet', bedEnv().APP_REPO ?? '', appDir])
+  const certs = path.join(stack.dir, 'letsencrypt')
+  fs.mkdirSync(path.join(certs, 'live', 'localhost'), { recursive: true })
+  await exec(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(certs, 'live/localhost/privkey.pem'), '-out', path.join(certs, 'live/localhost/fullchain.pem')])
+  const httpsPort = await freePort()
+  const env = { APP_DIR: appDir, HEALTH_CHECK_TIMEOUT: '60', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', TELEGRAM_API_BASE: apiBase, LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
+  return { stack, env, url: `https://127.0.0.1:${httpsPort}/webhook` }
+}
+
+async function bench(): Promise<void> {
+  const { startBotApi } = await import('../test/support/bot-api.ts')
   const api = await startBotApi()
+  const { stack, env, url } = await composeWebhookStack(api.base)
   try {
-    const appDir = path.join(stack.dir, 'app')
-    await exec(['git', 'clone', '--quiet', bedEnv().APP_REPO ?? '', appDir])
-    const certs = path.join(stack.dir, 'letsencrypt')
-    fs.mkdirSync(path.join(certs, 'live', 'localhost'), { recursive: true })
-    await exec(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(certs, 'live/localhost/privkey.pem'), '-out', path.join(certs, 'live/localhost/fullchain.pem')])
-    const httpsPort = await freePort()
-    const env = { APP_DIR: appDir, HEALTH_CHECK_TIMEOUT: '60', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', TELEGRAM_API_BASE: api.base, LETSENCRYPT_DIR: certs, CERTBOT_WEBROOT: path.join(stack.dir, 'webroot'), DOMAIN: 'localhost', NGINX_HTTP_PORT: `127.0.0.1:${await freePort()}`, NGINX_HTTPS_PORT: `127.0.0.1:${httpsPort}` }
     const script = async (name: string, args: string[], expected: number) => {
       const r = await stack.script(name, [...args, '--yes'], env)
       if (r.code !== expected) throw new Error(`${name} ${args.join(' ')} exited ${r.code} (expected ${expected}):\n${r.stderr}`)
     }
     await script('deploy', ['v1.0.0'], 0)
-    const load = startLoad({ url: `https://127.0.0.1:${httpsPort}/webhook`, secret: 'e2e_webhook_secret', rate: RATE })
+    const load = startLoad({ url, secret: 'e2e_webhook_secret', rate: RATE })
     const windows: { label: string; from: number; to: number }[] = []
     const step = async (label: string, name: string, args: string[], expected: number) => {
       const from = load.now()

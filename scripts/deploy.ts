@@ -24,6 +24,8 @@ import { ensurePostgresImage } from '../lib/db/pitr-image.ts'
 import { armArchiveTimeout, ensurePitrRepo, ensureStanza } from '../lib/db/pitr.ts'
 import { endWatch, startWatch } from '../lib/release/watch.ts'
 import { pruneOldReleases } from '../lib/release/prune.ts'
+import { deployOnSwarm } from '../lib/swarm/deploy.ts'
+import { usesSwarm } from '../lib/swarm/stack.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
@@ -109,6 +111,7 @@ if (isEntryPoint(import.meta.url)) {
 /** The steps of a deploy, in order; every way one can end is in `abort`, below, or `settleEvent`. */
 export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   await endWatch(ctx.cfg, `a new deploy of ${opts.tag}`)
+  if (await usesSwarm(ctx.cfg)) return deployOnSwarm(ctx, opts)
   settleInterruptedRuns(ctx)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
   const attempt = begin(ctx, state, opts)

@@ -15,6 +15,8 @@ import { fileStamp, isoSeconds } from '../lib/core/format.ts'
 import { log } from '../lib/core/log.ts'
 import { recordDrill as publishDrill } from '../lib/core/metrics.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
+import { startBotAgain, stopBotForSwap } from '../lib/swarm/service.ts'
+import { usesSwarm } from '../lib/swarm/stack.ts'
 import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, requireServerUp, restartAppServices, restoreScratchCopy, settleReplacedDatabase, swapScratchIn, type Source } from '../lib/db/restore.ts'
 import { requireRoomForScratchCopy } from '../lib/db/scratch-room.ts'
 import { releasedOnInterrupt, takeDeployLock, type Lock } from '../lib/core/lock.ts'
@@ -96,9 +98,11 @@ export async function restore(cli: ParsedCli<typeof spec>): Promise<void> {
     await requireRoomForScratchCopy(ctx, source)
     await confirmDestructive(`This replaces database "${ctx.db.database}" with ${path.basename(source.file)}${ctx.cfg.APP_SERVICES.length ? ` and restarts ${ctx.cfg.APP_SERVICES.join(', ')}` : ''}.`, flag(cli, 'yes'))
     const scratch = await restoreScratchCopy(ctx, source)
-    const previous = await swapScratchIn(ctx, scratch, ctx.cfg.APP_SERVICES)
+    const swarmReplicas = (await usesSwarm(ctx.cfg)) ? await stopBotForSwap(ctx) : null
+    const previous = await swapScratchIn(ctx, scratch, swarmReplicas === null ? ctx.cfg.APP_SERVICES : [])
     try {
-      await restartAppServices(ctx, 'The database was restored, but ')
+      if (swarmReplicas === null) await restartAppServices(ctx, 'The database was restored, but ')
+      else await startBotAgain(ctx, swarmReplicas, 'The database was restored, but ')
     } finally {
       // Also when the services fail: the previous data is backed up before its database is dropped.
       await settleReplacedDatabase(ctx, previous, { reason: `safety backup: ${ctx.db.database} as it was before restoring ${path.basename(source.file)}` })

@@ -12,6 +12,8 @@ import { rollbackNotice } from '../lib/core/notices.ts'
 import { endWatch } from '../lib/release/watch.ts'
 import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { isDryRun } from '../lib/core/runner.ts'
+import { rollBackOnSwarm } from '../lib/swarm/rollback.ts'
+import { usesSwarm } from '../lib/swarm/stack.ts'
 
 const spec = {
   name: 'rollback',
@@ -71,7 +73,8 @@ export async function rollback(ctx: Context, opts: RollbackOptions): Promise<voi
   const current = state.current?.artifact_id ?? null
   const target = determineTarget(ctx, opts.target, current)
   log.info(`Starting rollback from ${current ?? 'nothing'} to ${target}`)
-  await rollBack(ctx, fromRecordedRelease(ctx, {
+  const swarm = (await usesSwarm(ctx.cfg)) ? rollBackOnSwarm : null
+  await (swarm ?? rollBack)(ctx, fromRecordedRelease(ctx, {
     state,
     target,
     triggeredBy: ctx.cfg.TRIGGERED_BY,

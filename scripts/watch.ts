@@ -14,7 +14,10 @@ import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { notify } from '../lib/core/notify.ts'
 import { completeEvent, readEvents, readState } from '../lib/release/deploy-state.ts'
-import { checkHealth, unhealthyLines } from '../lib/release/health.ts'
+import { checkHealth, unhealthyLines, type HealthReport } from '../lib/release/health.ts'
+import { rollBackOnSwarm } from '../lib/swarm/rollback.ts'
+import { botHealthReport } from '../lib/swarm/service.ts'
+import { usesSwarm } from '../lib/swarm/stack.ts'
 import { record } from '../lib/release/release.ts'
 import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
 import { forgetWatch, stillWatching } from '../lib/release/watch.ts'
@@ -52,22 +55,23 @@ export async function watch(cli: ParsedCli<typeof spec>): Promise<void> {
   const seconds = Number(stringOption(cli, 'seconds'))
   if (!tag || !previous || !eventId || !Number.isInteger(seconds) || seconds <= 0) throw new OpsError('usage', 'watch needs <tag>, --previous, --event and --seconds (it is started by deploy)')
   const ctx = await openContext()
-  const reason = await unhealthyWithin(ctx, seconds)
+  const swarm = await usesSwarm(ctx.cfg)
+  const reason = await unhealthyWithin(ctx, seconds, swarm ? () => botHealthReport(ctx.cfg, tag) : () => checkHealth(ctx, ['bot']))
   if (reason === null) {
     forgetWatch(ctx.cfg, process.pid)
     return
   }
-  await rollBackRelease(ctx, { tag, previous, eventId, reason })
+  await rollBackRelease(ctx, { tag, previous, eventId, reason }, swarm ? rollBackOnSwarm : rollBack)
 }
 
 /** Why the bot went unhealthy, or null once the window passed (or a new deploy took over). */
-async function unhealthyWithin(ctx: Context, seconds: number): Promise<string | null> {
+async function unhealthyWithin(ctx: Context, seconds: number, check: () => Promise<HealthReport>): Promise<string | null> {
   const started = Date.now()
   let strikes = 0
   while (Date.now() - started < seconds * 1000) {
     await sleep(EVERY_MS)
     if (!stillWatching(ctx.cfg, process.pid)) return null
-    const report = await checkHealth(ctx, ['bot']).catch(() => null)
+    const report = await check().catch(() => null)
     const unhealthy = report?.services.bot?.status === 'unhealthy'
     strikes = unhealthy ? strikes + 1 : 0
     if (report && strikes >= STRIKES) return `the bot turned unhealthy ${Math.round((Date.now() - started) / 1000)}s after the switch: ${unhealthyLines(report).join(', ')}`
@@ -76,7 +80,7 @@ async function unhealthyWithin(ctx: Context, seconds: number): Promise<string | 
   return null
 }
 
-async function rollBackRelease(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }): Promise<void> {
+async function rollBackRelease(ctx: Context, w: { tag: string; previous: string; eventId: string; reason: string }, rollBackTo: typeof rollBack | typeof rollBackOnSwarm): Promise<void> {
   // A deploy or rollback holding the lock ends this watch anyway: leave the host to it.
   const lock = await takeDeployLock(ctx.cfg, `watch rollback of ${w.tag}`).catch(() => null)
   if (!lock || !stillWatching(ctx.cfg, process.pid)) return
@@ -84,7 +88,7 @@ async function rollBackRelease(ctx: Context, w: { tag: string; previous: string;
   log.error(`Watch: ${w.tag} ${w.reason}; rolling back to ${w.previous}`)
   const told = `Watch: ${w.tag} ${w.reason} on ${os.hostname()};`
   try {
-    await rollBack(ctx, fromRecordedRelease(ctx, {
+    await rollBackTo(ctx, fromRecordedRelease(ctx, {
       state: readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile),
       target: w.previous,
       triggeredBy: 'automated',

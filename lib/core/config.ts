@@ -27,6 +27,8 @@ const schema = z.object({
   COMPOSE_PROJECT_NAME: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _').default('toogoodtogo'),
   ENV_FILE: z.string().optional(),
   COMPOSE_CLI: z.enum(['auto', 'v2', 'v1']).default('auto'),
+  /** swarm: deploy, rollback and the watch drive deployment/docker-stack.yml on a Docker Swarm (lib/swarm); auto: swarm when this host is a Swarm manager */
+  ORCHESTRATOR: z.enum(['auto', 'compose', 'swarm']).default('auto'),
   HEALTH_CHECK_TIMEOUT: seconds.default(120),
   LOG_FILE: z.string().default('/var/log/toogoodtogo/deployment.log'),
   MIN_FREE_DISK_MB: z.coerce.number().int().nonnegative().default(2048),
@@ -159,7 +161,7 @@ export function namedProfiles(given: string | undefined): string[] {
   return (given ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 }
 
-const FILE_KEYS = ['MONITORING_ENABLED', 'ALERTMANAGER_URL', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', 'NOTIFY_WEBHOOK_URL', 'TELEGRAM_NOTIFY_CHAT_ID', 'TELEGRAM_API_BASE', 'KEEP_RELEASES', 'RELEASE_RETENTION_DAYS', ...OFFSITE_VARIABLES]
+const FILE_KEYS = ['ORCHESTRATOR', 'MONITORING_ENABLED', 'ALERTMANAGER_URL', 'POSTGRES_DB', 'POSTGRES_USER', 'DATABASE_URL', 'DB_MODE', 'COMPOSE_PROJECT_NAME', 'BOT_IMAGE', 'TELEGRAM_BOT_TOKEN', 'COMPOSE_PROFILES', 'MIGRATE_COMMAND', 'POSTGRES_IMAGE', 'PITR_ENABLED', 'PITR_ARCHIVE_TIMEOUT', 'PITR_REPO_DIR', 'PITR_CIPHER_PASSWORD', 'NOTIFY_WEBHOOK_URL', 'TELEGRAM_NOTIFY_CHAT_ID', 'TELEGRAM_API_BASE', 'KEEP_RELEASES', 'RELEASE_RETENTION_DAYS', ...OFFSITE_VARIABLES]
 
 function pick(vars: Record<string, string>, keys: string[]): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).filter(([k]) => keys.includes(k)))
@@ -178,7 +180,8 @@ export interface Context {
 
 export async function openContext(env: NodeJS.ProcessEnv = process.env): Promise<Context> {
   const cfg = loadConfig(env)
-  const needsCompose = cfg.DB_MODE === 'compose' || cfg.APP_SERVICES.length > 0
+  // On a Swarm the bot is a service of the stack, not of a compose project (lib/swarm).
+  const needsCompose = cfg.DB_MODE === 'compose' || (cfg.APP_SERVICES.length > 0 && cfg.ORCHESTRATOR !== 'swarm')
   const compose = needsCompose ? await composeProject(cfg) : null
   // Before any compose command: the bot's and postgres's env_files are derived from .env.production.
   if (compose?.envFile) writeContainerEnvFiles(compose.envFile, env, cfg.PITR_ENABLED)

@@ -93,7 +93,7 @@ export async function ensureSwarmNodes(options: SwarmOptions = {}): Promise<Swar
       await must(exec(['docker', 'volume', 'create', '--label', label, `${prefix}-${n.name}-docker`]), `creating the volume of ${n.name}`)
       await must(exec([
         'docker', 'run', '--detach', '--name', n.container, '--hostname', n.name, '--label', label, '--network', network,
-        '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN',
+        '--cap-add', 'SYS_ADMIN', '--cap-add', 'NET_ADMIN', '--cap-add', 'SYS_PTRACE',
         '--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined',
         '-e', `NODE_NAME=${prefix}-${n.name}`,
         '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw',
