@@ -31,7 +31,7 @@ module.exports = {
     {
       name: 'release-below-setup-and-status',
       severity: 'error',
-      from: { path: '^lib/(release|swarm)/' },
+      from: { path: '^lib/release/' },
       to: { path: '^lib/(setup|status)/' },
     },
     {
