@@ -6,11 +6,12 @@ import { withArchiving } from '../lib/db/pitr.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
 import { isoSeconds } from '../lib/core/format.ts'
 import { deliveryProblem, webhookDelivery, type WebhookDelivery } from '../lib/release/webhook.ts'
-import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service } from '../lib/stack/health.ts'
+import { checked, checkHealth, overall, SERVICES, waitUntilHealthy, type HealthReport, type Service, type ServiceHealth } from '../lib/stack/health.ts'
 import { addResources } from '../lib/release/resources.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { recordHealth } from '../lib/core/metrics.ts'
+import { swarmHealth } from '../lib/swarm/cluster.ts'
 
 const spec = {
   name: 'health-check',
@@ -41,6 +42,8 @@ const spec = {
     'In webhook mode (TELEGRAM_WEBHOOK_URL) the bot also shows what Telegram\'s getWebhookInfo says:',
     'pending updates and the last delivery error; an error in the last 5 minutes, or a webhook set to',
     'another URL, makes it degraded.',
+    'On a Docker Swarm manager a last line, swarm, covers the nodes: degraded naming a node that is down',
+    'or a manager that is unreachable, unhealthy when the nodes cannot be listed (no leader).',
   ],
   examples: ['health-check', 'health-check redis', 'health-check --json', 'health-check --wait 300'],
 } satisfies CliSpec
@@ -58,6 +61,7 @@ export async function healthCheck(cli: ParsedCli<typeof spec>): Promise<void> {
     : await waitUntilHealthy(ctx, services, waitSeconds * 1000)
   await addArchiving(ctx, report)
   await addWebhookDelivery(ctx, report)
+  if (services === SERVICES) await addSwarmNodes(report)
   // restart_count and memory_usage_mb (the Service Instance's): one `docker stats` sample, for the JSON only
   if (flag(cli, 'json')) await addResources(ctx, report)
   printReport(report)
@@ -101,6 +105,20 @@ async function addWebhookDelivery(ctx: Context, report: HealthReport): Promise<v
   report.overall_status = overall(report.services)
 }
 
+/** On a Swarm manager, its nodes: one down or unreachable makes the report degraded, naming it. */
+async function addSwarmNodes(report: HealthReport): Promise<void> {
+  const swarm = await swarmHealth()
+  if (!swarm) return
+  report.swarm = swarm
+  if (swarm.status === 'unhealthy') report.overall_status = 'unhealthy'
+  else if (swarm.status === 'degraded' && report.overall_status === 'healthy') report.overall_status = 'degraded'
+}
+
+/** Each service's line, then the Swarm's on a manager. */
+function everyCheck(report: HealthReport): [string, ServiceHealth][] {
+  return [...checked(report.services), ...(report.swarm ? [['swarm', report.swarm] as [string, ServiceHealth]] : [])]
+}
+
 function servicesToCheck(cli: ParsedCli): readonly Service[] {
   const wanted = cli.positionals[0]
   if (!wanted) return SERVICES
@@ -115,7 +133,7 @@ function waitOption(cli: ParsedCli, fallback: number): number | null {
 }
 
 function printReport(report: HealthReport): void {
-  for (const [name, health] of checked(report.services)) {
+  for (const [name, health] of everyCheck(report)) {
     const line = `${name}: ${health.status === 'not_deployed' ? 'not deployed' : health.status} (${health.detail})`
     if (health.status === 'unhealthy') log.error(line)
     else log.info(line)
@@ -128,7 +146,7 @@ function jsonFields(key: string, value: unknown): unknown {
 }
 
 function concludeFrom(report: HealthReport, waitedOutAfter: number | null): void {
-  const all = checked(report.services).map(([, health]) => health)
+  const all = everyCheck(report).map(([, health]) => health)
   const unhealthy = all.filter((s) => s.status === 'unhealthy').length
   const degraded = all.filter((s) => s.status === 'degraded').length
   if (unhealthy === 0 && degraded === 0) {

@@ -36,13 +36,14 @@ import { cloneRepository, isGitRepo } from '../lib/setup/repo-access.ts'
 import { configureSsl, installNginxAndCertbot } from '../lib/setup/tls.ts'
 import { checkAnswers, configureEnvironment, keptEnvFile } from '../lib/setup/env-collection.ts'
 import { recordDeployment, registerTelegramWebhook, runHealthChecks, startServices, takeFirstBaseBackup } from '../lib/setup/first-deployment.ts'
+import { setUpSwarm, swarmAction, type SwarmAction } from '../lib/setup/swarm.ts'
 
 export const spec = {
   name: 'setup-droplet',
   summary: 'Configure a fresh droplet as the production host, once (run it again after a failure)',
-  usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--monitoring] [--yes] [--dry-run]',
-  positionals: [],
-  maxPositionals: 0,
+  usage: 'setup-droplet [--env-file FILE] [--webhook [--self-signed|--staging]] [--monitoring] [--yes] [--dry-run]\n       setup-droplet --swarm init | --swarm join MANAGER [--dry-run]',
+  positionals: [{ name: 'MANAGER', description: "with --swarm join: the manager's private IP address" }],
+  maxPositionals: 1,
   options: {
     'env-file': { type: 'string', value: 'FILE', description: 'Answers for .env.production (KEY=VALUE, e.g. a filled-in copy of the template) instead of prompts' },
     webhook: { type: 'boolean', description: 'Webhook mode: nginx, TLS and ports 80/443 (also implied by TELEGRAM_WEBHOOK_URL)' },
@@ -51,6 +52,7 @@ export const spec = {
     monitoring: { type: 'boolean', description: 'Prometheus, Alertmanager and the exporters (compose), node_exporter on the host (also MONITORING_ENABLED=true)' },
     'no-ssh-hardening': { type: 'boolean', description: 'Leave sshd as it is (default: a drop-in turning password login off, root by key only; also SETUP_SSH_HARDENING=false)' },
     'no-unattended-upgrades': { type: 'boolean', description: 'Do not turn on unattended security upgrades (also SETUP_UNATTENDED_UPGRADES=false)' },
+    swarm: { type: 'string', value: 'init|join', description: 'Only the Swarm step: make this droplet the first manager (init) or join MANAGER (join); see "More than one droplet" in the README' },
     yes: { type: 'boolean', short: 'y', description: 'Do not ask for confirmation (required when there is no terminal)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'Print every command and file write that would happen; change nothing' },
   },
@@ -79,6 +81,9 @@ export const spec = {
     ['ALERT_WEBHOOK_URL', 'monitoring: the Slack-compatible webhook Alertmanager posts to (default NOTIFY_WEBHOOK_URL); written to a file, mode 600'],
     ['TELEGRAM_BOT_TOKEN, ...', 'any key of deployment/.env.production.template: answers its prompt'],
     ['TELEGRAM_API_BASE', "the Bot API webhook mode's setWebhook goes to (https://api.telegram.org)"],
+    ['SWARM_PEERS', '--swarm: every droplet\'s private IP (comma separated): the only sources ufw lets reach 2377/tcp, 7946/tcp+udp, 4789/udp'],
+    ['SWARM_ADVERTISE_ADDR', '--swarm: the address the other droplets reach this one at (default: its address on the peers\' subnet)'],
+    ['SWARM_JOIN_TOKEN', '--swarm join: `docker swarm join-token -q worker` on the manager (default: asked without echo)'],
   ],
   notes: [
     'Steps: check the marker, update packages, Docker, (webhook) certbot, ufw, sshd (keys only) and',
@@ -103,6 +108,8 @@ export const spec = {
     'sudo ./setup-droplet.sh --webhook --staging',
     'sudo ALERT_WEBHOOK_URL=https://hooks.slack.com/services/... ./setup-droplet.sh --monitoring',
     'sudo ./setup-droplet.sh --dry-run',
+    'sudo SWARM_PEERS=10.114.0.2,10.114.0.3 ./setup-droplet.sh --swarm init',
+    'sudo SWARM_PEERS=10.114.0.2,10.114.0.3 ./setup-droplet.sh --swarm join 10.114.0.2',
   ],
 } satisfies CliSpec
 
@@ -120,6 +127,7 @@ export interface SetupOptions {
   /** false: --no-unattended-upgrades */
   unattendedUpgrades: boolean
   yes: boolean
+  swarm: SwarmAction | null
 }
 
 export type SetupOutcome = 'configured' | 'already_configured'
@@ -134,6 +142,10 @@ if (isEntryPoint(import.meta.url)) {
 /** The contract's steps in order, each handing what it learns to the steps that need it. */
 export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
   step('Starting droplet setup')
+  if (opts.swarm) {
+    step('Setting up the Swarm')
+    return setUpSwarm(opts.swarm).then(() => 'configured')
+  }
   const s = loadSetupSettings(withMonitoringFlag(process.env, opts.monitoring), opts.envFile)
   if (alreadyConfigured(s)) return 'already_configured'
   const plan = await preflight(s, opts)
@@ -162,7 +174,7 @@ export async function setupDroplet(opts: SetupOptions): Promise<SetupOutcome> {
 }
 
 export function setupOptions(cli: ParsedCli<typeof spec>): SetupOptions {
-  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), sshHardening: !flag(cli, 'no-ssh-hardening'), unattendedUpgrades: !flag(cli, 'no-unattended-upgrades'), yes: flag(cli, 'yes') }
+  return { envFile: stringOption(cli, 'env-file'), webhook: flag(cli, 'webhook'), selfSigned: flag(cli, 'self-signed'), staging: flag(cli, 'staging'), monitoring: flag(cli, 'monitoring'), sshHardening: !flag(cli, 'no-ssh-hardening'), unattendedUpgrades: !flag(cli, 'no-unattended-upgrades'), yes: flag(cli, 'yes'), swarm: swarmAction(stringOption(cli, 'swarm'), cli.positionals) }
 }
 
 // ---- 1. already configured? -------------------------------------------------------------------

@@ -29,6 +29,8 @@ const spec = {
   notes: [
     'Nothing is changed and nothing is written to LOG_FILE. Health is probed as health-check does,',
     'every service at once; a probe that cannot run (no Docker, no stack) is shown as such.',
+    'On a Docker Swarm manager it also shows the nodes, the services (replicas running of desired)',
+    'and the tasks that should run and do not, or ended with an error.',
   ],
   examples: ['status', 'status --json | jq .health.overall_status'],
 } satisfies CliSpec

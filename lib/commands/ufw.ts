@@ -92,3 +92,33 @@ export function monitoringFirewallCommands(added: string[], on: boolean, subnet:
     ...stale.map((rule) => ufw('delete', ...rule.split(' '))),
   ]
 }
+
+// ---- Docker Swarm ------------------------------------------------------------------------------
+
+/** What the nodes of a Swarm say to each other: cluster management, gossip, the overlay's VXLAN. */
+export const SWARM_PORTS = [
+  { port: 2377, proto: 'tcp' },
+  { port: 7946, proto: 'tcp' },
+  { port: 7946, proto: 'udp' },
+  { port: 4789, proto: 'udp' },
+] as const
+
+/** A peer's rule, in ufw's own words as `ufw show added` prints it. */
+export function swarmRule(peer: string, port: number, proto: string): string {
+  return `allow from ${peer} to any port ${port} proto ${proto}`
+}
+
+/**
+ * The Swarm ports open to each peer and to nothing else: a rule for a peer no longer listed, or
+ * one opening a Swarm port to anywhere (VXLAN carries no authentication: anyone reaching 4789 can
+ * inject packets into the overlay), is deleted. Rules already present are not added again.
+ */
+export function swarmFirewallCommands(added: string[], peers: readonly string[]): Command[] {
+  const wanted = peers.flatMap((peer) => SWARM_PORTS.map(({ port, proto }) => swarmRule(peer, port, proto)))
+  const swarmPort = new RegExp(`^allow (?:.* )?(?:port )?(?:${[...new Set(SWARM_PORTS.map((p) => p.port))].join('|')})\\b`)
+  const stale = added.filter((rule) => swarmPort.test(rule) && !wanted.includes(rule))
+  return [
+    ...wanted.filter((rule) => !added.includes(rule)).map((rule) => ufw(...rule.split(' '))),
+    ...stale.map((rule) => ufw('delete', ...rule.split(' '))),
+  ]
+}

@@ -26,6 +26,8 @@ export interface HealthReport {
   timestamp: string
   overall_status: 'healthy' | 'degraded' | 'unhealthy'
   services: Partial<Record<Service, ServiceHealth>>
+  /** on a Swarm manager: its nodes (lib/swarm/cluster.ts); absent in compose mode */
+  swarm?: ServiceHealth
 }
 
 const QUERY_TIMEOUT_MS = 10_000 // the contract's limit for one health query

@@ -11,6 +11,7 @@ import { isSafetyBackup, readIndex, type BackupRecord } from '../db/backup-index
 import { readEvents, readState } from '../release/deploy-state.ts'
 import { checkHealth, checked, overall, SERVICES, type HealthReport } from '../stack/health.ts'
 import { dayjs } from '../core/time.ts'
+import { clusterAttention, clusterRows, readCluster, type ClusterStatus } from '../swarm/cluster.ts'
 
 // status.sh: the one screen an operator reads first. Every section is read on its own; one that
 // cannot be read becomes a line in `unreadable` saying why, and the rest is still shown. Nothing
@@ -101,6 +102,8 @@ export interface StatusReport {
   alerts: AlertStatus[] | null
   /** what could not be read, and why */
   unreadable: string[]
+  /** on a Swarm manager: nodes, services, tasks not running; absent elsewhere */
+  swarm?: ClusterStatus
 }
 
 /** Runs `read`; a failure becomes an `unreadable` line and the section's fallback. */
@@ -143,6 +146,7 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   const health = section(report, 'health', null, () => healthInParallel(ctx, options.healthTimeoutMs ?? 15_000))
   // `docker system df` sizes every volume: seconds on a large one
   const dockerDisk = section(report, 'Docker disk use (docker system df)', null, async () => parseSystemDf((await $read({ timeoutMs: 30_000 })`docker system df --format '{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}'`).stdout))
+  const swarm = section(report, 'Swarm (docker node ls, service ls, service ps)', null, readCluster)
   const alerts = cfg.ALERTMANAGER_URL ? section(report, `alerts (${cfg.ALERTMANAGER_URL})`, null, () => firingAlerts(cfg.ALERTMANAGER_URL ?? '', options.alertsTimeoutMs ?? 5_000)) : Promise.resolve(null)
 
   report.release = await section(report, `running version (${cfg.ARTIFACTS_FILE})`, null, () => releaseFrom(cfg))
@@ -162,6 +166,8 @@ export async function collectStatus(ctx: Context, options: CollectOptions = {}):
   report.docker_disk = await dockerDisk
   report.health = await health
   report.alerts = await alerts
+  const cluster = await swarm
+  if (cluster) report.swarm = cluster
   return report
 }
 
@@ -360,6 +366,7 @@ export function needsAttention(r: StatusReport, now: Date): string[] {
   if (r.health) {
     for (const [name, h] of checked(r.health.services)) if (h.status === 'unhealthy' || h.status === 'degraded') out.push(`${name} ${h.status}`)
   }
+  if (r.swarm) out.push(...clusterAttention(r.swarm))
   if (r.alerts && r.alerts.length > 0) out.push(`${r.alerts.length} alert(s) firing`)
   if (r.unreadable.length > 0) out.push(`${r.unreadable.length} thing(s) could not be read`)
   return out
@@ -419,6 +426,7 @@ export function formatStatus(r: StatusReport, now: Date): string {
     row('Health', first ?? 'no service checked')
     for (const line of rest) more(line)
   } else row('Health', 'could not be checked')
+  if (r.swarm) for (const [label, text] of clusterRows(r.swarm)) row(label, shorten(text, 160))
 
   if (r.alerts === null) row('Alerts', 'monitoring not configured (ALERTMANAGER_URL)')
   else if (r.alerts.length === 0) row('Alerts', 'none firing')
