@@ -33,6 +33,51 @@ vi.mock('../../lib/core/runner.ts', async (importOriginal) => {
   return { ...real, tryRun, run, capture: async (c: Command) => (await run(c)).stdout.trim(), isDryRun: () => true, setDryRun: () => {} }
 })
 
+// The toolkit's `$` lines go to the same recorder: a change is recorded, a read answered, each as
+// the argv bash would give the program (literal words split, each interpolated value one word).
+vi.mock('../../lib/core/shell.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../lib/core/shell.ts')>()
+  type Options = { env?: Record<string, string>; nothrow?: boolean }
+  const shell = (mutates: boolean, options: Options): unknown => (first: TemplateStringsArray | Options, ...args: unknown[]) => {
+    if (!Array.isArray(first)) return shell(mutates, { ...options, ...(first as Options) })
+    const argv = argvOf(first as TemplateStringsArray, args)
+    const command: Command = { argv, env: options.env, mutates }
+    const result = (async () => {
+      const out = mutates ? (recorded.push(command), { exitCode: 0, stdout: '', stderr: '' }) : answer(argv)
+      if (out.exitCode !== 0 && !options.nothrow) throw new Error(`${argv.join(' ')} failed`)
+      return out
+    })()
+    return Object.assign(result, { cmd: argv.join(' ') })
+  }
+  return { ...real, $: shell(true, {}), $read: shell(false, {}), isDryRun: () => true, setDryRun: () => {} }
+})
+
+function argvOf(pieces: TemplateStringsArray, args: unknown[]): string[] {
+  const words: string[] = []
+  let word: string | null = null
+  const push = () => {
+    if (word !== null) words.push(word)
+    word = null
+  }
+  pieces.forEach((piece, i) => {
+    let quoted = false
+    for (const ch of piece) {
+      if (ch === "'") (quoted = !quoted), (word ??= '')
+      else if (/\s/.test(ch) && !quoted) push()
+      else word = (word ?? '') + ch
+    }
+    if (i >= args.length) return
+    const arg = args[i]
+    const values = Array.isArray(arg) ? arg.map(String) : [String(arg)]
+    values.forEach((value, k) => {
+      if (k > 0) push()
+      word = (word ?? '') + value
+    })
+  })
+  push()
+  return words
+}
+
 const DEBIAN_12_COMPOSE_POLICY = 'docker-compose:\n  Installed: (none)\n  Candidate: 1.29.2-3\n  Version table:\n'
 
 function freshDebian12(argv: string[]): RunResult {
