@@ -151,7 +151,7 @@ export async function setUpSwarm(action: SwarmAction, env: NodeJS.ProcessEnv = p
   else if (token) await joinSwarm(action.manager, advertise, token)
 }
 
-const NOT_IN_A_SWARM: LocalSwarm = { state: 'inactive', nodeId: '', nodeAddr: '', manager: false, managers: [], clusterId: null, error: '' }
+const NOT_IN_A_SWARM: LocalSwarm = { state: 'inactive', nodeAddr: '', manager: false, managers: [], clusterId: null, error: '' }
 
 /** Docker and ufw, only when missing: on the first droplet setup installed both. */
 async function installDockerAndUfw(): Promise<void> {

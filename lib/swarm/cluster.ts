@@ -12,7 +12,6 @@ import type { ServiceHealth } from '../stack/health.ts'
 export interface LocalSwarm {
   /** Docker's LocalNodeState: inactive, pending, active, error or locked */
   state: string
-  nodeId: string
   /** the address this node advertises to the others ('' when not in a Swarm) */
   nodeAddr: string
   /** a manager (ControlAvailable): it can list nodes and services */
@@ -38,7 +37,6 @@ export function parseLocalSwarm(json: string): LocalSwarm {
   const s = localSchema.parse(JSON.parse(json))
   return {
     state: clean(s.LocalNodeState, 20),
-    nodeId: clean(s.NodeID, 40),
     nodeAddr: clean(s.NodeAddr, 60),
     manager: s.ControlAvailable,
     managers: (s.RemoteManagers ?? []).map((m) => clean(m.Addr, 60)),

@@ -76,7 +76,7 @@ describe('the advertise address', () => {
 })
 
 describe('already in a Swarm', () => {
-  const local = (over: Partial<LocalSwarm>): LocalSwarm => ({ state: 'active', nodeId: 'n1', nodeAddr: '10.114.0.3', manager: false, managers: ['10.114.0.2:2377'], clusterId: null, error: '', ...over })
+  const local = (over: Partial<LocalSwarm>): LocalSwarm => ({ state: 'active', nodeAddr: '10.114.0.3', manager: false, managers: ['10.114.0.2:2377'], clusterId: null, error: '', ...over })
 
   it('not in one: the action runs', () => {
     expect(isAlreadyDone(INIT, local({ state: 'inactive', managers: [] }))).toBe(false)
