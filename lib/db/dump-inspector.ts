@@ -163,7 +163,7 @@ export class MetaCommandGuard extends Transform {
     // At the top of this loop, pos is where a line starts.
     while (pos < chunk.length) {
       const first = chunk[pos]
-      if (this.held === null && first !== BACKSLASH && (this.inCopy || (first !== 0x43 && !isLeadingSpace(first)))) {
+      if (this.held === null && first !== BACKSLASH && (this.inCopy || (first !== COPY_PREFIX[0] && !isLeadingSpace(first)))) {
         // Hot path: a COPY row, or a statement line that is neither a COPY header nor indented.
         const nl = chunk.indexOf(NEWLINE, pos)
         if (nl === -1) {
