@@ -20,6 +20,16 @@ export function compressCommand(usePigz: boolean, level = GZIP_LEVEL): Command {
     : { argv: ['gzip', `-${level}`, '--stdout'] }
 }
 
+export function decompressCommand(usePigz: boolean): Command {
+  return { argv: [usePigz ? 'pigz' : 'gzip', '--decompress', '--stdout'] }
+}
+
+/** pigz reads `file` itself; what node sees is the plain SQL, which the restore guard must read anyway. */
+export async function fileDecompressor(file: string): Promise<Command> {
+  const command = decompressCommand(hasPigz())
+  return { ...command, argv: [...command.argv, '--', file], reads: { file, label: 'Restoring' } }
+}
+
 export async function compressor(level = GZIP_LEVEL): Promise<Command> {
   return compressCommand(hasPigz(), level)
 }

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import { createGunzip } from 'node:zlib'
 import { sleep } from 'zx'
 import { checksumMismatch, createBackup, incompleteDump } from './backup.ts'
 import type { BackupRecord } from './backup-index.ts'
@@ -11,14 +10,13 @@ import { handRestoredCopyToApp } from './app-role.ts'
 import { DumpInspector, MetaCommandGuard, type DumpFacts } from './dump-inspector.ts'
 import { OpsError, messageOf } from '../core/errors.ts'
 import { fileStamp, formatCount } from '../core/format.ts'
-import { FAST_GZIP_LEVEL } from '../commands/gzip.ts'
+import { FAST_GZIP_LEVEL, fileDecompressor } from '../commands/gzip.ts'
 import { log } from '../core/log.ts'
 import { onInterrupt } from '../core/interrupts.ts'
 import { doBlock, psql, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
 import { CommandFailed, isDryRun, runStages } from '../core/runner.ts'
 import { $ } from '../core/shell.ts'
-import { CopyTagCollector, Sha256Stream } from '../core/streams.ts'
-import { watchReadPosition } from '../core/progress.ts'
+import { CopyTagCollector, sha256OfFile } from '../core/streams.ts'
 import { SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 
 // Restoring never touches the live database until a full copy has been restored beside it and
@@ -62,12 +60,12 @@ export interface Restored {
 }
 
 /**
- * file | sha256 | gunzip | [count rows] | guard | psql -v ON_ERROR_STOP=1 scratch | (COPY tags),
- * streamed, the file verified on the way in. A file the index records is hashed as it passes (a
- * matching sha256 makes it the file whose rows and trailer were checked when it was made); any
- * other file has its rows counted and its trailer found in the stream. A file that does not
- * decompress is `verify_failed`; its partial load stays in the scratch database, which the caller
- * drops.
+ * gunzip file | [count rows] | psql -v ON_ERROR_STOP=1 scratch | (COPY tags), streamed, the file
+ * verified on the way in. A file the index records is hashed alongside (a matching sha256 makes it
+ * the file whose rows and trailer were checked when it was made), so gunzip feeds psql through a
+ * kernel pipe; any other file has its rows counted and its trailer found in the stream. A file that
+ * does not decompress is `verify_failed`; its partial load stays in the scratch database, which the
+ * caller drops.
  */
 export async function restoreInto(db: Db, database: string, source: Source): Promise<Restored> {
   const inspector = source.record ? null : new DumpInspector()
@@ -75,36 +73,27 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
   // and the index and the bucket can be written by others than this toolkit.
   const guard = new MetaCommandGuard()
   const tags = new CopyTagCollector()
-  const hasher = source.record ? new Sha256Stream() : null
-  // Inflated in node, not by pigz -d: the guard puts node in the stream anyway, and node's zlib
-  // inflates faster than pigz -d, in 1 MB chunks, with no second pipe to cross (README, benchmark).
-  const gunzip = createGunzip({ chunkSize: 1 << 20 })
-  const corrupt: { error?: Error } = {}
-  gunzip.on('error', (error: NodeJS.ErrnoException) => {
-    // zlib's own (Z_DATA_ERROR, Z_BUF_ERROR), not the error the pipeline passes on when psql stops
-    if (error.code?.startsWith('Z_')) corrupt.error ??= error
-  })
+  const gunzip = await fileDecompressor(source.file)
+  const hashing = source.record && !isDryRun() ? sha256OfFile(source.file) : Promise.resolve('')
   const psql = psqlRestore(db, database, { singleTransaction: fitsInOneTransaction(source), restrictKey: randomBytes(24).toString('hex') })
-  const progressDone = isDryRun() ? () => undefined : watchReadPosition(process.pid, source.file, 'Restoring')
   try {
-    await runStages([{ readFrom: source.file }, ...(hasher ? [hasher] : []), gunzip, ...(inspector ? [inspector] : []), guard, psql, tags], db.timeoutMs)
+    await runStages([gunzip, ...(inspector ? [inspector] : []), guard, psql, tags], db.timeoutMs)
   } catch (error) {
+    await hashing.catch(() => undefined)
     if (guard.found) throw metaCommandIn(source.file, `line ${guard.found.line} is the psql meta-command ${guard.found.command}`)
     if (error instanceof CommandFailed && error.command === psql) {
       // one the guard could not see (in the middle of a line): psql refused it under the key
       const refused = RESTRICTED.exec(error.message)
       if (refused) throw metaCommandIn(source.file, `psql refused a meta-command at line ${Number(refused[1])}`)
     }
-    if (corrupt.error) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(corrupt.error)}`, { cause: corrupt.error })
+    if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
     // psql also fails on a dump cut off mid-statement; that the whole file was read without its
     // trailer is the real story.
     if (inspector?.ended && !inspector.facts().complete) throw incompleteDump(source.file)
     throw new OpsError('restore_failed', `Restoring ${source.file} failed: ${messageOf(error)}`, { cause: error })
-  } finally {
-    progressDone()
   }
   const facts = inspector?.facts() ?? { rowCounts: source.record!.row_counts, pgDumpVersion: source.record!.pg_dump_version, complete: true, bytes: 0 }
-  return { facts, copyTags: tags.counts, sha256: hasher && !isDryRun() ? hasher.digest() : '' }
+  return { facts, copyTags: tags.counts, sha256: await hashing }
 }
 
 const RESTRICTED = /psql:<stdin>:(\d+): error: backslash commands are restricted/
