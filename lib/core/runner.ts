@@ -8,9 +8,10 @@ import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
 import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, timedOut } from './shell.ts'
 
-// The streams that are not zx: pg_dump | pigz | tee | age and gunzip | psql run through runStages,
-// which joins the programs with kernel pipes, because zx keeps every chunk a child prints in memory
-// and a 1 GB dump must never pass through node. Every other command is a `$` line (shell.ts);
+// The streams that are not zx: pg_dump | pigz | tee | age and pigz -d | guard | psql run through
+// runStages, because zx keeps every chunk a child prints in memory and a 1 GB dump must never sit
+// in node's: programs are joined by kernel pipes, and where node must read the bytes (the restore's
+// meta-command guard) a stream.pipeline with backpressure holds one chunk at a time. Every other command is a `$` line (shell.ts);
 // run/capture/tryRun below take a shared builder's Command (lib/commands) to that same `$`.
 export interface Command {
   argv: string[]
