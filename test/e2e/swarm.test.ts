@@ -75,7 +75,7 @@ describe('the same commands on a Docker Swarm', () => {
     expect(summary.lost).toEqual([])
   })
 
-  it('4. a deploy whose migration fails: the old version never stopped serving, the database is restored (exit 3)', async () => {
+  it('4. a deploy whose migration fails: the service is never updated; the database is restored, the bot stopped for the swap as on one host (exit 3)', async () => {
     const before = await psql('SELECT string_agg(price_cents::text, \',\' ORDER BY id) FROM offers')
     const r = await deploy('v1.2.0')
     expect(r.code, output(r)).toBe(3)
