@@ -4,6 +4,7 @@ import type { Config } from '../core/config.ts'
 import { OpsError, messageOf, OffsiteError } from '../core/errors.ts'
 import { formatAge, formatBytes, isoSeconds } from '../core/format.ts'
 import { log } from '../core/log.ts'
+import { dayjs } from '../core/time.ts'
 import { recordOffsiteCopy } from '../core/metrics.ts'
 import { notify } from '../core/notify.ts'
 import { isDryRun } from '../core/runner.ts'
@@ -338,7 +339,7 @@ export function listingTable(rows: ListedBackup[], now: Date): string {
     r.backup_id,
     r.backup_type,
     formatBytes(r.size_bytes),
-    isFutureDated(r, now) ? 'FUTURE-DATED' : formatAge((now.getTime() - Date.parse(r.created_at)) / 1000),
+    isFutureDated(r, now) ? 'FUTURE-DATED' : formatAge(dayjs.utc(now).diff(r.created_at, 'second', true)),
     r.where,
     r.verified ? 'yes' : 'no',
     r.last_drill ? `${r.last_drill.outcome} ${r.last_drill.at.slice(0, 10)}` : '-',

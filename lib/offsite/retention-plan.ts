@@ -1,6 +1,7 @@
 import type { PendingUpload } from './bucket.ts'
 import { parseKey, type ListedObject } from './keys.ts'
 import { outsideRetention } from '../core/retention.ts'
+import { dayjs } from '../core/time.ts'
 
 // The decisions of remote retention, apart from the calls that carry them out.
 
@@ -11,8 +12,6 @@ export interface RetentionRule {
   days: number
 }
 
-const DAY_MS = 24 * 3600_000
-
 /**
  * The union rule (lib/core/retention.ts) on the bucket's copies: the newest copy is kept even if
  * both limits would allow deleting everything.
@@ -21,9 +20,9 @@ const DAY_MS = 24 * 3600_000
 export function chooseRemoteExpired<T extends { backupId: string; createdAt: string }>(backups: T[], rule: RetentionRule, now: Date): T[] {
   const newestFirst = [...backups].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.backupId.localeCompare(a.backupId))
   const newest = newestFirst[0]?.backupId
-  const cutoff = now.getTime() - rule.days * DAY_MS
+  const cutoff = dayjs.utc(now).subtract(rule.days, 'day')
   // oldest first: should a delete fail, what remains is the newer half
-  return outsideRetention(newestFirst, { count: rule.count, expired: (b) => Date.parse(b.createdAt) < cutoff, protected: (b) => b.backupId === newest }).reverse()
+  return outsideRetention(newestFirst, { count: rule.count, expired: (b) => dayjs.utc(b.createdAt).isBefore(cutoff), protected: (b) => b.backupId === newest }).reverse()
 }
 
 /**
@@ -31,7 +30,7 @@ export function chooseRemoteExpired<T extends { backupId: string; createdAt: str
  * object), once they are old enough that no run can still be about to finish them.
  */
 export function chooseStaleObjects(objects: ListedObject[], now: Date, staleAfterMs: number): ListedObject[] {
-  return objects.filter((o) => now.getTime() - o.lastModified.getTime() >= staleAfterMs)
+  return objects.filter((o) => dayjs.utc(now).diff(o.lastModified) >= staleAfterMs)
 }
 
 /**
@@ -39,5 +38,5 @@ export function chooseStaleObjects(objects: ListedObject[], now: Date, staleAfte
  * that the run which started them is over. Anything else under the prefix is someone else's.
  */
 export function chooseStaleUploads(uploads: PendingUpload[], prefix: string, now: Date, staleAfterMs: number): PendingUpload[] {
-  return uploads.filter((u) => parseKey(prefix, u.key)?.role === 'data' && now.getTime() - u.initiated.getTime() >= staleAfterMs)
+  return uploads.filter((u) => parseKey(prefix, u.key)?.role === 'data' && dayjs.utc(now).diff(u.initiated) >= staleAfterMs)
 }
