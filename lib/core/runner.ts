@@ -10,8 +10,9 @@ import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, time
 
 // The streams that are not zx: pg_dump | pigz | tee | age and gunzip | psql run through runStages,
 // which joins the programs with kernel pipes, because zx keeps every chunk a child prints in memory
-// and a 1 GB dump must never pass through node. Every other command is a `$` line (shell.ts);
-// run/capture/tryRun below take a shared builder's Command (lib/commands) to that same `$`.
+// and a 1 GB dump must never pass through node. Every other command is a `$` line (shell.ts).
+// run/capture/tryRun below (a builder's Command through that same `$`) remain only for lib/swarm,
+// whose commands are still being changed: once they are `$` lines, these three go.
 export interface Command {
   argv: string[]
   /** merged over the process environment; where passwords go so they never appear in argv */
