@@ -1,7 +1,7 @@
 import { YAML } from 'zx'
 import { $read } from '../core/shell.ts'
 
-// The firewall: the ufw commands setup wants (argv, each run as `$\`${argv}\``), the rules already
+// The firewall: the ufw commands setup wants (argv, for `$` to interpolate), the rules already
 // there, and the ports compose would open past it.
 
 export const WEBHOOK_PORTS = ['80/tcp', '443/tcp'] as const
