@@ -15,15 +15,13 @@ import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { webhookProfileProblem } from '../lib/release/mode.ts'
 import { looksTransient, retry } from '../lib/core/retry.ts'
-import { run, tryRun } from '../lib/core/runner.ts'
 import { $, $read, isDryRun } from '../lib/core/shell.ts'
 import { loadSetupSettings, setupStateContent, setupStateFile, type SetupSettings } from '../lib/setup/settings.ts'
 import { writeContainerEnvFiles } from '../lib/core/container-env.ts'
 import { checkMonitoringAnswers, configureMonitoring, withMonitoringFlag } from '../lib/setup/monitoring.ts'
 import { parsePasswd, type Account } from '../lib/commands/host.ts'
 import { aptInstall, aptUpdate, aptUpgrade, COMPOSE_PACKAGES, dockerPackages, parseAptPolicy } from '../lib/commands/apt.ts'
-import { dockerInfo } from '../lib/commands/docker.ts'
-import { firewallCommands, parseUfwAdded, publishedPortProblems, ufwShowAdded } from '../lib/commands/ufw.ts'
+import { firewallCommands, publishedPortProblems, ufwAdded } from '../lib/commands/ufw.ts'
 import { systemctl } from '../lib/commands/systemd.ts'
 import { lstatOrNull } from '../lib/core/no-follow.ts'
 import { ensureDir, handOver } from '../lib/setup/hand-over.ts'
@@ -247,11 +245,11 @@ async function confirm(plan: Plan): Promise<void> {
 
 async function updateSystemPackages(s: SetupSettings): Promise<void> {
   step('Updating system packages')
-  await retry(() => run(aptUpdate()), { isTransient: looksTransient, what: 'apt-get update' })
-  await run(aptUpgrade())
+  await retry(() => aptUpdate(), { isTransient: looksTransient, what: 'apt-get update' })
+  await aptUpgrade()
   const packages = [...s.SETUP_BASE_PACKAGES, ...s.SETUP_EXTRA_PACKAGES]
   log.info(`Installing ${packages.join(' ')}`)
-  await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
+  await retry(() => aptInstall(packages), { isTransient: looksTransient, what: 'apt-get install' })
 }
 
 // ---- 3. Docker ---------------------------------------------------------------------------------
@@ -260,15 +258,15 @@ async function updateSystemPackages(s: SetupSettings): Promise<void> {
 async function installDocker(plan: Plan): Promise<ComposeProject> {
   step('Installing Docker')
   const { s } = plan
-  const engine = await tryRun(dockerInfo()).catch(() => null)
+  const engine = await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format {{.ServerVersion}}`
   const compose = await probeCompose()
-  if (engine?.exitCode === 0 && compose) {
+  if (engine.exitCode === 0 && compose) {
     log.info(`Docker ${engine.stdout.trim()} with Compose ${compose} already works; not installing it`)
   } else {
     const packages = s.SETUP_DOCKER_PACKAGES.length ? s.SETUP_DOCKER_PACKAGES : dockerPackages(parseAptPolicy((await $read({ nothrow: true })`apt-cache policy ${COMPOSE_PACKAGES}`).stdout))
     log.info(`Installing ${packages.join(' ')}`)
-    await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
-    await run(systemctl('enable', '--now', 'docker.service'))
+    await retry(() => aptInstall(packages), { isTransient: looksTransient, what: 'apt-get install' })
+    await systemctl('enable', '--now', 'docker.service')
   }
   // Packages create the group; an engine installed some other way may not have.
   if ((await $read({ nothrow: true })`getent group docker`).exitCode !== 0) await $`groupadd --system docker`
@@ -288,8 +286,7 @@ async function configureFirewall(plan: Plan): Promise<void> {
   if (problems.length) {
     throw new OpsError('config', `${s.cfg.composeFile} publishes ports that ufw cannot filter (Docker opens them ahead of the firewall): ${problems.join('; ')}. Only nginx may publish, 80 and 443`)
   }
-  const added = parseUfwAdded((await tryRun(ufwShowAdded()).catch(() => ({ stdout: '' }))).stdout)
-  for (const command of firewallCommands(added, { webhook: plan.mode === 'webhook', sshPort: s.SSH_PORT })) await run(command)
+  for (const argv of firewallCommands(await ufwAdded(), { webhook: plan.mode === 'webhook', sshPort: s.SSH_PORT })) await $({ timeoutMs: 60_000 })`${argv}`
   log.info(`Firewall: incoming denied except ${s.SSH_PORT}/tcp (SSH)${plan.mode === 'webhook' ? ', 80/tcp and 443/tcp' : ''}`)
 }
 

@@ -1,6 +1,6 @@
-import type { Command } from '../core/runner.ts'
+import { $, $read } from '../core/shell.ts'
 
-// apt, unattended: pure builders and what their output means.
+// apt, unattended, as setup's steps share it, and what its output means.
 
 // No debconf question, no "which services to restart" dialog (needrestart on Ubuntu), and a
 // changed config file keeps the local version: an unattended upgrade must never stop and ask.
@@ -8,16 +8,18 @@ const APT_ENV = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a', APT_
 const KEEP_CONFIG = ['-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold']
 const APT_TIMEOUT_MS = 30 * 60_000
 
-export function aptUpdate(): Command {
-  return { argv: ['apt-get', 'update', '-q'], env: APT_ENV, timeoutMs: APT_TIMEOUT_MS }
+const apt = $({ env: APT_ENV, timeoutMs: APT_TIMEOUT_MS })
+
+export function aptUpdate() {
+  return apt`apt-get update -q`
 }
 
-export function aptUpgrade(): Command {
-  return { argv: ['apt-get', 'upgrade', '-y', '-q', ...KEEP_CONFIG], env: APT_ENV, timeoutMs: APT_TIMEOUT_MS }
+export function aptUpgrade() {
+  return apt`apt-get upgrade -y -q ${KEEP_CONFIG}`
 }
 
-export function aptInstall(packages: string[]): Command {
-  return { argv: ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...KEEP_CONFIG, ...packages], env: APT_ENV, timeoutMs: APT_TIMEOUT_MS }
+export function aptInstall(packages: string[]) {
+  return apt`apt-get install -y -q --no-install-recommends ${KEEP_CONFIG} ${packages}`
 }
 
 /** Package name -> candidate version (null when apt knows no installable version). */
@@ -42,12 +44,14 @@ export function dockerPackages(candidates: Record<string, string | null>): strin
   return compose ? ['docker.io', compose] : ['docker.io']
 }
 
-/** `install ok installed` on stdout when the package is installed (exit 1 when dpkg never heard of it). */
-export function dpkgStatus(pkg: string): Command {
-  return { argv: ['dpkg-query', '--show', '--showformat=${Status}', pkg], mutates: false, timeoutMs: 30_000 }
+/** dpkg-query prints `install ok installed` when it is (exit 1 when dpkg never heard of it). */
+export async function isInstalled(pkg: string): Promise<boolean> {
+  // one word for the shell: bash must not expand ${Status}
+  const status = await $read({ nothrow: true, timeoutMs: 30_000 })`dpkg-query --show ${'--showformat=${Status}'} ${pkg}`
+  return isInstalledStatus(status.stdout)
 }
 
-export function isInstalled(dpkgStatusOutput: string): boolean {
+export function isInstalledStatus(dpkgStatusOutput: string): boolean {
   return dpkgStatusOutput.trim() === 'install ok installed'
 }
 
@@ -61,21 +65,7 @@ export interface StatOverride {
   mode: string
 }
 
-/** Exit 0 with `owner group mode path` when an override exists, exit 1 when none. */
-export function statOverrideList(file: string): Command {
-  return { argv: ['dpkg-statoverride', '--list', file], mutates: false, timeoutMs: 30_000 }
-}
-
 export function parseStatOverride(line: string): StatOverride | null {
   const [owner, group, mode] = line.trim().split(/\s+/)
   return owner && group && mode && /^[0-7]{3,4}$/.test(mode) ? { owner, group, mode } : null
-}
-
-/** `--update`: applied to the path now, not only at the next install. */
-export function statOverrideAdd(file: string, o: StatOverride): Command {
-  return { argv: ['dpkg-statoverride', '--update', '--add', o.owner, o.group, o.mode, file], timeoutMs: 30_000 }
-}
-
-export function statOverrideRemove(file: string): Command {
-  return { argv: ['dpkg-statoverride', '--remove', file], timeoutMs: 30_000 }
 }

@@ -1,8 +1,5 @@
-import type { Command } from '../core/runner.ts'
-
-// Builders and decisions for setup-droplet's own steps: the deploy user and its key, TLS, with the
-// parsers of what they print (a command only one step runs is written inline in that step).
-// Nothing here runs anything; unit tests compare the arrays.
+// Decisions for setup-droplet's own steps: the deploy user and its key, TLS, with the parsers of
+// what they print (the commands are written inline in the steps). Nothing here runs anything.
 
 // ---- the deploy user -----------------------------------------------------------------------------
 
@@ -12,10 +9,6 @@ export interface Account {
   /** numeric gid, or the user's own group name when the user does not exist yet (a dry run) */
   group: string
   home: string
-}
-
-export function passwdEntry(user: string): Command {
-  return { argv: ['getent', 'passwd', user], mutates: false, timeoutMs: 10_000 }
 }
 
 /** `deploy:x:1000:1000::/home/deploy:/bin/bash` -> the account; null for anything else. */
@@ -50,40 +43,3 @@ export function certificatePaths(letsencryptDir: string, domain: string): { dir:
 }
 
 export const DEFAULT_LETSENCRYPT_DIR = '/etc/letsencrypt'
-
-export interface CertbotOptions {
-  domain: string
-  email: string | null
-  staging: boolean
-  letsencryptDir: string
-  /** shell commands certbot runs around each renewal: free port 80, then give it back */
-  preHook: string
-  postHook: string
-}
-
-/**
- * The first certificate comes from certbot's own standalone server: nginx cannot start without a
- * certificate, and nothing else holds port 80 yet. The hooks are saved in the renewal
- * configuration, so the package's renewal timer stops nginx for the seconds a renewal takes.
- */
-export function certbotCertonly(o: CertbotOptions): Command {
-  return {
-    argv: [
-      'certbot', 'certonly', '--standalone', '--non-interactive', '--agree-tos',
-      ...(o.email ? ['--email', o.email] : ['--register-unsafely-without-email']),
-      ...(o.staging ? ['--staging'] : []),
-      // Only when moved: the package's renewal timer runs a plain `certbot renew`, which reads
-      // /etc/letsencrypt and would never renew certificates kept elsewhere.
-      ...(o.letsencryptDir === DEFAULT_LETSENCRYPT_DIR ? [] : ['--config-dir', o.letsencryptDir]),
-      '--domain', o.domain,
-      '--pre-hook', o.preHook,
-      '--post-hook', o.postHook,
-    ],
-    timeoutMs: 10 * 60_000,
-  }
-}
-
-/** One argv as a line for `sh -c` (certbot's hooks are shell commands). */
-export function shellLine(argv: string[]): string {
-  return argv.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ')
-}

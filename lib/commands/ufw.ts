@@ -1,17 +1,18 @@
 import { YAML } from 'zx'
-import type { Command } from '../core/runner.ts'
+import { $read } from '../core/shell.ts'
 
-// The firewall: ufw builders, the rules setup wants, and the ports compose would open past it.
+// The firewall: the ufw commands setup wants (argv, for `$` to interpolate), the rules already
+// there, and the ports compose would open past it.
 
 export const WEBHOOK_PORTS = ['80/tcp', '443/tcp'] as const
 
-export function ufw(...args: string[]): Command {
-  return { argv: ['ufw', ...args], timeoutMs: 60_000 }
+function ufw(...args: string[]): string[] {
+  return ['ufw', ...args]
 }
 
-/** `ufw show added` works whether or not the firewall is active yet. */
-export function ufwShowAdded(): Command {
-  return { argv: ['ufw', 'show', 'added'], mutates: false, timeoutMs: 60_000 }
+/** The rules added so far (none where ufw is missing): `ufw show added` works whether or not the firewall is active yet. */
+export async function ufwAdded(): Promise<string[]> {
+  return parseUfwAdded((await $read({ nothrow: true, timeoutMs: 60_000 })`ufw show added`).stdout)
 }
 
 /** The rules `ufw show added` lists, as the words after `ufw` ("allow 22/tcp"). */
@@ -23,7 +24,7 @@ export function parseUfwAdded(text: string): string[] {
  * Deny incoming, allow SSH, and 80/443 only in webhook mode; a polling host that was once in
  * webhook mode loses its 80/443 rules. Rules already present are not added again.
  */
-export function firewallCommands(added: string[], options: { webhook: boolean; sshPort: number }): Command[] {
+export function firewallCommands(added: string[], options: { webhook: boolean; sshPort: number }): string[][] {
   const has = (rule: string) => added.includes(rule)
   const wanted = [`${options.sshPort}/tcp`, ...(options.webhook ? WEBHOOK_PORTS : [])]
   const unwanted = options.webhook ? [] : WEBHOOK_PORTS.filter((port) => has(`allow ${port}`))
@@ -84,7 +85,7 @@ export function nodeExporterRule(subnet: string): string {
 const NODE_EXPORTER_RULE = new RegExp(`^allow from \\S+ to any port ${NODE_EXPORTER_PORT} proto tcp$`)
 
 /** The rule added when monitoring is on; any other subnet's (an old MONITORING_SUBNET), or every one when off, deleted. */
-export function monitoringFirewallCommands(added: string[], on: boolean, subnet: string): Command[] {
+export function monitoringFirewallCommands(added: string[], on: boolean, subnet: string): string[][] {
   const wanted = on ? nodeExporterRule(subnet) : null
   const stale = added.filter((rule) => NODE_EXPORTER_RULE.test(rule) && rule !== wanted)
   return [
@@ -113,7 +114,7 @@ export function swarmRule(peer: string, port: number, proto: string): string {
  * one opening a Swarm port to anywhere (VXLAN carries no authentication: anyone reaching 4789 can
  * inject packets into the overlay), is deleted. Rules already present are not added again.
  */
-export function swarmFirewallCommands(added: string[], peers: readonly string[]): Command[] {
+export function swarmFirewallCommands(added: string[], peers: readonly string[]): string[][] {
   const wanted = peers.flatMap((peer) => SWARM_PORTS.map(({ port, proto }) => swarmRule(peer, port, proto)))
   const swarmPort = new RegExp(`^allow (?:.* )?(?:port )?(?:${[...new Set(SWARM_PORTS.map((p) => p.port))].join('|')})\\b`)
   const stale = added.filter((rule) => swarmPort.test(rule) && !wanted.includes(rule))

@@ -11,8 +11,10 @@ import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, time
 // The streams that are not zx: pg_dump | pigz | tee | age and pigz -d | guard | psql run through
 // runStages, because zx keeps every chunk a child prints in memory and a 1 GB dump must never sit
 // in node's: programs are joined by kernel pipes, and where node must read the bytes (the restore's
-// meta-command guard) a stream.pipeline with backpressure holds one chunk at a time. Every other command is a `$` line (shell.ts);
-// run/capture/tryRun below take a shared builder's Command (lib/commands) to that same `$`.
+// meta-command guard) a stream.pipeline with backpressure holds one chunk at a time. Every other
+// command is a `$` line (shell.ts). run/capture/tryRun below (a builder's Command through that same
+// `$`) remain only for lib/swarm, whose commands are still being changed: once they are `$` lines,
+// these three go.
 export interface Command {
   argv: string[]
   /** merged over the process environment; where passwords go so they never appear in argv */

@@ -1,13 +1,12 @@
 import fs from 'node:fs'
-import { composePull, composeUp, firstMigration, type ComposeProject } from '../commands/compose.ts'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
 import { systemctl } from '../commands/systemd.ts'
 import { loadConfig } from '../core/config.ts'
 import { type Context, openContext } from '../stack/context.ts'
 import { messageOf, OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { run } from '../core/runner.ts'
-import { isDryRun } from '../core/shell.ts'
+import { $, isDryRun } from '../core/shell.ts'
 import { prepareAppRole } from '../db/app-role.ts'
 import { appendEvent, completeEvent, newEvent, readState, writeState, type DeployEvent } from '../release/deploy-state.ts'
 import { SERVICES, waitUntilHealthy } from '../stack/health.ts'
@@ -35,26 +34,28 @@ export async function startServices(s: SetupSettings, compose: ComposeProject, v
   // in_progress event for deploy to settle, and the next run opens its own.
   const event = newEvent('deploy', version, null, 'manual')
   // The tag on the command line as deploy passes it; .env.production names the same one.
-  const vars = { APP_VERSION: version }
+  const env = composeEnv(compose, { APP_VERSION: version })
   // Not postgres: it runs an image built here (POSTGRES_IMAGE with pgBackRest), which no registry holds.
   const pulled = ['bot', 'redis', ...(compose.profiles.includes('webhook') ? ['nginx'] : [])]
-  await retry(() => run(composePull(compose, vars, pulled)), { isTransient: looksTransient, what: 'docker compose pull' })
+  await retry(() => $({ env, timeoutMs: 15 * 60_000 })`${composeBase(compose)} pull ${pulled}`, { isTransient: looksTransient, what: 'docker compose pull' })
   await preparePostgres(loadConfig(withoutOffsite(s.input)))
   // The database schema first, with only the services the migration needs.
-  await run(composeUp(compose, ['postgres', 'redis'], vars))
+  await $({ env, timeoutMs: 5 * 60_000 })`${composeBase(compose)} up --detach postgres redis`
   const data = await openContext(withoutOffsite(s.input))
   await waitForDataServices(data)
   await prepareAppRole(data)
   log.info(`Running database migrations (${s.cfg.MIGRATE_COMMAND})`)
-  await run(firstMigration(compose, s.cfg.MIGRATE_COMMAND, vars))
+  // As deploy runs it, but without --no-deps: on a fresh host `run` waits for the database's
+  // healthcheck (depends_on) while it initialises.
+  await $({ env, timeoutMs: 10 * 60_000 })`${composeBase(compose)} run --rm -T bot ${s.cfg.MIGRATE_COMMAND.trim().split(/\s+/)}`
   // Then the whole stack on this release, as deploy switches: the stack unit only ever starts
   // what exists (--no-recreate), and on a re-run it is already active (its start is a no-op), so
   // it would leave the bot of an earlier run's release in place. Containers that already run this
   // release are left as they are.
-  await run(composeUp(compose, [], vars, { removeOrphans: true }))
+  await $({ env, timeoutMs: 5 * 60_000 })`${composeBase(compose)} up --detach --remove-orphans`
   log.info(`Enabling ${ENABLED_UNITS.join(', ')}; starting the stack unit (it brings the stack up at every boot) and the timers`)
-  await run(systemctl('enable', ...ENABLED_UNITS))
-  await run(systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER))
+  await systemctl('enable', ...ENABLED_UNITS)
+  await systemctl('start', STACK_UNIT, BACKUP_TIMER, DRILL_TIMER)
   await startHealthMetrics(compose)
   return event
 }

@@ -2,8 +2,7 @@ import fs from 'node:fs'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { makeDirNoFollow, setOwnerAndMode, type Ids } from '../core/no-follow.ts'
-import { capture, isDryRun } from '../core/runner.ts'
-import { passwdEntry } from '../commands/host.ts'
+import { $read, isDryRun } from '../core/shell.ts'
 
 // setup-droplet runs as root and hands files and directories to the deploy user (or to a
 // container's uid) in directories that user owns: not with chown/chmod/install -d, which follow a
@@ -13,7 +12,7 @@ import { passwdEntry } from '../commands/host.ts'
 /** `owner` is a user name (its primary group) or a numeric id (used for both, as `chown 65534:65534`). */
 export async function ownerIds(owner: string): Promise<Ids> {
   if (/^\d+$/.test(owner)) return { uid: Number(owner), gid: Number(owner) }
-  const [, , uid, gid] = (await capture(passwdEntry(owner))).split(':')
+  const [, , uid, gid] = (await $read({ timeoutMs: 10_000 })`getent passwd ${owner}`).stdout.trim().split(':')
   if (!uid || !gid || !/^\d+$/.test(uid) || !/^\d+$/.test(gid)) throw new OpsError('config', `User ${owner} has no passwd entry (getent passwd ${owner})`)
   return { uid: Number(uid), gid: Number(gid) }
 }

@@ -1,14 +1,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { aptInstall, dpkgStatus, isInstalled } from '../commands/apt.ts'
+import { aptInstall, isInstalled } from '../commands/apt.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { sshdEffective, sshdTest } from '../commands/ssh.ts'
-import { reloadSsh } from '../commands/systemd.ts'
-import { isDryRun, run, tryRun } from '../core/runner.ts'
-import { parsePasswd, passwdEntry } from '../commands/host.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
+import { parsePasswd } from '../commands/host.ts'
 
 // The host itself (issue 21): sshd takes keys only, and security updates install themselves.
 // Each is on by default with an opt-out (--no-ssh-hardening, --no-unattended-upgrades, or
@@ -72,10 +70,10 @@ function readAuthorizedKeys(home: string): string {
  * key of root's or of the account that ran sudo. Returns whether sshd is there to harden.
  */
 export async function checkSshAccess(sudoUser: string | undefined): Promise<boolean> {
-  if (!isInstalled((await tryRun(dpkgStatus(SSH_SERVER_PACKAGE))).stdout)) return false
+  if (!(await isInstalled(SSH_SERVER_PACKAGE))) return false
   const accounts = ['root', ...(sudoUser && sudoUser !== 'root' ? [sudoUser] : [])]
   for (const account of accounts) {
-    const entry = parsePasswd((await tryRun(passwdEntry(account))).stdout)
+    const entry = parsePasswd((await $read({ nothrow: true, timeoutMs: 10_000 })`getent passwd ${account}`).stdout)
     if (entry && hasAuthorizedKey(readAuthorizedKeys(entry.home))) return true
   }
   throw new OpsError('config', `SSH hardening turns password login off, but ${accounts.join(' and ')} ${accounts.length > 1 ? 'have' : 'has'} no key in ~/.ssh/authorized_keys: that would lock you out. Add your public key (ssh-copy-id root@this-host), or keep password login with --no-ssh-hardening (SETUP_SSH_HARDENING=false). Nothing was changed`)
@@ -89,21 +87,23 @@ export async function hardenSsh(): Promise<void> {
     log.info(`SSH: ${SSHD_DROP_IN} already in place (keys only, root by key only)`)
   } else if (isDryRun()) {
     process.stdout.write(`[dry-run] write ${SSHD_DROP_IN} (mode 644)\n`)
-    await run(reloadSsh())
+    await reloadSsh()
     return
   } else {
     if (!fs.existsSync(path.dirname(SSHD_DROP_IN))) throw new OpsError('config', `${path.dirname(SSHD_DROP_IN)} does not exist: this sshd reads no drop-in files. Harden /etc/ssh/sshd_config yourself and run with --no-ssh-hardening`)
     writeFileAtomic(SSHD_DROP_IN, wanted, 0o644, ROOT)
-    const test = await tryRun(sshdTest())
+    // the whole configuration, drop-in included, before any reload
+    const test = await $read({ nothrow: true, timeoutMs: 30_000 })`sshd -t`
     if (test.exitCode !== 0) {
       if (current === null) fs.rmSync(SSHD_DROP_IN, { force: true })
       else writeFileAtomic(SSHD_DROP_IN, current, 0o644, ROOT)
       throw new OpsError('config', `sshd -t refuses the SSH configuration with ${SSHD_DROP_IN}: ${(test.stderr || test.stdout).trim()}; the file was taken back and sshd not reloaded. Fix /etc/ssh/sshd_config, or run with --no-ssh-hardening`)
     }
     log.info(`SSH: wrote ${SSHD_DROP_IN}: ${Object.entries(SSHD_SETTINGS).map(([k, v]) => `${k} ${v}`).join(', ')}`)
-    await run(reloadSsh())
+    await reloadSsh()
   }
-  const notApplied = sshdSettingsNotApplied((await tryRun(sshdEffective())).stdout)
+  // the values sshd would use, lower-case keywords
+  const notApplied = sshdSettingsNotApplied((await $read({ nothrow: true, timeoutMs: 30_000 })`sshd -T`).stdout)
   if (notApplied.length) log.warn(`SSH: sshd does not apply ${notApplied.join(', ')}: a file read before ${SSHD_DROP_IN} (sshd_config itself, or an earlier one in sshd_config.d) sets it first; change it there`)
 }
 
@@ -119,8 +119,8 @@ export function autoUpgradesContent(): string {
 }
 
 export async function enableUnattendedUpgrades(): Promise<void> {
-  if (isInstalled((await tryRun(dpkgStatus(UNATTENDED_PACKAGE))).stdout)) log.info(`${UNATTENDED_PACKAGE} already installed`)
-  else await retry(() => run(aptInstall([UNATTENDED_PACKAGE])), { isTransient: looksTransient, what: 'apt-get install' })
+  if (await isInstalled(UNATTENDED_PACKAGE)) log.info(`${UNATTENDED_PACKAGE} already installed`)
+  else await retry(() => aptInstall([UNATTENDED_PACKAGE]), { isTransient: looksTransient, what: 'apt-get install' })
   if (readOrNull(AUTO_UPGRADES_FILE) === autoUpgradesContent()) {
     log.info(`Unattended security upgrades: already on (${AUTO_UPGRADES_FILE})`)
     return
@@ -128,6 +128,11 @@ export async function enableUnattendedUpgrades(): Promise<void> {
   if (isDryRun()) process.stdout.write(`[dry-run] write ${AUTO_UPGRADES_FILE} (mode 644)\n`)
   else writeFileAtomic(AUTO_UPGRADES_FILE, autoUpgradesContent(), 0o644, ROOT)
   log.info(`Unattended security upgrades: on (${AUTO_UPGRADES_FILE}; daily, security updates only, no automatic reboot)`)
+}
+
+/** A running sshd reads the new configuration; one not running reads it when it starts. */
+function reloadSsh() {
+  return $({ timeoutMs: 60_000 })`systemctl try-reload-or-restart ssh.service`
 }
 
 function readOrNull(file: string): string | null {

@@ -5,7 +5,6 @@ import { systemctl, unitWarnings } from '../commands/systemd.ts'
 import { TOOLKIT_DIR } from '../core/config.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { run } from '../core/runner.ts'
 import { $read, isDryRun } from '../core/shell.ts'
 import { writeFileIfChanged } from './files.ts'
 import { step } from './plan.ts'
@@ -43,7 +42,7 @@ export async function createSystemdService(s: SetupSettings, stack: ComposeProje
     // -d parses and dry-runs the file; it changes nothing.
     await $read({ timeoutMs: 30_000 })`logrotate --debug ${LOGROTATE_FILE}`
   }
-  await run(systemctl('daemon-reload'))
+  await systemctl('daemon-reload')
 }
 
 /** `tsx` on PATH (lib/setup/tsx-command.ts), unless someone else's tsx is there already. */

@@ -1,9 +1,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import { aptInstall, dpkgStatus, isInstalled, parseStatOverride, statOverrideAdd, statOverrideList, statOverrideRemove, type StatOverride } from '../commands/apt.ts'
-import { composePull, type ComposeProject } from '../commands/compose.ts'
+import { aptInstall, isInstalled, parseStatOverride, type StatOverride } from '../commands/apt.ts'
+import { composeBase, composeEnv, type ComposeProject } from '../commands/compose.ts'
 import { systemctl } from '../commands/systemd.ts'
-import { monitoringFirewallCommands, NODE_EXPORTER_PORT, parseUfwAdded, ufwShowAdded } from '../commands/ufw.ts'
+import { monitoringFirewallCommands, NODE_EXPORTER_PORT, ufwAdded } from '../commands/ufw.ts'
 import { writeFileAtomic } from '../core/atomic-file.ts'
 import { type Config, MONITORING_COMPOSE_FILE, stackProfiles } from '../core/config.ts'
 import { setEnvValue } from '../core/env-file.ts'
@@ -11,7 +11,7 @@ import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { ask, canPrompt } from '../core/prompt.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { isDryRun, run, tryRun } from '../core/runner.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import { HEALTH_METRICS_TIMER, SYSTEMD_DIR } from './units.ts'
 import { ensureDir, handOver } from './hand-over.ts'
 
@@ -184,7 +184,7 @@ export async function configureMonitoring(o: MonitoringStep): Promise<ComposePro
   writeEnvValues(o.envFile, o.env, { ...values })
   const stack = monitoringStack(o.compose, true)
   const services = monitoringServices(stack)
-  await retry(() => run(composePull(stack, {}, services)), { isTransient: looksTransient, what: 'docker compose pull' })
+  await retry(() => $({ env: composeEnv(stack), timeoutMs: 15 * 60_000 })`${composeBase(stack)} pull ${services}`, { isTransient: looksTransient, what: 'docker compose pull' })
   log.info(`Monitoring: on; ${services.join(', ')} start with the stack, published on 127.0.0.1 only (Alertmanager: ${values.ALERTMANAGER_URL}); reach them through an SSH tunnel (README)`)
   return stack
 }
@@ -192,35 +192,36 @@ export async function configureMonitoring(o: MonitoringStep): Promise<ComposePro
 /** Once the stack runs: the health check every minute that BotUnhealthy reads. */
 export async function startHealthMetrics(stack: ComposeProject): Promise<void> {
   if (!stack.profiles.includes('monitoring')) return
-  await run(systemctl('enable', '--now', HEALTH_METRICS_TIMER))
+  await systemctl('enable', '--now', HEALTH_METRICS_TIMER)
 }
 
 async function installNodeExporter(deployUser: string): Promise<void> {
-  if (isInstalled((await tryRun(dpkgStatus(NODE_EXPORTER_PACKAGE))).stdout)) {
+  if (await isInstalled(NODE_EXPORTER_PACKAGE)) {
     log.info(`${NODE_EXPORTER_PACKAGE} already installed`)
   } else {
     log.info(`Installing ${NODE_EXPORTER_PACKAGE} (node_exporter runs on the host, not in a container: it reads the host's filesystems and the textfile metrics)`)
-    await retry(() => run(aptInstall([NODE_EXPORTER_PACKAGE])), { isTransient: looksTransient, what: 'apt-get install' })
+    await retry(() => aptInstall([NODE_EXPORTER_PACKAGE]), { isTransient: looksTransient, what: 'apt-get install' })
   }
   // The scripts publish their metrics as the deploy user; node_exporter (user prometheus) reads
   // them. Setgid: every file written there keeps the deploy group. Through dpkg-statoverride,
   // since the package ships the directory and its next upgrade would undo a plain chmod.
   const wanted: StatOverride = { owner: 'root', group: deployUser, mode: '2775' }
-  const listed = await tryRun(statOverrideList(TEXTFILE_DIR))
+  // exit 0 with `owner group mode path` when an override exists, exit 1 when none
+  const listed = await $read({ nothrow: true, timeoutMs: 30_000 })`dpkg-statoverride --list ${TEXTFILE_DIR}`
   const current = listed.exitCode === 0 ? parseStatOverride(listed.stdout) : null
   if (!current || current.owner !== wanted.owner || current.group !== wanted.group || current.mode !== wanted.mode) {
-    if (current) await run(statOverrideRemove(TEXTFILE_DIR))
+    if (current) await $({ timeoutMs: 30_000 })`dpkg-statoverride --remove ${TEXTFILE_DIR}`
     log.info(`${TEXTFILE_DIR}: owner root, group ${deployUser}, mode ${wanted.mode} (dpkg-statoverride), so the scripts can publish metrics there`)
-    await run(statOverrideAdd(TEXTFILE_DIR, wanted))
+    // --update: applied to the directory now, not only at the next install
+    await $({ timeoutMs: 30_000 })`dpkg-statoverride --update --add ${wanted.owner} ${wanted.group} ${wanted.mode} ${TEXTFILE_DIR}`
   }
   // The package enables it on most hosts; stated for those where it was disabled.
-  await run(systemctl('enable', '--now', NODE_EXPORTER_UNIT))
+  await systemctl('enable', '--now', NODE_EXPORTER_UNIT)
 }
 
 async function firewall(on: boolean, subnet: string): Promise<void> {
-  const added = parseUfwAdded((await tryRun(ufwShowAdded()).catch(() => ({ stdout: '' }))).stdout)
-  const commands = monitoringFirewallCommands(added, on, subnet)
-  for (const command of commands) await run(command)
+  const commands = monitoringFirewallCommands(await ufwAdded(), on, subnet)
+  for (const argv of commands) await $({ timeoutMs: 60_000 })`${argv}`
   if (on) log.info(`Firewall: port ${NODE_EXPORTER_PORT}/tcp (node_exporter) open to ${subnet} only, the monitoring network Prometheus scrapes from`)
   else if (commands.length) log.info('Firewall: removed the node_exporter rule (monitoring is off)')
 }
@@ -228,8 +229,8 @@ async function firewall(on: boolean, subnet: string): Promise<void> {
 async function disableHealthMetrics(): Promise<void> {
   // Never installed (every host that never had monitoring): nothing to ask systemd.
   if (!fs.existsSync(path.join(SYSTEMD_DIR, HEALTH_METRICS_TIMER))) return
-  const enabled = await tryRun({ ...systemctl('is-enabled', '--quiet', HEALTH_METRICS_TIMER), mutates: false }).catch(() => null)
-  if (enabled?.exitCode === 0) await run(systemctl('disable', '--now', HEALTH_METRICS_TIMER))
+  const enabled = await $read({ nothrow: true, timeoutMs: 60_000 })`systemctl is-enabled --quiet ${HEALTH_METRICS_TIMER}`
+  if (enabled.exitCode === 0) await systemctl('disable', '--now', HEALTH_METRICS_TIMER)
 }
 
 /**

@@ -2,15 +2,14 @@ import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import { aptInstall, aptUpdate } from '../commands/apt.ts'
-import { firewallCommands, parseUfwAdded, swarmFirewallCommands, ufwShowAdded } from '../commands/ufw.ts'
+import { firewallCommands, swarmFirewallCommands, ufwAdded } from '../commands/ufw.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { ask, canPrompt } from '../core/prompt.ts'
 import { addSecret, redact } from '../core/redact.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { isDryRun, run, tryRun } from '../core/runner.ts'
 import { which } from 'zx'
-import { $, $read } from '../core/shell.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import { localSwarm, type LocalSwarm } from '../swarm/cluster.ts'
 
 // setup-droplet --swarm init | --swarm join MANAGER (issue 24): this droplet's Docker becomes the
@@ -158,8 +157,8 @@ async function installDockerAndUfw(): Promise<void> {
   const missing = [...(which.sync('docker', { nothrow: true }) ? [] : ['docker.io']), ...(which.sync('ufw', { nothrow: true }) ? [] : ['ufw'])]
   if (missing.length === 0) return
   log.info(`Installing ${missing.join(' ')}`)
-  await retry(() => run(aptUpdate()), { isTransient: looksTransient, what: 'apt-get update' })
-  await retry(() => run(aptInstall(missing)), { isTransient: looksTransient, what: 'apt-get install' })
+  await retry(() => aptUpdate(), { isTransient: looksTransient, what: 'apt-get update' })
+  await retry(() => aptInstall(missing), { isTransient: looksTransient, what: 'apt-get install' })
   if (missing.includes('docker.io')) await $`systemctl enable --now docker.service`
 }
 
@@ -193,11 +192,11 @@ export function isAlreadyDone(action: SwarmAction, local: LocalSwarm): boolean {
  */
 async function openSwarmPorts(settings: SwarmSettings, ownAddress: string): Promise<void> {
   const peers = settings.peers.filter((peer) => peer !== ownAddress)
-  const added = parseUfwAdded((await tryRun(ufwShowAdded())).stdout)
+  const added = await ufwAdded()
   const active = /^Status: active/m.test((await $read({ nothrow: true })`ufw status`).stdout)
   const base = active ? [] : firewallCommands(added, { webhook: added.includes('allow 80/tcp'), sshPort: settings.sshPort })
   const commands = [...swarmFirewallCommands(added, peers), ...base]
-  for (const command of commands) await run(command)
+  for (const argv of commands) await $({ timeoutMs: 60_000 })`${argv}`
   if (peers.length === 0) log.warn('SWARM_PEERS names no other droplet: the Swarm ports stay closed until it does (run this again with every droplet\'s address)')
   else log.info(`Firewall: Swarm ports 2377/tcp, 7946/tcp+udp, 4789/udp open to ${peers.join(', ')} only${commands.length ? '' : ' (already so)'}`)
 }

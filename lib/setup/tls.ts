@@ -1,12 +1,11 @@
 import fs from 'node:fs'
-import { composeStart, composeStop, type ComposeProject } from '../commands/compose.ts'
+import { composeBase, type ComposeProject } from '../commands/compose.ts'
 import { aptInstall } from '../commands/apt.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { looksTransient, retry } from '../core/retry.ts'
-import { run } from '../core/runner.ts'
-import { $ } from '../core/shell.ts'
-import { certbotCertonly, certificatePaths, DEFAULT_LETSENCRYPT_DIR, shellLine } from '../commands/host.ts'
+import { $, quote } from '../core/shell.ts'
+import { certificatePaths, DEFAULT_LETSENCRYPT_DIR } from '../commands/host.ts'
 import { step, type Plan } from './plan.ts'
 
 // Webhook mode's public ingress: nginx is the stack's own service; the host gets certbot (unless
@@ -26,7 +25,7 @@ export async function installNginxAndCertbot(plan: Plan): Promise<void> {
     return
   }
   log.info(`nginx runs as the compose service; installing ${packages.join(' ')}`)
-  await retry(() => run(aptInstall(packages)), { isTransient: looksTransient, what: 'apt-get install' })
+  await retry(() => aptInstall(packages), { isTransient: looksTransient, what: 'apt-get install' })
 }
 
 export async function configureSsl(plan: Plan, env: Record<string, string>, compose: ComposeProject): Promise<void> {
@@ -53,11 +52,17 @@ export async function configureSsl(plan: Plan, env: Record<string, string>, comp
     log.warn(`Self-signed certificate for ${domain} in ${cert.dir}: Telegram accepts it only when it is uploaded with setWebhook's certificate parameter`)
     return
   }
+  // The first certificate comes from certbot's own standalone server: nginx cannot start without a
+  // certificate, and nothing else holds port 80 yet. The hooks (shell lines) are saved in the
+  // renewal configuration, so the package's renewal timer stops nginx for the seconds a renewal takes.
+  const email = plan.s.CERTBOT_EMAIL ? ['--email', plan.s.CERTBOT_EMAIL] : ['--register-unsafely-without-email']
+  const staging = plan.staging ? ['--staging'] : []
+  // Only when moved: the package's renewal timer runs a plain `certbot renew`, which reads
+  // /etc/letsencrypt and would never renew certificates kept elsewhere.
+  const configDir = letsencryptDir === DEFAULT_LETSENCRYPT_DIR ? [] : ['--config-dir', letsencryptDir]
+  const nginx = (action: string) => [...composeBase(compose), action, 'nginx'].map(quote).join(' ')
   await retry(
-    () => run(certbotCertonly({
-      domain, email: plan.s.CERTBOT_EMAIL ?? null, staging: plan.staging, letsencryptDir,
-      preHook: shellLine(composeStop(compose, ['nginx']).argv), postHook: shellLine(composeStart(compose, ['nginx']).argv),
-    })),
+    () => $({ timeoutMs: 10 * 60_000 })`certbot certonly --standalone --non-interactive --agree-tos ${email} ${staging} ${configDir} --domain ${domain} --pre-hook ${nginx('stop')} --post-hook ${nginx('start')}`,
     { isTransient: looksTransient, what: 'certbot' },
   )
   log.info(`Certificate for ${domain} issued${plan.staging ? ' (staging: not trusted by Telegram)' : ''}`)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { composeBase, composeExec, composePull, composeStart, composeStop, composeUp, type ComposeProject } from '../../lib/commands/compose.ts'
+import { composeBase, composeExec, type ComposeProject } from '../../lib/commands/compose.ts'
 import { loadConfig, MONITORING_COMPOSE_FILE, stackProfiles } from '../../lib/core/config.ts'
 import { compressCommand } from '../../lib/commands/gzip.ts'
 import { doBlock, pgDumpCommand, psqlQuery, psqlRestore, type Db } from '../../lib/commands/postgres.ts'
@@ -20,9 +20,9 @@ describe('compose commands', () => {
     const cfg = loadConfig({ DEPLOY_DIR: '/nonexistent', MONITORING_ENABLED: 'true', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook', COMPOSE_PROFILES: 'monitoring-grafana' })
     expect(cfg.composeFiles).toEqual([cfg.composeFile, MONITORING_COMPOSE_FILE])
     const monitored: ComposeProject = { ...v2, files: cfg.composeFiles, profiles: cfg.composeProfiles }
-    expect(composeUp(monitored, [], {}, { removeOrphans: true }).argv).toEqual([
+    expect(composeBase(monitored)).toEqual([
       'docker', 'compose', '--project-name', 'toogoodtogo', '--file', cfg.composeFile, '--file', MONITORING_COMPOSE_FILE, '--env-file', '/opt/toogoodtogo/.env.production',
-      '--profile', 'monitoring-grafana', '--profile', 'webhook', '--profile', 'monitoring', '--profile', 'monitoring-webhook', 'up', '--detach', '--remove-orphans',
+      '--profile', 'monitoring-grafana', '--profile', 'webhook', '--profile', 'monitoring', '--profile', 'monitoring-webhook',
     ])
   })
   it('profiles: the operator\'s own, webhook mode\'s nginx, monitoring (with nginx\'s exporter only in webhook mode), each once', () => {
@@ -34,20 +34,6 @@ describe('compose commands', () => {
   })
   it('exec always disables the TTY and passes environment with -e', () => {
     expect(composeExec(v1, 'postgres', ['psql'], { PGOPTIONS: '-c a=b' }).argv).toEqual([...composeBase(v1), 'exec', '-T', '-e', 'PGOPTIONS=-c a=b', 'postgres', 'psql'])
-  })
-  it('stops and starts only the named services', () => {
-    expect(composeStop(v2, ['bot']).argv.slice(-2)).toEqual(['stop', 'bot'])
-    expect(composeStart(v2, ['bot']).argv.slice(-2)).toEqual(['start', 'bot'])
-  })
-  it('profiles follow the global options, before the subcommand', () => {
-    const webhook = { ...v2, profiles: ['webhook'] }
-    expect(composeStop(webhook, ['nginx']).argv).toEqual([...composeBase(v2), '--profile', 'webhook', 'stop', 'nginx'])
-  })
-  it('pull and up take the tag as APP_VERSION, beside ENV_FILE for the bot\'s env_file', () => {
-    const vars = { APP_VERSION: 'v1.2.0' }
-    expect(composePull(v2, vars)).toMatchObject({ argv: [...composeBase(v2), 'pull'], env: { ENV_FILE: v2.envFile, APP_VERSION: 'v1.2.0' } })
-    expect(composeUp(v2, ['postgres', 'redis'], vars).argv).toEqual([...composeBase(v2), 'up', '--detach', 'postgres', 'redis'])
-    expect(composeUp(v2, [], vars, { removeOrphans: true })).toMatchObject({ argv: [...composeBase(v2), 'up', '--detach', '--remove-orphans'], env: vars })
   })
 })
 

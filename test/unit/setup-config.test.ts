@@ -8,9 +8,8 @@ import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
 import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
 import { gitCheckout, gitEnv, gitFailureReason, gitFetch, gitResolve, gitSshCommand, isSshUrl, sshHost } from '../../lib/commands/git.ts'
-import { certbotCertonly, deployKeyPath, newestReleaseTag, parsePasswd, shellLine } from '../../lib/commands/host.ts'
+import { deployKeyPath, newestReleaseTag, parsePasswd } from '../../lib/commands/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
-import { composeBase, firstMigration, type ComposeProject } from '../../lib/commands/compose.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
 import { renderTemplate, renderUnits, unitValuesProblems, type UnitValues } from '../../lib/setup/units.ts'
 import { unitWarnings } from '../../lib/commands/systemd.ts'
@@ -112,10 +111,6 @@ describe('setup settings', () => {
     fs.writeFileSync(answers, 'MIGRATE_COMMAND=python3 -m app.migrate\n')
     expect(loadSetupSettings({}, answers).cfg.MIGRATE_COMMAND).toBe('python3 -m app.migrate')
     expect(loadSetupSettings({}, undefined).cfg.MIGRATE_COMMAND).toBe('alembic upgrade head')
-    const stack = { flavor: 'v2', files: ['/t/compose.yml'], project: 'ttg', envFile: '/t/.env.production', profiles: [] } satisfies ComposeProject
-    expect(firstMigration(stack, ' python3 -m  app.migrate ', { APP_VERSION: 'v1.0.0' })).toMatchObject({
-      argv: [...composeBase(stack), 'run', '--rm', '-T', 'bot', 'python3', '-m', 'app.migrate'], env: { ENV_FILE: '/t/.env.production', APP_VERSION: 'v1.0.0' },
-    })
   })
 })
 
@@ -154,19 +149,19 @@ describe('package and Docker decisions', () => {
 
 describe('firewall', () => {
   it('polling: deny incoming, SSH only, enable', () => {
-    expect(firewallCommands([], { webhook: false, sshPort: 22 }).map((c) => c.argv)).toEqual([
+    expect(firewallCommands([], { webhook: false, sshPort: 22 })).toEqual([
       ['ufw', 'default', 'deny', 'incoming'], ['ufw', 'default', 'allow', 'outgoing'], ['ufw', 'allow', '22/tcp'], ['ufw', '--force', 'enable'],
     ])
   })
   it('webhook: 80 and 443 too; rules present are not added twice', () => {
-    expect(firewallCommands(['allow 22/tcp'], { webhook: true, sshPort: 22 }).map((c) => c.argv.slice(1).join(' '))).toEqual([
+    expect(firewallCommands(['allow 22/tcp'], { webhook: true, sshPort: 22 }).map((argv) => argv.slice(1).join(' '))).toEqual([
       'default deny incoming', 'default allow outgoing', 'allow 80/tcp', 'allow 443/tcp', '--force enable',
     ])
   })
   it('a polling host that was in webhook mode closes 80 and 443 again', () => {
     const added = parseUfwAdded("Added user rules (see 'ufw status' for running firewall):\nufw allow 2222/tcp\nufw allow 80/tcp\nufw allow 443/tcp\n")
     expect(added).toEqual(['allow 2222/tcp', 'allow 80/tcp', 'allow 443/tcp'])
-    expect(firewallCommands(added, { webhook: false, sshPort: 2222 }).map((c) => c.argv.slice(1).join(' '))).toEqual([
+    expect(firewallCommands(added, { webhook: false, sshPort: 2222 }).map((argv) => argv.slice(1).join(' '))).toEqual([
       'default deny incoming', 'default allow outgoing', 'delete allow 80/tcp', 'delete allow 443/tcp', '--force enable',
     ])
   })
@@ -183,19 +178,6 @@ describe('firewall', () => {
       'redis publishes 6379:6379',
       'nginx publishes container port 8080 besides 80 and 443',
     ])
-  })
-})
-
-describe('TLS commands', () => {
-  it('certbot standalone, non-interactive, --staging passed through, renewal hooks free port 80', () => {
-    const stop = shellLine(['docker', 'compose', '--project-name', 'toogoodtogo', 'stop', 'nginx'])
-    expect(certbotCertonly({ domain: 'bot.example.com', email: null, staging: true, letsencryptDir: '/etc/letsencrypt', preHook: stop, postHook: 'x' }).argv).toEqual([
-      'certbot', 'certonly', '--standalone', '--non-interactive', '--agree-tos', '--register-unsafely-without-email', '--staging',
-      '--domain', 'bot.example.com', '--pre-hook', 'docker compose --project-name toogoodtogo stop nginx', '--post-hook', 'x',
-    ])
-    const moved = certbotCertonly({ domain: 'a.example.com', email: 'ops@example.com', staging: false, letsencryptDir: '/srv/le', preHook: 'a', postHook: 'b' }).argv
-    expect(moved).toEqual(expect.arrayContaining(['--email', 'ops@example.com', '--config-dir', '/srv/le']))
-    expect(moved).not.toContain('--staging')
   })
 })
 

@@ -99,7 +99,7 @@ describe('already in a Swarm', () => {
 })
 
 describe('the firewall', () => {
-  const argv = (added: string[], peers: string[]) => swarmFirewallCommands(added, peers).map((c) => c.argv.join(' '))
+  const argv = (added: string[], peers: string[]) => swarmFirewallCommands(added, peers).map((argv) => argv.join(' '))
 
   it('each Swarm port open to each peer, in ufw\'s words', () => {
     expect(argv([], ['10.114.0.2'])).toEqual([
