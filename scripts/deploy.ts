@@ -11,7 +11,7 @@ import { readState, TAG, type DeployEvent, type DeployState } from '../lib/relea
 import { freeMb } from '../lib/core/disk.ts'
 import { prepareAppRole } from '../lib/db/app-role.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
-import { abort, begin, checkFailure, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations as migrate, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type Failure } from '../lib/release/deploy-attempt.ts'
+import { abort, begin, checkFailure, checkoutRelease, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations as migrate, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type DeployOptions, type Failure } from '../lib/release/deploy-attempt.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/stack/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
@@ -24,7 +24,7 @@ import { deployOnSwarm } from '../lib/swarm/deploy.ts'
 import { usesSwarm } from '../lib/swarm/stack.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
-import { botRun, checkout, healthGate, isHealthyNow, pullImage, requireImage, switchVersion } from '../lib/release/release.ts'
+import { botRun, healthGate, isHealthyNow, pullImage, requireImage, switchVersion } from '../lib/release/release.ts'
 import { rollBack as rollBackTo } from '../lib/release/rollback.ts'
 import { $, $read, isDryRun } from '../lib/core/shell.ts'
 
@@ -72,15 +72,6 @@ const spec = {
   ],
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes', 'deploy v1.2.0 --yes   # after editing TELEGRAM_WEBHOOK_URL: switches modes'],
 } satisfies CliSpec
-
-export interface DeployOptions {
-  tag: string
-  yes: boolean
-  force: boolean
-  skipChecks: boolean
-  build: boolean
-  stopFirst: boolean
-}
 
 // The CLI, when this file is the one node started; a test imports the command without running it.
 if (isEntryPoint(import.meta.url)) {
@@ -235,11 +226,6 @@ async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
   await armArchiveTimeout(ctx)
   // PITR just turned on in .env.production: nothing is archived until the stanza exists
   await ensureStanza(ctx)
-}
-
-async function checkoutRelease(a: Attempt): Promise<void> {
-  log.info(`Checking out tag ${a.tag}`)
-  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error) }))
 }
 
 /** A registry that stays down after the retries: nothing has changed yet but the checkout. */

@@ -23,6 +23,15 @@ import { RollbackFailed } from './rollback.ts'
 /** Back to the previous version after a failure (the orchestrator's rollback); the event it closed. */
 export type RollBackAttempt = (a: Attempt, f: Failure) => Promise<DeployEvent | null>
 
+export interface DeployOptions {
+  tag: string
+  yes: boolean
+  force: boolean
+  skipChecks: boolean
+  build: boolean
+  stopFirst: boolean
+}
+
 /** What one deploy knows as it goes: the version it replaces, its backup, its audit event. */
 export interface Attempt {
   ctx: Context
@@ -191,6 +200,11 @@ export async function runMigrations(a: Attempt, migrate: () => Promise<{ exitCod
   update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
   if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: migrationFailureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
   if (!isDryRun()) log.info('Migrations applied successfully')
+}
+
+export async function checkoutRelease(a: Attempt): Promise<void> {
+  log.info(`Checking out tag ${a.tag}`)
+  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error) }))
 }
 
 /**

@@ -5,11 +5,11 @@ import { formatMb } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { $read, isDryRun } from '../core/shell.ts'
-import { abort, begin, checkFailure, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type Failure } from '../release/deploy-attempt.ts'
+import { abort, begin, checkFailure, checkoutRelease, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type DeployOptions, type Failure } from '../release/deploy-attempt.ts'
 import { readState, type DeployEvent, type DeployState } from '../release/deploy-state.ts'
 import { clearWebhook, registerWebhook } from '../release/mode.ts'
 import { startWatch } from '../release/watch.ts'
-import { checkout, requireImage } from '../release/release.ts'
+import { requireImage } from '../release/release.ts'
 import { localSwarm } from './cluster.ts'
 import { runJob } from './job.ts'
 import { rollBackOnSwarm } from './rollback.ts'
@@ -22,16 +22,7 @@ import { deployStack, isWebhook, stackName } from './stack.ts'
 // stack deploy`, which Swarm rolls out one task at a time (start-first in webhook mode) and rolls
 // back by itself when a new task never turns healthy; the gate is the converged tasks.
 
-export interface SwarmDeployOptions {
-  tag: string
-  yes: boolean
-  force: boolean
-  skipChecks: boolean
-  build: boolean
-  stopFirst: boolean
-}
-
-export async function deployOnSwarm(ctx: Context, opts: SwarmDeployOptions): Promise<void> {
+export async function deployOnSwarm(ctx: Context, opts: DeployOptions): Promise<void> {
   if (opts.build) throw new OpsError('usage', '--build is for one host: on a Swarm every node pulls the image from the registry (push it there first)')
   settleInterruptedRuns(ctx)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
@@ -96,7 +87,7 @@ async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Pr
 }
 
 /** Go/no-go: disk, a Swarm manager, the image in the registry, the nodes the stack is pinned to. */
-async function preflight(ctx: Context, opts: SwarmDeployOptions): Promise<void> {
+async function preflight(ctx: Context, opts: DeployOptions): Promise<void> {
   await goNoGo(opts.skipChecks, () => {
     const image = `${requireImage(ctx.cfg)}:${opts.tag}`
     const labels = isWebhook(ctx.cfg) ? ['ttg.data', 'ttg.ingress'] : ['ttg.data']
@@ -115,11 +106,6 @@ async function missingLabels(labels: string[]): Promise<string | null> {
   const found = ids.length ? (await $read({ nothrow: true, timeoutMs: 30_000 })`docker node inspect --format ${'{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}} {{end}}'} ${ids}`).stdout : ''
   const missing = labels.filter((l) => !found.includes(`${l}=true`))
   return missing.length ? `no node is labelled ${missing.join(', ')} (docker node update --label-add ${missing[0]}=true <node>)` : null
-}
-
-async function checkoutRelease(a: Attempt): Promise<void> {
-  log.info(`Checking out tag ${a.tag}`)
-  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error) }))
 }
 
 /**

@@ -1,15 +1,14 @@
 import path from 'node:path'
-import { type BackupRecord } from '../db/backup-index.ts'
 import { restoreScratchCopy, settleReplacedDatabase, swapIn } from '../db/restore.ts'
 import { type Context } from '../stack/context.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { isDryRun } from '../core/shell.ts'
-import { newEvent, type DeployEvent, type DeployState } from '../release/deploy-state.ts'
+import { newEvent, type DeployEvent } from '../release/deploy-state.ts'
 import { registerWebhook } from '../release/mode.ts'
 import { checkout, record } from '../release/release.ts'
-import { completeRollback, planRollbackDatabase, rollbackFailed, safetyBackup, type DbPlan } from '../release/rollback.ts'
+import { completeRollback, planRollbackDatabase, rollbackFailed, safetyBackup, type DbPlan, type RollbackRequest } from '../release/rollback.ts'
 import { runJob } from './job.ts'
 import { botExists, describeRunning, scaleBot, waitForUpdate } from './service.ts'
 import { deployStack, isWebhook } from './stack.ts'
@@ -18,25 +17,8 @@ import { deployStack, isWebhook } from './stack.ts'
 // the event, the one failure path): the switch is a `docker stack deploy` of the target and the
 // gate its converged tasks; "stop the bot" is scaling it to 0, which the target's deploy undoes.
 
-export interface SwarmRollback {
-  /** null: no earlier version (a failed first deploy): the bot is stopped */
-  target: string | null
-  from: string | null
-  triggeredBy: DeployEvent['triggered_by']
-  rollbackOf: string | null
-  undoing: string
-  context: string | null
-  db: { touched: boolean; keepData: boolean; expects?: string | null; backup?: BackupRecord | null }
-  safetyBackup: boolean
-  confirm: { yes: boolean } | null
-  /** polling mode or --stop-first: the bot stops before the database step and the switch */
-  stopFirst: boolean
-  /** non-empty: the bot stops for the database swap (a failed deploy's, unless the target serves) */
-  swapStops: string[]
-  /** Swarm already rolled the service back to the target (a failed update): no switch */
-  targetServing: boolean
-  recordAs: { state: DeployState; message: string | null } | null
-}
+/** As on one host, less what a Swarm does by itself: nodes pull the image; the exports go to BACKUP_DIR. */
+export type SwarmRollback = Omit<RollbackRequest, 'pull' | 'exportRoot'>
 
 export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Promise<DeployEvent | null> {
   if (request.target === null) {
