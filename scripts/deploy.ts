@@ -11,7 +11,7 @@ import { readState, TAG, type DeployEvent, type DeployState } from '../lib/relea
 import { freeMb } from '../lib/core/disk.ts'
 import { prepareAppRole } from '../lib/db/app-role.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
-import { abort, begin, checkFailure, checkoutRelease, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations as migrate, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type DeployOptions, type Failure } from '../lib/release/deploy-attempt.ts'
+import { abort, begin, checkFailure, checkoutRelease, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations as migrate, settleEvent, settleInterruptedRuns, update, validateEnvFile, undoRequest, type Attempt, type DeployOptions, type Failure } from '../lib/release/deploy-attempt.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/stack/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
@@ -137,34 +137,9 @@ function deployOptions(cli: ParsedCli): DeployOptions {
 
 // ---- the one failure path ------------------------------------------------------------------------
 
-/**
- * Back to the previous version, by the one rollback (lib/release/rollback.ts), as an automated
- * rollback event of its own linked to this deploy. The database goes back to the pre-deployment
- * backup when the migrations changed it (or failed halfway): restored beside the live one while
- * the bot still runs, swapped in once it is stopped, and only then is every row the backup lacks
- * exported from the replaced database before it is dumped as a safety backup and dropped.
- */
+/** Back to the previous version by the one rollback (lib/release/rollback.ts); the image is still here. */
 async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
-  const { ctx, previous } = a
-  const previousServing = f.previousServing ?? false
-  return rollBackTo(ctx, {
-    target: previous,
-    from: a.tag,
-    triggeredBy: 'automated',
-    rollbackOf: a.event.event_id,
-    undoing: `the failed deploy of ${a.tag}`,
-    context: `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}.`,
-    // A failed migration may have changed data without moving the revision (one transaction per migration).
-    db: { touched: f.stage === 'migration', keepData: false, expects: a.event.schema_revision_before, backup: a.backup ? fresh(ctx, a.backup) : null },
-    pull: false,
-    safetyBackup: false,
-    confirm: null,
-    stopFirst: a.stopFirst,
-    targetServing: previousServing,
-    swapStops: previousServing ? [] : ['bot'],
-    recordAs: null,
-    exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
-  })
+  return rollBackTo(a.ctx, { ...undoRequest(a, f), pull: false, exportRoot: path.join(a.ctx.cfg.BACKUP_DIR, 'exports') })
 }
 
 // ---- the steps -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { $read, isDryRun } from '../core/shell.ts'
 import { gitEnv } from '../commands/git.ts'
 import { completeEvent, newEvent, readEvents, type DeployEvent, type DeployState } from './deploy-state.ts'
 import { checkout, record, recordDeployed, resolveRef, schemaRevision } from './release.ts'
-import { RollbackFailed } from './rollback.ts'
+import { RollbackFailed, type RollbackRequest } from './rollback.ts'
 
 // What a deploy does the same on one host (scripts/deploy.ts) and on a Swarm (lib/swarm/deploy.ts):
 // the run's state (its Attempt), the steps that do not depend on the orchestrator (the pre-flight
@@ -80,7 +80,7 @@ export function describeStage(stage: Stage): { headline: string; kind: ErrorKind
 }
 
 /** The backup as the index has it now (verified since the run began?), else as the run knew it. */
-export function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
+function fresh(ctx: Context, backup: BackupRecord): BackupRecord {
   return findBackup(readIndex(ctx.cfg.BACKUP_DIR), backup.backup_id) ?? backup
 }
 
@@ -127,6 +127,33 @@ export async function abort(a: Attempt, f: Failure): Promise<never> {
   a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}${told ? `; ${outcome}` : ''}`))
   if (!told) await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
   throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true, alreadyNotified: true })
+}
+
+/**
+ * The previous version back, as an automated rollback event of its own linked to this deploy. The
+ * database goes back to the pre-deployment backup when the migrations changed it (or failed
+ * halfway): restored beside the live one while the bot still runs, swapped in once it is stopped,
+ * and only then is every row the backup lacks exported from the replaced database before it is
+ * dumped as a safety backup and dropped. What differs by orchestrator (pulling, exports) the caller adds.
+ */
+export function undoRequest(a: Attempt, f: Failure): Omit<RollbackRequest, 'pull' | 'exportRoot'> {
+  const previousServing = f.previousServing ?? false
+  return {
+    target: a.previous,
+    from: a.tag,
+    triggeredBy: 'automated',
+    rollbackOf: a.event.event_id,
+    undoing: `the failed deploy of ${a.tag}`,
+    context: `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}.`,
+    // A failed migration may have changed data without moving the revision (one transaction per migration).
+    db: { touched: f.stage === 'migration', keepData: false, expects: a.event.schema_revision_before, backup: a.backup ? fresh(a.ctx, a.backup) : null },
+    safetyBackup: false,
+    confirm: null,
+    stopFirst: a.stopFirst,
+    targetServing: previousServing,
+    swapStops: previousServing ? [] : ['bot'],
+    recordAs: null,
+  }
 }
 
 // ---- the steps both orchestrators take -------------------------------------------------------------

@@ -5,8 +5,8 @@ import { formatMb } from '../core/format.ts'
 import { log } from '../core/log.ts'
 import { confirmDestructive } from '../core/prompt.ts'
 import { $read, isDryRun } from '../core/shell.ts'
-import { abort, begin, checkFailure, checkoutRelease, fresh, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations, settleEvent, settleInterruptedRuns, update, validateEnvFile, type Attempt, type DeployOptions, type Failure } from '../release/deploy-attempt.ts'
-import { readState, type DeployEvent, type DeployState } from '../release/deploy-state.ts'
+import { abort, begin, checkFailure, checkoutRelease, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations, settleEvent, settleInterruptedRuns, undoRequest, update, validateEnvFile, type Attempt, type DeployOptions } from '../release/deploy-attempt.ts'
+import { readState, type DeployState } from '../release/deploy-state.ts'
 import { clearWebhook, registerWebhook } from '../release/mode.ts'
 import { startWatch } from '../release/watch.ts'
 import { requireImage } from '../release/release.ts'
@@ -26,7 +26,7 @@ export async function deployOnSwarm(ctx: Context, opts: DeployOptions): Promise<
   if (opts.build) throw new OpsError('usage', '--build is for one host: on a Swarm every node pulls the image from the registry (push it there first)')
   settleInterruptedRuns(ctx)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
-  const a = begin(ctx, state, opts, rollBack)
+  const a = begin(ctx, state, opts, (attempt, f) => rollBackOnSwarm(ctx, undoRequest(attempt, f)))
   try {
     validateEnvironment(ctx)
     const sha = await resolveTag(ctx, opts.tag)
@@ -46,30 +46,6 @@ export async function deployOnSwarm(ctx: Context, opts: DeployOptions): Promise<
   // The watch window (WATCH_SECONDS): scripts/watch.ts asks Swarm whether every replica still runs.
   if (a.previous && !isDryRun()) startWatch(ctx.cfg, { tag: opts.tag, previous: a.previous, event_id: a.event.event_id })
   log.info(isDryRun() ? 'Dry run complete: nothing was changed' : `Deployment successful: ${opts.tag}`)
-}
-
-/**
- * abort's way back, as scripts/deploy.ts's but by the Swarm rollback. `previousServing`: Swarm's
- * own rollback already put the previous version back.
- */
-async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
-  const previousServing = f.previousServing ?? false
-  return rollBackOnSwarm(a.ctx, {
-    target: a.previous,
-    from: a.tag,
-    triggeredBy: 'automated',
-    rollbackOf: a.event.event_id,
-    undoing: `the failed deploy of ${a.tag}`,
-    context: `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}.`,
-    // A failed migration may have changed data without moving the revision (one transaction per migration).
-    db: { touched: f.stage === 'migration', keepData: false, expects: a.event.schema_revision_before, backup: a.backup ? fresh(a.ctx, a.backup) : null },
-    safetyBackup: false,
-    confirm: null,
-    stopFirst: a.stopFirst,
-    targetServing: previousServing,
-    swapStops: previousServing ? [] : ['bot'],
-    recordAs: null,
-  })
 }
 
 // ---- the steps -----------------------------------------------------------------------------------
