@@ -69,7 +69,7 @@ export interface Failure {
 }
 
 /** The contract's error line for a stage, and the kind that picks the exit code. */
-export function describeStage(stage: Stage): { headline: string; kind: ErrorKind } {
+function describeStage(stage: Stage): { headline: string; kind: ErrorKind } {
   switch (stage) {
     case 'checkout': return { headline: 'Checkout failed, the running version is untouched', kind: 'command_failed' }
     case 'pull': return { headline: 'Pull failed, the running version is untouched', kind: 'command_failed' }
@@ -90,7 +90,7 @@ export function checkFailure(result: { exitCode: number | null; stderr: string }
 }
 
 /** The line of a migration tool's output that says what broke, not the trailing links and notes. */
-export function migrationFailureReason(output: string): string | null {
+function migrationFailureReason(output: string): string | null {
   const lines = output.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('(Background on this error'))
   return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|ERROR:|error:/.test(l)) ?? lines.at(-1) ?? null
 }
