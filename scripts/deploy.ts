@@ -1,21 +1,17 @@
 // deploy <git-tag>: pre-deployment backup, checkout, pull, migrations, switch, health gate, and an
 // automatic rollback (database included when a migration failed) (contract: deploy.sh).
-import fs from 'node:fs'
 import path from 'node:path'
-import { createBackup } from '../lib/db/backup.ts'
 import { flag, type CliSpec, type ParsedCli } from '../lib/core/cli.ts'
 import { composeBase, composeEnv } from '../lib/commands/compose.ts'
 import { confirmDestructive } from '../lib/core/prompt.ts'
 import { findContainer } from '../lib/commands/docker.ts'
 import { openContext, requireCompose, type Context } from '../lib/stack/context.ts'
 import { takeDeployLock } from '../lib/core/lock.ts'
-import { completeEvent, readEvents, readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
+import { readState, TAG, type DeployEvent, type DeployState } from '../lib/release/deploy-state.ts'
 import { freeMb } from '../lib/core/disk.ts'
-import { assertValid } from '../lib/core/deployment-config.ts'
 import { prepareAppRole } from '../lib/db/app-role.ts'
-import { readEnvFile } from '../lib/core/env-file.ts'
 import { OpsError, messageOf } from '../lib/core/errors.ts'
-import { begin, checkFailure, describeStage, fresh, migrationFailureReason, settleEvent, update, type Attempt, type Failure } from '../lib/release/deploy-attempt.ts'
+import { abort, begin, checkFailure, checkoutRelease, goNoGo, preDeploymentBackup, recordSuccess, resolveTag, runMigrations as migrate, settleEvent, settleInterruptedRuns, update, validateEnvFile, undoRequest, type Attempt, type DeployOptions, type Failure } from '../lib/release/deploy-attempt.ts'
 import { formatMb } from '../lib/core/format.ts'
 import { waitUntilHealthy } from '../lib/stack/health.ts'
 import { OldVersionServing } from '../lib/release/bluegreen.ts'
@@ -28,11 +24,8 @@ import { deployOnSwarm } from '../lib/swarm/deploy.ts'
 import { usesSwarm } from '../lib/swarm/stack.ts'
 import { log } from '../lib/core/log.ts'
 import { isEntryPoint, runMain } from '../lib/core/main.ts'
-import { notify } from '../lib/core/notify.ts'
-import { gitEnv } from '../lib/commands/git.ts'
-import { botRun, checkout, healthGate, isHealthyNow, pullImage, record, recordDeployed, requireImage, resolveRef, schemaRevision, switchVersion } from '../lib/release/release.ts'
-import { rollBack as rollBackTo, RollbackFailed } from '../lib/release/rollback.ts'
-import { retry, looksTransient } from '../lib/core/retry.ts'
+import { botRun, healthGate, isHealthyNow, pullImage, requireImage, switchVersion } from '../lib/release/release.ts'
+import { rollBack as rollBackTo } from '../lib/release/rollback.ts'
 import { $, $read, isDryRun } from '../lib/core/shell.ts'
 
 const spec = {
@@ -80,15 +73,6 @@ const spec = {
   examples: ['deploy v1.2.0', 'deploy v1.2.0 --yes', 'deploy v1.2.0 --dry-run', 'deploy v1.2.0 --build --yes', 'deploy v1.2.0 --yes   # after editing TELEGRAM_WEBHOOK_URL: switches modes'],
 } satisfies CliSpec
 
-export interface DeployOptions {
-  tag: string
-  yes: boolean
-  force: boolean
-  skipChecks: boolean
-  build: boolean
-  stopFirst: boolean
-}
-
 // The CLI, when this file is the one node started; a test imports the command without running it.
 if (isEntryPoint(import.meta.url)) {
   await runMain(spec, {
@@ -114,7 +98,7 @@ export async function deploy(ctx: Context, opts: DeployOptions): Promise<void> {
   if (await usesSwarm(ctx.cfg)) return deployOnSwarm(ctx, opts)
   settleInterruptedRuns(ctx)
   const state = readState(ctx.cfg.ARTIFACTS_FILE, ctx.cfg.legacyArtifactsFile)
-  const attempt = begin(ctx, state, opts)
+  const attempt = begin(ctx, state, opts, rollBack)
   try {
     validateEnvironment(ctx)
     const sha = await resolveTag(ctx, opts.tag)
@@ -153,100 +137,18 @@ function deployOptions(cli: ParsedCli): DeployOptions {
 
 // ---- the one failure path ------------------------------------------------------------------------
 
-/**
- * Every failed deploy ends here. Before the migrations nothing the bot uses has changed: the
- * checkout is put back. From the migrations on, the previous version is brought back, with the
- * database restored when the migrations changed it. Then the event, the notification, the exit.
- */
-async function abort(a: Attempt, f: Failure): Promise<never> {
-  const { headline, kind } = describeStage(f.stage)
-  log.error(`${headline}: ${f.reason}`)
-  let status: DeployEvent['status'] = 'failed'
-  let outcome = `${a.previous ?? 'Nothing'} is still running.`
-  let told = false
-  if (f.stage === 'checkout' || f.stage === 'pull') {
-    if (a.previous) await checkout(a.ctx, a.previous).catch((e) => log.warn(`Could not check out ${a.previous} again: ${messageOf(e)}`))
-  } else {
-    log.error('Deployment failed - initiating rollback')
-    try {
-      const rolledBack = await rollBack(a, f)
-      status = 'rolled_back'
-      outcome = `Rolled back to ${a.previous ?? 'nothing'}${rolledBack?.migration_applied ? ', database restored' : ''}.`
-    } catch (error) {
-      // the rollback's own failure path has logged, recorded and told what runs now
-      if (!(error instanceof RollbackFailed)) throw error
-      outcome = `ROLLBACK FAILED: ${error.message}`
-      told = true
-    }
-  }
-  a.event = record(a.ctx, completeEvent(a.event, status, `${f.stage} failed: ${f.reason}${told ? `; ${outcome}` : ''}`))
-  if (!told) await notify(a.ctx.cfg, `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}. ${outcome}`)
-  throw new OpsError(kind, `${headline}: ${f.reason}`, { alreadyLogged: true, alreadyNotified: true })
-}
-
-/**
- * Back to the previous version, by the one rollback (lib/release/rollback.ts), as an automated
- * rollback event of its own linked to this deploy. The database goes back to the pre-deployment
- * backup when the migrations changed it (or failed halfway): restored beside the live one while
- * the bot still runs, swapped in once it is stopped, and only then is every row the backup lacks
- * exported from the replaced database before it is dumped as a safety backup and dropped.
- */
+/** Back to the previous version by the one rollback (lib/release/rollback.ts); the image is still here. */
 async function rollBack(a: Attempt, f: Failure): Promise<DeployEvent | null> {
-  const { ctx, previous } = a
-  log.info(previous ? `Rolling back to ${previous}` : 'Rolling back (no previous version: the bot stays stopped)')
-  const previousServing = f.previousServing ?? false
-  return rollBackTo(ctx, {
-    target: previous,
-    from: a.tag,
-    triggeredBy: 'automated',
-    rollbackOf: a.event.event_id,
-    undoing: `the failed deploy of ${a.tag}`,
-    context: `Deployment of ${a.tag} failed at the ${f.stage} step: ${f.reason}.`,
-    // A failed migration may have changed data without moving the revision (one transaction per migration).
-    db: { touched: f.stage === 'migration', keepData: false, expects: a.event.schema_revision_before, backup: a.backup ? fresh(ctx, a.backup) : null },
-    pull: false,
-    safetyBackup: false,
-    confirm: null,
-    stopFirst: a.stopFirst,
-    targetServing: previousServing,
-    swapStops: previousServing ? [] : ['bot'],
-    recordAs: null,
-    exportRoot: path.join(ctx.cfg.BACKUP_DIR, 'exports'),
-  })
+  return rollBackTo(a.ctx, { ...undoRequest(a, f), pull: false, exportRoot: path.join(a.ctx.cfg.BACKUP_DIR, 'exports') })
 }
 
 // ---- the steps -----------------------------------------------------------------------------------
 
-/**
- * We hold the deploy lock, so an in_progress event is one nobody runs any more (kill -9, power
- * loss): report it and close it before going on.
- */
-function settleInterruptedRuns(ctx: Context): void {
-  for (const event of readEvents(ctx.cfg.AUDIT_LOG).filter((e) => e.status === 'in_progress')) {
-    log.warn(`An earlier ${event.event_type} of ${event.artifact_id} (started ${event.started_at} by ${event.operator}, pid ${event.pid}) was interrupted; marking it failed.${event.backup_id ? ` Its pre-deployment backup is ${event.backup_id}.` : ''} This run redoes every step.`)
-    record(ctx, completeEvent(event, 'failed', 'interrupted: the process running it is gone'))
-  }
-}
-
-/** The data model's rules (shared with setup-droplet), and a file only its owner can read. */
 function validateEnvironment(ctx: Context): void {
-  const file = ctx.cfg.envFile
-  const vars = readEnvFile(file)
-  if (!vars) throw new OpsError('config', `${file} does not exist (setup-droplet creates it from deployment/.env.production.template)`)
-  const mode = fs.statSync(file).mode & 0o777
-  if (mode & 0o077) throw new OpsError('config', `${file} is mode ${mode.toString(8)}; it holds secrets and must be 600 (chmod 600 ${file})`)
-  assertValid(file, vars, vars.TELEGRAM_WEBHOOK_URL ? 'webhook' : 'polling')
-  const contradiction = webhookProfileProblem(ctx.cfg.COMPOSE_PROFILES, ctx.cfg.webhookUrl !== '', file)
+  validateEnvFile(ctx)
+  const contradiction = webhookProfileProblem(ctx.cfg.COMPOSE_PROFILES, ctx.cfg.webhookUrl !== '', ctx.cfg.envFile)
   if (contradiction) throw new OpsError('config', contradiction)
   requireImage(ctx.cfg)
-}
-
-async function resolveTag(ctx: Context, tag: string): Promise<string> {
-  // --force, --prune: a tag moved or deleted upstream moves here too (a release tag means one commit)
-  await retry(() => $read({ env: gitEnv(), timeoutMs: 5 * 60_000 })`git -C ${ctx.cfg.APP_DIR} fetch --quiet --tags --force --prune origin`, { what: 'git fetch', isTransient: looksTransient })
-  const sha = await resolveRef(ctx.cfg.APP_DIR, tag)
-  if (!sha) throw new OpsError('usage', `Tag ${tag} does not exist in ${ctx.cfg.APP_DIR} (after git fetch)`)
-  return sha
 }
 
 /**
@@ -274,28 +176,18 @@ async function alreadyRunning(ctx: Context, state: DeployState, tag: string): Pr
  * mode needs (nginx able to start, its certificate; Telegram answering, to delete the webhook).
  */
 async function preflight(ctx: Context, opts: DeployOptions, modeSwitch: ModeSwitch | null): Promise<void> {
-  if (opts.skipChecks) {
-    log.warn('Pre-flight checks skipped (--skip-checks)')
-    return
-  }
-  const project = requireCompose(ctx)
-  const image = `${requireImage(ctx.cfg)}:${opts.tag}`
-  const checks: [string, () => Promise<string | null>][] = [
+  await goNoGo(opts.skipChecks, () => {
+    const project = requireCompose(ctx)
+    const image = `${requireImage(ctx.cfg)}:${opts.tag}`
+    return [
     ['disk', async () => (freeMb(ctx.cfg.DEPLOY_DIR) < ctx.cfg.MIN_FREE_DISK_MB ? `${formatMb(freeMb(ctx.cfg.DEPLOY_DIR))} free, ${formatMb(ctx.cfg.MIN_FREE_DISK_MB)} required` : null)],
     ['docker', async () => checkFailure(await $read({ nothrow: true, timeoutMs: 30_000 })`docker info --format '{{.ServerVersion}}'`)],
     ['compose file', async () => checkFailure(await $read({ env: composeEnv(project, { APP_VERSION: opts.tag }), nothrow: true, timeoutMs: 60_000 })`${composeBase(project)} config --quiet`)],
     // --insecure: a plain-HTTP registry too; asks the registry without pulling
     ['image', async () => (opts.build ? null : checkFailure(await $read({ nothrow: true, timeoutMs: 60_000 })`docker manifest inspect --insecure ${image}`, `${image} is not in the registry`))],
     ...modeChecks(ctx.cfg, project, modeSwitch, opts.tag),
-  ]
-  const failed: string[] = []
-  for (const [name, check] of checks) {
-    const problem = await check().catch((e: unknown) => messageOf(e))
-    if (problem) failed.push(`${name}: ${problem}`)
-    log.debug(`Pre-flight ${name}: ${problem ?? 'ok'}`)
-  }
-  if (failed.length) throw new OpsError('command_failed', `Pre-flight checks failed (nothing changed): ${failed.join('; ')}`)
-  log.info('Pre-flight checks passed')
+    ]
+  })
 }
 
 /** On a fresh host (or after a reboot) PostgreSQL and Redis must run before there is anything to back up. */
@@ -311,23 +203,6 @@ async function ensureDataServices(ctx: Context, tag: string): Promise<void> {
   await ensureStanza(ctx)
 }
 
-async function preDeploymentBackup(a: Attempt): Promise<void> {
-  log.info('Creating pre-deployment backup')
-  try {
-    const backup = await createBackup(a.ctx.cfg, a.ctx.db, { type: 'pre_deployment', artifactId: a.previous, reason: `before deploying ${a.tag}`, announce: 'path' })
-    a.backup = isDryRun() ? null : backup
-  } catch (error) {
-    a.event = record(a.ctx, completeEvent(a.event, 'failed', `backup failed: ${messageOf(error)}`))
-    throw new OpsError('backup_failed', `Pre-deployment backup failed, nothing was changed: ${messageOf(error)}`, { cause: error })
-  }
-  update(a, { backup_created: !isDryRun(), backup_id: a.backup?.backup_id ?? null })
-}
-
-async function checkoutRelease(a: Attempt): Promise<void> {
-  log.info(`Checking out tag ${a.tag}`)
-  await checkout(a.ctx, a.tag).catch((error: unknown) => abort(a, { stage: 'checkout', reason: messageOf(error) }))
-}
-
 /** A registry that stays down after the retries: nothing has changed yet but the checkout. */
 async function pullImages(a: Attempt, build: boolean): Promise<void> {
   log.info(build ? 'Building Docker images' : 'Pulling Docker images')
@@ -338,15 +213,9 @@ async function pullImages(a: Attempt, build: boolean): Promise<void> {
 
 /** Migrations run with the new image while the old version still serves. */
 async function runMigrations(a: Attempt): Promise<void> {
-  log.info('Running database migrations')
-  const before = isDryRun() ? null : await schemaRevision(a.ctx.db)
   const p = requireCompose(a.ctx)
-  const migrate = a.ctx.cfg.MIGRATE_COMMAND.trim().split(/\s+/)
-  const result = await $({ env: composeEnv(p, { APP_VERSION: a.tag }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} ${migrate}`
-  const after = isDryRun() ? null : await schemaRevision(a.ctx.db)
-  update(a, { schema_revision_before: before, schema_revision_after: after, migration_applied: before !== after })
-  if (result.exitCode !== 0) await abort(a, { stage: 'migration', reason: migrationFailureReason(result.stderr + '\n' + result.stdout) ?? `exit ${result.exitCode}` })
-  if (!isDryRun()) log.info('Migrations applied successfully')
+  const command = a.ctx.cfg.MIGRATE_COMMAND.trim().split(/\s+/)
+  await migrate(a, () => $({ env: composeEnv(p, { APP_VERSION: a.tag }), timeoutMs: 10 * 60_000, nothrow: true })`${botRun(p)} ${command}`)
 }
 
 /**
@@ -377,17 +246,4 @@ async function runHealthChecks(a: Attempt): Promise<void> {
 function watchRelease(a: Attempt): void {
   if (!a.previous || isDryRun()) return
   startWatch(a.ctx.cfg, { tag: a.tag, previous: a.previous, event_id: a.event.event_id })
-}
-
-/**
- * The new version runs and is healthy. Should recording it fail (a full disk, a file someone made
- * unwritable), say exactly that: it is not a failed deploy, and nothing is rolled back.
- */
-async function recordSuccess(a: Attempt): Promise<void> {
-  const downtime = a.event.downtime_seconds
-  try {
-    await recordDeployed(a.ctx, { state: a.state, tag: a.tag, event: a.event, rollbackFrom: null, message: `Deployed ${a.tag}${downtime === null ? '' : ` (downtime ${downtime.toFixed(1)}s)`}` })
-  } catch (error) {
-    throw new OpsError('corrupt_state', `${a.tag} is running and healthy, but recording it failed: ${messageOf(error)}. ${a.ctx.cfg.ARTIFACTS_FILE} and APP_VERSION in ${a.ctx.cfg.envFile} may still name ${a.previous ?? 'nothing'}; fix the cause and run deploy ${a.tag} --force`, { cause: error })
-  }
 }

@@ -160,11 +160,7 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
       })
       if (ctx.cfg.DB_MODE === 'compose') await ensurePostgresImage(ctx.cfg.POSTGRES_IMAGE)
     }
-    const revision = await schemaRevision(ctx.db)
-    const expects = r.db.expects !== undefined ? r.db.expects : await targetHead(ctx, target)
-    log.info(`Database schema: ${revision ?? 'none'}; ${target} expects ${expects ?? 'none'}`)
-    const backup = r.db.backup !== undefined ? r.db.backup : preDeploymentBackupOf(readIndex(ctx.cfg.BACKUP_DIR).backups, target)
-    const plan = planDatabase({ target, current: r.from, revision, expects, touched: r.db.touched, keepData: r.db.keepData, backup })
+    const { revision, plan } = await planRollbackDatabase(ctx, r, target, targetHead)
     if (r.confirm) await confirmRollback(ctx, target, plan, r.confirm.yes)
     event = record(ctx, { ...event, schema_revision_before: revision })
     const safety = r.safetyBackup ? await safetyBackup(ctx, r.from) : null
@@ -192,19 +188,32 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
       // Also when the target fails to start: the rows the backup lacks are exported all the same.
       if (plan.action === 'restore') await settleReplacedDatabase(ctx, replaced, { reason: `safety backup: ${ctx.db.database} as it was before the rollback to ${target} (${r.undoing})`, exportSince: { backup: plan.backup, dir: path.join(r.exportRoot, event.event_id) } })
     }
-    const after = isDryRun() ? null : await schemaRevision(ctx.db)
-    event = { ...event, health_check_passed: true, downtime_seconds: downtime, migration_applied: plan.action !== 'keep', schema_revision_after: after }
-    if (r.recordAs) await recordDeployed(ctx, { state: r.recordAs.state, tag: target, event, rollbackFrom: r.from, message: r.recordAs.message })
-    else event = record(ctx, completeEvent(event, 'success', null))
-    log.info('Rollback complete')
-    return event
+    return await completeRollback(ctx, r, target, event, plan, downtime)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'refused') {
-      record(ctx, completeEvent(event, 'cancelled', messageOf(error)))
-      throw error
-    }
     return fail(ctx, r, event, db, error)
   }
+}
+
+/**
+ * The database's schema revision now and what the rule (planDatabase) does with it for `target`,
+ * whose expected revision is the caller's, or else asked of its image (`targetHead`).
+ */
+export async function planRollbackDatabase(ctx: Context, r: Pick<RollbackRequest, 'from' | 'db'>, target: string, targetHead: (ctx: Context, target: string) => Promise<string | null>): Promise<{ revision: string | null; plan: DbPlan }> {
+  const revision = await schemaRevision(ctx.db)
+  const expects = r.db.expects !== undefined ? r.db.expects : await targetHead(ctx, target)
+  log.info(`Database schema: ${revision ?? 'none'}; ${target} expects ${expects ?? 'none'}`)
+  const backup = r.db.backup !== undefined ? r.db.backup : preDeploymentBackupOf(readIndex(ctx.cfg.BACKUP_DIR).backups, target)
+  return { revision, plan: planDatabase({ target, current: r.from, revision, expects, touched: r.db.touched, keepData: r.db.keepData, backup }) }
+}
+
+/** The target runs and is healthy: the event closed `success`, or the release recorded as the target. */
+export async function completeRollback(ctx: Context, r: Pick<RollbackRequest, 'from' | 'recordAs'>, target: string, started: DeployEvent, plan: DbPlan, downtime: number | null): Promise<DeployEvent> {
+  const after = isDryRun() ? null : await schemaRevision(ctx.db)
+  let event: DeployEvent = { ...started, health_check_passed: true, downtime_seconds: downtime, migration_applied: plan.action !== 'keep', schema_revision_after: after }
+  if (r.recordAs) await recordDeployed(ctx, { state: r.recordAs.state, tag: target, event, rollbackFrom: r.from, message: r.recordAs.message })
+  else event = record(ctx, completeEvent(event, 'success', null))
+  log.info('Rollback complete')
+  return event
 }
 
 /**
@@ -212,12 +221,23 @@ export async function rollBack(ctx: Context, r: RollbackRequest): Promise<Deploy
  * Docker, not assumed), what happened to the database, and the one command to look further; the
  * event is closed `failed` with the reason. Exit 3 when the database step failed, else 1.
  */
-async function fail(ctx: Context, r: RollbackRequest, event: DeployEvent | null, trail: DbTrail, error: unknown): Promise<never> {
+function fail(ctx: Context, r: RollbackRequest, event: DeployEvent | null, trail: DbTrail, error: unknown): Promise<never> {
+  return rollbackFailed(ctx, r, event, trail.what ?? 'not touched', whatRunsNow, error)
+}
+
+/**
+ * Both orchestrators' failure path; `whatRuns` asks the one in use. A refused confirmation is
+ * no failure: the event is closed `cancelled`, nothing changed.
+ */
+export async function rollbackFailed(ctx: Context, r: Pick<RollbackRequest, 'target' | 'undoing' | 'context'>, event: DeployEvent | null, database: string, whatRuns: (ctx: Context) => Promise<string>, error: unknown): Promise<never> {
+  if (event && error instanceof OpsError && error.kind === 'refused') {
+    record(ctx, completeEvent(event, 'cancelled', messageOf(error)))
+    throw error
+  }
   // one line: the log's ERROR line and the notification carry it whole
   const reason = messageOf(error).replace(/\s*\n\s*/g, ' ').trim()
-  const running = await whatRunsNow(ctx).catch((e: unknown) => `unknown (${messageOf(e)})`)
+  const running = await whatRuns(ctx).catch((e: unknown) => `unknown (${messageOf(e)})`)
   const look = path.join(TOOLKIT_DIR, 'scripts', 'status.sh')
-  const database = trail.what ?? 'not touched'
   const summary = `Rollback to ${r.target ?? 'nothing'} failed: ${reason}. Running now: ${running}. Database: ${database}. Look further: ${look}`
   log.error(summary)
   if (event) record(ctx, completeEvent(event, 'failed', `${reason}; running now: ${running}; database: ${database}`))
@@ -254,7 +274,7 @@ async function confirmRollback(ctx: Context, target: string, plan: DbPlan, yes: 
   await confirmDestructive(`Roll back to ${target}. ${loss}`, yes)
 }
 
-async function safetyBackup(ctx: Context, current: string | null): Promise<BackupRecord | null> {
+export async function safetyBackup(ctx: Context, current: string | null): Promise<BackupRecord | null> {
   log.info('Creating safety backup')
   const backup = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: current, reason: 'safety backup before rollback' })
   return isDryRun() ? null : backup

@@ -2,7 +2,7 @@ import path from 'node:path'
 import type { Context } from '../stack/context.ts'
 import { messageOf } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { isDryRun, run, tryRun, type RunResult } from '../core/runner.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import { requireImage } from '../release/release.ts'
 import { sleep } from './service.ts'
 import { stackName, stackNetwork, writeStackFiles } from './stack.ts'
@@ -13,32 +13,35 @@ import { stackName, stackNetwork, writeStackFiles } from './stack.ts'
 
 const TERMINAL = new Set(['Complete', 'Failed', 'Rejected', 'Shutdown', 'Orphaned'])
 
-export async function runJob(ctx: Context, tag: string, what: string, command: string): Promise<RunResult> {
+/** What the task printed (docker service logs) and how it ended: 0 when it completed. */
+export interface JobResult {
+  exitCode: number
+  stdout: string
+  stderr: string
+}
+
+export async function runJob(ctx: Context, tag: string, what: string, command: string): Promise<JobResult> {
+  const image = `${requireImage(ctx.cfg)}:${tag}`
   if (isDryRun()) {
-    process.stdout.write(`[dry-run] docker service create --mode replicated-job ${requireImage(ctx.cfg)}:${tag} sh -c '${command}'\n`)
+    // The secret, the network and the task's states only exist when it runs: the plan is one line.
+    await $`docker service create --mode replicated-job ${image} sh -c ${command}`
     return { exitCode: 0, stdout: '', stderr: '' }
   }
   const { cfg } = ctx
   const name = `${stackName(cfg)}_${what}_${Date.now().toString(36)}`
   const files = writeStackFiles(cfg)
-  await run({ argv: ['docker', 'secret', 'create', name, path.join(files.SWARM_SECRETS_DIR, 'database_url')], timeoutMs: 30_000 })
+  await $({ timeoutMs: 30_000 })`docker secret create ${name} ${path.join(files.SWARM_SECRETS_DIR, 'database_url')}`
   try {
-    const network = (await tryRun({ argv: ['docker', 'network', 'inspect', stackNetwork(cfg)], mutates: false, timeoutMs: 30_000 })).exitCode === 0 ? ['--network', stackNetwork(cfg)] : []
-    await run({
-      argv: [
-        'docker', 'service', 'create', '--detach', '--name', name, '--mode', 'replicated-job', '--restart-condition', 'none',
-        ...network, '--secret', `source=${name},target=database_url`, '--env-file', files.SWARM_BOT_ENV_FILE, '--env', `APP_VERSION=${tag}`,
-        '--entrypoint', '/bin/sh', `${requireImage(cfg)}:${tag}`,
-        '-c', 'DATABASE_URL="$(cat /run/secrets/database_url)" && export DATABASE_URL && exec /bin/sh -c "$0"', command,
-      ],
-      timeoutMs: 60_000,
-    })
+    const network = (await $read({ nothrow: true, timeoutMs: 30_000 })`docker network inspect ${stackNetwork(cfg)}`).exitCode === 0 ? ['--network', stackNetwork(cfg)] : []
+    // The URL is read from the secret inside the task, so it is in no spec, no argv and no log.
+    const entrypoint = 'DATABASE_URL="$(cat /run/secrets/database_url)" && export DATABASE_URL && exec /bin/sh -c "$0"'
+    await $({ timeoutMs: 60_000 })`docker service create --detach --name ${name} --mode replicated-job --restart-condition none ${network} --secret ${`source=${name},target=database_url`} --env-file ${files.SWARM_BOT_ENV_FILE} --env ${`APP_VERSION=${tag}`} --entrypoint /bin/sh ${image} -c ${entrypoint} ${command}`
     const state = await waitForJob(ctx, name)
-    const logs = await tryRun({ argv: ['docker', 'service', 'logs', '--raw', '--no-task-ids', name], mutates: false, timeoutMs: 60_000 })
+    const logs = await $read({ nothrow: true, timeoutMs: 60_000 })`docker service logs --raw --no-task-ids ${name}`
     const code = state.state === 'Complete' ? 0 : Number(/exit \((\d+)\)/.exec(state.error)?.[1] ?? 1)
     return { exitCode: code, stdout: logs.stdout, stderr: logs.stderr + (code === 0 ? '' : `\n${state.error || state.state}`) }
   } finally {
-    await tryRun({ argv: ['docker', 'service', 'rm', name], timeoutMs: 30_000 }).catch((e) => log.warn(`Could not remove the one-off service ${name}: ${messageOf(e)}`))
+    await $({ nothrow: true, timeoutMs: 30_000 })`docker service rm ${name}`.catch((e: unknown) => log.warn(`Could not remove the one-off service ${name}: ${messageOf(e)}`))
     await removeSecretWhenFree(name)
   }
 }
@@ -46,7 +49,7 @@ export async function runJob(ctx: Context, tag: string, what: string, command: s
 async function waitForJob(ctx: Context, name: string): Promise<{ state: string; error: string }> {
   const deadline = Date.now() + ctx.cfg.DB_OPERATION_TIMEOUT * 1000
   for (;;) {
-    const ps = await tryRun({ argv: ['docker', 'service', 'ps', '--no-trunc', '--format', '{{.CurrentState}}|{{.Error}}', name], mutates: false, timeoutMs: 30_000 })
+    const ps = await $read({ nothrow: true, timeoutMs: 30_000 })`docker service ps --no-trunc --format ${'{{.CurrentState}}|{{.Error}}'} ${name}`
     const [state = '', error = ''] = (ps.stdout.trim().split('\n')[0] ?? '').split('|')
     const word = state.split(' ')[0] ?? ''
     if (TERMINAL.has(word)) return { state: word, error }
@@ -58,7 +61,7 @@ async function waitForJob(ctx: Context, name: string): Promise<{ state: string; 
 /** A secret in use by a task being removed cannot go yet: a few tries. */
 async function removeSecretWhenFree(name: string): Promise<void> {
   for (let attempt = 1; attempt <= 10; attempt++) {
-    if ((await tryRun({ argv: ['docker', 'secret', 'rm', name], timeoutMs: 30_000 })).exitCode === 0) return
+    if ((await $({ nothrow: true, timeoutMs: 30_000 })`docker secret rm ${name}`).exitCode === 0) return
     await sleep(1000)
   }
   log.warn(`Could not remove the one-off secret ${name}: docker secret rm ${name}`)

@@ -1,19 +1,14 @@
-import os from 'node:os'
 import path from 'node:path'
-import { createBackup } from '../db/backup.ts'
-import { readIndex, type BackupRecord } from '../db/backup-index.ts'
 import { restoreScratchCopy, settleReplacedDatabase, swapIn } from '../db/restore.ts'
-import { TOOLKIT_DIR } from '../core/config.ts'
 import { type Context } from '../stack/context.ts'
-import { OpsError, messageOf, type ErrorKind } from '../core/errors.ts'
+import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { notify } from '../core/notify.ts'
 import { confirmDestructive } from '../core/prompt.ts'
-import { isDryRun } from '../core/runner.ts'
-import { completeEvent, newEvent, type DeployEvent, type DeployState } from '../release/deploy-state.ts'
+import { isDryRun } from '../core/shell.ts'
+import { newEvent, type DeployEvent } from '../release/deploy-state.ts'
 import { registerWebhook } from '../release/mode.ts'
-import { checkout, record, recordDeployed, schemaRevision } from '../release/release.ts'
-import { planDatabase, preDeploymentBackupOf, RollbackFailed, type DbPlan } from '../release/rollback.ts'
+import { checkout, record } from '../release/release.ts'
+import { completeRollback, planRollbackDatabase, rollbackFailed, safetyBackup, type DbPlan, type RollbackRequest } from '../release/rollback.ts'
 import { runJob } from './job.ts'
 import { botExists, describeRunning, scaleBot, waitForUpdate } from './service.ts'
 import { deployStack, isWebhook } from './stack.ts'
@@ -22,25 +17,8 @@ import { deployStack, isWebhook } from './stack.ts'
 // the event, the one failure path): the switch is a `docker stack deploy` of the target and the
 // gate its converged tasks; "stop the bot" is scaling it to 0, which the target's deploy undoes.
 
-export interface SwarmRollback {
-  /** null: no earlier version (a failed first deploy): the bot is stopped */
-  target: string | null
-  from: string | null
-  triggeredBy: DeployEvent['triggered_by']
-  rollbackOf: string | null
-  undoing: string
-  context: string | null
-  db: { touched: boolean; keepData: boolean; expects?: string | null; backup?: BackupRecord | null }
-  safetyBackup: boolean
-  confirm: { yes: boolean } | null
-  /** polling mode or --stop-first: the bot stops before the database step and the switch */
-  stopFirst: boolean
-  /** non-empty: the bot stops for the database swap (a failed deploy's, unless the target serves) */
-  swapStops: string[]
-  /** Swarm already rolled the service back to the target (a failed update): no switch */
-  targetServing: boolean
-  recordAs: { state: DeployState; message: string | null } | null
-}
+/** As on one host, less what a Swarm does by itself: nodes pull the image; the exports go to BACKUP_DIR. */
+export type SwarmRollback = Omit<RollbackRequest, 'pull' | 'exportRoot'>
 
 export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Promise<DeployEvent | null> {
   if (request.target === null) {
@@ -51,11 +29,7 @@ export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Pro
   let event = record(ctx, { ...newEvent('rollback', r.target, r.from, r.triggeredBy), rollback_of: r.rollbackOf })
   let database = 'not touched'
   try {
-    const revision = await schemaRevision(ctx.db)
-    const expects = r.db.expects !== undefined ? r.db.expects : await targetHead(ctx, r.target)
-    log.info(`Database schema: ${revision ?? 'none'}; ${r.target} expects ${expects ?? 'none'}`)
-    const backup = r.db.backup !== undefined ? r.db.backup : preDeploymentBackupOf(readIndex(ctx.cfg.BACKUP_DIR).backups, r.target)
-    const plan = planDatabase({ target: r.target, current: r.from, revision, expects, touched: r.db.touched, keepData: r.db.keepData, backup })
+    const { revision, plan } = await planRollbackDatabase(ctx, r, r.target, targetHead)
     if (r.confirm) await confirmDestructive(`Roll back to ${r.target}. ${describePlan(plan)}`, r.confirm.yes)
     event = record(ctx, { ...event, schema_revision_before: revision })
     const safety = r.safetyBackup ? await safetyBackup(ctx, r.from) : null
@@ -94,18 +68,9 @@ export async function rollBackOnSwarm(ctx: Context, request: SwarmRollback): Pro
     } finally {
       if (plan.action === 'restore') await settleReplacedDatabase(ctx, aside, { reason: `safety backup: ${ctx.db.database} as it was before the rollback to ${r.target} (${r.undoing})`, exportSince: { backup: plan.backup, dir: path.join(ctx.cfg.BACKUP_DIR, 'exports', event.event_id) } })
     }
-    const after = isDryRun() ? null : await schemaRevision(ctx.db)
-    event = { ...event, health_check_passed: true, downtime_seconds: null, migration_applied: plan.action !== 'keep', schema_revision_after: after }
-    if (r.recordAs) await recordDeployed(ctx, { state: r.recordAs.state, tag: r.target, event, rollbackFrom: r.from, message: r.recordAs.message })
-    else event = record(ctx, completeEvent(event, 'success', null))
-    log.info('Rollback complete')
-    return event
+    return await completeRollback(ctx, r, r.target, event, plan, null)
   } catch (error) {
-    if (error instanceof OpsError && error.kind === 'refused') {
-      record(ctx, completeEvent(event, 'cancelled', messageOf(error)))
-      throw error
-    }
-    return fail(ctx, r, event, database, error)
+    return rollbackFailed(ctx, r, event, database, (c) => describeRunning(c.cfg), error)
   }
 }
 
@@ -127,21 +92,4 @@ function describePlan(plan: DbPlan): string {
   if (plan.action === 'restore') return `The database goes back to backup ${plan.backup.backup_id} (taken ${plan.backup.created_at}); rows it does not hold are exported as CSV once the bot has stopped.`
   if (plan.action === 'downgrade') return `The schema is downgraded to ${plan.to} (--keep-data); columns and tables added since are dropped.`
   return 'The database is kept as it is: no data is lost.'
-}
-
-async function safetyBackup(ctx: Context, current: string | null): Promise<BackupRecord | null> {
-  log.info('Creating safety backup')
-  const backup = await createBackup(ctx.cfg, ctx.db, { type: 'manual', artifactId: current, reason: 'safety backup before rollback' })
-  return isDryRun() ? null : backup
-}
-
-async function fail(ctx: Context, r: SwarmRollback & { target: string }, event: DeployEvent, database: string, error: unknown): Promise<never> {
-  const reason = messageOf(error).replace(/\s*\n\s*/g, ' ').trim()
-  const running = await describeRunning(ctx.cfg).catch((e: unknown) => `unknown (${messageOf(e)})`)
-  const summary = `Rollback to ${r.target} failed: ${reason}. Running now: ${running}. Database: ${database}. Look further: ${path.join(TOOLKIT_DIR, 'scripts', 'status.sh')}`
-  log.error(summary)
-  record(ctx, completeEvent(event, 'failed', `${reason}; running now: ${running}; database: ${database}`))
-  await notify(ctx.cfg, `${r.context ? `${r.context} ` : ''}ROLLBACK FAILED on ${os.hostname()} (${r.undoing}): ${summary}`)
-  const kind: ErrorKind = error instanceof OpsError && error.kind === 'restore_failed' ? 'restore_failed' : 'command_failed'
-  throw new RollbackFailed(kind, summary, error)
 }

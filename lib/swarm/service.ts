@@ -2,7 +2,7 @@ import type { Config } from '../core/config.ts'
 import type { Context } from '../stack/context.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
-import { capture, isDryRun, run, tryRun, type Command } from '../core/runner.ts'
+import { $, $read, isDryRun } from '../core/shell.ts'
 import type { HealthReport, ServiceHealth } from '../stack/health.ts'
 import { requireImage } from '../release/release.ts'
 import { isWebhook, serviceName } from './stack.ts'
@@ -19,13 +19,14 @@ export interface Task {
   error: string
 }
 
-function inspectCommand(cfg: Config, service: string, format: string): Command {
-  return { argv: ['docker', 'service', 'inspect', '--format', format, serviceName(cfg, service)], mutates: false, timeoutMs: 30_000 }
+/** One field of the service's spec or state; a service that does not exist is a non-zero exit. */
+function inspect(cfg: Config, service: string, format: string, nothrow = true) {
+  return $read({ nothrow, timeoutMs: 30_000 })`docker service inspect --format ${format} ${serviceName(cfg, service)}`
 }
 
 /** The tasks Swarm wants running (desired state running), with their current state. */
 export async function runningTasks(cfg: Config, service: string): Promise<Task[]> {
-  const out = await tryRun({ argv: ['docker', 'service', 'ps', '--no-trunc', '--filter', 'desired-state=running', '--format', '{{.ID}}|{{.Image}}|{{.Node}}|{{.CurrentState}}|{{.Error}}', serviceName(cfg, service)], mutates: false, timeoutMs: 30_000 })
+  const out = await $read({ nothrow: true, timeoutMs: 30_000 })`docker service ps --no-trunc --filter desired-state=running --format ${'{{.ID}}|{{.Image}}|{{.Node}}|{{.CurrentState}}|{{.Error}}'} ${serviceName(cfg, service)}`
   if (out.exitCode !== 0) return []
   return out.stdout.trim().split('\n').filter(Boolean).map((line) => {
     const [id = '', image = '', node = '', state = '', error = ''] = line.split('|')
@@ -35,13 +36,13 @@ export async function runningTasks(cfg: Config, service: string): Promise<Task[]
 
 /** The image tag the service's spec names now (after a rollback: the previous one). */
 export async function specTag(cfg: Config): Promise<string | null> {
-  const r = await tryRun(inspectCommand(cfg, 'bot', '{{.Spec.TaskTemplate.ContainerSpec.Image}}'))
+  const r = await inspect(cfg, 'bot', '{{.Spec.TaskTemplate.ContainerSpec.Image}}')
   if (r.exitCode !== 0) return null
   return r.stdout.trim().replace(/@sha256:[0-9a-f]+$/, '').split(':').pop() ?? null
 }
 
 async function replicas(cfg: Config, service: string): Promise<number> {
-  const r = await tryRun(inspectCommand(cfg, service, '{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{end}}'))
+  const r = await inspect(cfg, service, '{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{end}}')
   return r.exitCode === 0 ? Number(r.stdout.trim()) || 0 : 0
 }
 
@@ -75,7 +76,7 @@ export async function waitForUpdate(ctx: Context, tag: string, since: Date): Pro
   // the update's monitor window (20 s) and its delay come on top of the health check's time
   const deadline = Date.now() + (cfg.HEALTH_CHECK_TIMEOUT + 60) * 1000
   for (;;) {
-    const status = (await capture(inspectCommand(cfg, 'bot', '{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{.UpdateStatus.Message}}|{{.UpdateStatus.StartedAt.Unix}}{{end}}'))).trim()
+    const status = (await inspect(cfg, 'bot', '{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{.UpdateStatus.Message}}|{{.UpdateStatus.StartedAt.Unix}}{{end}}', false)).stdout.trim()
     const [recorded = '', message = '', startedAt = '0'] = status.split('|')
     // An update that began before this deploy is an earlier one's outcome (a scale is no update).
     const state = Number(startedAt) * 1000 >= since.getTime() - 2000 ? recorded : ''
@@ -100,11 +101,11 @@ export async function waitConverged(ctx: Context, tag: string): Promise<string |
 
 /** Sets the bot's replicas and waits until Swarm has them (0: every task stopped, its grace period given). */
 export async function scaleBot(cfg: Config, count: number): Promise<void> {
-  await run({ argv: ['docker', 'service', 'scale', '--detach=false', `${serviceName(cfg, 'bot')}=${count}`], timeoutMs: (cfg.STOP_TIMEOUT + cfg.HEALTH_CHECK_TIMEOUT) * 1000 })
+  await $({ timeoutMs: (cfg.STOP_TIMEOUT + cfg.HEALTH_CHECK_TIMEOUT) * 1000 })`docker service scale --detach=false ${`${serviceName(cfg, 'bot')}=${count}`}`
 }
 
 export async function botExists(cfg: Config): Promise<boolean> {
-  return (await tryRun(inspectCommand(cfg, 'bot', '{{.ID}}'))).exitCode === 0
+  return (await inspect(cfg, 'bot', '{{.ID}}')).exitCode === 0
 }
 
 /** What runs now, for a failure message: the bot's running tasks by tag and node. */

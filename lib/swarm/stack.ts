@@ -7,8 +7,9 @@ import { type Context } from '../stack/context.ts'
 import { botEnvText } from '../core/container-env.ts'
 import { readEnvFile } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
-import { run, tryRun, type Command } from '../core/runner.ts'
+import { $ } from '../core/shell.ts'
 import { requireImage } from '../release/release.ts'
+import { localSwarm } from './cluster.ts'
 
 // The stack on a Docker Swarm (ORCHESTRATOR=swarm): deployment/docker-stack.yml, deployed by
 // `docker stack deploy` under COMPOSE_PROJECT_NAME from the manager this toolkit runs on.
@@ -25,8 +26,7 @@ const SECRET_VARIABLES = { telegram_bot_token: 'TELEGRAM_BOT_TOKEN', database_ur
 export async function usesSwarm(cfg: Config): Promise<boolean> {
   if (cfg.ORCHESTRATOR !== 'auto') return cfg.ORCHESTRATOR === 'swarm'
   if (!fs.existsSync(STACK_FILE)) return false
-  const info = await tryRun({ argv: ['docker', 'info', '--format', '{{.Swarm.ControlAvailable}}'], mutates: false, timeoutMs: 30_000 }).catch(() => null)
-  return info?.exitCode === 0 && info.stdout.trim() === 'true'
+  return (await localSwarm().catch(() => null))?.manager === true
 }
 
 export function stackName(cfg: Config): string {
@@ -96,22 +96,17 @@ function modeVariables(cfg: Config, vars: Record<string, string>): Record<string
 }
 
 /**
- * `docker stack deploy` of `tag`: the stack file interpolates .env.production (the calling
- * environment wins, as with compose) and what writeStackFiles derived. Always detached; the
- * caller waits for the update (service.ts).
+ * What `docker stack deploy` interpolates the stack file with: .env.production (the calling
+ * environment wins, as with compose) and what writeStackFiles derived.
  */
-export function stackDeployCommand(ctx: Context, tag: string): Command {
+export function stackDeployEnv(ctx: Context, tag: string): Record<string, string> {
   const { cfg } = ctx
   const vars = readEnvFile(cfg.envFile) ?? {}
   const fromFile = Object.fromEntries(Object.entries(vars).filter(([k]) => !process.env[k]))
-  return {
-    argv: ['docker', 'stack', 'deploy', '--with-registry-auth', '--compose-file', STACK_FILE, stackName(cfg)],
-    cwd: path.dirname(STACK_FILE),
-    env: { ...fromFile, ...writeStackFiles(cfg), ...modeVariables(cfg, vars), BOT_IMAGE: requireImage(cfg), APP_VERSION: tag, COMPOSE_PROJECT_NAME: stackName(cfg), TELEGRAM_WEBHOOK_URL: cfg.webhookUrl },
-    timeoutMs: 120_000,
-  }
+  return { ...fromFile, ...writeStackFiles(cfg), ...modeVariables(cfg, vars), BOT_IMAGE: requireImage(cfg), APP_VERSION: tag, COMPOSE_PROJECT_NAME: stackName(cfg), TELEGRAM_WEBHOOK_URL: cfg.webhookUrl }
 }
 
+/** Always detached: the caller waits for the update (service.ts). */
 export async function deployStack(ctx: Context, tag: string): Promise<void> {
-  await run(stackDeployCommand(ctx, tag))
+  await $({ cwd: path.dirname(STACK_FILE), env: stackDeployEnv(ctx, tag), timeoutMs: 120_000 })`docker stack deploy --with-registry-auth --compose-file ${STACK_FILE} ${stackName(ctx.cfg)}`
 }

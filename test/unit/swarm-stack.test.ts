@@ -4,7 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../lib/core/config.ts'
 import { type Context } from '../../lib/stack/context.ts'
-import { STACK_FILE, stackDeployCommand, usesSwarm, writeStackFiles } from '../../lib/swarm/stack.ts'
+import { stackDeployEnv, usesSwarm, writeStackFiles } from '../../lib/swarm/stack.ts'
 
 function configWith(lines: string[]) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-swarm-'))
@@ -40,10 +40,8 @@ describe('the Swarm stack', () => {
 
   it('webhook mode: start-first with BOT_REPLICAS and nginx; polling mode: stop-first, one poller, no nginx', () => {
     const webhook = configWith(['TELEGRAM_WEBHOOK_URL=https://bot.example.com/webhook', 'BOT_REPLICAS=3'])
-    const cmd = stackDeployCommand({ cfg: webhook.cfg } as Context, 'v1.2.0')
-    expect(cmd.argv).toEqual(['docker', 'stack', 'deploy', '--with-registry-auth', '--compose-file', STACK_FILE, 'shop'])
-    expect(cmd.env).toMatchObject({ APP_VERSION: 'v1.2.0', BOT_IMAGE: 'registry.example.com/bot', BOT_UPDATE_ORDER: 'start-first', BOT_REPLICAS: '3', NGINX_REPLICAS: '1', BOT_DRAIN_SECONDS: '6', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook' })
+    expect(stackDeployEnv({ cfg: webhook.cfg } as Context, 'v1.2.0')).toMatchObject({ APP_VERSION: 'v1.2.0', BOT_IMAGE: 'registry.example.com/bot', BOT_UPDATE_ORDER: 'start-first', BOT_REPLICAS: '3', NGINX_REPLICAS: '1', BOT_DRAIN_SECONDS: '6', TELEGRAM_WEBHOOK_URL: 'https://bot.example.com/webhook' })
     const polling = configWith([])
-    expect(stackDeployCommand({ cfg: polling.cfg } as Context, 'v1.2.0').env).toMatchObject({ BOT_UPDATE_ORDER: 'stop-first', BOT_REPLICAS: '1', NGINX_REPLICAS: '0', BOT_DRAIN_SECONDS: '0', TELEGRAM_WEBHOOK_URL: '' })
+    expect(stackDeployEnv({ cfg: polling.cfg } as Context, 'v1.2.0')).toMatchObject({ BOT_UPDATE_ORDER: 'stop-first', BOT_REPLICAS: '1', NGINX_REPLICAS: '0', BOT_DRAIN_SECONDS: '0', TELEGRAM_WEBHOOK_URL: '' })
   })
 })
