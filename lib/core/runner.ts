@@ -6,15 +6,13 @@ import { OpsError } from './errors.ts'
 import { log } from './log.ts'
 import { watchReadPosition } from './progress.ts'
 import { redact } from './redact.ts'
-import { $read, exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote, timedOut } from './shell.ts'
+import { exitCodeOf, failureMessage, isDryRun, KILL_GRACE_MS, quote } from './shell.ts'
 
 // The streams that are not zx: pg_dump | pigz | tee | age and pigz -d | guard | psql run through
 // runStages, because zx keeps every chunk a child prints in memory and a 1 GB dump must never sit
 // in node's: programs are joined by kernel pipes, and where node must read the bytes (the restore's
 // meta-command guard) a stream.pipeline with backpressure holds one chunk at a time. Every other
-// command is a `$` line (shell.ts). run/capture/tryRun below (a builder's Command through that same
-// `$`) remain only for lib/swarm, whose commands are still being changed: once they are `$` lines,
-// these three go.
+// command is a `$` line (shell.ts).
 export interface Command {
   argv: string[]
   /** merged over the process environment; where passwords go so they never appear in argv */
@@ -38,37 +36,6 @@ export { isDryRun, setDryRun } from './shell.ts'
 
 export function describe(command: Command): string {
   return redact(command.argv.map(quote).join(' '))
-}
-
-function skipForDryRun(command: Command): boolean {
-  if (!isDryRun() || command.mutates === false) return false
-  process.stdout.write(`[dry-run] ${describe(command)}\n`)
-  return true
-}
-
-/**
- * Runs a command whose output is small (zx keeps it in memory; a dump goes through runStages)
- * through the toolkit's configured `$` (shell.ts): each argument quoted, no ~/.bashrc, logged
- * redacted with its exit code and duration, killed at its timeout. A program that is not installed
- * is exit 127, as the shell says.
- */
-export async function tryRun(command: Command): Promise<RunResult> {
-  if (skipForDryRun(command)) return { exitCode: 0, stdout: '', stderr: '' }
-  // Past skipForDryRun it runs, change or read alike: `$read` is the tag that never skips.
-  const running = $read({ cwd: command.cwd, env: command.env, input: command.input, timeoutMs: command.timeoutMs, nothrow: true })`${command.argv}`
-  const output = await running
-  if (timedOut(running)) throw new OpsError('timeout', `Timed out after ${Math.round((command.timeoutMs ?? 0) / 1000)}s: ${describe(command)}`)
-  return { exitCode: exitCodeOf(output.exitCode, output.signal), stdout: output.stdout, stderr: output.stderr }
-}
-
-export async function run(command: Command): Promise<RunResult> {
-  const result = await tryRun(command)
-  if (result.exitCode !== 0) throw commandFailed(command, result.exitCode, result.stderr || result.stdout)
-  return result
-}
-
-export async function capture(command: Command): Promise<string> {
-  return (await run(command)).stdout.trim()
 }
 
 /** A command that exited non-zero; `command` says which, for callers that tell the stages apart. */
@@ -113,7 +80,10 @@ export function describeStages(stages: Stage[]): string {
  * returns its pid, or null under --dry-run.
  */
 export function startDetached(command: Command): number | null {
-  if (skipForDryRun(command)) return null
+  if (isDryRun()) {
+    process.stdout.write(`[dry-run] ${describe(command)}\n`)
+    return null
+  }
   log.debug(`$ ${describe(command)} (detached)`)
   const child = spawn(command.argv[0] ?? '', command.argv.slice(1), { cwd: command.cwd, env: { ...process.env, ...command.env }, detached: true, stdio: 'ignore' })
   child.unref()

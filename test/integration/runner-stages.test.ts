@@ -1,11 +1,6 @@
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { OpsError } from '../../lib/core/errors.ts'
-import { addSecretsFrom } from '../../lib/core/redact.ts'
-import { CommandFailed, run, runStages, tryRun, type Command } from '../../lib/core/runner.ts'
+import { CommandFailed, runStages, type Command } from '../../lib/core/runner.ts'
 
 // Real processes: adjacent commands are joined by a kernel pipe, the way a shell joins them.
 class Collect extends Writable {
@@ -41,52 +36,5 @@ describe('runStages', () => {
     const error = await runStages([{ argv: ['yes'] }, reader, new Collect()], 20_000).catch((e: unknown) => e)
     // Not the timeout: `yes` got EPIPE because node kept no copy of the pipe's read end.
     expect(error).toBeInstanceOf(CommandFailed)
-  })
-})
-
-describe('run', () => {
-  // Under systemd SHLVL is unset; Debian's bash, started by zx with a socket as stdin, then takes
-  // itself for an ssh session and sources ~/.bashrc before every command (100 ms each, and side effects).
-  it('runs a command without sourcing ~/.bashrc, even with no SHLVL', async () => {
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ttg-home-'))
-    try {
-      fs.writeFileSync(path.join(home, '.bashrc'), 'touch "$HOME/bashrc-was-read"\n')
-      await run({ argv: ['true'], env: { HOME: home, SHLVL: '' } })
-      expect(fs.existsSync(path.join(home, 'bashrc-was-read'))).toBe(false)
-    } finally {
-      fs.rmSync(home, { recursive: true, force: true })
-    }
-  })
-})
-
-describe('tryRun (no shell)', () => {
-  it('passes every argument as it is: nothing is split, globbed or expanded', async () => {
-    const r = await tryRun({ argv: ['printf', '%s|', 'a b', '$HOME', '*', "it's"] })
-    expect(r).toEqual({ exitCode: 0, stdout: "a b|$HOME|*|it's|", stderr: '' })
-  })
-
-  it('a program that is not installed is exit 127 with a clear line', async () => {
-    const r = await tryRun({ argv: ['ttg-no-such-program', '--version'] })
-    expect(r.exitCode).toBe(127)
-    expect(r.stderr).toMatch(/ttg-no-such-program: command not found/)
-  })
-
-  it('its own timeout kills the program and says which command timed out', async () => {
-    const error = await tryRun({ argv: ['sleep', '30'], timeoutMs: 300 }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(OpsError)
-    expect((error as OpsError).kind).toBe('timeout')
-    expect((error as OpsError).message).toBe('Timed out after 0s: sleep 30')
-  })
-
-  it('input reaches stdin', async () => {
-    expect((await tryRun({ argv: ['cat'], input: 'hello' })).stdout).toBe('hello')
-  })
-
-  it('a failure names the whole command, with secrets redacted', async () => {
-    addSecretsFrom({ POSTGRES_PASSWORD: 'runner-secret-pw' })
-    const error = await run({ argv: ['sh', '-c', 'echo boom >&2; exit 3', 'runner-secret-pw'] }).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(CommandFailed)
-    expect((error as Error).message).toMatch(/^sh failed: boom \(exit 3: sh -c 'echo boom >&2; exit 3' \S+\)$/)
-    expect((error as Error).message).not.toContain('runner-secret-pw')
   })
 })

@@ -65,6 +65,17 @@ describe('$ and $read', () => {
     expect(describeCommand({ argv: ['docker', 'compose', 'up', '-d', "it's a bot"] })).toBe(`docker compose up -d 'it'\\''s a bot'`)
   })
 
+  it('a program that is not installed is exit 127 with a clear line', async () => {
+    const r = await $read({ nothrow: true })`ttg-no-such-program --version`
+    expect(r.exitCode).toBe(127)
+    expect(r.stderr).toMatch(/ttg-no-such-program: command not found/)
+  })
+
+  it('input reaches stdin, and nothing else does', async () => {
+    expect((await $read({ input: 'hello' })`cat`).stdout).toBe('hello')
+    expect((await $read`cat`).stdout).toBe('')
+  })
+
   it('bash reads no startup file, even with a socket for stdin', async () => {
     fs.writeFileSync(path.join(dir, '.bashrc'), 'echo BASHRC-READ\n')
     const out = await $({ env: { HOME: dir }, input: 'x' })`cat >/dev/null; echo ran`
