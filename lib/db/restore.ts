@@ -15,7 +15,7 @@ import { log } from '../core/log.ts'
 import { onInterrupt } from '../core/interrupts.ts'
 import { doBlock, psql, psqlRestore, quoteIdent, quoteLiteral, type Db } from '../commands/postgres.ts'
 import { CommandFailed, isDryRun, runStages } from '../core/runner.ts'
-import { $ } from '../core/shell.ts'
+import { $, $read } from '../core/shell.ts'
 import { CopyTagCollector, sha256OfFile } from '../core/streams.ts'
 import { SERVICES, unhealthyLines, waitUntilHealthy } from '../stack/health.ts'
 
@@ -80,13 +80,16 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
     await runStages([gunzip, ...(inspector ? [inspector] : []), guard, psql, tags], db.timeoutMs)
   } catch (error) {
     await hashing.catch(() => undefined)
+    // A corrupt stream inflates to garbage, which may hold anything the guard refuses: the guard's
+    // error can win the race with the decompressor's, so the file's own integrity decides.
+    if (guard.found && !(await gzipIntact(source.file))) throw corrupted(source.file, 'its gzip stream does not decompress (gzip -t)')
     if (guard.found) throw metaCommandIn(source.file, `line ${guard.found.line} is the psql meta-command ${guard.found.command}`)
     if (error instanceof CommandFailed && error.command === psql) {
       // one the guard could not see (in the middle of a line): psql refused it under the key
       const refused = RESTRICTED.exec(error.message)
       if (refused) throw metaCommandIn(source.file, `psql refused a meta-command at line ${Number(refused[1])}`)
     }
-    if (error instanceof CommandFailed && error.command === gunzip) throw new OpsError('verify_failed', `Backup ${source.file} is corrupted: ${messageOf(error)}`, { cause: error })
+    if (error instanceof CommandFailed && error.command === gunzip) throw corrupted(source.file, messageOf(error), error)
     // psql also fails on a dump cut off mid-statement; that the whole file was read without its
     // trailer is the real story.
     if (inspector?.ended && !inspector.facts().complete) throw incompleteDump(source.file)
@@ -97,6 +100,14 @@ export async function restoreInto(db: Db, database: string, source: Source): Pro
 }
 
 const RESTRICTED = /psql:<stdin>:(\d+): error: backslash commands are restricted/
+
+async function gzipIntact(file: string): Promise<boolean> {
+  return (await $read({ nothrow: true, timeoutMs: 30 * 60_000 })`gzip --test -- ${file}`).exitCode === 0
+}
+
+function corrupted(file: string, why: string, cause?: unknown): OpsError {
+  return new OpsError('verify_failed', `Backup ${file} is corrupted: ${why}`, { cause })
+}
 
 function metaCommandIn(file: string, where: string): OpsError {
   return new OpsError('verify_failed', `Backup ${file} holds a psql meta-command, code that would run on this host: ${where}. Not restored; the live database was not touched`)
