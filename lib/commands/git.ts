@@ -1,6 +1,5 @@
-import type { Command } from '../core/runner.ts'
-
-// Every git command the toolkit runs: setup's clone, deploy's fetch and checkout, as builders.
+// What the toolkit's git lines share (setup's clone, deploy's fetch and checkout are `$` lines):
+// the environment that keeps git from prompting, and reading ssh URLs and git's failures.
 
 /**
  * No terminal prompt for credentials: a private repository the deploy user cannot read fails with
@@ -33,21 +32,6 @@ export function sshHost(url: string): string | null {
   if (!isSshUrl(url)) return null
   const match = /^[a-z+]+:\/\/(?:[^@/]+@)?(\[[^\]]+\]|[^:/]+)/i.exec(url) ?? /^(?:[^@:]+@)?([^:]+):/.exec(url)
   return match?.[1] ?? null
-}
-
-/** Tags moved or deleted upstream move here too (--force, --prune): a release tag means one commit. */
-export function gitFetch(dir: string, sshCommand: string | null = null): Command {
-  return { argv: ['git', '-C', dir, 'fetch', '--quiet', '--tags', '--force', '--prune', 'origin'], env: gitEnv(sshCommand), timeoutMs: 5 * 60_000, mutates: false }
-}
-
-/** The commit `ref` names, or HEAD's: comparing them tells whether a checkout would change anything. */
-export function gitResolve(dir: string, ref: string): Command {
-  return { argv: ['git', '-C', dir, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], env: gitEnv(), mutates: false, timeoutMs: 30_000 }
-}
-
-/** --force: the checkout is the toolkit's, never edited by hand; a stray change must not block a deploy. */
-export function gitCheckout(dir: string, ref: string): Command {
-  return { argv: ['git', '-C', dir, 'checkout', '--detach', '--force', '--quiet', ref], env: gitEnv(), timeoutMs: 5 * 60_000 }
 }
 
 /**

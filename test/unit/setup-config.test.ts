@@ -7,7 +7,7 @@ import { composeDatabaseUrl, optionalKeys, renderEnvFile, RULES, templateKeys, v
 import { parseEnvFile } from '../../lib/core/env-file.ts'
 import { parseCli, type CliSpec } from '../../lib/core/cli.ts'
 import { changedAnswers, loadSetupSettings } from '../../lib/setup/settings.ts'
-import { gitCheckout, gitEnv, gitFailureReason, gitFetch, gitResolve, gitSshCommand, isSshUrl, sshHost } from '../../lib/commands/git.ts'
+import { gitEnv, gitFailureReason, gitSshCommand, isSshUrl, sshHost } from '../../lib/commands/git.ts'
 import { deployKeyPath, newestReleaseTag, parsePasswd } from '../../lib/commands/host.ts'
 import { dockerPackages, parseAptPolicy } from '../../lib/commands/apt.ts'
 import { firewallCommands, parseUfwAdded, publishedPortProblems } from '../../lib/commands/ufw.ts'
@@ -280,10 +280,10 @@ describe('the deploy user reaches the application repository on its own', () => 
     expect(gitFailureReason('')).toBe('')
   })
 
-  it('every git builder sets GIT_TERMINAL_PROMPT=0', () => {
+  it('git never prompts: gitEnv sets GIT_TERMINAL_PROMPT=0, with or without an ssh command', () => {
     // (setup's own git lines pass gitEnv(): test/integration/setup-plan.test.ts)
-    const builders = [gitFetch('/d', null), gitResolve('/d', 'HEAD'), gitCheckout('/d', 'v1.0.0')]
-    for (const command of builders) expect(command.env, command.argv.join(' ')).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
+    expect(gitEnv()).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
+    expect(gitEnv('ssh -i /k')).toMatchObject({ GIT_TERMINAL_PROMPT: '0' })
   })
 
   it('the deploy user\'s account from getent passwd', () => {
