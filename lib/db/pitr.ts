@@ -1,3 +1,4 @@
+import { parseJsonOrNull } from '../core/json.ts'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -149,18 +150,11 @@ export function readPitrState(cfg: Config): PitrState {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { last_runs: [], archiving_failing_since: null }
     throw new OpsError('corrupt_state', `Cannot read ${file}: ${messageOf(error)}`)
   }
-  const parsed = stateSchema.safeParse(safeJson(text))
+  const parsed = stateSchema.safeParse(parseJsonOrNull(text))
   if (!parsed.success) throw new OpsError('corrupt_state', `${file} is invalid (${parsed.error.issues[0]?.message}); fix or move it aside, it was left untouched`)
   return parsed.data
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text)
-  } catch {
-    return null
-  }
-}
 
 function writePitrState(cfg: Config, state: PitrState): void {
   fs.mkdirSync(cfg.BACKUP_DIR, { recursive: true, mode: 0o700 })

@@ -1,3 +1,4 @@
+import { parseJsonOrNull } from '../core/json.ts'
 import { z } from 'zod'
 import { messageOf } from '../core/errors.ts'
 import { $read } from '../core/shell.ts'
@@ -93,19 +94,12 @@ const taskSchema = z.object({ Name: z.string(), Node: z.string(), DesiredState: 
 /** One JSON object a line (`--format '{{json .}}'`); a line that is not one is an error, not skipped. */
 function jsonLines<T>(text: string, schema: z.ZodType<T>, what: string): T[] {
   return text.split('\n').filter((line) => line.trim()).map((line) => {
-    const parsed = schema.safeParse(safeJson(line))
+    const parsed = schema.safeParse(parseJsonOrNull(line))
     if (!parsed.success) throw new Error(`unexpected ${what} line from docker: ${clean(line, 120)}`)
     return parsed.data
   })
 }
 
-function safeJson(line: string): unknown {
-  try {
-    return JSON.parse(line)
-  } catch {
-    return null
-  }
-}
 
 export function parseNodes(text: string): SwarmNode[] {
   return jsonLines(text, nodeSchema, 'node').map((n) => ({
