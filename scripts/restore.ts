@@ -21,7 +21,7 @@ import { checkRestoreAccess, checkSourceLooksIntact, dropDatabase, requireServer
 import { requireRoomForScratchCopy } from '../lib/db/scratch-room.ts'
 import { releasedOnInterrupt, takeDeployLock, type Lock } from '../lib/core/lock.ts'
 import { restoreNotice } from '../lib/core/notices.ts'
-import { isDryRun } from '../lib/core/runner.ts'
+import { isDryRun } from '../lib/core/shell.ts'
 
 const spec = {
   name: 'restore',

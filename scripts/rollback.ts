@@ -11,7 +11,7 @@ import { isEntryPoint, runMain } from '../lib/core/main.ts'
 import { rollbackNotice } from '../lib/core/notices.ts'
 import { endWatch } from '../lib/release/watch.ts'
 import { fromRecordedRelease, rollBack } from '../lib/release/rollback.ts'
-import { isDryRun } from '../lib/core/runner.ts'
+import { isDryRun } from '../lib/core/shell.ts'
 import { rollBackOnSwarm } from '../lib/swarm/rollback.ts'
 import { usesSwarm } from '../lib/swarm/stack.ts'
 

@@ -3,7 +3,7 @@ import path from 'node:path'
 import { writeFileAtomic } from './atomic-file.ts'
 import { parseEnvFile } from './env-file.ts'
 import { log } from './log.ts'
-import { isDryRun } from './runner.ts'
+import { isDryRun } from './shell.ts'
 
 // .env.production holds the application's variables and the toolkit's own (bucket keys, the PITR
 // cipher password, notify and alert URLs, the database superuser's password). Each container gets

@@ -8,7 +8,7 @@ import { log } from './log.ts'
 import path from 'node:path'
 import type { Config } from './config.ts'
 import { onInterrupt } from './interrupts.ts'
-import { isDryRun } from './runner.ts'
+import { isDryRun } from './shell.ts'
 import { dayjs } from './time.ts'
 
 // A lock file created with O_EXCL holding who took it. A holder whose process is gone (same host),

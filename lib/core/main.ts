@@ -6,7 +6,7 @@ import { exitCodeFor, messageOf, OpsError, type ExitCodes } from './errors.ts'
 import { deployUserFor, reexecAs } from './deploy-user.ts'
 import { configureLog, log } from './log.ts'
 import { channelsFrom, markFailureTold, notificationsDelivered, notify } from './notify.ts'
-import { isDryRun, setDryRun } from './runner.ts'
+import { isDryRun, setDryRun } from './shell.ts'
 import { runCleanups } from './interrupts.ts'
 
 // The one place where a script's typed errors become the contract's exit codes and its closing

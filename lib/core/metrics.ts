@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { log } from './log.ts'
 import { CREATE_NEW_FLAGS, openNoFollow } from './no-follow.ts'
-import { isDryRun } from './runner.ts'
+import { isDryRun } from './shell.ts'
 import { dayjs } from './time.ts'
 
 // Prometheus metrics published through node_exporter's textfile collector: each script writes its

@@ -5,7 +5,7 @@ import { readEnvFile } from './env-file.ts'
 import { messageOf } from './errors.ts'
 import { log } from './log.ts'
 import { addSecretsFrom, redact } from './redact.ts'
-import { isDryRun } from './runner.ts'
+import { isDryRun } from './shell.ts'
 
 // Notifications on success, failure and rollback: a Slack-compatible webhook and/or a Telegram
 // chat, both optional. A notification that fails is a warning, never a failed deploy.

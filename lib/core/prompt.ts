@@ -1,7 +1,7 @@
 import { question } from 'zx'
 import { OpsError } from './errors.ts'
 import { addSecret } from './redact.ts'
-import { isDryRun } from './runner.ts'
+import { isDryRun } from './shell.ts'
 
 // A visible answer is read with zx's question(). A secret is read here, in raw mode, one key at a
 // time: zx's question() echoes what is typed, and a secret must never be echoed (not even by the

@@ -32,7 +32,6 @@ export interface RunResult {
   stderr: string
 }
 
-export { isDryRun, setDryRun } from './shell.ts'
 
 export function describe(command: Command): string {
   return redact(command.argv.map(quote).join(' '))

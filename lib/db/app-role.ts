@@ -5,7 +5,7 @@ import { readEnvFile, setEnvValue } from '../core/env-file.ts'
 import { OpsError } from '../core/errors.ts'
 import { log } from '../core/log.ts'
 import { addSecret } from '../core/redact.ts'
-import { isDryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
 import { doBlock, psql, quoteIdent, quoteLiteral } from '../commands/postgres.ts'
 import { parseDatabaseUrl } from '../core/database-url.ts'
 

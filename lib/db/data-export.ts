@@ -4,7 +4,8 @@ import type { BackupRecord } from './backup-index.ts'
 import { SNAPSHOT_SQL } from './backup.ts'
 import { log } from '../core/log.ts'
 import { psql, psqlQuery, quoteLiteral, type Db } from '../commands/postgres.ts'
-import { isDryRun, runStages } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
+import { runStages } from '../core/runner.ts'
 
 // Before a database is put back to a backup, every row the backup does not hold is exported as
 // CSV (freshtrack's data export), so nothing is lost silently: an operator can re-import them.

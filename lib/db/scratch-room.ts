@@ -3,7 +3,7 @@ import { requireCompose, type Context } from '../stack/context.ts'
 import { parseDfAvailable, requireRoomForCopy, uncompressedEstimate } from '../core/disk.ts'
 import { formatBytes } from '../core/format.ts'
 import { log } from '../core/log.ts'
-import { isDryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
 import type { PhysicalBackup } from './pitr.ts'
 import type { Source } from './restore.ts'
 

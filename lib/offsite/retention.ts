@@ -1,6 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3'
 import { messageOf, OffsiteError } from '../core/errors.ts'
-import { isDryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
 import { abortUpload, deleteObject, listUploads, type Bucket, type PendingUpload } from './bucket.ts'
 import { listRemoteBackups, type RemoteBackup, type RemoteCatalog } from './catalog.ts'
 import type { ListedObject } from './keys.ts'

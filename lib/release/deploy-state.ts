@@ -8,7 +8,7 @@ import { APPEND_FLAGS, openNoFollow } from '../core/no-follow.ts'
 import { OpsError } from '../core/errors.ts'
 import { isoSeconds } from '../core/format.ts'
 import { redact } from '../core/redact.ts'
-import { isDryRun } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
 import { dayjs } from '../core/time.ts'
 
 // artifacts.json holds the current and previous Deployment Artifact (data model); the audit log

@@ -6,7 +6,8 @@ import { writeFileAtomic } from '../core/atomic-file.ts'
 import { TOOLKIT_DIR, type Config } from '../core/config.ts'
 import { processAlive } from '../core/lock.ts'
 import { log } from '../core/log.ts'
-import { isDryRun, startDetached, type Command } from '../core/runner.ts'
+import { isDryRun } from '../core/shell.ts'
+import { startDetached, type Command } from '../core/runner.ts'
 import { dayjs } from '../core/time.ts'
 
 // The watch window: a release that passed the health gate can still fall over minutes later. After

@@ -8,7 +8,7 @@ import { renderEnvFile } from '../../lib/core/deployment-config.ts'
 import type { Command, RunResult } from '../../lib/core/runner.ts'
 import { setupDroplet, setupOptions, spec, type SetupOutcome } from '../../scripts/setup-droplet.ts'
 
-// `setup-droplet --dry-run` on a fresh host, as data: the runner is replaced by a recorder that
+// `setup-droplet --dry-run` on a fresh host, as data: zx's `$` is replaced by a recorder that
 // answers the read-only probes the way a fresh Debian 12 droplet would (no Docker, no ufw, no
 // deploy user) and records every command that would change something. The script's own command
 // runs unchanged, from its first step to its last; its thin CLI entry (exit codes, signals) is
@@ -29,11 +29,6 @@ async function run(command: Command): Promise<RunResult> {
   if (result.exitCode !== 0) throw new Error(`${command.argv.join(' ')} failed`)
   return result
 }
-
-vi.mock('../../lib/core/runner.ts', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../../lib/core/runner.ts')>()
-  return { ...real, tryRun, run, capture: async (c: Command) => (await run(c)).stdout.trim(), isDryRun: () => true, setDryRun: () => {} }
-})
 
 // The lines written inline with zx's `$` (a change) and `$read` (a read) go to the same recorder,
 // as the argv the shell would run: each interpolated value one word, an array one word per element.

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from 'vitest'
-import { setDryRun } from '../../lib/core/runner.ts'
+import { setDryRun } from '../../lib/core/shell.ts'
 import { formatMetrics, metricsFile, publishMetrics, recordBackup, recordDeploy, recordDrill, recordHealth, recordOffsiteCopy, recordPhysicalBackup, recordWalArchive } from '../../lib/core/metrics.ts'
 
 let dir: string
